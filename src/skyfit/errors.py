@@ -1,0 +1,44 @@
+"""Exceptions and warnings raised by skyfit: each says what was wrong, with which values."""
+
+__all__ = [
+    "SkyfitError",
+    "ShapeError",
+    "DataError",
+    "ParameterRangeError",
+    "ParameterVectorError",
+    "LogDensityError",
+    "HessianWarning",
+    "ConvergenceWarning",
+]
+
+
+class SkyfitError(Exception):
+    """Base class of every skyfit exception."""
+
+
+class ShapeError(SkyfitError, ValueError):
+    """Arrays whose shapes do not fit together (data vs model, stamps vs network, ...)."""
+
+
+class DataError(SkyfitError, ValueError):
+    """Data that cannot be used as given: NaN or inf values, non-positive variances or errors."""
+
+
+class ParameterRangeError(SkyfitError, ValueError):
+    """A parameter value lies outside the ``valid`` range of its ``Param``."""
+
+
+class ParameterVectorError(SkyfitError, ValueError):
+    """A flat parameter vector of the wrong length or with non-finite entries."""
+
+
+class LogDensityError(SkyfitError, RuntimeError):
+    """A log-density that is NaN or +inf where it must be finite (for instance at a start point)."""
+
+
+class HessianWarning(UserWarning):
+    """The Hessian at an optimum is not negative definite; the covariance was repaired."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An optimiser or sampler stopped without meeting its convergence criterion."""

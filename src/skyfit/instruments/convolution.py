@@ -1,0 +1,24 @@
+"""FFT convolution of image stacks with PSF kernels (pure torch)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ShapeError
+
+__all__ = ["fft_convolve"]
+
+
+def fft_convolve(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve ``image (..., H, W)`` with ``kernel (..., k, k)`` (odd ``k``, centre at ``k // 2``).
+
+    Zero-padded linear convolution cropped to the input size ("same"); batch dimensions of the
+    image and the kernel broadcast. Cost ``O(H W log(H W))`` whatever the kernel size.
+    """
+    kh, kw = kernel.shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ShapeError(f"PSF kernel sides must be odd so it has a centre pixel, got {(kh, kw)}")
+    H, W = image.shape[-2:]
+    shape = (H + kh - 1, W + kw - 1)
+    out = torch.fft.irfft2(torch.fft.rfft2(image, s=shape) * torch.fft.rfft2(kernel, s=shape), s=shape)
+    return out[..., kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W]

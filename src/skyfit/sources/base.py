@@ -1,0 +1,21 @@
+"""Base class of extended light sources."""
+
+from __future__ import annotations
+
+import caskade as ck
+import torch
+
+__all__ = ["Source"]
+
+
+class Source(ck.Module):
+    """An extended source: surface brightness (flux / arcsec^2) at any sky coordinates.
+
+    Subclasses implement ``brightness(x, y)`` as a ``@ck.forward`` method. Parameters may carry
+    leading batch dimensions (for instance a flux per epoch, shape ``(n_epochs,)``); the result
+    then has shape ``batch + x.shape``. Lensing ray-traces a source by calling ``brightness`` at
+    deflected coordinates, so any ``Source`` can be lensed.
+    """
+
+    def brightness(self, x: torch.Tensor, y: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define a @forward brightness(x, y)")

@@ -1,0 +1,137 @@
+"""Pure torch functions for light profiles; the Modules in this package are thin layers over them.
+
+Conventions (stated once for all of skyfit):
+
+- Positions and sizes in arcsec; position angle ``phi`` in radians, counter-clockwise from +x
+  to the major axis; ``q`` = minor / major axis ratio in (0, 1].
+- Sizes (``sigma``, ``Re``) are circularised radii: the elliptical radius is
+  ``R^2 = q x'^2 + y'^2 / q`` (as lenstronomy), so total fluxes do not depend on ``q``.
+- Surface brightness is flux per arcsec^2. Every parameter may carry leading batch dimensions;
+  they broadcast in front of the coordinate dimensions (see :func:`batch_param`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "batch_param",
+    "bilinear_interpolate",
+    "elliptical_radius_squared",
+    "gaussian_profile",
+    "sersic_b",
+    "sersic_profile",
+    "sersic_total_flux",
+]
+
+
+def batch_param(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Append ``x.ndim`` singleton axes to ``p`` so parameter batches broadcast over coordinates."""
+    p = torch.as_tensor(p, dtype=x.dtype, device=x.device)
+    return p.reshape(p.shape + (1,) * x.ndim)
+
+
+def elliptical_radius_squared(x, y, x0, y0, q, phi):
+    """Circularised elliptical radius squared ``q x'^2 + y'^2 / q`` (arcsec^2)."""
+    dx, dy = x - x0, y - y0
+    c, s = torch.cos(phi), torch.sin(phi)
+    xp = c * dx + s * dy
+    yp = -s * dx + c * dy
+    return q * xp**2 + yp**2 / q
+
+
+def gaussian_profile(x, y, x0, y0, q, phi, sigma):
+    """Unit-flux elliptical Gaussian surface brightness (1 / arcsec^2); integrates to 1."""
+    r2 = elliptical_radius_squared(x, y, x0, y0, q, phi)
+    return torch.exp(-0.5 * r2 / sigma**2) / (2 * math.pi * sigma**2)
+
+
+def _lower_gamma_regularised(a: torch.Tensor, x: torch.Tensor, terms: int = 160) -> torch.Tensor:
+    # Series P(a, x) = x^a e^-x / Gamma(a+1) * sum_k x^k / ((a+1)...(a+k)). Written out because
+    # torch.special.gammainc has no derivative in `a`, which b(n) needs (and its Hessian too).
+    # Converges for every x; here x ~ a, so 160 terms reach machine precision for n <= 10.
+    k = torch.arange(1, terms, dtype=a.dtype, device=a.device)
+    log_terms = torch.cumsum(torch.log(x[..., None]) - torch.log(a[..., None] + k), dim=-1)
+    series = 1 + torch.exp(log_terms).sum(-1)
+    return torch.exp(a * torch.log(x) - x - torch.lgamma(a + 1)) * series
+
+
+def sersic_b(n: torch.Tensor, newton_steps: int = 3) -> torch.Tensor:
+    """Sersic ``b(n)``, root of ``P(2n, b) = 1/2`` so that ``Re`` encloses half the light.
+
+    Starts from the Ciotti & Bertin (1999, A&A 352, 447; arXiv:astro-ph/9911078) expansion and
+    takes Newton steps through a differentiable incomplete gamma function, so values, gradients and
+    Hessians are exact to machine precision for 0.2 < n < 10 (relative error < 1e-12 in float64).
+    """
+    n = torch.as_tensor(n)
+    b = (
+        2 * n
+        - 1 / 3
+        + 4 / (405 * n)
+        + 46 / (25515 * n**2)
+        + 131 / (1148175 * n**3)
+        - 2194697 / (30690717750 * n**4)
+    )
+    a = 2 * n
+    for _ in range(newton_steps):
+        f = _lower_gamma_regularised(a, b) - 0.5
+        log_pdf = (a - 1) * torch.log(b) - b - torch.lgamma(a)
+        b = b - f * torch.exp(-log_pdf)
+    return b
+
+
+def sersic_total_flux(Ie, Re, n):
+    """Total flux of a Sersic profile with surface brightness ``Ie`` at ``Re``.
+
+    ``L = 2 pi n Ie Re^2 e^b Gamma(2n) / b^(2n)`` (Graham & Driver 2005, PASA 22, 118;
+    arXiv:astro-ph/0503176, eq. 2 with circularised Re).
+    """
+    b = sersic_b(n)
+    return 2 * math.pi * n * Ie * Re**2 * torch.exp(b + torch.lgamma(2 * n) - 2 * n * torch.log(b))
+
+
+def sersic_profile(x, y, x0, y0, q, phi, n, Re):
+    """Unit-flux Sersic surface brightness (1 / arcsec^2); integrates to 1 over the plane."""
+    b = sersic_b(n)
+    r2 = elliptical_radius_squared(x, y, x0, y0, q, phi)
+    # the tiny offset keeps the gradient finite at the cusp r = 0 (1e-6 arcsec: far below a pixel)
+    r = torch.sqrt(r2 + 1e-12)
+    log_norm = math.log(2 * math.pi) + torch.log(n) + 2 * torch.log(Re) + b
+    log_norm = log_norm + torch.lgamma(2 * n) - 2 * n * torch.log(b)
+    return torch.exp(-b * ((r / Re) ** (1 / n) - 1) - log_norm)
+
+
+def bilinear_interpolate(image: torch.Tensor, x, y, x0, y0, pixel_scale) -> torch.Tensor:
+    """Bilinear interpolation of ``image[..., row, col]`` (pixel centres on the PixelGrid convention,
+    centred on ``(x0, y0)``, spacing ``pixel_scale``) at coordinates ``x, y``; zero outside.
+
+    Differentiable in the image values, the coordinates and the centre; batch dimensions of
+    ``image`` broadcast in front of those of ``x``.
+    """
+    ny, nx = image.shape[-2:]
+    u = (x - x0) / pixel_scale + (nx - 1) / 2  # fractional column
+    v = (y - y0) / pixel_scale + (ny - 1) / 2  # fractional row
+    inside = (u >= 0) & (u <= nx - 1) & (v >= 0) & (v <= ny - 1)
+    u = u.clamp(0, nx - 1)
+    v = v.clamp(0, ny - 1)
+    i0 = v.detach().floor().clamp(max=ny - 2).long() if ny > 1 else torch.zeros_like(v).long()
+    j0 = u.detach().floor().clamp(max=nx - 2).long() if nx > 1 else torch.zeros_like(u).long()
+    fv, fu = v - i0, u - j0
+    flat = image.reshape(image.shape[:-2] + (ny * nx,))
+    batch = flat.shape[:-1]
+
+    def at(i, j):
+        idx = (i * nx + j).reshape(-1)
+        return flat[..., idx].reshape(batch + tuple(i.shape))
+
+    i1 = (i0 + 1).clamp(max=ny - 1)
+    j1 = (j0 + 1).clamp(max=nx - 1)
+    out = (
+        at(i0, j0) * (1 - fv) * (1 - fu)
+        + at(i0, j1) * (1 - fv) * fu
+        + at(i1, j0) * fv * (1 - fu)
+        + at(i1, j1) * fv * fu
+    )
+    return out * inside
