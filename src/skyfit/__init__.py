@@ -9,6 +9,9 @@ from .inference import *  # noqa: F403
 from .instruments import *  # noqa: F403
 from .lenses import *  # noqa: F403
 from .lightcurves import *  # noqa: F403
+from .likelihoods import *  # noqa: F403
+from .posterior import *  # noqa: F403
+from .priors import *  # noqa: F403
 from .scenes import *  # noqa: F403
 from .sources import *  # noqa: F403
 

@@ -4,7 +4,22 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 """
 
 from .density import FunctionDensity, LogDensity
+from .laplace import LaplaceResult, laplace, log_density_hessian
+from .optimize import MAPResult, fit_map
 from .results import Samples
+from .sampling import sample_hmc, sample_nuts
 from .transforms import UnconstrainedDensity
 
-__all__ = ["LogDensity", "FunctionDensity", "UnconstrainedDensity", "Samples"]
+__all__ = [
+    "sample_nuts",
+    "sample_hmc",
+    "LogDensity",
+    "FunctionDensity",
+    "UnconstrainedDensity",
+    "Samples",
+    "fit_map",
+    "MAPResult",
+    "laplace",
+    "LaplaceResult",
+    "log_density_hessian",
+]

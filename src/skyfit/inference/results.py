@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ConvergenceWarning
+
 __all__ = ["Samples"]
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+_FORMAT = "skyfit.Samples"
 
 
 @dataclass
@@ -22,6 +31,16 @@ class Samples:
         sampler: the sampler's name.
         info: run-level facts (``wall_time`` s incl. warm-up, ``n_evals``, step size, mass matrix,
             autocorrelation times, ...).
+
+    Diagnostics (:meth:`summary`, :meth:`rhat`, :meth:`ess`, :meth:`mcse`) are ArviZ's
+    rank-normalised R-hat and bulk / tail ESS. For emcee the "chains" are the walkers of one
+    ensemble, which are not independent: R-hat across walkers is only indicative.
+
+    Example:
+        >>> import numpy as np
+        >>> s = Samples(np.zeros((2, 5, 1)), ["a"], np.zeros((2, 5)), "demo")
+        >>> s.n_chains, s.n_draws, s["a"].shape
+        (2, 5, (2, 5))
     """
 
     draws: np.ndarray
@@ -34,12 +53,20 @@ class Samples:
     def __post_init__(self):
         self.draws = np.asarray(self.draws)
         self.log_density = np.asarray(self.log_density)
+        self.names = list(self.names)
         if self.draws.ndim != 3:
-            raise ValueError(f"draws must be (chain, draw, parameter), got shape {self.draws.shape}")
+            raise ValueError(
+                f"draws must be (chain, draw, parameter), got shape {self.draws.shape}")
         if self.draws.shape[-1] != len(self.names):
             raise ValueError(
                 f"draws have {self.draws.shape[-1]} parameters but {len(self.names)} names"
             )
+
+    def __repr__(self) -> str:
+        stats = ", ".join(self.sample_stats) or "none"
+        return (f"Samples(sampler={self.sampler!r}, chains={self.n_chains}, draws={self.n_draws}, "
+                f"parameters={self.names}, sample_stats=[{stats}], "
+                f"divergent={self.n_divergent})")
 
     @property
     def n_chains(self) -> int:
@@ -48,6 +75,10 @@ class Samples:
     @property
     def n_draws(self) -> int:
         return self.draws.shape[1]
+
+    @property
+    def n_params(self) -> int:
+        return self.draws.shape[2]
 
     def flat(self) -> np.ndarray:
         """Draws of all chains concatenated: ``(chain * draw, parameter)``."""
@@ -59,3 +90,238 @@ class Samples:
             return self.draws[..., self.names.index(name)]
         except ValueError:
             raise KeyError(f"no parameter {name!r}; parameters are {self.names}") from None
+
+    # -- moments ---------------------------------------------------------------------------
+    def mean(self) -> np.ndarray:
+        """Posterior mean per parameter, ``(parameter,)``."""
+        return self.flat().mean(0)
+
+    def std(self) -> np.ndarray:
+        """Posterior standard deviation per parameter, ``(parameter,)``."""
+        return self.flat().std(0, ddof=1)
+
+    def covariance(self) -> np.ndarray:
+        """Posterior covariance, ``(parameter, parameter)``."""
+        return np.atleast_2d(np.cov(self.flat(), rowvar=False))
+
+    def quantile(self, q) -> np.ndarray:
+        """Posterior quantile(s) per parameter (``numpy.quantile`` over all draws)."""
+        return np.quantile(self.flat(), q, axis=0)
+
+    # -- diagnostics -----------------------------------------------------------------------
+    @property
+    def n_divergent(self) -> int:
+        """Number of divergent transitions (0 for samplers that have none)."""
+        div = self.sample_stats.get("diverging")
+        return 0 if div is None else int(np.count_nonzero(div))
+
+    def rhat(self) -> np.ndarray:
+        """Rank-normalised split R-hat per parameter (ArviZ); nan for a single short chain."""
+        from .diagnostics import rhat
+        return rhat(self.draws)
+
+    def ess(self, method: str = "bulk") -> np.ndarray:
+        """Bulk (default) or tail effective sample size per parameter (ArviZ)."""
+        from .diagnostics import ess
+        return ess(self.draws, method=method)
+
+    def mcse(self, method: str = "mean") -> np.ndarray:
+        """Monte Carlo standard error of the posterior mean (or ``"sd"``) per parameter."""
+        from .diagnostics import mcse
+        return mcse(self.draws, method=method)
+
+    def check(self, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN,
+              warn: bool = True) -> list[str]:
+        """Convergence problems as messages, each also emitted as a
+        :class:`~skyfit.errors.ConvergenceWarning` (unless ``warn=False``).
+
+        Flags R-hat > ``rhat_max`` (1.01), bulk or tail ESS < ``ess_min`` (400) and any divergent
+        transition. Returns ``[]`` when nothing is flagged.
+        """
+        from .diagnostics import diagnostics_table
+        table = diagnostics_table(self.draws, self.names, quantiles=())
+        return self._check_table(table, rhat_max, ess_min, warn)
+
+    def _check_table(self, table, rhat_max, ess_min, warn) -> list[str]:
+        problems = []
+        r = table["r_hat"]
+        bad = r[r > rhat_max]
+        if len(bad):
+            problems.append(f"R-hat > {rhat_max} for " + ", ".join(
+                f"{n} ({v:.3f})" for n, v in bad.items()))
+        ess_low = np.minimum(table["ess_bulk"], table["ess_tail"])
+        low = ess_low[ess_low < ess_min]
+        if len(low):
+            problems.append(f"ESS < {ess_min} for " + ", ".join(
+                f"{n} ({v:.0f})" for n, v in low.items()) + ": run longer chains")
+        if self.n_divergent:
+            problems.append(f"{self.n_divergent} divergent transitions (of "
+                            f"{self.n_chains * self.n_draws}): the posterior has regions the "
+                            "sampler cannot resolve; reparametrise or raise target_accept")
+        if problems and self.sampler.startswith("emcee"):
+            problems.append("(emcee walkers are not independent chains: R-hat across them is "
+                            "only indicative; check info['autocorr_time'])")
+        if warn:
+            for msg in problems:
+                warnings.warn(ConvergenceWarning(f"{self.sampler}: {msg}"), stacklevel=3)
+        return problems
+
+    def summary(self, quantiles: Sequence[float] = (0.05, 0.5, 0.95), warn: bool = True):
+        """A ``pandas.DataFrame``, one row per parameter: mean, sd, quantiles, ``mcse_mean``,
+        ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat``. Emits the warnings of :meth:`check`.
+        """
+        from .diagnostics import diagnostics_table
+        table = diagnostics_table(self.draws, self.names, quantiles=quantiles)
+        self._check_table(table, RHAT_MAX, ESS_MIN, warn)
+        return table
+
+    # -- conversion and plots --------------------------------------------------------------
+    def to_arviz(self):
+        """An ``arviz.InferenceData`` with ``posterior`` (one variable per parameter) and
+        ``sample_stats`` (``lp`` = log-density, plus every ``(chain, draw)`` statistic)."""
+        import arviz as az
+        posterior = {n: self.draws[..., i] for i, n in enumerate(self.names)}
+        stats = {"lp": self.log_density}
+        for key, value in self.sample_stats.items():
+            value = np.asarray(value)
+            if value.shape[:2] == self.draws.shape[:2]:
+                stats[key] = value.astype(bool) if key == "diverging" else value
+        return az.from_dict(posterior=posterior, sample_stats=stats,
+                            attrs={"sampler": self.sampler})
+
+    def corner(self, truths=None, **kwargs):
+        """Corner plot of all draws (``corner`` package); see :func:`skyfit.plots.corner_plot`."""
+        from ..plots import corner_plot
+        return corner_plot(self, truths=truths, **kwargs)
+
+    def trace_plot(self, names: Sequence[str] | None = None, **kwargs):
+        """Trace and marginal per parameter; see :func:`skyfit.plots.trace_plot`."""
+        from ..plots import trace_plot
+        return trace_plot(self, names=names, **kwargs)
+
+    # -- combining -------------------------------------------------------------------------
+    @classmethod
+    def concatenate(cls, parts: Sequence[Samples]) -> Samples:
+        """Chains of several runs of the same parameters, stacked along the chain axis.
+
+        Sample statistics present in every part are kept; ``info["parts"]`` holds each part's
+        ``info``.
+        """
+        parts = list(parts)
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.names != first.names:
+                raise ValueError(f"parameter names differ: {first.names} vs {p.names}")
+            if p.n_draws != first.n_draws:
+                raise ValueError(f"draws per chain differ: {first.n_draws} vs {p.n_draws}; "
+                                 "trim the longer runs first")
+        keys = [k for k in first.sample_stats if all(k in p.sample_stats for p in parts)]
+        samplers = list(dict.fromkeys(p.sampler for p in parts))
+        return cls(
+            draws=np.concatenate([p.draws for p in parts], axis=0),
+            names=list(first.names),
+            log_density=np.concatenate([p.log_density for p in parts], axis=0),
+            sampler="+".join(samplers),
+            sample_stats={k: np.concatenate([np.asarray(p.sample_stats[k]) for p in parts], 0)
+                          for k in keys},
+            info={"parts": [p.info for p in parts]},
+        )
+
+    # -- storage ---------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write to an HDF5 file (h5py): draws, names, log-density, sample stats and ``info``
+        (arrays as datasets, other values as JSON attributes; anything else as its repr)."""
+        import h5py
+        with h5py.File(path, "w") as f:
+            f.attrs["format"] = _FORMAT
+            f.attrs["version"] = 1
+            f.attrs["sampler"] = self.sampler
+            f.attrs["names"] = json.dumps(self.names)
+            f.create_dataset("draws", data=self.draws)
+            f.create_dataset("log_density", data=self.log_density)
+            _write_tree(f.create_group("sample_stats"), self.sample_stats)
+            _write_tree(f.create_group("info"), self.info)
+
+    @classmethod
+    def load(cls, path) -> Samples:
+        """Read a file written by :meth:`save`."""
+        import h5py
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not a skyfit Samples file "
+                                 f"(format attribute {f.attrs.get('format')!r})")
+            return cls(draws=f["draws"][()], names=json.loads(f.attrs["names"]),
+                       log_density=f["log_density"][()], sampler=str(f.attrs["sampler"]),
+                       sample_stats=_read_tree(f["sample_stats"]), info=_read_tree(f["info"]))
+
+
+# -- HDF5 tree of nested dicts / lists / arrays / JSON scalars ----------------------------------
+def _to_array(value):
+    if hasattr(value, "detach"):  # torch tensor
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (list, tuple)) and value and not any(
+            isinstance(v, (dict, list, tuple, str, bytes)) for v in value):
+        try:
+            a = np.asarray(value)
+        except (ValueError, TypeError):
+            return None
+        return a if a.dtype.kind in "biufc" else None
+    return None
+
+
+def _key(k) -> str:
+    return str(k).replace("/", "\u2215")
+
+
+def _write_tree(group, tree) -> None:
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    if not isinstance(tree, dict):
+        group.attrs["__kind__"] = "list"
+        group.attrs["__len__"] = len(tree)
+    else:
+        group.attrs["__keys__"] = json.dumps([str(k) for k in tree])
+    for k, value in items:
+        key = _key(k)
+        if isinstance(value, dict) or (isinstance(value, (list, tuple)) and _to_array(value) is None
+                                       and not _jsonable(value)):
+            _write_tree(group.create_group(key), value)
+            continue
+        array = _to_array(value)
+        if array is not None and array.dtype.kind in "biufc":
+            group.create_dataset(key, data=array)
+        elif isinstance(value, np.generic):
+            group.attrs[key] = json.dumps(value.item())
+        elif _jsonable(value):
+            group.attrs[key] = json.dumps(value)
+        else:
+            group.attrs[key] = json.dumps({"__repr__": repr(value)})
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_tree(group):
+    out = {}
+    for key, value in group.attrs.items():
+        if key.startswith("__") and key.endswith("__"):
+            continue
+        out[key] = json.loads(value)
+    for key, item in group.items():
+        out[key] = _read_tree(item) if hasattr(item, "keys") else item[()]
+    if group.attrs.get("__kind__") == "list":
+        return [out[str(i)] for i in range(int(group.attrs["__len__"]))]
+    order = json.loads(group.attrs["__keys__"]) if "__keys__" in group.attrs else list(out)
+    order = [_key(k) for k in order]
+    ordered = {k: out[k] for k in order if k in out}
+    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    # restore keys that held "/"
+    return {k.replace("\u2215", "/"): v for k, v in ordered.items()}

@@ -28,13 +28,16 @@ class ReadPoissonNoise(ck.Module):
 
     def __init__(self, name: str | None = None, exposure_time=1.0, read_noise=0.0, sky=0.0):
         super().__init__(name)
+        for label, v in (("read_noise", read_noise), ("sky", sky)):
+            if (torch.as_tensor(v) < 0).any():
+                raise ValueError(f"{label} must be >= 0, got {v}")
         self.exposure_time = ck.Param(
             "exposure_time", exposure_time, valid=(0.0, None), units="s", description="exposure"
         )
         self.read_noise = ck.Param(
-            "read_noise", read_noise, valid=(0.0, None), units="e-", description="read noise rms"
+            "read_noise", read_noise, units="e-", description="read noise rms"
         )
-        self.sky = ck.Param("sky", sky, valid=(0.0, None), units="e-/s/pixel",
+        self.sky = ck.Param("sky", sky, units="e-/s/pixel",
                             description="sky level (subtracted from the data, kept in the noise)")
 
     @ck.forward

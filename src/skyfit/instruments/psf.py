@@ -15,7 +15,8 @@ __all__ = ["PSF", "GaussianPSF", "PixelatedPSF"]
 class PSF(ck.Module):
     """Base class: a PSF sampled on the image pixel grid as an odd ``size x size`` kernel.
 
-    Subclasses define ``kernel(pixel_scale)`` (normalised to sum 1) and
+    Subclasses define ``kernel(pixel_scale, dtype=torch.float64)`` (normalised to sum 1, computed in
+    ``dtype``, whatever the dtype of the parameters) and
     ``point_image(grid, x0, y0, flux)``.
     """
 
@@ -23,7 +24,7 @@ class PSF(ck.Module):
 
     def convolve(self, image: torch.Tensor, pixel_scale: float) -> torch.Tensor:
         """Convolve ``image (..., H, W)`` (flux per pixel) with the PSF; flux is conserved."""
-        return fft_convolve(image, self.kernel(pixel_scale))
+        return fft_convolve(image, self.kernel(pixel_scale, dtype=image.dtype))
 
 
 def _check_size(size: int) -> int:
@@ -57,9 +58,9 @@ class GaussianPSF(PSF):
         )
 
     @ck.forward
-    def kernel(self, pixel_scale: float, sigma=None) -> torch.Tensor:
+    def kernel(self, pixel_scale: float, dtype=torch.float64, sigma=None) -> torch.Tensor:
         """Normalised ``(..., size, size)`` kernel on pixels of side ``pixel_scale`` arcsec."""
-        sigma = torch.as_tensor(sigma)
+        sigma = torch.as_tensor(sigma).to(dtype)
         r = (torch.arange(self.size, dtype=sigma.dtype, device=sigma.device) - self.size // 2)
         r = r * pixel_scale
         s = sigma[..., None, None]
@@ -116,7 +117,8 @@ class PixelatedPSF(PSF):
         )
 
     @ck.forward
-    def kernel(self, pixel_scale: float, pixels=None) -> torch.Tensor:
+    def kernel(self, pixel_scale: float, dtype=torch.float64, pixels=None) -> torch.Tensor:
+        pixels = pixels.to(dtype)
         return pixels / pixels.sum(dim=(-2, -1), keepdim=True)
 
     @ck.forward

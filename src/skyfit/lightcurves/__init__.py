@@ -1,2 +1,19 @@
-"""placeholder"""
-__all__: list[str] = []
+"""Light curves: flux as a function of time, per band, and sources whose flux follows one."""
+
+from .base import LightCurve
+from .bazin import Bazin
+from .functions import bazin_light_curve, gaussian_light_curve, villar_light_curve
+from .gaussian import GaussianLightCurve
+from .link import link_flux_to_light_curve
+from .villar import Villar
+
+__all__ = [
+    "LightCurve",
+    "GaussianLightCurve",
+    "Bazin",
+    "Villar",
+    "gaussian_light_curve",
+    "bazin_light_curve",
+    "villar_light_curve",
+    "link_flux_to_light_curve",
+]

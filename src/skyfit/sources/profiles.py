@@ -88,6 +88,7 @@ def sersic_total_flux(Ie, Re, n):
     ``L = 2 pi n Ie Re^2 e^b Gamma(2n) / b^(2n)`` (Graham & Driver 2005, PASA 22, 118;
     arXiv:astro-ph/0503176, eq. 2 with circularised Re).
     """
+    Ie, Re, n = (torch.as_tensor(v) for v in (Ie, Re, n))
     b = sersic_b(n)
     return 2 * math.pi * n * Ie * Re**2 * torch.exp(b + torch.lgamma(2 * n) - 2 * n * torch.log(b))
 
@@ -104,27 +105,37 @@ def sersic_profile(x, y, x0, y0, q, phi, n, Re):
 
 
 def bilinear_interpolate(image: torch.Tensor, x, y, x0, y0, pixel_scale) -> torch.Tensor:
-    """Bilinear interpolation of ``image[..., row, col]`` (pixel centres on the PixelGrid convention,
-    centred on ``(x0, y0)``, spacing ``pixel_scale``) at coordinates ``x, y``; zero outside.
+    """Bilinear interpolation of ``image[..., row, col]`` (pixel centres on the PixelGrid
+    convention, centred on ``(x0, y0)``, spacing ``pixel_scale``) at coordinates ``x, y``; zero
+    outside the stamp.
 
-    Differentiable in the image values, the coordinates and the centre; batch dimensions of
-    ``image`` broadcast in front of those of ``x``.
+    Each stamp pixel covers its whole square: between the outer pixel centres and the outer pixel
+    edges the value is that of the edge pixel, so the integral of the interpolant is
+    ``image.sum() * pixel_scale**2``. Differentiable in the image values, the coordinates and the
+    centre; batch dimensions of ``image`` broadcast in front of those of ``x`` (and pair with the
+    leading batch dimensions of ``x0, y0``). The result has the dtype of ``x``.
     """
     ny, nx = image.shape[-2:]
+    image = image.to(x.dtype)
     u = (x - x0) / pixel_scale + (nx - 1) / 2  # fractional column
     v = (y - y0) / pixel_scale + (ny - 1) / 2  # fractional row
-    inside = (u >= 0) & (u <= nx - 1) & (v >= 0) & (v <= ny - 1)
+    inside = (u >= -0.5) & (u <= nx - 0.5) & (v >= -0.5) & (v <= ny - 0.5)
     u = u.clamp(0, nx - 1)
     v = v.clamp(0, ny - 1)
     i0 = v.detach().floor().clamp(max=ny - 2).long() if ny > 1 else torch.zeros_like(v).long()
     j0 = u.detach().floor().clamp(max=nx - 2).long() if nx > 1 else torch.zeros_like(u).long()
     fv, fu = v - i0, u - j0
     flat = image.reshape(image.shape[:-2] + (ny * nx,))
-    batch = flat.shape[:-1]
+    nd = max(x.ndim, y.ndim)  # coordinate dimensions; any in front are parameter batch dimensions
 
     def at(i, j):
-        idx = (i * nx + j).reshape(-1)
-        return flat[..., idx].reshape(batch + tuple(i.shape))
+        idx = i * nx + j
+        lead, coords = idx.shape[: idx.ndim - nd], idx.shape[idx.ndim - nd :]
+        k = max(len(lead), flat.ndim - 1)  # align image batch with parameter batch, then gather
+        src = flat.reshape((1,) * (k + 1 - flat.ndim) + flat.shape)
+        idx = idx.reshape((1,) * (k - len(lead)) + lead + (-1,))
+        got = torch.take_along_dim(src, idx, dim=-1)
+        return got.reshape(got.shape[:-1] + coords)
 
     i1 = (i0 + 1).clamp(max=ny - 1)
     j1 = (j0 + 1).clamp(max=nx - 1)

@@ -1,0 +1,21 @@
+# skyfit: `make demo` (set-up + the main job) and `make test` (set-up + the test suite).
+PYTHON ?= python3
+OUT ?= skyfit-demo
+
+.PHONY: setup demo test bench lint
+
+setup:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==2.13.0"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+demo: setup
+	$(PYTHON) -m skyfit demo --out $(OUT)
+
+test: setup
+	$(PYTHON) -m pytest -n 2 --durations=15 tests
+
+bench: setup
+	$(PYTHON) benchmarks/run.py
+
+lint:
+	$(PYTHON) -m ruff check src tests benchmarks

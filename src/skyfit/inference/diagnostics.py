@@ -1,0 +1,141 @@
+"""Convergence diagnostics (thin wrappers over ArviZ) and calibration checks (KS, SBC ranks).
+
+R-hat is the rank-normalised split R-hat and ESS the bulk / tail ESS of Vehtari et al. (2021),
+"Rank-normalization, folding, and localization: an improved R-hat", arXiv:1903.08008, as
+computed by ArviZ. Simulation-based calibration follows Talts et al. (2018), arXiv:1804.06788.
+
+Every function takes draws shaped ``(chain, draw)`` or ``(chain, draw, parameter)`` and returns
+one value per parameter (a scalar for 2-D input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import arviz as az
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "rhat",
+    "ess",
+    "mcse",
+    "diagnostics_table",
+    "ks_uniform",
+    "sbc_ranks",
+    "sbc_chi2",
+]
+
+
+def _as_3d(draws) -> tuple[np.ndarray, bool]:
+    a = np.asarray(draws, dtype=np.float64)
+    if a.ndim == 2:
+        return a[..., None], True
+    if a.ndim != 3:
+        raise ValueError(f"draws must be (chain, draw) or (chain, draw, parameter), got {a.shape}")
+    return a, False
+
+
+def _dataset(a: np.ndarray, names: Sequence[str] | None = None):
+    names = list(names) if names is not None else [f"x{i}" for i in range(a.shape[-1])]
+    if len(set(names)) != len(names):  # arviz needs unique variable names
+        names = [f"{n}#{i}" for i, n in enumerate(names)]
+    return az.convert_to_dataset({n: a[..., i] for i, n in enumerate(names)}), names
+
+
+def _per_param(ds, names, squeeze):
+    out = np.array([float(ds[n].values) for n in names])
+    return out[0] if squeeze else out
+
+
+def rhat(draws) -> np.ndarray:
+    """Rank-normalised split R-hat per parameter (``arviz.rhat(method="rank")``)."""
+    a, squeeze = _as_3d(draws)
+    ds, names = _dataset(a)
+    return _per_param(az.rhat(ds, method="rank"), names, squeeze)
+
+
+def ess(draws, method: str = "bulk") -> np.ndarray:
+    """Effective sample size per parameter: ``"bulk"`` (rank-normalised), ``"tail"`` (5% / 95%
+    quantiles) or any other ``arviz.ess`` method (``"mean"``, ``"sd"``, ...)."""
+    a, squeeze = _as_3d(draws)
+    ds, names = _dataset(a)
+    return _per_param(az.ess(ds, method=method), names, squeeze)
+
+
+def mcse(draws, method: str = "mean") -> np.ndarray:
+    """Monte Carlo standard error per parameter of the posterior ``"mean"`` or ``"sd"``."""
+    a, squeeze = _as_3d(draws)
+    ds, names = _dataset(a)
+    if method == "sd":  # arviz.mcse(method="sd") breaks under numba + numpy 2; summary's does not
+        table = az.summary(ds, kind="diagnostics", round_to="none")
+        out = table["mcse_sd"].to_numpy(dtype=float)
+        return out[0] if squeeze else out
+    return _per_param(az.mcse(ds, method=method), names, squeeze)
+
+
+def diagnostics_table(draws, names: Sequence[str] | None = None,
+                      quantiles: Sequence[float] = (0.05, 0.5, 0.95)):
+    """A ``pandas.DataFrame`` with one row per parameter: mean, sd, the given quantiles,
+    ``mcse_mean``, ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat`` (ArviZ's ``summary``)."""
+    a, _ = _as_3d(draws)
+    ds, keys = _dataset(a, names)
+    table = az.summary(ds, kind="diagnostics", round_to="none")
+    table.index = list(names) if names is not None else keys
+    flat = a.reshape(-1, a.shape[-1])
+    table.insert(0, "mean", flat.mean(0))
+    table.insert(1, "sd", flat.std(0, ddof=1))
+    for j, q in enumerate(quantiles):
+        table.insert(2 + j, f"q{100 * q:g}%", np.quantile(flat, q, axis=0))
+    return table
+
+
+def ks_uniform(x, lower: float = 0.0, upper: float = 1.0) -> float:
+    """p-value of the Kolmogorov-Smirnov test that ``x`` is uniform on ``[lower, upper]``.
+
+    The test assumes independent draws: thin MCMC output by its autocorrelation time first.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return float(stats.kstest(x, "uniform", args=(lower, upper - lower)).pvalue)
+
+
+def sbc_ranks(truths, draws) -> np.ndarray:
+    """SBC rank statistics: for each replication and parameter, how many posterior draws lie
+    below the true value.
+
+    Arguments:
+        truths: ``(replication, parameter)`` values drawn from the prior.
+        draws: ``(replication, draw, parameter)`` (roughly independent, i.e. thinned) posterior
+            draws given data simulated from each truth.
+
+    Returns integer ranks ``(replication, parameter)`` in ``0 .. n_draw``; for a calibrated
+    posterior they are uniform on those ``n_draw + 1`` values.
+    """
+    truths = np.asarray(truths, dtype=np.float64)
+    draws = np.asarray(draws, dtype=np.float64)
+    if draws.ndim != 3 or truths.shape != (draws.shape[0], draws.shape[2]):
+        raise ValueError(f"truths {truths.shape} and draws {draws.shape} must be (rep, param) "
+                         "and (rep, draw, param)")
+    return (draws < truths[:, None, :]).sum(axis=1)
+
+
+def sbc_chi2(ranks, n_draws: int, n_bins: int = 10) -> np.ndarray:
+    """Chi-square p-value per parameter that SBC ``ranks`` are uniform on ``0 .. n_draws``.
+
+    The ``n_draws + 1`` rank values are split into ``n_bins`` contiguous bins; each bin's
+    expected count is proportional to the number of rank values it holds (exact also when
+    ``n_bins`` does not divide ``n_draws + 1``). Keep the expected count per bin >= 5.
+    """
+    ranks = np.asarray(ranks)
+    if ranks.ndim == 1:
+        ranks = ranks[:, None]
+    if ranks.min() < 0 or ranks.max() > n_draws:
+        raise ValueError(f"ranks must lie in 0..{n_draws}, got {ranks.min()}..{ranks.max()}")
+    groups = np.array_split(np.arange(n_draws + 1), n_bins)
+    bin_of = np.concatenate([np.full(len(g), k) for k, g in enumerate(groups)])
+    expected = np.array([len(g) for g in groups], dtype=float) / (n_draws + 1) * ranks.shape[0]
+    pvalues = []
+    for j in range(ranks.shape[1]):
+        observed = np.bincount(bin_of[ranks[:, j]], minlength=n_bins)
+        pvalues.append(stats.chisquare(observed, expected).pvalue)
+    return np.array(pvalues)

@@ -1,0 +1,141 @@
+"""Laplace approximation: the Hessian at a mode as a Gaussian covariance, and the delta method."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import HessianWarning, LogDensityError
+from .density import LogDensity
+from .results import Samples
+
+__all__ = ["log_density_hessian", "laplace", "LaplaceResult"]
+
+
+def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
+    """Hessian ``d^2 log p / dx dx^T`` at ``x (dim,)``: reverse-over-reverse autograd,
+    vectorised over rows (``torch.func.jacrev(jacrev)``), one batched backward pass per level."""
+    x = density.as_tensor(x).detach()
+    f = lambda v: density.log_prob(v)  # noqa: E731
+    try:
+        H = torch.func.jacrev(torch.func.jacrev(f))(x)
+    except (RuntimeError, NotImplementedError):  # ops without functorch rules: plain autograd
+        H = torch.autograd.functional.hessian(f, x, vectorize=True)
+    H = 0.5 * (H + H.T)  # exact symmetry for Cholesky
+    if not torch.isfinite(H).all():
+        raise LogDensityError("the Hessian has NaN or inf entries at this point (parameters "
+                              f"{density.names}); is the point inside the support?")
+    return H
+
+
+@dataclass
+class LaplaceResult:
+    """Gaussian approximation ``N(mean, covariance)`` of a posterior around its mode.
+
+    Attributes:
+        mean: the mode, ``(dim,)``. covariance: ``(-H)^-1``. std: marginal standard errors.
+        correlation: correlation matrix. names: parameter names. hessian: ``H`` at the mode.
+        repaired: True if ``-H`` was not positive definite and was repaired (see :func:`laplace`).
+    """
+
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    names: list[str]
+    hessian: torch.Tensor
+    repaired: bool = False
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.covariance.diagonal().sqrt()
+
+    @property
+    def correlation(self) -> torch.Tensor:
+        s = self.std
+        return self.covariance / (s[:, None] * s[None, :])
+
+    def propagate(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        """Delta method: mean and covariance of ``fn(x)`` for ``x ~ N(mean, covariance)``.
+
+        ``fn`` maps the flat vector to any tensor (a derived quantity such as a peak time or a
+        magnification); returns ``(value, covariance)`` with ``covariance = J C J^T`` where ``J``
+        is the autograd Jacobian of ``fn`` at the mean (flattened output).
+        """
+        value = fn(self.mean)
+        J = torch.autograd.functional.jacobian(lambda v: fn(v).reshape(-1), self.mean)
+        J = J.reshape(-1, self.mean.shape[-1])
+        return value.detach(), J @ self.covariance @ J.T
+
+    def sample(self, n: int = 4000, seed: int = 0) -> Samples:
+        """Draws from the Gaussian approximation, as one chain of :class:`Samples`."""
+        g = torch.Generator(device=self.mean.device).manual_seed(seed)
+        L = torch.linalg.cholesky(self.covariance)
+        eps = torch.randn(n, self.mean.shape[0], generator=g, dtype=self.mean.dtype,
+                          device=self.mean.device)
+        draws = self.mean + eps @ L.T
+        return Samples(draws=draws[None].cpu().numpy(), names=list(self.names),
+                       log_density=np.full((1, n), np.nan), sampler="laplace")
+
+    def table(self, truth: dict | None = None) -> str:
+        """Plain-text table of value +- standard error (and truth when given)."""
+        rows = [f"{'parameter':<28}{'value':>14}{'+-':>12}" + (f"{'truth':>14}" if truth else "")]
+        for name, v, s in zip(self.names, self.mean.tolist(), self.std.tolist()):
+            line = f"{name:<28}{v:>14.6g}{s:>12.3g}"
+            if truth:
+                line += f"{truth.get(name, float('nan')):>14.6g}"
+            rows.append(line)
+        return "\n".join(rows)
+
+
+def laplace(density: LogDensity, x, tol: float = 1e-10) -> LaplaceResult:
+    """Laplace approximation at a mode ``x`` of ``density``.
+
+    The covariance is ``(-H)^-1`` with ``H`` the Hessian of ``log p`` at ``x``. Positive
+    definiteness of ``-H`` is checked by Cholesky (``torch.linalg.cholesky_ex``). If it fails (a
+    flat or curved-the-wrong-way direction: ``x`` is not a mode, or a parameter is not
+    constrained), a :class:`~skyfit.errors.HessianWarning` names the parameters that dominate
+    each bad eigen-direction, and the precision is repaired by replacing each eigenvalue
+    ``lambda`` by ``max(|lambda|, tol * max|lambda|)``: negative curvature is mirrored (as in
+    saddle-free Newton, Dauphin et al. 2014, arXiv:1406.2572) and flat directions get a very
+    large but finite variance. Treat the uncertainties along those directions as meaningless.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> C = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+        >>> P = torch.linalg.inv(C)
+        >>> d = FunctionDensity(lambda x: -0.5 * ((x @ P) * x).sum(-1), 2)
+        >>> torch.allclose(laplace(d, torch.zeros(2)).covariance, C)
+        True
+    """
+    x = density.as_tensor(x).detach()
+    H = log_density_hessian(density, x)
+    precision = -H
+    _, info = torch.linalg.cholesky_ex(precision)
+    repaired = False
+    if int(info) != 0:
+        evals, evecs = torch.linalg.eigh(precision)
+        scale = evals.abs().max().clamp(min=torch.finfo(evals.dtype).tiny)
+        bad = evals <= tol * scale
+        parts = []
+        for i in torch.nonzero(bad).flatten().tolist():
+            top = evecs[:, i].abs().argsort(descending=True)[:3].tolist()
+            kind = "flat" if evals[i].abs() <= tol * scale else "negative curvature"
+            parts.append(f"{kind} (eigenvalue {evals[i].item():.3g}) along "
+                         + ", ".join(f"{density.names[j]} ({evecs[j, i].item():+.2f})" for j in top))
+        warnings.warn(HessianWarning(
+            "-Hessian is not positive definite at this point: " + "; ".join(parts)
+            + ". Repaired by |eigenvalue| with a floor; those uncertainties are not meaningful. "
+            "Check that the point is a converged mode and that every parameter is constrained."),
+            stacklevel=2)
+        fixed = torch.maximum(evals.abs(), tol * scale)
+        precision = (evecs * fixed) @ evecs.T
+        repaired = True
+    L = torch.linalg.cholesky(precision)
+    covariance = torch.cholesky_inverse(L)
+    covariance = 0.5 * (covariance + covariance.T)
+    return LaplaceResult(mean=x, covariance=covariance, names=list(density.names), hessian=H,
+                         repaired=repaired)

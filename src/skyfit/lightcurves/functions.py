@@ -1,0 +1,55 @@
+"""Pure torch light-curve functions; the Modules of this package are thin layers over them.
+
+Conventions (for all of :mod:`skyfit.lightcurves`): times in days, fluxes in the image's flux
+units. Every argument is a tensor; they broadcast together, so parameters with leading batch
+dimensions give a batch of light curves. The formulas are written in log space where they
+multiply a growing by a decaying exponential, so no intermediate overflows (float32 included).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_light_curve", "bazin_light_curve", "villar_light_curve"]
+
+
+def gaussian_light_curve(t, t0, sigma, peak_flux):
+    """``peak_flux * exp(-(t - t0)^2 / (2 sigma^2))``: peaks at ``t0`` with ``peak_flux``."""
+    return peak_flux * torch.exp(-0.5 * ((t - t0) / sigma) ** 2)
+
+
+def bazin_light_curve(t, t0, A, tau_rise, tau_fall, B):
+    """Bazin et al. (2009, A&A 499, 653; arXiv:0904.1066) eq. 1:
+    ``A exp(-(t - t0) / tau_fall) / (1 + exp(-(t - t0) / tau_rise)) + B``.
+
+    For ``tau_fall > tau_rise`` it peaks at ``t0 + tau_rise ln(tau_fall / tau_rise - 1)`` and tends
+    to the baseline ``B`` far before and after the peak.
+    """
+    dt = t - t0
+    return A * torch.exp(-dt / tau_fall + F.logsigmoid(dt / tau_rise)) + B
+
+
+def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_width=3.0):
+    """Villar et al. (2019, ApJ 884, 83; arXiv:1905.07422) eq. 1, with a smooth plateau end.
+
+    With ``t1 = t0 + gamma`` (plateau end) and ``s(t) = 1 / (1 + exp(-(t - t0) / tau_rise))``:
+
+    - plateau, ``t < t1``: ``(A + beta (t - t0)) s(t)``;
+    - decline, ``t >= t1``: ``(A + beta gamma) exp(-(t - t1) / tau_fall) s(t)``.
+
+    The two pieces are equal at ``t1``. Instead of switching between them there, this function
+    blends them with a sigmoid weight ``w = 1 / (1 + exp(-(t - t1) / transition_width))``,
+    ``F = (1 - w) plateau + w decline`` (as the ALeRCE supernova parametric model,
+    Sanchez-Saez et al. 2021, AJ 161, 141, arXiv:2008.03311, with a 3-day width), so the flux and
+    its derivatives are smooth in ``t`` and in every parameter (``gamma`` included), which a
+    gradient-based fit needs. At ``t1`` the blend equals the piecewise value exactly; more than a
+    few widths away from ``t1`` it equals the piecewise model; as the width tends to 0 it tends to
+    the piecewise model everywhere.
+    """
+    dt = t - t0
+    log_rise = F.logsigmoid(dt / tau_rise)
+    u = (dt - gamma) / transition_width
+    plateau = (A + beta * dt) * torch.exp(log_rise + F.logsigmoid(-u))
+    decline = (A + beta * gamma) * torch.exp(log_rise + F.logsigmoid(u) - (dt - gamma) / tau_fall)
+    return plateau + decline

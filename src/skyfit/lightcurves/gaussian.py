@@ -1,0 +1,44 @@
+"""Gaussian light curve: a symmetric rise and fall around the peak time."""
+
+from __future__ import annotations
+
+import caskade as ck
+
+from .base import LightCurve
+from .functions import gaussian_light_curve
+
+__all__ = ["GaussianLightCurve"]
+
+
+class GaussianLightCurve(LightCurve):
+    """``flux(t) = peak_flux exp(-(t - t0)^2 / (2 sigma^2))``: peaks at ``t0`` with ``peak_flux``.
+
+    The simplest transient: a toy supernova, a microlensing-like bump. Per band and batched
+    parameters as explained in :class:`LightCurve`.
+
+    Arguments:
+        t0: peak time (day). sigma: width, standard deviation (day). peak_flux: flux at ``t0``.
+        bands: band names, or None for one band. shared: parameters common to all bands.
+
+    Example:
+        >>> import torch
+        >>> lc = GaussianLightCurve(t0=[0.0, 2.0], sigma=5.0, peak_flux=[1.0, 3.0], bands="gr")
+        >>> lc.flux(torch.tensor([0.0, 2.0]), band=torch.tensor([0, 1])).tolist()
+        [1.0, 3.0]
+    """
+
+    def __init__(self, name: str | None = None, t0=0.0, sigma=10.0, peak_flux=1.0, bands=None,
+                 shared=()):
+        super().__init__(name, bands, shared)
+        self._declare("t0", t0, units="day", description="peak time")
+        self._declare("sigma", sigma, valid=(0.0, None), units="day",
+                      description="standard deviation in time")
+        self._declare("peak_flux", peak_flux, valid=(0.0, None), units="flux",
+                      description="flux at the peak")
+        self._check_shared(("t0", "sigma", "peak_flux"))
+
+    @ck.forward
+    def flux(self, t, band=None, t0=None, sigma=None, peak_flux=None):
+        """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
+        t, p = self._inputs(t, band, t0=t0, sigma=sigma, peak_flux=peak_flux)
+        return gaussian_light_curve(t, **p)

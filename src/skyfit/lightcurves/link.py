@@ -1,0 +1,70 @@
+"""Make a source's flux follow a light curve: one flux per epoch."""
+
+from __future__ import annotations
+
+import caskade as ck
+import torch
+
+from ..errors import ShapeError
+from .base import LightCurve
+
+__all__ = ["link_flux_to_light_curve"]
+
+
+def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, band=None):
+    """Turn ``source.flux`` into a caskade pointer: ``lightcurve.flux(times, band)``.
+
+    The source's flux becomes a vector with one value per epoch, so its image gains a leading
+    epoch dimension (sources broadcast leading parameter dimensions; see
+    :func:`skyfit.sources.profiles.batch_param`). The light curve's dynamic parameters join the
+    source's parameter vector; this is caskade's function-pointer pattern::
+
+        source.flux = lambda p: p.lightcurve.flux(p.times.value, band=band)
+        source.flux.link("lightcurve", lightcurve); source.flux.link("times", times)
+
+    Arguments:
+        source: any Module with a ``flux`` Param (:class:`~skyfit.PointSource`,
+            :class:`~skyfit.Gaussian`, :class:`~skyfit.Sersic`, ...).
+        lightcurve: a :class:`LightCurve`.
+        times: epochs (days), shape ``(n_epochs,)``: a tensor (made a static Param ``times``;
+            float64 unless already a floating tensor) or an existing ``ck.Param`` (to share one
+            set of epochs between sources, or to make the times dynamic).
+        band: band of each epoch (indices or names) for a multi-band light curve, broadcastable
+            to ``times``; None for a single band.
+
+    Returns:
+        The ``times`` Param.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import PointSource, GaussianLightCurve
+        >>> sn = PointSource(x0=0.1, y0=0.0)
+        >>> lc = GaussianLightCurve(t0=10.0, sigma=5.0, peak_flux=2.0)
+        >>> _ = link_flux_to_light_curve(sn, lc, torch.tensor([5.0, 10.0, 15.0]))
+        >>> [round(f, 4) for f in sn.flux.value.tolist()]
+        [1.2131, 2.0, 1.2131]
+    """
+    flux = source.children.get("flux")
+    if not isinstance(flux, ck.Param):
+        raise TypeError(f"{source.name} has no `flux` Param to link to a light curve")
+    if not isinstance(lightcurve, LightCurve):
+        raise TypeError(f"lightcurve must be a skyfit LightCurve, got {type(lightcurve).__name__}")
+    if not isinstance(times, ck.Param):
+        t = times if torch.is_tensor(times) else torch.as_tensor(times, dtype=torch.float64)
+        if not t.is_floating_point():
+            t = t.to(torch.float64)
+        if t.ndim != 1:
+            raise ShapeError(f"times must be a vector (n_epochs,), got shape {tuple(t.shape)}")
+        times = ck.Param("times", t, units="day", description="epoch of each observation")
+    if band is not None:
+        band = lightcurve.band_index(band)
+        n = times.value.shape[-1] if times.value is not None else None
+        if n is not None and band.ndim > 0 and band.shape[-1] not in (1, n):
+            raise ShapeError(f"band has shape {tuple(band.shape)}, which does not broadcast with "
+                             f"{n} epochs")
+    if flux.pointer and flux.children:
+        flux.unlink()  # replace an earlier pointer
+    source.flux = lambda p: p.lightcurve.flux(p.times.value, band=band)
+    source.flux.link("lightcurve", lightcurve)
+    source.flux.link("times", times)
+    return times

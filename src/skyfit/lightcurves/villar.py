@@ -1,0 +1,61 @@
+"""Villar (2019) light curve: rise, sloped plateau, exponential decline."""
+
+from __future__ import annotations
+
+import caskade as ck
+
+from .base import LightCurve
+from .functions import villar_light_curve
+
+__all__ = ["Villar"]
+
+
+class Villar(LightCurve):
+    """Rise (time scale ``tau_rise`` from ``t0``), a plateau of slope ``beta`` lasting ``gamma``,
+    then an exponential decline (``tau_fall``); the plateau end is a smooth sigmoid blend of
+    ``transition_width`` days (see :func:`villar_light_curve` for the formula and why).
+
+    Per band and batched parameters as explained in :class:`LightCurve`.
+
+    References:
+        Villar et al. (2019), ApJ 884, 83, eq. 1 (arXiv:1905.07422).
+        Sanchez-Saez et al. (2021), AJ 161, 141 (arXiv:2008.03311): the sigmoid blend.
+
+    Arguments:
+        t0: start time (day). A: amplitude (flux). beta: plateau slope (flux / day, usually
+        negative). gamma: plateau duration (day). tau_rise, tau_fall: rise and decline time scales
+        (day). transition_width: fixed width of the plateau-end blend (day; not a parameter).
+        bands: band names, or None for one band. shared: parameters common to all bands.
+
+    Example:
+        >>> import torch
+        >>> lc = Villar(t0=0.0, A=1.0, beta=-0.01, gamma=30.0, tau_rise=2.0, tau_fall=15.0)
+        >>> t1 = torch.tensor(30.0, dtype=torch.float64)  # plateau end: (A + beta gamma) s(t1)
+        >>> round(lc.flux(t1).item(), 6), round(0.7 / (1 + torch.exp(t1 / -2.0)).item(), 6)
+        (0.7, 0.7)
+    """
+
+    def __init__(self, name: str | None = None, t0=0.0, A=1.0, beta=0.0, gamma=30.0, tau_rise=3.0,
+                 tau_fall=30.0, transition_width: float = 3.0, bands=None, shared=()):
+        super().__init__(name, bands, shared)
+        if not transition_width > 0:
+            raise ValueError(f"transition_width must be positive (days), got {transition_width}")
+        self.transition_width = float(transition_width)
+        self._declare("t0", t0, units="day", description="start time of the rise")
+        self._declare("A", A, valid=(0.0, None), units="flux", description="amplitude")
+        self._declare("beta", beta, units="flux/day", description="plateau slope")
+        self._declare("gamma", gamma, valid=(0.0, None), units="day",
+                      description="plateau duration")
+        self._declare("tau_rise", tau_rise, valid=(0.0, None), units="day",
+                      description="rise time scale")
+        self._declare("tau_fall", tau_fall, valid=(0.0, None), units="day",
+                      description="decline time scale")
+        self._check_shared(("t0", "A", "beta", "gamma", "tau_rise", "tau_fall"))
+
+    @ck.forward
+    def flux(self, t, band=None, t0=None, A=None, beta=None, gamma=None, tau_rise=None,
+             tau_fall=None):
+        """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
+        t, p = self._inputs(t, band, t0=t0, A=A, beta=beta, gamma=gamma, tau_rise=tau_rise,
+                            tau_fall=tau_fall)
+        return villar_light_curve(t, transition_width=self.transition_width, **p)

@@ -1,0 +1,194 @@
+"""Likelihoods: a model and its data as a log-likelihood (a caskade Module).
+
+Every likelihood is a ``ck.Module`` whose ``@forward __call__()`` returns ``log p(data | params)``
+(a scalar, or one value per batch entry under ``torch.vmap``). Wrap it in a
+:class:`~skyfit.Posterior` to get a log-density of one flat parameter vector.
+"""
+
+from __future__ import annotations
+
+import math
+
+import caskade as ck
+import torch
+
+from .errors import DataError, ShapeError
+
+__all__ = ["GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood"]
+
+
+def _finite_tensor(name: str, value, dtype=None, device=None) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=dtype, device=device)
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        where = torch.nonzero(bad)[:5].tolist()
+        raise DataError(f"{name} has {int(bad.sum())} NaN or inf values (first at indices {where}); "
+                        "mask them out (mask=...) or fix the data")
+    return t
+
+
+def _check_mask(mask, shape) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if tuple(mask.shape) != tuple(shape):
+        raise ShapeError(f"mask shape {tuple(mask.shape)} differs from data shape {tuple(shape)}")
+    if not mask.any():
+        raise DataError("mask excludes every pixel: nothing left to fit")
+    return mask
+
+
+def _check_model_shape(model_out: torch.Tensor, data: torch.Tensor, who: str) -> None:
+    if tuple(model_out.shape) != tuple(data.shape):
+        raise ShapeError(f"{who}: model output has shape {tuple(model_out.shape)} but data has "
+                         f"shape {tuple(data.shape)}")
+
+
+class GaussianLikelihood(ck.Module):
+    """Independent Gaussian pixels: ``log L = -1/2 sum[(d - m)^2 / v + log(2 pi v)]``.
+
+    The variance ``v`` is either given (a sigma map squared, fixed) or computed from the model
+    by a noise model (e.g. :class:`~skyfit.ReadPoissonNoise`, whose variance grows with the model
+    flux; then the ``log v`` term matters and is kept).
+
+    Arguments:
+        model: a Module whose ``@forward __call__()`` returns an image (stack) shaped like data.
+        data: observed image(s), same shape as the model output.
+        variance: per-pixel variance (broadcastable to data), or None to use ``noise``.
+        noise: a noise model with ``variance(model_image)``.
+        mask: boolean, True where a pixel is used.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLikelihood, PixelGrid, Scene, Gaussian
+        >>> scene = Scene(PixelGrid((16, 16), 0.1), [Gaussian(flux=1.0)])
+        >>> like = GaussianLikelihood(scene, scene().detach(), variance=torch.full((16, 16), 0.01))
+        >>> round(like().item(), 3)  # perfect model: only the normalisation term
+        590.366
+    """
+
+    def __init__(self, model: ck.Module, data, variance=None, noise=None, mask=None,
+                 name: str | None = None):
+        super().__init__(name)
+        if (variance is None) == (noise is None):
+            raise ValueError("give exactly one of `variance` (a sigma map squared) or `noise` "
+                             "(a noise model such as ReadPoissonNoise)")
+        self.model = model
+        self.data = _finite_tensor("data", data)
+        if variance is not None:
+            v = _finite_tensor("variance", variance, self.data.dtype, self.data.device)
+            if (v <= 0).any():
+                raise DataError(f"variance must be positive; {int((v <= 0).sum())} values are <= 0 "
+                                f"(min {v.min().item():g}); mask those pixels instead")
+            try:
+                torch.broadcast_shapes(v.shape, self.data.shape)
+            except RuntimeError:
+                raise ShapeError(f"variance shape {tuple(v.shape)} does not broadcast to data "
+                                 f"shape {tuple(self.data.shape)}") from None
+            self.variance = v
+        else:
+            read = noise.read_noise.value
+            if read is not None and not (torch.as_tensor(read) > 0).all():
+                raise DataError("noise model has read_noise <= 0: empty pixels would have zero "
+                                "variance; set a positive read noise or sky")
+            self.variance = None
+        self.noise = noise
+        self.mask = _check_mask(mask, self.data.shape)
+
+    @ck.forward
+    def residuals(self) -> torch.Tensor:
+        """Normalised residuals ``(data - model) / sqrt(variance)``, shaped like the data."""
+        model = self.model()
+        _check_model_shape(model, self.data, type(self).__name__)
+        var = self.variance if self.variance is not None else self.noise.variance(model)
+        return (self.data - model) / var.sqrt()
+
+    @ck.forward
+    def __call__(self) -> torch.Tensor:
+        model = self.model()
+        _check_model_shape(model, self.data, type(self).__name__)
+        var = self.variance if self.variance is not None else self.noise.variance(model)
+        terms = (self.data - model) ** 2 / var + torch.log(2 * math.pi * var)
+        terms = terms.expand(self.data.shape)
+        if self.mask is not None:
+            # where, not boolean indexing: keeps shapes static so torch.vmap can batch it
+            terms = torch.where(self.mask, terms, torch.zeros_like(terms))
+        return -0.5 * terms.sum()
+
+
+class PoissonLikelihood(ck.Module):
+    """Photon counts: ``log L = sum[k log(lambda) - lambda - log k!]``, ``lambda = (m + sky) t``.
+
+    Arguments:
+        model: Module returning the expected image in flux per pixel (e-/s).
+        counts: observed counts (non-negative integers), same shape as the model output.
+        exposure_time: seconds. sky: e-/s per pixel added to the model.
+        mask: boolean, True where a pixel is used.
+    """
+
+    def __init__(self, model: ck.Module, counts, exposure_time: float = 1.0, sky: float = 0.0,
+                 mask=None, name: str | None = None):
+        super().__init__(name)
+        self.model = model
+        counts = _finite_tensor("counts", counts)
+        if (counts < 0).any() or (counts != counts.round()).any():
+            raise DataError("Poisson counts must be non-negative integers")
+        if not exposure_time > 0:
+            raise DataError(f"exposure_time must be positive, got {exposure_time}")
+        self.counts = counts
+        self.exposure_time = float(exposure_time)
+        self.sky = float(sky)
+        self.mask = _check_mask(mask, counts.shape)
+        self._log_factorial = torch.lgamma(counts + 1)
+
+    @ck.forward
+    def __call__(self) -> torch.Tensor:
+        model = self.model()
+        _check_model_shape(model, self.counts, type(self).__name__)
+        rate = ((model + self.sky) * self.exposure_time).clamp(min=1e-300)
+        terms = self.counts * torch.log(rate) - rate - self._log_factorial
+        if self.mask is not None:
+            terms = torch.where(self.mask, terms, torch.zeros_like(terms))
+        return terms.sum()
+
+
+class PhotometryLikelihood(ck.Module):
+    """Gaussian likelihood of photometric points ``(time, flux, flux_err[, band])``.
+
+    Fits a light-curve model directly from a table: ``lightcurve.flux(time, band)`` is compared
+    with ``flux`` at each point.
+
+    Arguments:
+        lightcurve: Module with ``@forward flux(t, band=None)``.
+        time: days, shape ``(N,)``. flux, flux_err: same shape, ``flux_err > 0``.
+        band: integer band index per point (``(N,)``) for multi-band light curves, or None.
+    """
+
+    def __init__(self, lightcurve: ck.Module, time, flux, flux_err, band=None,
+                 name: str | None = None):
+        super().__init__(name)
+        self.lightcurve = lightcurve
+        self.time = _finite_tensor("time", time)
+        self.flux = _finite_tensor("flux", flux, self.time.dtype)
+        self.flux_err = _finite_tensor("flux_err", flux_err, self.time.dtype)
+        n = self.time.shape
+        for label, arr in (("flux", self.flux), ("flux_err", self.flux_err)):
+            if arr.shape != n:
+                raise ShapeError(f"{label} has shape {tuple(arr.shape)}, time has {tuple(n)}")
+        if (self.flux_err <= 0).any():
+            bad = torch.nonzero(self.flux_err <= 0).flatten()[:5].tolist()
+            raise DataError(f"flux_err must be positive; non-positive at rows {bad}")
+        self.band = None if band is None else torch.as_tensor(band, dtype=torch.long)
+        if self.band is not None and self.band.shape != n:
+            raise ShapeError(f"band has shape {tuple(self.band.shape)}, time has {tuple(n)}")
+
+    @ck.forward
+    def __call__(self) -> torch.Tensor:
+        if self.band is None:
+            model = self.lightcurve.flux(self.time)
+        else:
+            model = self.lightcurve.flux(self.time, self.band)
+        var = self.flux_err**2
+        return -0.5 * (((self.flux - model) ** 2 / var) + torch.log(2 * math.pi * var)).sum()

@@ -1,0 +1,175 @@
+"""Posterior: likelihood + priors as a log-density of one flat parameter vector."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import caskade as ck
+import torch
+from torch.distributions import Distribution
+
+from .errors import ParameterRangeError, ParameterVectorError
+from .inference.density import LogDensity
+from .priors import default_prior_log_prob, param_bounds, prior_log_prob
+
+__all__ = ["Posterior"]
+
+
+class _Joint(ck.Module):
+    # Holds the likelihood so that likelihood and module-level prior terms (any module in the
+    # graph defining a @forward `log_prior()`, e.g. a VAE source's latent prior) are evaluated in
+    # one caskade context from one parameter vector.
+    def __init__(self, likelihood: ck.Module):
+        super().__init__("posterior")
+        self.likelihood = likelihood
+        self.prior_modules = [
+            node for node in likelihood.topological_ordering()
+            if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))
+        ]
+
+    @ck.forward
+    def __call__(self):
+        total = self.likelihood()
+        for module in self.prior_modules:
+            total = total + module.log_prior()
+        return total
+
+
+class Posterior(LogDensity):
+    """``log p(x | data) = log L(x) + log prior(x)`` for the flat vector ``x`` of dynamic Params.
+
+    The vector follows caskade's ``get_values()`` order of the likelihood graph's dynamic
+    parameters; :attr:`names` gives ``"module.param"`` (``"module.param[i]"`` for vector
+    entries). Bounds come from each Param's ``valid``; outside them the log-density is ``-inf``.
+
+    Priors: ``priors={param_or_name: torch.distributions.Distribution}``; a Param without one
+    gets the default: uniform within ``valid`` when both bounds are finite, otherwise flat
+    (improper; say so in a paper, or give a prior). Modules may also add their own prior term by
+    defining a ``@forward log_prior()`` (used by :class:`~skyfit.VAESource`).
+
+    A batch ``x (..., dim)`` is evaluated in one call (``torch.vmap`` over the model).
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+        >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+        >>> lc.to_dynamic()
+        >>> t = torch.linspace(-5, 5, 11)
+        >>> post = Posterior(PhotometryLikelihood(lc, t, lc.flux(t).detach(), 0.1 * torch.ones(11)))
+        >>> post.names
+        ['GaussianLightCurve.t0', 'GaussianLightCurve.sigma', 'GaussianLightCurve.peak_flux']
+    """
+
+    def __init__(self, likelihood: ck.Module, priors: Mapping | None = None,
+                 dtype: torch.dtype = torch.float64, device=None):
+        self.likelihood = likelihood
+        self.joint = _Joint(likelihood)
+        params = list(self.joint.dynamic_params)
+        if not params:
+            raise ValueError("the likelihood graph has no dynamic parameters to infer: call "
+                             ".to_dynamic() on the modules or Params to fit")
+        self.params = params
+        self.names, self.slices, lowers, uppers = [], {}, [], []
+        labels = [self._label(p) for p in params]
+        pos = 0
+        for p, label in zip(params, labels):
+            if labels.count(label) > 1:
+                label = f"{label}#{id(p) % 10000}"
+            shape = tuple(p.shape)
+            size = max(1, math.prod(shape))
+            lo, hi = param_bounds(p, dtype, device)
+            lowers.append(lo.reshape(-1))
+            uppers.append(hi.reshape(-1))
+            if shape == ():
+                self.names.append(label)
+            else:
+                self.names += [f"{label}[{i}]" for i in range(size)]
+            self.slices[label] = (slice(pos, pos + size), shape, p)
+            pos += size
+        self.lower = torch.cat(lowers)
+        self.upper = torch.cat(uppers)
+        self.priors = {}
+        for key, dist in (priors or {}).items():
+            label = self._resolve(key)
+            if not isinstance(dist, Distribution):
+                raise TypeError(f"prior for {label} must be a torch Distribution, got {type(dist)}")
+            dist._validate_args = False  # support is handled here: outside it log p = -inf
+            self.priors[label] = dist
+
+    @staticmethod
+    def _label(p: ck.Param) -> str:
+        parents = sorted(p.parents, key=lambda n: n.name)
+        return f"{parents[0].name}.{p.name}" if parents else p.name
+
+    def _resolve(self, key) -> str:
+        for label, (_, _, p) in self.slices.items():
+            if key is p or key == label:
+                return label
+        raise KeyError(f"prior given for {key!r}, which is not a dynamic parameter; "
+                       f"parameters are {list(self.slices)}")
+
+    # -- values ---------------------------------------------------------------------------
+    def initial(self) -> torch.Tensor:
+        """The current values of the dynamic Params as a flat vector (a starting point)."""
+        x = self.joint.get_values()
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device).reshape(-1)
+        if x.shape[-1] != self.dim:
+            raise ParameterVectorError("some dynamic parameters have no value; set them first")
+        self.check_valid(x)
+        return x
+
+    def check_valid(self, x) -> None:
+        """Raise :class:`ParameterRangeError` naming every entry of ``x`` outside ``valid``."""
+        x = self.as_tensor(x)
+        bad = ((x < self.lower) | (x > self.upper)).reshape(-1, self.dim).any(0)
+        if bad.any():
+            v = x.reshape(-1, self.dim)[0]
+            msg = ", ".join(f"{self.names[i]}={v[i].item():g} not in "
+                            f"[{self.lower[i].item():g}, {self.upper[i].item():g}]"
+                            for i in torch.nonzero(bad).flatten().tolist())
+            raise ParameterRangeError(f"parameter values outside their valid range: {msg}")
+
+    def set(self, x) -> None:
+        """Write ``x`` into the model's dynamic Params (they stay dynamic)."""
+        x = self.as_tensor(x)
+        self.check_valid(x)
+        self.joint.set_values(x.detach())
+
+    def unpack(self, x) -> dict[str, torch.Tensor]:
+        """``{"module.param": value}`` with each Param's own shape."""
+        x = self.as_tensor(x)
+        return {label: x[..., sl].reshape(x.shape[:-1] + shape)
+                for label, (sl, shape, _) in self.slices.items()}
+
+    # -- density --------------------------------------------------------------------------
+    def log_prior(self, x: torch.Tensor) -> torch.Tensor:
+        """Log prior of Param-level priors (not module terms) for ``x (..., dim)``."""
+        total = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        for label, (sl, shape, _) in self.slices.items():
+            value = x[..., sl].reshape(x.shape[:-1] + shape)
+            if label in self.priors:
+                total = total + prior_log_prob(self.priors[label], value, len(shape))
+            else:
+                total = total + default_prior_log_prob(value, self.lower[sl].reshape(shape),
+                                                       self.upper[sl].reshape(shape))
+        return total
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood (plus module prior terms) for ``x (..., dim)``."""
+        if x.ndim == 1:
+            return self.joint(x)
+        flat = x.reshape(-1, self.dim)
+        return torch.vmap(self.joint)(flat).reshape(x.shape[:-1])
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ParameterVectorError(f"parameter vector has trailing length "
+                                       f"{tuple(x.shape)[-1:] or 0}, expected {self.dim}: "
+                                       f"{self.names}")
+        inside = ((x >= self.lower) & (x <= self.upper)).all(-1)
+        if x.ndim == 1 and not bool(inside):
+            return torch.full((), -math.inf, dtype=x.dtype, device=x.device)
+        total = self.log_likelihood(x) + self.log_prior(x)
+        return torch.where(inside, total, torch.full_like(total, -math.inf))

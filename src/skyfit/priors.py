@@ -1,0 +1,44 @@
+"""Priors on caskade Params: torch distributions, with a uniform default inside ``valid``."""
+
+from __future__ import annotations
+
+import math
+
+import caskade as ck
+import torch
+from torch.distributions import Distribution
+
+__all__ = ["param_bounds", "default_prior_log_prob", "prior_log_prob"]
+
+
+def param_bounds(param: ck.Param, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lower, upper)`` of a Param's ``valid`` range, broadcast to its shape (+-inf if open)."""
+    shape = tuple(param.shape)
+    lo, hi = param.valid
+    kw = dict(dtype=dtype, device=device)
+    lower = torch.full(shape, -math.inf, **kw) if lo is None else torch.as_tensor(lo, **kw).expand(shape)
+    upper = torch.full(shape, math.inf, **kw) if hi is None else torch.as_tensor(hi, **kw).expand(shape)
+    return lower.clone(), upper.clone()
+
+
+def default_prior_log_prob(value: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor):
+    """Uniform within ``[lower, upper]`` where both are finite, flat (improper) otherwise.
+
+    ``value`` is ``(..., *param_shape)``; returns ``(...)``. Values outside the bounds are the
+    caller's business (the Posterior returns -inf there).
+    """
+    both = torch.isfinite(lower) & torch.isfinite(upper)
+    width = torch.where(both, upper - lower, torch.ones_like(lower))
+    per_entry = torch.where(both, -torch.log(width), torch.zeros_like(width))
+    total = per_entry.sum()
+    return total.expand(value.shape[: value.ndim - lower.ndim])
+
+
+def prior_log_prob(dist: Distribution, value: torch.Tensor, param_ndim: int) -> torch.Tensor:
+    """``dist.log_prob(value)`` summed over the Param's own dimensions; NaN (outside the
+    distribution's support) becomes -inf."""
+    lp = dist.log_prob(value)
+    extra = lp.ndim - (value.ndim - param_ndim)
+    if extra > 0:
+        lp = lp.sum(dim=tuple(range(-extra, 0)))
+    return torch.nan_to_num(lp, nan=-math.inf)
