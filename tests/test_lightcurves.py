@@ -286,5 +286,7 @@ def test_relinking_replaces_the_previous_light_curve():
     torch.testing.assert_close(sn.flux.value, torch.tensor([2.0, 0.0], dtype=f64))
     with pytest.raises(ShapeError, match="vector"):
         link_flux_to_light_curve(sn, GaussianLightCurve(), [[0.0]])
-    with pytest.raises(TypeError, match="LightCurve"):
+    with pytest.raises(ShapeError, match="epochs"):
+        link_flux_to_light_curve(sn, GaussianLightCurve(bands="gr"), [0.0, 1.0, 2.0], band=[0, 1])
+    with pytest.raises(TypeError, match="flux"):
         link_flux_to_light_curve(sn, PointSource(), [0.0])

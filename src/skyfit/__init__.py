@@ -3,9 +3,10 @@
 Every public name of the subpackages is re-exported here, so ``from skyfit import Sersic``.
 """
 
-from . import errors
+from . import errors as errors
 from .errors import *  # noqa: F403
 from .inference import *  # noqa: F403
+from .params import *  # noqa: F403
 from .instruments import *  # noqa: F403
 from .lenses import *  # noqa: F403
 from .lightcurves import *  # noqa: F403

@@ -90,7 +90,7 @@ class LaplaceResult:
         return "\n".join(rows)
 
 
-def laplace(density: LogDensity, x, tol: float = 1e-10) -> LaplaceResult:
+def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
     """Laplace approximation at a mode ``x`` of ``density``.
 
     The covariance is ``(-H)^-1`` with ``H`` the Hessian of ``log p`` at ``x``. Positive
@@ -98,7 +98,8 @@ def laplace(density: LogDensity, x, tol: float = 1e-10) -> LaplaceResult:
     flat or curved-the-wrong-way direction: ``x`` is not a mode, or a parameter is not
     constrained), a :class:`~skyfit.errors.HessianWarning` names the parameters that dominate
     each bad eigen-direction, and the precision is repaired by replacing each eigenvalue
-    ``lambda`` by ``max(|lambda|, tol * max|lambda|)``: negative curvature is mirrored (as in
+    ``lambda`` by ``max(|lambda|, tol * max|lambda|)`` (eigenvalues below ``tol * max|lambda|``
+    count as flat even when Cholesky succeeds): negative curvature is mirrored (as in
     saddle-free Newton, Dauphin et al. 2014, arXiv:1406.2572) and flat directions get a very
     large but finite variance. Treat the uncertainties along those directions as meaningless.
 
@@ -115,11 +116,11 @@ def laplace(density: LogDensity, x, tol: float = 1e-10) -> LaplaceResult:
     H = log_density_hessian(density, x)
     precision = -H
     _, info = torch.linalg.cholesky_ex(precision)
+    evals, evecs = torch.linalg.eigh(precision)
+    scale = evals.abs().max().clamp(min=torch.finfo(evals.dtype).tiny)
+    bad = evals <= tol * scale  # Cholesky also "succeeds" on numerically singular matrices
     repaired = False
-    if int(info) != 0:
-        evals, evecs = torch.linalg.eigh(precision)
-        scale = evals.abs().max().clamp(min=torch.finfo(evals.dtype).tiny)
-        bad = evals <= tol * scale
+    if int(info) != 0 or bad.any():
         parts = []
         for i in torch.nonzero(bad).flatten().tolist():
             top = evecs[:, i].abs().argsort(descending=True)[:3].tolist()

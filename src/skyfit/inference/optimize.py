@@ -161,7 +161,7 @@ def fit_map(
                 break
             step_free = torch.cholesky_solve(grad[free][:, None], L)[:, 0]
             decrement = 0.5 * float(grad[free] @ step_free)
-            if decrement < 1e-12:
+            if decrement < 1e-18:
                 break
             step = torch.zeros_like(x)
             step[free] = step_free

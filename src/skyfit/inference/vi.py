@@ -66,20 +66,20 @@ class GaussianFamily(nn.Module):
         eps = torch.randn(n, self.a.shape[0], dtype=self.a.dtype, device=self.a.device)
         return self.loc + eps @ self.scale_tril().T
 
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        L = self.scale_tril()
-        eps = torch.linalg.solve_triangular(L, (z - self.loc).unsqueeze(-1),
-                                            upper=False).squeeze(-1)
+    def log_prob(self, z: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        L, loc, log_det = self.scale_tril(), self.loc, self.log_det()
+        if detach:
+            L, loc, log_det = L.detach(), loc.detach(), log_det.detach()
+        eps = torch.linalg.solve_triangular(L, (z - loc).unsqueeze(-1), upper=False).squeeze(-1)
         d = z.shape[-1]
-        return -0.5 * (eps**2).sum(-1) - self.log_det() - 0.5 * d * math.log(2 * math.pi)
+        return -0.5 * (eps**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
 
     def rsample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         # "sticking the landing" (Roeder et al. 2017, arXiv:1703.09194): log q with its
-        # parameters detached, so the gradient is exactly zero once q equals the posterior
+        # parameters detached (z is not), so the gradient is exactly zero once q equals the
+        # posterior
         z = self.rsample(n)
-        with torch.no_grad():
-            log_q = self.log_prob(z)
-        return z, log_q
+        return z, self.log_prob(z, detach=True)
 
     @torch.no_grad()
     def recenter(self) -> None:
@@ -104,7 +104,10 @@ class FlowFamily(nn.Module):
         return self.tril.diagonal().abs().log().sum()
 
     def rsample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        u, log_q = self.flow().rsample_and_log_prob((n,))
+        # sticking the landing: log q of the (differentiable) draw under detached weights
+        u = self.flow().rsample((n,))
+        frozen = {k: v.detach() for k, v in self.flow.named_parameters()}
+        log_q = torch.func.functional_call(self.flow, frozen, ()).log_prob(u)
         return self.shift + u @ self.tril.T, log_q - self._log_det()
 
     def rsample(self, n: int) -> torch.Tensor:
@@ -168,7 +171,6 @@ class VIResult:
         arXiv:1802.02538): ``k < 0.7`` says ``q`` is close enough to the posterior for its
         draws (or importance-reweighted ones) to be trusted.
         """
-        import arviz as az
         u = self.density
         with torch.random.fork_rng(devices=_rng_devices(u.device)), torch.no_grad():
             torch.manual_seed(seed)
@@ -177,14 +179,23 @@ class VIResult:
             log_p = u.density.log_prob(x)
             log_w = log_p + u.log_abs_det_jacobian(z) - log_q
         lw = log_w.cpu().numpy().astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, k = az.psislw(np.where(np.isfinite(lw), lw, -np.inf).copy())
+        k = _pareto_k(log_w)
         return Samples(draws=x.cpu().numpy()[None], names=list(self.names),
                        log_density=log_p.cpu().numpy()[None], sampler=f"vi-{self.family}",
                        sample_stats={"log_q": log_q.cpu().numpy()[None], "log_weight": lw[None]},
                        info={"pareto_k": float(k), "elbo": self.elbo, "seed": seed,
                              "fit": dict(self.info)})
+
+
+def _pareto_k(log_w: torch.Tensor) -> float:
+    """PSIS Pareto shape of importance log-weights (ArviZ's ``psislw``)."""
+    import arviz as az
+    lw = log_w.detach().cpu().numpy().astype(np.float64)
+    lw = np.where(np.isnan(lw), -np.inf, lw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, k = az.psislw(lw.copy())
+    return float(k)
 
 
 def _recenter_steps(n_steps: int) -> set[int]:
@@ -205,6 +216,9 @@ def _start(u: UnconstrainedDensity, init) -> tuple[torch.Tensor, torch.Tensor]:
     """(loc, scale_tril) in the unconstrained space from ``init``."""
     density = u.density
     dim, kw = u.dim, dict(dtype=u.dtype, device=u.device)
+    if isinstance(init, VIResult) and init.covariance is not None:  # already unconstrained
+        loc = torch.as_tensor(init.mean, **kw)
+        return loc, torch.linalg.cholesky(torch.as_tensor(init.covariance, **kw))
     cov = None
     if init is None:
         x0 = density.initial() if hasattr(density, "initial") else None
@@ -347,15 +361,13 @@ def fit_vi(
         warnings.warn(ConvergenceWarning(
             f"VI: {n_bad} of {n_steps} steps had a non-finite ELBO and were skipped"),
             stacklevel=2)
-    tail = history[-max(n_steps // 10, 1):]
-    head = history[-2 * max(n_steps // 10, 1):-max(n_steps // 10, 1)]
-    if len(head) and np.isfinite(tail).all() and np.isfinite(head).all():
-        drift = np.mean(tail) - np.mean(head)
-        noise = np.std(tail) / math.sqrt(len(tail)) + np.std(head) / math.sqrt(len(head))
-        if drift > 5 * noise + 1e-3 * abs(np.mean(tail)) and drift > 0.1:
-            warnings.warn(ConvergenceWarning(
-                f"VI: the ELBO still rose by {drift:.3g} over the last 10% of the steps; "
-                "raise n_steps or lr"), stacklevel=2)
+    k = _pareto_k(terms)
+    if k > 0.7:
+        warnings.warn(ConvergenceWarning(
+            f"VI ({family}): Pareto k = {k:.2f} > 0.7 for the importance weights p/q, so q is "
+            "a poor fit of the posterior (too narrow somewhere): the family cannot represent it "
+            "(try 'fullrank' or 'flow') or the fit has not converged (raise n_steps)"),
+            stacklevel=2)
     mean = cov = None
     if family != "flow":
         L = q.scale_tril().detach()
@@ -363,6 +375,6 @@ def fit_vi(
         cov = (L @ L.T).cpu().numpy().astype(np.float64)
     info = {"wall_time": time.perf_counter() - t_start, "n_evals": n_steps * n_samples + 4096,
             "n_steps": n_steps, "n_samples": n_samples, "lr": lr, "seed": seed,
-            "n_nonfinite": n_bad}
+            "n_nonfinite": n_bad, "pareto_k": k}
     return VIResult(family=family, names=list(u.names), elbo_history=history, elbo=final,
                     mean=mean, covariance=cov, density=u, q=q, info=info)

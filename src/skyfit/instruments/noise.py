@@ -5,6 +5,8 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from ..params import Param
+
 __all__ = ["ReadPoissonNoise"]
 
 
@@ -31,13 +33,13 @@ class ReadPoissonNoise(ck.Module):
         for label, v in (("read_noise", read_noise), ("sky", sky)):
             if (torch.as_tensor(v) < 0).any():
                 raise ValueError(f"{label} must be >= 0, got {v}")
-        self.exposure_time = ck.Param(
+        self.exposure_time = Param(
             "exposure_time", exposure_time, valid=(0.0, None), units="s", description="exposure"
         )
-        self.read_noise = ck.Param(
+        self.read_noise = Param(
             "read_noise", read_noise, units="e-", description="read noise rms"
         )
-        self.sky = ck.Param("sky", sky, units="e-/s/pixel",
+        self.sky = Param("sky", sky, units="e-/s/pixel",
                             description="sky level (subtracted from the data, kept in the noise)")
 
     @ck.forward

@@ -6,6 +6,7 @@ import caskade as ck
 import torch
 
 from ..errors import ShapeError
+from ..params import Param
 from .convolution import fft_convolve
 from .grid import PixelGrid
 
@@ -53,7 +54,7 @@ class GaussianPSF(PSF):
     def __init__(self, name: str | None = None, sigma=0.1, size: int = 21):
         super().__init__(name)
         self.size = _check_size(size)
-        self.sigma = ck.Param(
+        self.sigma = Param(
             "sigma", sigma, valid=(0.0, None), units="arcsec", description="PSF standard deviation"
         )
 
@@ -111,7 +112,7 @@ class PixelatedPSF(PSF):
         if not torch.isfinite(kernel).all() or kernel.sum() <= 0:
             raise ValueError("PSF kernel must be finite with a positive sum")
         self.size = _check_size(kernel.shape[0])
-        self.pixels = ck.Param(
+        self.pixels = Param(
             "pixels", kernel / kernel.sum(), shape=tuple(kernel.shape), units="",
             description="PSF image on the data pixel grid",
         )

@@ -19,7 +19,8 @@ class LightCurve(ck.Module):
     value per band, shape ``(n_bands,)`` (each band has its own light curve, as the per-filter fits
     of Bazin et al. 2009 and Villar et al. 2019), except the parameters named in ``shared``, which
     hold one value for all bands (for instance ``shared=("t0",)`` for one explosion time). A scalar
-    given for a per-band parameter is repeated for every band.
+    given for a per-band parameter is repeated for every band. A string of one-letter names
+    counts as one band per letter: ``bands="gri"`` is ``("g", "r", "i")``.
 
     ``flux(t, band)``: ``t`` is a tensor of any shape; ``band`` holds integer band indices (or band
     names) broadcastable to ``t``; the result has the broadcast shape, with the batch dimensions of
@@ -39,6 +40,7 @@ class LightCurve(ck.Module):
 
     @property
     def n_bands(self) -> int:
+        """Number of bands (1 for a single-band light curve)."""
         return 1 if self.bands is None else len(self.bands)
 
     def _declare(self, name: str, value, **meta) -> None:

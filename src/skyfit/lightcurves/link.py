@@ -25,7 +25,7 @@ def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, b
     Arguments:
         source: any Module with a ``flux`` Param (:class:`~skyfit.PointSource`,
             :class:`~skyfit.Gaussian`, :class:`~skyfit.Sersic`, ...).
-        lightcurve: a :class:`LightCurve`.
+        lightcurve: a :class:`LightCurve`, or any Module with ``@forward flux(t, band=None)``.
         times: epochs (days), shape ``(n_epochs,)``: a tensor (made a static Param ``times``;
             float64 unless already a floating tensor) or an existing ``ck.Param`` (to share one
             set of epochs between sources, or to make the times dynamic).
@@ -47,8 +47,9 @@ def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, b
     flux = source.children.get("flux")
     if not isinstance(flux, ck.Param):
         raise TypeError(f"{source.name} has no `flux` Param to link to a light curve")
-    if not isinstance(lightcurve, LightCurve):
-        raise TypeError(f"lightcurve must be a skyfit LightCurve, got {type(lightcurve).__name__}")
+    if not (isinstance(lightcurve, ck.Module) and callable(getattr(type(lightcurve), "flux", 0))):
+        raise TypeError(f"lightcurve must be a Module with a @forward flux(t, band=None) method "
+                        f"(a LightCurve), got {type(lightcurve).__name__}")
     if not isinstance(times, ck.Param):
         t = times if torch.is_tensor(times) else torch.as_tensor(times, dtype=torch.float64)
         if not t.is_floating_point():
@@ -56,10 +57,10 @@ def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, b
         if t.ndim != 1:
             raise ShapeError(f"times must be a vector (n_epochs,), got shape {tuple(t.shape)}")
         times = ck.Param("times", t, units="day", description="epoch of each observation")
-    if band is not None:
+    if band is not None and isinstance(lightcurve, LightCurve):
         band = lightcurve.band_index(band)
-        n = times.value.shape[-1] if times.value is not None else None
-        if n is not None and band.ndim > 0 and band.shape[-1] not in (1, n):
+        n = band.shape[-1] if times.value is None else times.value.shape[-1]  # unknown: no check
+        if band.ndim > 0 and band.shape[-1] not in (1, n):
             raise ShapeError(f"band has shape {tuple(band.shape)}, which does not broadcast with "
                              f"{n} epochs")
     if flux.pointer and flux.children:

@@ -3,3 +3,7 @@
 from .scene import ImageStack, Scene
 
 __all__ = ["Scene", "ImageStack"]
+
+from .lensed import LensedImage, LensedSource, ResolutionWarning  # noqa: E402
+
+__all__ += ["LensedImage", "LensedSource", "ResolutionWarning"]

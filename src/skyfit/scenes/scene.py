@@ -65,11 +65,13 @@ class Scene(ck.Module):
             raise ShapeError(f"PSF of {psf.size} pixels is larger than twice the grid {grid.shape}")
         self.pad = pad
         ny, nx = grid.shape
-        self.render_grid = (
+        render_grid = (
             PixelGrid((ny + 2 * pad, nx + 2 * pad), grid.pixel_scale, grid.center,
                       grid.supersample, grid.dtype, grid.device)
             if pad else grid
         )
+        # a private helper grid, not a node of the model graph
+        self.__dict__["render_grid"] = render_grid
 
     @ck.forward
     def extended_image(self) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from ..params import Param
 from .base import Source
 from .profiles import batch_param, bilinear_interpolate
 
@@ -40,12 +41,12 @@ class Pixelated(Source):
         if values.ndim != 2:
             raise ValueError(f"Pixelated values must be 2-D (ny, nx), got shape {tuple(values.shape)}")
         self.pixel_scale = float(pixel_scale)
-        self.values = ck.Param(
+        self.values = Param(
             "values", values, shape=tuple(values.shape), units="flux/arcsec^2",
             description="surface brightness of the stamp pixels",
         )
-        self.x0 = ck.Param("x0", x0, units="arcsec", description="stamp centre, x")
-        self.y0 = ck.Param("y0", y0, units="arcsec", description="stamp centre, y")
+        self.x0 = Param("x0", x0, units="arcsec", description="stamp centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="stamp centre, y")
 
     @ck.forward
     def brightness(self, x, y, values=None, x0=None, y0=None):

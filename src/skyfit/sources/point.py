@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import caskade as ck
 
+from ..params import Param
+
 __all__ = ["PointSource"]
 
 
@@ -26,9 +28,9 @@ class PointSource(ck.Module):
 
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, flux=1.0):
         super().__init__(name)
-        self.x0 = ck.Param("x0", x0, units="arcsec", description="position, x")
-        self.y0 = ck.Param("y0", y0, units="arcsec", description="position, y")
-        self.flux = ck.Param("flux", flux, valid=(0.0, None), units="flux", description="total flux")
+        self.x0 = Param("x0", x0, units="arcsec", description="position, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="position, y")
+        self.flux = Param("flux", flux, valid=(0.0, None), units="flux", description="total flux")
 
     @ck.forward
     def position_flux(self, x0=None, y0=None, flux=None):

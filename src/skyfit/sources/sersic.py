@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from ..params import Param
 from .base import Source
 from .profiles import batch_param, sersic_profile
 
@@ -47,19 +48,19 @@ class Sersic(Source):
         flux=1.0,
     ):
         super().__init__(name)
-        self.x0 = ck.Param("x0", x0, units="arcsec", description="centre, x")
-        self.y0 = ck.Param("y0", y0, units="arcsec", description="centre, y")
-        self.q = ck.Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio b/a")
-        self.phi = ck.Param(
+        self.x0 = Param("x0", x0, units="arcsec", description="centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="centre, y")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio b/a")
+        self.phi = Param(
             "phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
             description="position angle of the major axis, ccw from +x",
         )
-        self.n = ck.Param("n", n, valid=(0.2, 10.0), units="", description="Sersic index")
-        self.Re = ck.Param(
+        self.n = Param("n", n, valid=(0.2, 10.0), units="", description="Sersic index")
+        self.Re = Param(
             "Re", Re, valid=(0.0, None), units="arcsec",
             description="circularised half-light radius",
         )
-        self.flux = ck.Param("flux", flux, valid=(0.0, None), units="flux", description="total flux")
+        self.flux = Param("flux", flux, valid=(0.0, None), units="flux", description="total flux")
 
     @ck.forward
     def brightness(self, x, y, x0=None, y0=None, q=None, phi=None, n=None, Re=None, flux=None):

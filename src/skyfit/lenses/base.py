@@ -1,0 +1,101 @@
+"""Base class of thin-lens mass models: ray tracing, Jacobian, magnification and shear."""
+
+from __future__ import annotations
+
+import caskade as ck
+import torch
+
+__all__ = ["ThinLens", "lens_param"]
+
+
+def lens_param(name: str, value, **meta) -> ck.Param:
+    """A Param whose plain-number value is stored in float64 (lens equations need the digits)."""
+    if value is not None and not callable(value) and not isinstance(value, (ck.Param, torch.Tensor)):
+        value = torch.as_tensor(value, dtype=torch.float64)
+    return ck.Param(name, value, **meta)
+
+
+class ThinLens(ck.Module):
+    """A mass distribution in one lens plane (the conventions are in :mod:`skyfit.lenses`).
+
+    Subclasses define three ``@ck.forward`` methods of sky coordinates ``x, y`` (arcsec):
+    ``deflection -> (alpha_x, alpha_y)``, ``convergence -> kappa`` and ``potential -> psi``.
+    Parameters may carry leading batch dimensions, which broadcast in front of the coordinate
+    dimensions; to evaluate many parameter sets at once, ``torch.vmap`` over a flat parameter
+    vector works too.
+
+    Everything else derives from the deflection: :meth:`raytrace` (the lens equation
+    ``beta = theta - alpha(theta)``), and, by forward-mode autograd, :meth:`jacobian`,
+    :meth:`magnification`, :meth:`shear` and :meth:`hessian`, so a new mass model only writes its
+    deflection (and convergence and potential, for maps and time delays).
+
+    Models with a mass centre ``(x0, y0)`` list it in :meth:`centres`, where the image finder
+    looks for (and accounts for) central images (see :func:`~skyfit.find_images`).
+    """
+
+    has_centre: bool = True
+
+    def deflection(self, x, y, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define a @forward deflection(x, y)")
+
+    def convergence(self, x, y, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define a @forward convergence(x, y)")
+
+    def potential(self, x, y, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define a @forward potential(x, y)")
+
+    @ck.forward
+    def centres(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``[(x0, y0)]`` of the mass centres (none for a shear or a sheet), current values."""
+        if not self.has_centre:
+            return []
+        return [(self.x0.value, self.y0.value)]
+
+    @ck.forward
+    def raytrace(self, x, y):
+        """Source-plane position ``beta = theta - alpha(theta)`` of image-plane ``(x, y)``."""
+        ax, ay = self.deflection(x, y)
+        return x - ax, y - ay
+
+    @ck.forward
+    def deflection_jacobian(self, x, y):
+        """``(alpha, d alpha / dx, d alpha / dy)`` by forward-mode autograd, each a pair
+        ``(x-component, y-component)``; differentiable in the parameters."""
+        x, y = torch.broadcast_tensors(torch.as_tensor(x), torch.as_tensor(y))
+        one, zero = torch.ones_like(x), torch.zeros_like(x)
+        f = lambda u, v: self.deflection(u, v)  # noqa: E731
+        alpha, d_dx = torch.func.jvp(f, (x, y), (one, zero))
+        _, d_dy = torch.func.jvp(f, (x, y), (zero, one))
+        return alpha, d_dx, d_dy
+
+    @ck.forward
+    def hessian(self, x, y):
+        """Second derivatives of the potential ``(psi_xx, psi_xy, psi_yy)`` from the deflection
+        Jacobian (``psi_xy`` symmetrised)."""
+        _, (axx, ayx), (axy, ayy) = self.deflection_jacobian(x, y)
+        return axx, 0.5 * (axy + ayx), ayy
+
+    @ck.forward
+    def jacobian(self, x, y):
+        """Lens-mapping Jacobian ``A = d beta / d theta`` as ``(..., 2, 2)``."""
+        _, (axx, ayx), (axy, ayy) = self.deflection_jacobian(x, y)
+        row0 = torch.stack([1 - axx, -axy], dim=-1)
+        row1 = torch.stack([-ayx, 1 - ayy], dim=-1)
+        return torch.stack([row0, row1], dim=-2)
+
+    @ck.forward
+    def magnification(self, x, y):
+        """Signed magnification ``1 / det A`` (negative for saddle-point images)."""
+        _, (axx, ayx), (axy, ayy) = self.deflection_jacobian(x, y)
+        return 1 / ((1 - axx) * (1 - ayy) - axy * ayx)
+
+    @ck.forward
+    def shear(self, x, y):
+        """Shear ``(gamma1, gamma2) = ((psi_xx - psi_yy) / 2, psi_xy)``."""
+        psi_xx, psi_xy, psi_yy = self.hessian(x, y)
+        return 0.5 * (psi_xx - psi_yy), psi_xy
+
+    @ck.forward
+    def fermat_potential(self, x, y, beta_x, beta_y):
+        """``|theta - beta|^2 / 2 - psi(theta)`` (arcsec^2); differences are time delays."""
+        return 0.5 * ((x - beta_x) ** 2 + (y - beta_y) ** 2) - self.potential(x, y)

@@ -1,0 +1,195 @@
+"""Posterior, MAP and Laplace: analytic linear-Gaussian truths, gradients, priors, bad input."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+import skyfit
+from skyfit.errors import (
+    HessianWarning,
+    LogDensityError,
+    ParameterRangeError,
+    ParameterVectorError,
+)
+
+
+def linear_flux_problem(seed=0):
+    """Three Gaussians of known shape with free fluxes: the image is linear in the fluxes."""
+    grid = skyfit.PixelGrid((20, 20), 0.1, supersample=2)
+    sources = [
+        skyfit.Gaussian("a", x0=-0.4, y0=0.1, sigma=0.2, flux=5.0),
+        skyfit.Gaussian("b", x0=0.3, y0=-0.2, q=0.5, phi=1.0, sigma=0.3, flux=8.0),
+        skyfit.Gaussian("c", x0=0.2, y0=0.5, sigma=0.15, flux=3.0),
+    ]
+    scene = skyfit.Scene(grid, sources, name="scene")
+    g = torch.Generator().manual_seed(seed)
+    truth = scene().detach()
+    var = 0.02 + 0.02 * torch.rand(truth.shape, generator=g, dtype=torch.float64)
+    data = truth + var.sqrt() * torch.randn(truth.shape, generator=g, dtype=torch.float64)
+    # design matrix: image of each source at unit flux
+    x, y = grid.subpixel_coordinates()
+    A = torch.stack([s.brightness(x, y) / s.flux.value for s in sources])
+    A = grid.integrate(A).reshape(3, -1).T
+    for s in sources:
+        s.flux.to_dynamic()
+    return skyfit.Posterior(skyfit.GaussianLikelihood(scene, data, variance=var)), A, data, var
+
+
+def test_laplace_covariance_equals_linear_gaussian_covariance():
+    post, A, data, var = linear_flux_problem()
+    W = 1 / var.reshape(-1)
+    fisher = A.T @ (W[:, None] * A)
+    cov = torch.linalg.inv(fisher)
+    mean = cov @ (A.T @ (W * data.reshape(-1)))
+    res = skyfit.fit_map(post)
+    assert res.converged
+    assert torch.allclose(res.x, mean, rtol=1e-8, atol=1e-10)
+    lap = skyfit.laplace(post, res.x)
+    assert torch.allclose(lap.covariance, cov, rtol=1e-8, atol=0)
+    assert not lap.repaired
+
+
+def test_delta_method_is_exact_for_a_linear_function():
+    post, A, _, _ = linear_flux_problem()
+    lap = skyfit.laplace(post, skyfit.fit_map(post).x)
+    w = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
+    value, cov = lap.propagate(lambda x: (w * x).sum())
+    assert value.item() == pytest.approx((w * lap.mean).sum().item())
+    assert cov.item() == pytest.approx((w @ lap.covariance @ w).item(), rel=1e-12)
+
+
+def test_autograd_gradient_matches_finite_differences():
+    post, _, _, _ = linear_flux_problem()
+    for s in post.likelihood.model.sources:
+        s.to_dynamic()
+    post = skyfit.Posterior(post.likelihood)
+    x = post.initial()
+    x = torch.where(x >= 1.0 - 1e-9, x - 0.1, x * 1.01)  # inside q <= 1, off the optimum
+    x[[i for i, n in enumerate(post.names) if n.endswith(".phi")]] = 0.3  # away from the bounds
+    post.check_valid(x)
+    _, grad = post.value_and_grad(x)
+    h = 1e-6
+    fd = torch.stack([(post(x + h * e) - post(x - h * e)) / (2 * h)
+                      for e in torch.eye(post.dim, dtype=torch.float64)])
+    assert torch.allclose(grad, fd, rtol=1e-5, atol=1e-4)
+
+
+def test_names_bounds_and_uniform_default_prior():
+    post, _, _, _ = linear_flux_problem()
+    post.likelihood.model.sources[0].q.to_dynamic()
+    post = skyfit.Posterior(post.likelihood)
+    assert post.names == ["a.q", "a.flux", "b.flux", "c.flux"]
+    assert post.lower.tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert post.upper[0].item() == 1.0 and math.isinf(post.upper[1].item())
+    x = post.initial()
+    # q has valid (0, 1): uniform prior of density 1; fluxes: flat
+    assert post.log_prior(x).item() == pytest.approx(0.0)
+    outside = x.clone()
+    outside[0] = 1.5
+    assert post(outside).item() == -math.inf
+
+
+def test_user_prior_is_added():
+    post, _, _, _ = linear_flux_problem()
+    base = skyfit.Posterior(post.likelihood)
+    prior = torch.distributions.Normal(torch.tensor(5.0, dtype=torch.float64), 0.5)
+    with_prior = skyfit.Posterior(post.likelihood, priors={"a.flux": prior})
+    x = base.initial()
+    diff = with_prior(x) - base(x)
+    assert diff.item() == pytest.approx(prior.log_prob(x[0]).item(), rel=1e-12)
+
+
+def test_batched_log_density_equals_loop():
+    post, _, _, _ = linear_flux_problem()
+    g = torch.Generator().manual_seed(3)
+    xs = post.initial() * (1 + 0.1 * torch.randn(6, 3, generator=g, dtype=torch.float64))
+    batched = post(xs)
+    loop = torch.stack([post(x) for x in xs])
+    assert torch.allclose(batched, loop, rtol=1e-12)
+
+
+def test_module_log_prior_term_joins_the_posterior():
+    post, _, _, _ = linear_flux_problem()
+
+    import caskade as ck
+
+    class FluxPrior(ck.Module):
+        def __init__(self, source):
+            super().__init__("fluxprior")
+            self.source = source
+
+        @ck.forward
+        def log_prior(self):
+            return -0.5 * (self.source.flux.value - 5.0) ** 2
+
+    scene = post.likelihood.model
+    holder = FluxPrior(scene.sources[0])
+    scene.prior_holder = holder  # link into the graph
+    with_term = skyfit.Posterior(post.likelihood)
+    x = with_term.initial() + 1.0
+    base = skyfit.Posterior(post.likelihood)
+    base.joint.prior_modules = []
+    a_flux = with_term.unpack(x)["a.flux"].item()
+    assert (with_term(x) - base(x)).item() == pytest.approx(-0.5 * (a_flux - 5.0) ** 2)
+
+
+def test_bad_vectors_and_values_raise_clear_errors():
+    post, _, _, _ = linear_flux_problem()
+    with pytest.raises(ParameterVectorError, match="expected 3"):
+        post(torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ParameterRangeError, match=r"a.flux=-1"):
+        post.set(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ParameterRangeError, match="b.flux"):
+        skyfit.fit_map(post, torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ParameterVectorError, match="NaN"):
+        skyfit.fit_map(post, torch.tensor([1.0, float("nan"), 1.0], dtype=torch.float64))
+
+
+def test_nan_log_density_at_start_names_parameters():
+    d = skyfit.FunctionDensity(lambda x: torch.log(x[..., 0] - 1.0).sum(-1) * 0 + torch.log(
+        x[..., 0] - 1.0), ["alpha", "beta"])
+    with pytest.raises(LogDensityError, match="alpha=0.*beta=0"):
+        skyfit.fit_map(d, torch.zeros(2, dtype=torch.float64))
+
+
+def test_flat_direction_is_named_and_repaired():
+    # two identical sources: only the sum of their fluxes is measured
+    grid = skyfit.PixelGrid((16, 16), 0.1)
+    a = skyfit.Gaussian("left", sigma=0.2, flux=2.0)
+    b = skyfit.Gaussian("right", sigma=0.2, flux=3.0)
+    scene = skyfit.Scene(grid, [a, b])
+    data = scene().detach()
+    a.flux.to_dynamic()
+    b.flux.to_dynamic()
+    post = skyfit.Posterior(skyfit.GaussianLikelihood(scene, data, variance=torch.full_like(data,
+                                                                                          1e-3)))
+    with pytest.warns(HessianWarning, match=r"flat.*left.flux.*right.flux|flat.*right.flux"):
+        lap = skyfit.laplace(post, post.initial())
+    assert lap.repaired
+    assert torch.isfinite(lap.covariance).all()
+    # the measured combination (the sum) keeps its right, finite error
+    w = torch.ones(2, dtype=torch.float64)
+    fisher = (lap.hessian.neg() @ w @ w) / 4  # curvature along the sum direction
+    assert fisher > 0
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "BFGS", "trust-exact"])
+def test_all_methods_reach_the_same_optimum(method):
+    post, _, _, _ = linear_flux_problem()
+    ref = skyfit.fit_map(post)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = skyfit.fit_map(post, method=method)
+    assert res.converged
+    assert res.log_density == pytest.approx(ref.log_density, abs=1e-8)
+    assert torch.allclose(res.x, ref.x, rtol=1e-6)
+
+
+def test_map_result_writes_values_back():
+    post, _, _, _ = linear_flux_problem()
+    res = skyfit.fit_map(post)
+    res.apply()
+    assert torch.allclose(post.initial(), res.x)
+    assert set(res.values) == {"a.flux", "b.flux", "c.flux"}

@@ -1,0 +1,37 @@
+"""The supernova light-curve workflow: seeded mock fits recover the truth within their errors."""
+
+import json
+
+import pytest
+import torch
+
+import skyfit
+from skyfit.demo import simulate_supernova, supernova_light_curve_model
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_light_curve_fit_recovers_truth_within_3_sigma(seed):
+    data = simulate_supernova(seed)
+    post, _ = supernova_light_curve_model(data, start_seed=seed + 1)
+    res = skyfit.fit_map(post)
+    assert res.converged
+    lap = skyfit.laplace(post, res.x)
+    assert not lap.repaired
+    truth = torch.tensor([data.truth[n] for n in post.names], dtype=torch.float64)
+    pulls = (res.x - truth) / lap.std
+    assert pulls.abs().max() < 3.0, dict(zip(post.names, pulls.tolist()))
+
+
+def test_demo_writes_figures_graph_and_summary(tmp_path):
+    summary = skyfit.demo.run_demo(tmp_path, seed=0, progress=False)
+    assert summary["converged"]
+    data = json.loads((tmp_path / "summary.json").read_text())
+    names = {p["name"] for p in data["parameters"]}
+    assert {"lightcurve.t0", "lightcurve.sigma", "lightcurve.peak_flux", "sn.x0"} <= names
+    for p in data["parameters"]:
+        assert set(p) >= {"name", "value", "uncertainty", "truth"}
+        assert abs(p["value"] - p["truth"]) < 3 * p["uncertainty"]
+    assert (tmp_path / "images.png").stat().st_size > 10_000
+    assert (tmp_path / "light_curve.png").stat().st_size > 10_000
+    graph = [f for f in data["files"] if "model_graph" in f]
+    assert graph and (tmp_path / graph[0].split("/")[-1]).exists()
