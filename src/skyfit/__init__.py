@@ -15,5 +15,7 @@ from .posterior import *  # noqa: F403
 from .priors import *  # noqa: F403
 from .scenes import *  # noqa: F403
 from .sources import *  # noqa: F403
+from . import plots as plots
+from .plots import *  # noqa: F403
 
 __version__ = "0.1.0"

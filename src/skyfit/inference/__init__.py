@@ -4,13 +4,18 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 """
 
 from .density import FunctionDensity, LogDensity
+from .emcee import sample_emcee
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .optimize import MAPResult, fit_map
 from .results import Samples
 from .sampling import sample_hmc, sample_nuts
 from .transforms import UnconstrainedDensity
+from .vi import VIResult, fit_vi
 
 __all__ = [
+    "sample_emcee",
+    "fit_vi",
+    "VIResult",
     "sample_nuts",
     "sample_hmc",
     "LogDensity",

@@ -59,14 +59,21 @@ class ThinLens(ck.Module):
 
     @ck.forward
     def deflection_jacobian(self, x, y):
-        """``(alpha, d alpha / dx, d alpha / dy)`` by forward-mode autograd, each a pair
-        ``(x-component, y-component)``; differentiable in the parameters."""
+        """``(alpha, d alpha / dx, d alpha / dy)``, each a pair ``(x-component, y-component)``.
+
+        Reverse-mode autograd (``torch.func.vjp``, so it also runs under ``torch.vmap``): the
+        points are independent, so one vector-Jacobian product with a cotangent of ones per
+        deflection component gives every point's derivatives. Differentiable in the parameters.
+        """
         x, y = torch.broadcast_tensors(torch.as_tensor(x), torch.as_tensor(y))
-        one, zero = torch.ones_like(x), torch.zeros_like(x)
         f = lambda u, v: self.deflection(u, v)  # noqa: E731
-        alpha, d_dx = torch.func.jvp(f, (x, y), (one, zero))
-        _, d_dy = torch.func.jvp(f, (x, y), (zero, one))
-        return alpha, d_dx, d_dy
+        alpha, pullback = torch.func.vjp(f, x, y)
+        if alpha[0].shape != x.shape:  # parameters with batch dimensions: one point per output
+            x, y = x.expand(alpha[0].shape), y.expand(alpha[0].shape)
+            alpha, pullback = torch.func.vjp(f, x, y)
+        one, zero = torch.ones_like(alpha[0]), torch.zeros_like(alpha[0])
+        (axx, axy), (ayx, ayy) = pullback((one, zero)), pullback((zero, one))
+        return alpha, (axx, ayx), (axy, ayy)
 
     @ck.forward
     def hessian(self, x, y):

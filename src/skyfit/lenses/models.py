@@ -356,6 +356,7 @@ class CompositeLens(ThinLens):
             raise ValueError(f"components of a CompositeLens need distinct names; {repeated} "
                              "repeat: name them, e.g. SIE(name='main'), SIE(name='satellite')")
         self.lenses = lenses
+        self.update_graph()  # caskade builds its bookkeeping on linking; an empty lens links none
 
     def _sum(self, method: str, x, y):
         total = torch.zeros((), dtype=x.dtype, device=x.device)
