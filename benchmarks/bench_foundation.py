@@ -44,13 +44,14 @@ def _hand_written(data):
     def loglike(p):
         hx, hy, q, phi, n, Re, flux, sx, sy, t0, sig, peak = p
         c, sn_ = torch.cos(phi), torch.sin(phi)
+        a2, b2, d2 = q * c**2 + sn_**2 / q, 2 * c * sn_ * (q - 1 / q), q * sn_**2 + c**2 / q
         dx, dy = X - hx, Y - hy
-        xp, yp = c * dx + sn_ * dy, -sn_ * dx + c * dy
-        R = torch.sqrt(q * xp**2 + yp**2 / q + 1e-12)
+        r2 = a2 * dx * dx + b2 * dx * dy + d2 * dy * dy
         b = sersic_b(n)
         log_norm = math.log(2 * math.pi) + torch.log(n) + 2 * torch.log(Re) + b
         log_norm = log_norm + torch.lgamma(2 * n) - 2 * n * torch.log(b)
-        sb = flux * torch.exp(-b * ((R / Re) ** (1 / n) - 1) - log_norm)
+        u = torch.exp((0.5 / n) * torch.log(r2 + 1e-12) - torch.log(Re) / n)
+        sb = flux * torch.exp((b - log_norm) - b * u)
         img = sb.reshape(H, s, W, s).mean((1, 3)) * scale**2
         img = torch.fft.irfft2(torch.fft.rfft2(img, s=fft_shape) * kernel_ft, s=fft_shape)
         img = img[k // 2 + pad : k // 2 + pad + ny, k // 2 + pad : k // 2 + pad + nx]

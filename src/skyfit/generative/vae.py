@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,22 +102,19 @@ class GalaxyVAE(nn.Module):
         # pixels of a unit-flux stamp are ~1/size^2: rescale to O(1) in and out of the networks
         self.register_buffer("pixel_unit", torch.tensor(1.0 / config.size**2), persistent=False)
         act = nn.SiLU
-        enc = [nn.Conv2d(1, ch[0], 3, padding=1), act()]
-        c_in = ch[0]
-        for c in ch:
-            enc += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), act(),
-                    nn.Conv2d(c, c, 3, padding=1), act()]
+        enc, c_in = [], 1
+        for c in ch:  # each stride-2 convolution halves the map
+            enc += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), act()]
             c_in = c
         enc += [nn.Flatten(), nn.Linear(ch[-1] * f * f, config.hidden), act(),
                 nn.Linear(config.hidden, 2 * config.latent_dim)]
         self.encoder = nn.Sequential(*enc)
         dec = [nn.Linear(config.latent_dim, config.hidden), act(),
                nn.Linear(config.hidden, ch[-1] * f * f), act(), nn.Unflatten(1, (ch[-1], f, f))]
-        rev = list(ch[::-1]) + [ch[0]]
-        for c_in, c in zip(rev[:-1], rev[1:]):
-            dec += [nn.ConvTranspose2d(c_in, c, 4, stride=2, padding=1), act(),
-                    nn.Conv2d(c, c, 3, padding=1), act()]
-        dec += [nn.Conv2d(ch[0], 1, 3, padding=1)]
+        rev = list(ch[::-1]) + [1]
+        for c_in, c in zip(rev[:-1], rev[1:]):  # each transposed convolution doubles it
+            dec += [nn.ConvTranspose2d(c_in, c, 4, stride=2, padding=1)]
+            dec += [act()] if c != 1 else []
         self.decoder = nn.Sequential(*dec)
 
     @property
@@ -225,5 +221,3 @@ def _read(path, fmt: str, map_location) -> dict:
         raise ValueError(f"{path} is not a {fmt} file (found format {found!r})")
     return blob
 
-
-_ = math  # (kept for doctest namespace symmetry)

@@ -245,11 +245,12 @@ def sample_emcee(
         warnings.simplefilter("ignore")
         tau = np.asarray(sampler.get_autocorr_time(discard=n_burn, tol=0), dtype=float)
     n_kept = sampler.iteration - n_burn
-    if np.any(~np.isfinite(tau)) or n_kept < 50 * np.nanmax(tau, initial=0.0):
+    tau_max = float(np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
+    if not n_kept >= 50 * tau_max:  # also when tau is nan (too few steps to estimate it)
         warnings.warn(ConvergenceWarning(
-            f"emcee: {n_kept} steps are fewer than 50 autocorrelation times "
-            f"(max tau = {np.nanmax(tau, initial=np.nan):.1f} steps); the estimate of tau and the "
-            "draws are unreliable: run longer (n_steps)"), stacklevel=2)
+            f"emcee: {n_kept} steps are fewer than 50 autocorrelation times (max tau = "
+            f"{tau_max:.1f} steps); the estimate of tau and the draws are unreliable: run "
+            "longer (n_steps)"), stacklevel=2)
     if counts["nan"]:
         warnings.warn(ConvergenceWarning(
             f"emcee: log-density was NaN at {counts['nan']} proposals (treated as -inf)"),

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import ShapeError
 
-__all__ = ["fft_convolve"]
+__all__ = ["fft_convolve", "kernel_transform", "fft_convolve_transformed"]
 
 
 def fft_convolve(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -15,10 +15,24 @@ def fft_convolve(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     Zero-padded linear convolution cropped to the input size ("same"); batch dimensions of the
     image and the kernel broadcast. Cost ``O(H W log(H W))`` whatever the kernel size.
     """
+    return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
+                                    kernel.shape[-2:])
+
+
+def kernel_transform(kernel: torch.Tensor, image_shape) -> torch.Tensor:
+    """The kernel's real FFT on the zero-padded grid that :func:`fft_convolve` uses for images
+    of ``image_shape``; compute it once when the kernel is fixed."""
     kh, kw = kernel.shape[-2:]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ShapeError(f"PSF kernel sides must be odd so it has a centre pixel, got {(kh, kw)}")
+    H, W = image_shape
+    return torch.fft.rfft2(kernel, s=(H + kh - 1, W + kw - 1))
+
+
+def fft_convolve_transformed(image: torch.Tensor, kernel_ft: torch.Tensor, kernel_shape):
+    """:func:`fft_convolve` with the kernel given by :func:`kernel_transform`."""
+    kh, kw = kernel_shape
     H, W = image.shape[-2:]
     shape = (H + kh - 1, W + kw - 1)
-    out = torch.fft.irfft2(torch.fft.rfft2(image, s=shape) * torch.fft.rfft2(kernel, s=shape), s=shape)
+    out = torch.fft.irfft2(torch.fft.rfft2(image, s=shape) * kernel_ft, s=shape)
     return out[..., kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W]

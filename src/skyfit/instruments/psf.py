@@ -7,7 +7,7 @@ import torch
 
 from ..errors import ShapeError
 from ..params import Param
-from .convolution import fft_convolve
+from .convolution import fft_convolve_transformed, kernel_transform
 from .grid import PixelGrid
 
 __all__ = ["PSF", "GaussianPSF", "PixelatedPSF"]
@@ -24,8 +24,24 @@ class PSF(ck.Module):
     size: int
 
     def convolve(self, image: torch.Tensor, pixel_scale: float) -> torch.Tensor:
-        """Convolve ``image (..., H, W)`` (flux per pixel) with the PSF; flux is conserved."""
-        return fft_convolve(image, self.kernel(pixel_scale, dtype=image.dtype))
+        """Convolve ``image (..., H, W)`` (flux per pixel) with the PSF; flux is conserved.
+
+        When every parameter of the PSF is fixed (static), the kernel's FFT is computed once and
+        reused until a parameter value changes.
+        """
+        shape = (self.size, self.size)
+        if self.dynamic_params or self.pointer_params:
+            kernel = self.kernel(pixel_scale, dtype=image.dtype)
+            return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
+                                            shape)
+        values = tuple((id(p.value), p.value._version) for p in self.static_params)
+        key = (pixel_scale, tuple(image.shape[-2:]), image.dtype, image.device, values)
+        cache = self.__dict__.get("_kernel_ft_cache")
+        if cache is None or cache[0] != key:
+            kernel = self.kernel(pixel_scale, dtype=image.dtype)
+            cache = (key, kernel_transform(kernel, image.shape[-2:]).detach())
+            self.__dict__["_kernel_ft_cache"] = cache
+        return fft_convolve_transformed(image, cache[1], shape)
 
 
 def _check_size(size: int) -> int:

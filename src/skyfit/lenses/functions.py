@@ -69,29 +69,16 @@ def sis_potential(x, y, x0, y0, theta_E):
 
 # --- singular isothermal ellipsoid ---------------------------------------------------------------
 
-def _atan_over(e, z):
-    # atan(e z) / e, with its e -> 0 limit (q -> 1) by a Taylor series; both branches stay finite
-    # so gradients through torch.where are too.
-    small = e < 1e-4
-    e_safe = torch.where(small, torch.ones_like(e), e)
-    series = z - e**2 * z**3 / 3 + e**4 * z**5 / 5
-    return torch.where(small, series, torch.atan(e_safe * z) / e_safe)
-
-
-def _atanh_over(e, z):
-    small = e < 1e-4
-    e_safe = torch.where(small, torch.ones_like(e), e)
-    series = z + e**2 * z**3 / 3 + e**4 * z**5 / 5
-    return torch.where(small, series, torch.atanh(e_safe * z) / e_safe)
-
-
 def _sie_major_axis(x, y, x0, y0, q, phi, theta_E):
     xp, yp = to_major_axis_frame(x, y, x0, y0, phi)
     b = theta_E * torch.sqrt(q)
-    psi = torch.sqrt(q**2 * xp**2 + yp**2 + _EPS2)
-    e = torch.sqrt((1 - q) * (1 + q))
-    ax = b * _atan_over(e, xp / psi)
-    ay = b * _atanh_over(e, yp / psi)
+    w = torch.sqrt(q**2 * xp**2 + yp**2 + _EPS2)
+    # e = sqrt(1 - q^2), floored so that q = 1 (the SIS) needs no special case: atan(e u) / e and
+    # atanh(e u) / e equal u to 1e-16 relative there (their next term is e^2 u^3 / 3)
+    e = torch.sqrt(((1 - q) * (1 + q)).clamp(min=1e-16))
+    ey = e * yp
+    ax = b / e * torch.atan2(e * xp, w)
+    ay = b / e * 0.5 * torch.log1p(2 * ey / (w - ey))  # atanh(e y / w), cheaper than atanh
     return xp, yp, ax, ay
 
 

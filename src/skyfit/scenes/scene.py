@@ -76,27 +76,35 @@ class Scene(ck.Module):
     @ck.forward
     def extended_image(self) -> torch.Tensor:
         """Flux per pixel of the extended sources, before the PSF, on the padded grid."""
+        return self._extended_image()
+
+    def _extended_image(self) -> torch.Tensor:
+        # plain method: called inside __call__'s active context, saving a forward-call overhead
         x, y = self.render_grid.subpixel_coordinates()
-        total = torch.zeros((), dtype=x.dtype, device=x.device)
+        total = None
         for source in self.sources:
-            total = total + source.brightness(x, y)
-        return self.render_grid.integrate(total.expand(total.shape[:-2] + x.shape))
+            sb = source.brightness(x, y)
+            total = sb if total is None else total + sb
+        return self.render_grid.integrate(total)
 
     @ck.forward
     def __call__(self) -> torch.Tensor:
         ny, nx = self.grid.shape
-        x, _ = self.grid.coordinates()
-        image = torch.zeros((ny, nx), dtype=x.dtype, device=x.device)
+        image = None
         if self.sources:
-            ext = self.extended_image()
+            image = self._extended_image()
             if self.psf is not None:
-                ext = self.psf.convolve(ext, self.grid.pixel_scale)
+                image = self.psf.convolve(image, self.grid.pixel_scale)
                 p = self.pad
-                ext = ext[..., p : p + ny, p : p + nx]
-            image = image + ext
+                image = image[..., p : p + ny, p : p + nx]
         for ps in self.point_sources:
-            x0, y0, flux = ps.position_flux()
-            image = image + self.psf.point_image(self.grid, x0, y0, flux)
+            # inside this forward call the Params hold their current values
+            x0, y0, flux = ps.x0.value, ps.y0.value, ps.flux.value
+            point = self.psf.point_image(self.grid, x0, y0, flux)
+            image = point if image is None else image + point
+        if image is None:
+            x, _ = self.grid.coordinates()
+            image = torch.zeros((ny, nx), dtype=x.dtype, device=x.device)
         return image
 
 

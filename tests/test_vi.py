@@ -1,0 +1,134 @@
+"""Variational fits: Gaussian posteriors recovered, Jacobian of bounded parameters, flows, errors."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, optimize
+
+from skyfit.errors import ConvergenceWarning, LogDensityError, ParameterVectorError
+from skyfit.inference import FunctionDensity, Samples, VIResult, fit_vi, laplace
+from skyfit.inference.diagnostics import ks_uniform
+
+
+def ar_gaussian(dim=10, rho=0.9):
+    """N(mu, C) with C_ij = s_i s_j rho^|i-j| and scales s from 0.1 to 10."""
+    idx = torch.arange(dim)
+    scales = torch.logspace(-1, 1, dim, dtype=torch.float64)
+    cov = scales[:, None] * scales[None] * rho ** (idx[:, None] - idx[None]).abs()
+    mu = torch.linspace(-2, 2, dim, dtype=torch.float64) * scales
+    prec = torch.linalg.inv(cov)
+    density = FunctionDensity(lambda x: -0.5 * (((x - mu) @ prec) * (x - mu)).sum(-1), dim)
+    return density, mu.numpy(), cov.numpy()
+
+
+def flat_bounded():
+    return FunctionDensity(lambda x: torch.zeros(x.shape[:-1], dtype=x.dtype), ["u"], 2.0, 5.0)
+
+
+def test_fullrank_recovers_correlated_gaussian_mean_and_covariance():
+    density, mu, cov = ar_gaussian()
+    res = fit_vi(density, family="fullrank", n_steps=2000, progress=False)
+    sd = np.sqrt(np.diag(cov))
+    # the family contains the target: the fit is exact up to optimisation error
+    assert np.all(np.abs(res.mean - mu) < 0.01 * sd)
+    np.testing.assert_allclose(res.std, sd, rtol=0.03)
+    corr = res.covariance / np.outer(res.std, res.std)
+    np.testing.assert_allclose(corr, cov / np.outer(sd, sd), atol=0.01)
+    assert res.info["pareto_k"] < 0.7
+    s = res.sample(4000, seed=1)
+    assert isinstance(s, Samples) and s.draws.shape == (1, 4000, 10) and s.sampler == "vi-fullrank"
+    assert np.all(np.abs(s.mean() - mu) < 4 * sd / np.sqrt(4000))
+    np.testing.assert_allclose(s.log_density[0, :5], density(torch.as_tensor(s.draws[0, :5])))
+
+
+def test_meanfield_matches_the_conditional_precision():
+    # the mean-field KL(q || p) optimum of a Gaussian has variances 1 / diag(precision)
+    density, mu, cov = ar_gaussian()
+    with pytest.warns(ConvergenceWarning, match="Pareto k"):  # too narrow: p/q heavy-tailed
+        res = fit_vi(density, family="meanfield", n_steps=2000, progress=False)
+    expected_sd = 1 / np.sqrt(np.diag(np.linalg.inv(cov)))
+    np.testing.assert_allclose(res.std, expected_sd, rtol=0.03)
+    assert np.all(np.abs(res.mean - mu) < 0.1 * np.sqrt(np.diag(cov)))
+    assert np.count_nonzero(res.covariance - np.diag(np.diag(res.covariance))) == 0
+
+
+def optimal_gaussian_for_logistic():
+    """(0, sd) of the Gaussian minimising KL(q || logistic): the uniform density on a bounded
+    range seen in the logit space, where the Jacobian makes it the logistic density."""
+    def neg_elbo(log_sd):
+        sd = np.exp(log_sd)
+        f = lambda z: (np.exp(-0.5 * (z / sd) ** 2) / (sd * np.sqrt(2 * np.pi))  # noqa: E731
+                       * (-np.logaddexp(0, -z) - np.logaddexp(0, z)))
+        e_logp = integrate.quad(f, -12 * sd, 12 * sd)[0]
+        return -(e_logp + np.log(sd) + 0.5 * np.log(2 * np.pi * np.e))
+    return np.exp(optimize.minimize_scalar(neg_elbo, bounds=(-1, 2), method="bounded").x)
+
+
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")
+def test_bounded_uniform_prior_fit_in_unconstrained_space_with_jacobian():
+    res = fit_vi(flat_bounded(), family="fullrank", n_steps=1500, progress=False)
+    # without the log-Jacobian the target in z would be flat and the fitted sd would diverge
+    assert abs(res.mean[0]) < 0.05
+    assert res.std[0] == pytest.approx(optimal_gaussian_for_logistic(), rel=0.02)
+    x = res.sample(2000, seed=3).draws[0, :, 0]
+    assert x.min() > 2.0 and x.max() < 5.0
+    assert ks_uniform(x, 2.0, 5.0) > 0.01
+
+
+def banana():
+    return FunctionDensity(
+        lambda x: -0.5 * (x[..., 0] ** 2 / 4 + (x[..., 1] - 0.5 * x[..., 0] ** 2) ** 2), 2)
+
+
+def test_flow_fits_a_banana_better_than_a_gaussian():
+    d = banana()
+    gauss = fit_vi(d, family="fullrank", n_steps=600, progress=False)
+    flow = fit_vi(d, family="flow", n_steps=600, progress=False,
+                  flow_kwargs=dict(transforms=2, hidden_features=(32, 32)))
+    log_z = np.log(4 * np.pi)  # normalising constant of the banana
+    assert gauss.elbo < log_z - 0.3
+    assert flow.elbo > gauss.elbo + 0.2 and flow.elbo < log_z + 0.01
+    assert flow.mean is None and flow.covariance is None
+    s = flow.sample(2000, seed=0)
+    assert s.sampler == "vi-flow" and s.info["pareto_k"] < 0.7
+    # E[x1] = E[x0^2] / 2 = 1 for the banana
+    assert s.mean()[1] == pytest.approx(1.0, abs=0.2)
+
+
+def test_flow_without_zuko_names_the_ml_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "zuko", None)
+    with pytest.raises(ImportError, match=r"skyfit\[ml\]"):
+        fit_vi(banana(), family="flow", progress=False)
+
+
+def test_laplace_init_of_a_gaussian_is_already_the_answer():
+    density, mu, cov = ar_gaussian(dim=4)
+    lap = laplace(density, torch.as_tensor(mu))
+    res = fit_vi(density, init=lap, n_steps=50, progress=False)
+    np.testing.assert_allclose(res.covariance, cov, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.mean, mu, atol=1e-6)
+    again = fit_vi(density, family="fullrank", init=res, n_steps=10, progress=False)
+    np.testing.assert_allclose(again.mean, mu, atol=1e-6)
+    assert isinstance(again, VIResult)
+
+
+def test_seeded_and_leaves_the_global_rng_alone():
+    density, _, _ = ar_gaussian(dim=3)
+    state = torch.get_rng_state()
+    a = fit_vi(density, n_steps=100, seed=4, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = fit_vi(density, n_steps=100, seed=4, progress=False)
+    np.testing.assert_array_equal(a.elbo_history, b.elbo_history)
+    np.testing.assert_array_equal(a.sample(10, seed=1).draws, b.sample(10, seed=1).draws)
+
+
+def test_start_outside_bounds_and_nan_start_are_clear_errors():
+    with pytest.raises(ParameterVectorError, match=r"u \(bounds \[2, 5\]\)"):
+        fit_vi(flat_bounded(), init=torch.tensor([1.0]), progress=False)
+    d = FunctionDensity(lambda x: torch.log(x[..., 0] - 1.0) - x[..., 1] ** 2, ["width", "shift"])
+    with pytest.raises(LogDensityError, match=r"width=0\.5, shift=0"):
+        fit_vi(d, init=torch.tensor([0.5, 0.0]), progress=False)
+    with pytest.raises(ValueError, match="family must be one of"):
+        fit_vi(d, family="gaussian", progress=False)
