@@ -9,7 +9,7 @@ import torch
 
 from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
 from skyfit.errors import LogDensityError, ParameterRangeError, ParameterVectorError
-from skyfit.inference import FunctionDensity, laplace, sample_emcee
+from skyfit.inference import FunctionDensity, fit_vi, laplace, sample_emcee
 from skyfit.inference.diagnostics import ks_uniform
 
 short_run = pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")
@@ -148,3 +148,11 @@ def test_start_outside_a_params_valid_range_names_it():
     x[1] = -1.0  # sigma must be positive
     with pytest.raises(ParameterRangeError, match="sigma"):
         sample_emcee(post, init=x, progress=False)
+
+
+@short_run
+def test_walkers_can_start_from_a_variational_fit_of_a_bounded_density():
+    vi = fit_vi(flat_bounded(), n_steps=300, progress=False)
+    s = sample_emcee(flat_bounded(), init=vi, n_walkers=16, n_steps=20, n_burn=0, progress=False)
+    # the VI Gaussian lives in logit space: mapped back, the walkers span the range, inside it
+    assert s.draws.min() > 2.0 and s.draws.max() < 5.0 and s.draws[:, 0].std() > 0.3

@@ -22,7 +22,16 @@ from .flows import LatentFlow
 from .galaxies import GalaxySet, check_stamps
 from .vae import GalaxyVAE
 
-__all__ = ["TrainingHistory", "train_vae", "encode_latents", "fit_flow"]
+__all__ = [
+    "TrainingHistory",
+    "TrainingConfig",
+    "train_vae",
+    "vae_loss",
+    "encode_latents",
+    "fit_flow",
+    "distill_flow",
+    "train_galaxy_model",
+]
 
 
 @dataclass
@@ -83,7 +92,7 @@ def _fit(model: torch.nn.Module, n_train: int, batch_loss: Callable, val_loss: C
         bar.set_postfix(train=f"{total / n_train:.4g}", val=f"{v:.4g}")
         if callback is not None:
             callback(epoch, total / n_train, v)
-        if v < best - 1e-4 * abs(best):
+        if math.isfinite(v) and (best_state is None or v < best - 1e-4 * abs(best)):
             best, bad, hist.best_epoch = v, 0, epoch
             best_state = copy.deepcopy(model.state_dict())
         else:
@@ -114,6 +123,7 @@ def train_vae(
     batch_size: int = 64,
     lr: float = 2e-3,
     patience: int = 6,
+    beta: float = 1.0,
     kl_warmup: int = 0,
     fresh_noise: bool = True,
     seed: int = 0,
@@ -122,11 +132,13 @@ def train_vae(
 ) -> TrainingHistory:
     """Fit ``vae`` to ``train`` by maximising the ELBO with each stamp's known noise level.
 
-    The loss per stamp is ``0.5 sum((x - d(z))^2 / sigma^2) + beta KL(q(z|x) || N(0, I))`` (nats),
-    ``beta`` rising linearly from 0 to 1 over ``kl_warmup`` epochs (0: always 1). With
+    The loss per stamp is ``0.5 sum((x - d(z))^2 / sigma^2) + beta KL(q(z|x) || N(0, I))`` (nats):
+    the negative ELBO for ``beta = 1``; ``beta < 1`` (a beta-VAE, Higgins et al. 2017) favours
+    reconstructions and leaves the aggregate posterior further from N(0, I), which the latent
+    flow then models. ``beta`` ramps up linearly over ``kl_warmup`` epochs (0: no ramp). With
     ``fresh_noise`` each epoch draws new noise realisations around the noiseless stamps (same
     ``sigma``), so a few thousand galaxies do not get memorised with their noise. The validation
-    loss is the negative ELBO (``beta = 1``) with fixed noise. Stops early after ``patience``
+    loss is the same loss with fixed noise. Stops early after ``patience``
     epochs without improvement and returns to the best weights.
 
     Arguments:
@@ -143,7 +155,6 @@ def train_vae(
         except ValueError as err:
             raise type(err)(f"{name} set: {err}") from None
     x_train, sig_train = train.images.clone(), train.sigma
-    x_val, sig_val = val.images, val.sigma
     g_val = torch.Generator().manual_seed(seed + 1)
     val_eps = torch.randn(len(val), vae.latent_dim, generator=g_val)
 
@@ -153,22 +164,35 @@ def train_vae(
             x_train.copy_(train.truth + sig_train[:, None, None] * noise)
 
     def batch_loss(idx, g, epoch):
-        beta = 1.0 if kl_warmup <= 0 else min(1.0, (epoch + 1) / kl_warmup)
+        b = beta if kl_warmup <= 0 else beta * min(1.0, (epoch + 1) / kl_warmup)
         nll, kl = vae.loss_terms(x_train[idx], sig_train[idx], generator=g)
-        return (nll + beta * kl).mean()
+        return (nll + b * kl).mean()
 
     def val_loss():
-        total = 0.0
-        for a in range(0, len(val), 512):
-            mu, logvar = vae.encode(x_val[a : a + 512])
-            z = mu + torch.exp(0.5 * logvar) * val_eps[a : a + 512]
-            r = (x_val[a : a + 512] - vae.decode(z)) / sig_val[a : a + 512, None, None]
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
-            total += (0.5 * r.pow(2).sum((-2, -1)) + kl).sum().item()
-        return total / len(val)
+        return vae_loss(vae, val, beta=beta, eps=val_eps)
 
     return _fit(vae, len(train), batch_loss, val_loss, epochs, batch_size, lr, patience, seed,
                 progress, "VAE", callback, on_epoch=renoise)
+
+
+@torch.no_grad()
+def vae_loss(vae: GalaxyVAE, galaxies: GalaxySet, beta: float = 1.0,
+             eps: torch.Tensor | None = None, seed: int = 0) -> float:
+    """Mean loss per stamp (negative ELBO for ``beta = 1``, nats) of ``vae`` on ``galaxies``,
+    with one draw of ``z`` per stamp from ``eps (n, D)`` or from ``seed``."""
+    check_stamps(galaxies.images, galaxies.sigma, vae.size)
+    if eps is None:
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(len(galaxies), vae.latent_dim, generator=g)
+    total = 0.0
+    for a in range(0, len(galaxies), 512):
+        x, sig = galaxies.images[a : a + 512], galaxies.sigma[a : a + 512]
+        mu, logvar = vae.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * eps[a : a + 512]
+        r = (x - vae.decode(z)) / sig[:, None, None]
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        total += (0.5 * r.pow(2).sum((-2, -1)) + beta * kl).sum().item()
+    return total / len(galaxies)
 
 
 @torch.no_grad()
@@ -221,3 +245,155 @@ def fit_flow(
 
     return _fit(flow, len(train), batch_loss, val_loss, epochs, batch_size, lr, patience, seed,
                 progress, f"flow ({flow.kind})", callback)
+
+
+def distill_flow(
+    student: LatentFlow,
+    teacher: LatentFlow,
+    val: torch.Tensor,
+    steps: int = 1500,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = False,
+    callback: Callable[[int, float, float], None] | None = None,
+    eval_every: int = 100,
+) -> TrainingHistory:
+    """Fit an IAF ``student`` to a fitted MAF ``teacher`` by minimising ``KL(student || teacher)``.
+
+    ``KL = E_eps[log q(z(eps)) - log p(z(eps))]`` with ``z = student(eps)``: the student's
+    sample and its log-density come in its one-pass direction and the teacher's density in its
+    own one-pass direction, so each step costs about two MAF passes instead of the ``D`` passes
+    per layer that maximum likelihood on an IAF needs (probability density distillation, as in
+    van den Oord et al. 2017, arXiv:1711.10433). ``val`` latents (draws of ``q(z|x)``) give the
+    validation loss: the student's exact mean NLL on them (``D`` passes, once per
+    ``eval_every`` steps, "epoch" in the history). The student starts from the teacher's
+    standardisation; the best validation state is kept.
+    """
+    if student.features != teacher.features:
+        raise ValueError(f"student has {student.features} features, teacher {teacher.features}")
+    student.loc.copy_(teacher.loc)
+    student.scale.copy_(teacher.scale)
+    teacher.requires_grad_(False)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    hist = TrainingHistory()
+    best, best_state, t0, running = math.inf, None, time.perf_counter(), 0.0
+    bar = tqdm(range(steps), desc="flow (iaf, distilled)", disable=not progress, leave=False)
+    for step in bar:
+        student.train()
+        eps = torch.randn(batch_size, student.features, generator=g)
+        z, log_q = student.from_noise_and_log_prob(eps)
+        loss = (log_q - teacher.log_prob(z)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            student.eval()
+            with torch.no_grad():
+                v = -torch.cat([student.log_prob(val[a : a + 4096])
+                                for a in range(0, len(val), 4096)]).mean().item()
+            n = (step % eval_every) + 1
+            hist.train_loss.append(running / n)
+            hist.val_loss.append(v)
+            hist.lr.append(opt.param_groups[0]["lr"])
+            running = 0.0
+            bar.set_postfix(kl=f"{hist.train_loss[-1]:.3g}", val=f"{v:.4g}")
+            if callback is not None:
+                callback(len(hist.val_loss) - 1, hist.train_loss[-1], v)
+            if math.isfinite(v) and v < best:
+                best, hist.best_epoch = v, len(hist.val_loss) - 1
+                best_state = copy.deepcopy(student.state_dict())
+    teacher.requires_grad_(True)
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.eval()
+    hist.wall_time = time.perf_counter() - t0
+    return hist
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that determines a trained :class:`~skyfit.generative.GalaxyModel`.
+
+    Training with the same config (and torch build, thread count) gives the same weights.
+
+    Arguments:
+        size, latent_dim, channels, hidden: the VAE architecture (:class:`VAEConfig`).
+        n_train, n_val: synthetic galaxies (:func:`make_galaxies`) to train and validate on.
+        beta: weight of the KL term in the VAE loss (:func:`train_vae`).
+        snr: S/N range of the training stamps. epochs, batch_size, lr, patience: VAE training.
+        draws: draws of ``q(z|x)`` per training galaxy for the flows.
+        flow_transforms, flow_hidden: flow architecture. flow_epochs: MAF maximum-likelihood
+        epochs. distill_steps: IAF distillation steps. seed: the one seed of everything.
+    """
+
+    size: int = 32
+    latent_dim: int = 8
+    channels: tuple[int, ...] = (16, 32, 64)
+    hidden: int = 128
+    beta: float = 0.2
+    n_train: int = 1500
+    n_val: int = 500
+    snr: tuple[float, float] = (15.0, 50.0)
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 2e-3
+    patience: int = 6
+    draws: int = 8
+    flow_transforms: int = 4
+    flow_hidden: tuple[int, ...] = (64, 64)
+    flow_epochs: int = 10
+    distill_steps: int = 400
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def train_galaxy_model(config: TrainingConfig = TrainingConfig(), progress: bool = False):
+    """Train a :class:`~skyfit.generative.GalaxyModel` from scratch, deterministically.
+
+    Steps: draw ``n_train + n_val`` synthetic galaxies (seed ``config.seed``); train the VAE;
+    draw ``config.draws`` latents per galaxy from ``q(z|x)``; fit a MAF by maximum likelihood;
+    distil an IAF from it. Metrics of the held-out set go to ``model.info``: the VAE's mean
+    reduced chi-square, and each prior's mean NLL per latent dimension (MAF, IAF, N(0, I)).
+    """
+    from .galaxies import make_galaxies
+    from .model import GalaxyModel
+    from .vae import VAEConfig
+
+    c = config
+    t0 = time.perf_counter()
+    gals = make_galaxies(c.n_train + c.n_val, size=c.size, snr=c.snr, seed=c.seed)
+    train, val = gals.split(c.n_train)
+    with torch.random.fork_rng():
+        torch.manual_seed(c.seed)
+        vae = GalaxyVAE(VAEConfig(c.size, c.latent_dim, c.channels, c.hidden))
+        maf = LatentFlow(c.latent_dim, "maf", c.flow_transforms, c.flow_hidden)
+        iaf = LatentFlow(c.latent_dim, "iaf", c.flow_transforms, c.flow_hidden)
+    h_vae = train_vae(vae, train, val, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr,
+                      patience=c.patience, beta=c.beta, seed=c.seed, progress=progress)
+    z_train = encode_latents(vae, train, c.draws, seed=c.seed + 2)
+    z_val = encode_latents(vae, val, c.draws, seed=c.seed + 3)
+    h_maf = fit_flow(maf, z_train, z_val, epochs=c.flow_epochs, seed=c.seed + 4,
+                     progress=progress)
+    h_iaf = distill_flow(iaf, maf, z_val, steps=c.distill_steps, seed=c.seed + 5,
+                         progress=progress)
+    with torch.no_grad():
+        d = c.latent_dim
+        normal = (0.5 * z_val.pow(2).sum(-1)).mean().item() / d + 0.5 * math.log(2 * math.pi)
+        metrics = {
+            "val_reduced_chi2": vae.reduced_chi2(val.images, val.sigma).mean().item(),
+            "val_nll_per_dim_normal": normal,
+            "val_nll_per_dim_maf": -maf.log_prob(z_val).mean().item() / d,
+            "val_nll_per_dim_iaf": -iaf.log_prob(z_val).mean().item() / d,
+        }
+    info = {"config": c.to_dict(), "metrics": metrics, "torch": str(torch.__version__),
+            "threads": torch.get_num_threads(), "wall_time": time.perf_counter() - t0,
+            "history": {"vae": h_vae.to_dict(), "maf": h_maf.to_dict(), "iaf": h_iaf.to_dict()}}
+    return GalaxyModel(vae, iaf, maf, info)

@@ -17,6 +17,9 @@ from .results import Samples
 __all__ = ["sample_emcee"]
 
 
+_VI_START_DRAWS = 4096
+
+
 def _numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -52,6 +55,9 @@ def _start_center(density: LogDensity, init):
                 init = laplace(density, fit_map(density, x0).x)
             except Exception:  # noqa: BLE001 -- fall back to a ball around initial()
                 return _numpy(x0), None, None
+    if hasattr(init, "elbo_history"):  # a VIResult: its Gaussian lives in the unconstrained space
+        walkers = init.sample(_VI_START_DRAWS, seed=0).draws[0]
+        return walkers.mean(0), np.cov(walkers, rowvar=False).reshape(walkers.shape[1], -1), None
     if hasattr(init, "mean") and hasattr(init, "covariance") and not callable(init.mean):
         return _numpy(init.mean).reshape(-1), _numpy(init.covariance), None
     if hasattr(init, "x"):  # MAPResult
@@ -128,8 +134,8 @@ def sample_emcee(
         density: any :class:`~skyfit.inference.LogDensity`.
         init: where walkers start. ``None``: MAP (:func:`fit_map` from ``density.initial()``)
             then its Laplace covariance. Anything with ``.mean`` and ``.covariance`` (a
-            :class:`LaplaceResult`): walkers drawn from ``N(mean, covariance)`` truncated to the
-            support. A vector or a :class:`MAPResult`: a small ball (1e-3 of each bound width or
+            :class:`LaplaceResult`, or a :class:`VIResult` via its draws): walkers drawn from
+            ``N(mean, covariance)`` truncated to the support. A vector or a :class:`MAPResult`: a small ball (1e-3 of each bound width or
             of ``max(|x|, 1)``) around it. An array ``(n_walkers, dim)``: the walkers themselves.
         n_walkers: ensemble size (default ``max(32, 4 dim)``, even); at least ``2 dim``.
         n_steps: stored steps after burn-in; n_burn: steps discarded first.

@@ -46,13 +46,15 @@ class ValueAndGrad:
         return self.density.value_and_grad(z)
 
     def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        finite_z = torch.isfinite(z).all(-1)
+        finite_z = torch.isfinite(z.sum(-1))
         all_finite = bool(finite_z.all())
         logp, grad = self.raw(z if all_finite else torch.where(finite_z[:, None], z, 0.0))
-        bad = ~(torch.isfinite(logp) & torch.isfinite(grad).all(-1) & finite_z)
-        if bool(bad.any()):
-            logp = torch.where(bad, -torch.inf, logp)
-            grad = torch.where(bad[:, None], 0.0, grad)
+        ok = torch.isfinite(logp + grad.sum(-1)) & (logp < torch.inf)
+        if not all_finite:
+            ok = ok & finite_z
+        if not bool(ok.all()):
+            logp = torch.where(ok, logp, -torch.inf)
+            grad = torch.where(ok[:, None], grad, 0.0)
         return logp, grad
 
 

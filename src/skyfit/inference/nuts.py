@@ -127,9 +127,11 @@ class NUTS:
         kw = dict(dtype=dtype, device=dev)
 
         p0 = metric.sample_momentum(generator)
-        h0 = -logp0 + metric.kinetic(p0)
+        v0 = velocity(p0)
+        h0 = 0.5 * (p0 * v0).sum(-1) - logp0
         dirs = torch.randint(0, 2, (C, max_depth), generator=generator, device=dev).to(dtype) * 2 - 1
         u_merge = torch.rand((C, max_depth), generator=generator, **kw)
+        half_step = 0.5 * step_size
 
         # a point is packed as [z, p, grad, log p]: one `where` moves all of it
         start_point = torch.cat([z0, p0, g0, logp0[:, None]], 1)
@@ -139,17 +141,17 @@ class NUTS:
         sub_log_w = torch.zeros(C, **kw)
         sub_rho = torch.zeros(C, D, **kw)
         sub_first = p0
-        prev_p = p0
-        r_ck = torch.zeros(C, K, D, **kw)
-        sum_ck = torch.zeros(C, K, D, **kw)
-        prev_ck = torch.zeros(C, K, D, **kw)
+        prev_pv = torch.cat([p0, v0], 1)  # momentum and velocity of the previous leaf
+        # checkpoints per level: [momentum r, momentum sum S, previous leaf's r, M^-1 r, M^-1 prev r]
+        ck = torch.zeros(C, 1, 5 * D, **kw)  # grows with the deepest subtree (K levels at most)
+        n_levels = 1
+        store_k, check_k, is_max_k = store_tab[:, :1], check_tab[:, :1], is_max_tab[:, :1]
         depth = torch.zeros(C, dtype=torch.long, device=dev)
         leaf = torch.zeros(C, dtype=torch.long, device=dev)
         done = torch.zeros(C, dtype=torch.bool, device=dev)
         diverging = torch.zeros(C, dtype=torch.bool, device=dev)
         sum_metro = torch.zeros(C, **kw)
         n_steps = torch.zeros(C, dtype=torch.long, device=dev)
-        chains = torch.arange(C, device=dev)
         lockstep = 0
 
         while True:
@@ -159,69 +161,69 @@ class NUTS:
                 break
             lockstep += 1
             starting = leaf == 0
+            s2 = starting[:, None]
             level = depth.clamp(max=max_depth - 1)
-            v = dirs[chains, level]
-            forward = (v > 0)[:, None]
-            cur = torch.where(starting[:, None], torch.where(forward, right, left), last)
+            v = dirs.gather(1, level[:, None])
+            forward = v > 0
+            cur = torch.where(s2, torch.where(forward, right, left), last)
 
             # leapfrog, one batched call for the chains still building
-            eps = (step_size * v)[:, None]
-            p = cur[:, D:2 * D] + 0.5 * eps * cur[:, 2 * D:3 * D]
-            z = cur[:, :D] + eps * velocity(p)
+            h = half_step[:, None] * v
+            p = torch.addcmul(cur[:, D:2 * D], h, cur[:, 2 * D:3 * D])
+            z = torch.addcmul(cur[:, :D], 2 * h, velocity(p))
             if n_active == C:
                 logp, g = vg(z)
             else:
                 idx = active.nonzero().squeeze(1)
-                logp_a, g_a = vg(z[idx])
+                logp_a, g_a = vg(z.index_select(0, idx))
                 logp = cur[:, 3 * D].index_copy(0, idx, logp_a)
                 g = cur[:, 2 * D:3 * D].index_copy(0, idx, g_a)
-            p = p + 0.5 * eps * g
+            p = torch.addcmul(p, h, g)
             new = torch.cat([z, p, g, logp[:, None]], 1)
+            vn = velocity(p)
 
-            delta = torch.nan_to_num(metric.kinetic(p) - logp - h0, nan=torch.inf)
+            delta = torch.nan_to_num(0.5 * (p * vn).sum(-1) - logp - h0, nan=torch.inf)
             div = delta > self.max_delta_energy
             leaf_log_w = -delta
-            sum_metro = sum_metro + torch.where(active, torch.exp(leaf_log_w.clamp(max=0.0)), 0.0)
+            sum_metro = sum_metro + torch.exp(leaf_log_w.clamp(max=0.0)) * active
             n_steps = n_steps + active
 
             # uniform progressive sampling inside the subtree being built
             u = torch.rand(C, generator=generator, **kw)
             new_sub_log_w = torch.where(starting, leaf_log_w, torch.logaddexp(sub_log_w, leaf_log_w))
-            take = active & (starting | (u < torch.exp(leaf_log_w - new_sub_log_w)))
+            take = starting | (u < torch.exp(leaf_log_w - new_sub_log_w))
             sub_proposal = torch.where(take[:, None], new, sub_proposal)
             sub_log_w = new_sub_log_w
-            sub_rho = torch.where(starting[:, None], p, sub_rho + p)
-            sub_first = torch.where(starting[:, None], p, sub_first)
+            sub_rho = torch.where(s2, p, sub_rho + p)
+            sub_first = torch.where(s2, p, sub_first)
 
-            # checkpoints of momentum and momentum sum (even leaves), U-turn checks (odd leaves)
+            # checkpoints (even leaves) and U-turn checks of the subtrees ending here (odd leaves)
             li = leaf.clamp(max=n_leaves - 1)
-            st = (store_tab.index_select(0, li) & active[:, None])[..., None]
-            r_ck = torch.where(st, p[:, None], r_ck)
-            sum_ck = torch.where(st, sub_rho[:, None], sum_ck)
-            prev_ck = torch.where(st, prev_p[:, None], prev_ck)
-            check = check_tab.index_select(0, li) & active[:, None]
-            turning = torch.zeros_like(done)
-            if bool(check.any()):
-                is_max = is_max_tab.index_select(0, li)[..., None]
-                # b: first leaf of the right half of each checked subtree
-                r_b = torch.where(is_max, p[:, None], r_ck.roll(-1, 1))
-                sum_b = torch.where(is_max, sub_rho[:, None], sum_ck.roll(-1, 1))
-                prev_b = torch.where(is_max, prev_p[:, None], prev_ck.roll(-1, 1))
-                rho_all = sub_rho[:, None] - sum_ck + r_ck
-                rho_left = sum_b - sum_ck + r_ck
-                rho_right = prev_b + sub_rho[:, None] - sum_b + r_b
-                vel = velocity(torch.cat([r_ck, r_b, prev_b, p[:, None]], 1))
-                v_a, v_b, v_bm1, v_n = vel[:, :K], vel[:, K:2 * K], vel[:, 2 * K:3 * K], vel[:, 3 * K:]
-                dots = torch.stack([(v_a * rho_all).sum(-1), (v_n * rho_all).sum(-1),
-                                    (v_a * rho_left).sum(-1), (v_b * rho_left).sum(-1),
-                                    (v_bm1 * rho_right).sum(-1), (v_n * rho_right).sum(-1)], -1)
-                persist = (dots > 0).all(-1)
+            here = torch.cat([p, sub_rho, prev_pv[:, :D], vn, prev_pv[:, D:]], 1)[:, None]
+            ck = torch.where(store_k.index_select(0, li)[..., None], here, ck)
+            check = check_k.index_select(0, li)
+            turning = None
+            if bool((check & active[:, None]).any()):
+                # b: the first leaf of the right half of each checked subtree
+                b = torch.where(is_max_k.index_select(0, li)[..., None], here, ck.roll(-1, 1))
+                r_a, s_a, v_a = ck[..., :D], ck[..., D:2 * D], ck[..., 3 * D:4 * D]
+                r_b, s_b, prev_b = b[..., :D], b[..., D:2 * D], b[..., 2 * D:3 * D]
+                v_b, v_bm1 = b[..., 3 * D:4 * D], b[..., 4 * D:]
+                t = r_a - s_a
+                rho_all = t + sub_rho[:, None]           # the whole subtree [a, n]
+                rho_left = t + s_b                       # left half plus the first leaf of the right
+                rho_right = (prev_b + r_b - s_b) + sub_rho[:, None]  # last leaf of left plus right
+                v_n = vn[:, None].expand_as(v_a)
+                vels = torch.cat([v_a, v_n, v_a, v_b, v_bm1, v_n], 1)
+                rhos = torch.cat([rho_all, rho_all, rho_left, rho_left, rho_right, rho_right], 1)
+                persist = ((vels * rhos).sum(-1) > 0).view(C, 6, n_levels).all(1)
                 turning = (check & ~persist).any(-1)
-            prev_p = p
+            prev_pv = torch.cat([p, vn], 1)
             last = new
             leaf = leaf + active
 
-            bad = active & (div | turning)
+            bad = div if turning is None else div | turning
+            bad = active & bad
             complete = active & ~bad & (leaf == pow2[depth])
             diverging = diverging | (active & div)
             done = done | bad
@@ -233,7 +235,7 @@ class NUTS:
                 inner = torch.where(forward, p_right, p_left)
                 right = torch.where(c & forward, new, right)
                 left = torch.where(c & ~forward, new, left)
-                accept = u_merge[chains, level] < torch.exp(sub_log_w - log_w)
+                accept = u_merge.gather(1, level[:, None]).squeeze(1) < torch.exp(sub_log_w - log_w)
                 proposal = torch.where((complete & accept)[:, None], sub_proposal, proposal)
                 log_w = torch.where(complete, torch.logaddexp(log_w, sub_log_w), log_w)
                 rho_tree = rho + sub_rho
@@ -245,6 +247,11 @@ class NUTS:
                 depth = depth + complete
                 leaf = torch.where(complete, 0, leaf)
                 done = done | (complete & (~persist | (depth >= max_depth)))
+                deepest = min(K, int(torch.where(done, 0, depth).max()))
+                if deepest > n_levels:  # subtrees this deep need more checkpoint levels
+                    ck = torch.cat([ck, ck.new_zeros(C, deepest - n_levels, 5 * D)], 1)
+                    n_levels = deepest
+                    store_k, check_k, is_max_k = (t[:, :n_levels] for t in (store_tab, check_tab, is_max_tab))
 
         z, p, g, logp = (proposal[:, :D], proposal[:, D:2 * D], proposal[:, 2 * D:3 * D],
                          proposal[:, 3 * D])

@@ -550,7 +550,7 @@ class _Run:
         wall = self.elapsed_before + time.perf_counter() - self.t_start
         info = dict(
             wall_time=wall,
-            warmup_time=self.warmup_time,
+            warmup_time=self.warmup_time if self.warmup_time is not None else 0.0,
             n_gradient_evals=int(self.vg.n_evals),
             n_density_calls=int(self.vg.n_calls),
             step_size=self.step_size.cpu().numpy(),

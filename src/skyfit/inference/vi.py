@@ -314,7 +314,7 @@ def fit_vi(
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if family == "flow":
         _import_zuko()

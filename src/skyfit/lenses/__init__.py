@@ -23,6 +23,7 @@ Conventions (stated here once for all of skyfit's lensing):
 """
 
 from .base import ThinLens
+from .caustics import critical_curves
 from .cosmology import FlatLambdaCDM
 from .geometry import LensGeometry
 from .models import EPL, NFW, SIE, SIS, CompositeLens, ExternalShear, MassSheet, PointMass
@@ -44,6 +45,7 @@ __all__ = [
     "find_images",
     "LensImages",
     "ImageCountWarning",
+    "critical_curves",
     "LensedPointSource",
     "LensedSupernova",
 ]

@@ -29,6 +29,10 @@ class ThinLens(ck.Module):
     :meth:`magnification`, :meth:`shear` and :meth:`hessian`, so a new mass model only writes its
     deflection (and convergence and potential, for maps and time delays).
 
+    Calling convention (caskade's): when a lens has dynamic parameters, a call's last positional
+    argument is taken as the parameter vector, so either pass it (``lens.deflection(x, y, params)``)
+    or give the coordinates by keyword (``lens.deflection(x=x, y=y)`` uses the current values).
+
     Models with a mass centre ``(x0, y0)`` list it in :meth:`centres`, where the image finder
     looks for (and accounts for) central images (see :func:`~skyfit.find_images`).
     """

@@ -8,6 +8,8 @@ import caskade as ck
 import numpy as np
 import torch
 
+from .base import lens_param
+
 __all__ = ["FlatLambdaCDM", "constants"]
 
 
@@ -49,13 +51,17 @@ class FlatLambdaCDM(ck.Module):
 
     def __init__(self, name: str | None = None, H0=70.0, Om0=0.3):
         super().__init__(name)
-        self.H0 = ck.Param("H0", H0, valid=(0.0, None), units="km/s/Mpc", description="Hubble constant")
-        self.Om0 = ck.Param("Om0", Om0, valid=(0.0, 1.0), units="", description="matter density today")
+        self.H0 = lens_param("H0", H0, valid=(0.0, None), units="km/s/Mpc",
+                             description="Hubble constant")
+        self.Om0 = lens_param("Om0", Om0, valid=(0.0, 1.0), units="",
+                              description="matter density today")
 
     @ck.forward
     def comoving_distance(self, z, H0=None, Om0=None):
         """Line-of-sight comoving distance to redshift ``z`` (any shape), Mpc."""
-        z = torch.as_tensor(z, dtype=torch.as_tensor(H0).dtype)
+        H0 = torch.as_tensor(H0)
+        z = torch.as_tensor(z)
+        z = z.to(torch.promote_types(H0.dtype, z.dtype if z.is_floating_point() else H0.dtype))
         nodes = torch.as_tensor(_NODES, dtype=z.dtype, device=z.device)
         weights = torch.as_tensor(_WEIGHTS, dtype=z.dtype, device=z.device)
         zz = z[..., None] * nodes

@@ -162,7 +162,8 @@ class ExternalShear(ThinLens):
     """External shear: ``psi = (gamma1 (dx^2 - dy^2) + 2 gamma2 dx dy) / 2``.
 
     The shear strength is ``sqrt(gamma1^2 + gamma2^2)`` and its angle ``atan2(gamma2, gamma1)/2``
-    (ccw from +x). ``(x0, y0)`` only shifts the potential by a plane, fixed at 0 by default.
+    (ccw from +x). The origin ``(x0, y0)`` of the potential is a fixed number, not a parameter:
+    moving it only shifts the source.
 
     Example:
         >>> import torch
@@ -173,30 +174,32 @@ class ExternalShear(ThinLens):
 
     has_centre = False
 
-    def __init__(self, name: str | None = None, gamma1=0.0, gamma2=0.0, x0=0.0, y0=0.0):
+    def __init__(self, name: str | None = None, gamma1=0.0, gamma2=0.0, x0: float = 0.0,
+                 y0: float = 0.0):
         super().__init__(name)
         self.gamma1 = lens_param("gamma1", gamma1, valid=(-1.0, 1.0), units="",
                                  description="shear along x / y")
         self.gamma2 = lens_param("gamma2", gamma2, valid=(-1.0, 1.0), units="",
                                  description="shear along the diagonals")
-        self.x0 = lens_param("x0", x0, units="arcsec", description="origin of the potential, x")
-        self.y0 = lens_param("y0", y0, units="arcsec", description="origin of the potential, y")
+        self.origin = (float(x0), float(y0))
 
     @ck.forward
-    def deflection(self, x, y, gamma1=None, gamma2=None, x0=None, y0=None):
-        return F.shear_deflection(x, y, *_b(x, x0, y0, gamma1, gamma2))
+    def deflection(self, x, y, gamma1=None, gamma2=None):
+        return F.shear_deflection(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
     @ck.forward
-    def convergence(self, x, y, gamma1=None, gamma2=None, x0=None, y0=None):
-        return F.shear_convergence(x, y, *_b(x, x0, y0, gamma1, gamma2))
+    def convergence(self, x, y, gamma1=None, gamma2=None):
+        return F.shear_convergence(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
     @ck.forward
-    def potential(self, x, y, gamma1=None, gamma2=None, x0=None, y0=None):
-        return F.shear_potential(x, y, *_b(x, x0, y0, gamma1, gamma2))
+    def potential(self, x, y, gamma1=None, gamma2=None):
+        return F.shear_potential(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
 
 class MassSheet(ThinLens):
     """Uniform sheet of convergence ``kappa`` (the mass-sheet degeneracy, external convergence).
+
+    The origin ``(x0, y0)`` of its potential is a fixed number (moving it only shifts the source).
 
     Example:
         >>> import torch
@@ -207,23 +210,22 @@ class MassSheet(ThinLens):
 
     has_centre = False
 
-    def __init__(self, name: str | None = None, kappa=0.0, x0=0.0, y0=0.0):
+    def __init__(self, name: str | None = None, kappa=0.0, x0: float = 0.0, y0: float = 0.0):
         super().__init__(name)
         self.kappa = lens_param("kappa", kappa, units="", description="convergence of the sheet")
-        self.x0 = lens_param("x0", x0, units="arcsec", description="origin of the potential, x")
-        self.y0 = lens_param("y0", y0, units="arcsec", description="origin of the potential, y")
+        self.origin = (float(x0), float(y0))
 
     @ck.forward
-    def deflection(self, x, y, kappa=None, x0=None, y0=None):
-        return F.mass_sheet_deflection(x, y, *_b(x, x0, y0, kappa))
+    def deflection(self, x, y, kappa=None):
+        return F.mass_sheet_deflection(x, y, *self.origin, *_b(x, kappa))
 
     @ck.forward
-    def convergence(self, x, y, kappa=None, x0=None, y0=None):
-        return F.mass_sheet_convergence(x, y, *_b(x, x0, y0, kappa))
+    def convergence(self, x, y, kappa=None):
+        return F.mass_sheet_convergence(x, y, *self.origin, *_b(x, kappa))
 
     @ck.forward
-    def potential(self, x, y, kappa=None, x0=None, y0=None):
-        return F.mass_sheet_potential(x, y, *_b(x, x0, y0, kappa))
+    def potential(self, x, y, kappa=None):
+        return F.mass_sheet_potential(x, y, *self.origin, *_b(x, kappa))
 
 
 class NFW(ThinLens):

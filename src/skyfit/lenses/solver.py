@@ -102,7 +102,7 @@ def _candidates_on_square(lens, sx, sy, cx, cy, size, n, dtype, device):
     s = torch.linspace(-size / 2, size / 2, n, dtype=dtype, device=device)
     gy, gx = torch.meshgrid(cy + s, cx + s, indexing="ij")
     gx, gy = gx.flatten(), gy.flatten()
-    bx, by = lens.raytrace(gx, gy)
+    bx, by = lens.raytrace(x=gx, y=gy)
     return _triangle_candidates(bx, by, gx, gy, sx, sy, _grid_triangles(n, n))
 
 
@@ -111,14 +111,14 @@ def _candidates_on_polar(lens, sx, sy, cx, cy, r_min, r_max, n_r, n_phi, dtype, 
     phi = torch.arange(n_phi, dtype=dtype, device=device) * (2 * math.pi / n_phi)
     rr, pp = torch.meshgrid(r, phi, indexing="ij")
     gx, gy = (cx + rr * torch.cos(pp)).flatten(), (cy + rr * torch.sin(pp)).flatten()
-    bx, by = lens.raytrace(gx, gy)
+    bx, by = lens.raytrace(x=gx, y=gy)
     return _triangle_candidates(bx, by, gx, gy, sx, sy, _grid_triangles(n_r, n_phi, True))
 
 
 def _newton(lens, x, y, sx, sy, max_iter: int, tol: float):
     """Damped Newton iterations on ``beta(theta) = beta_s`` for a batch of starting points."""
     def residual(u, v):
-        bx, by = lens.raytrace(u, v)
+        bx, by = lens.raytrace(x=u, y=v)
         return bx - sx, by - sy
 
     rx, ry = residual(x, y)
@@ -126,7 +126,7 @@ def _newton(lens, x, y, sx, sy, max_iter: int, tol: float):
         norm = torch.hypot(rx, ry)
         if bool((norm < tol).all()):
             break
-        A = lens.jacobian(x, y)
+        A = lens.jacobian(x=x, y=y)
         det = A[..., 0, 0] * A[..., 1, 1] - A[..., 0, 1] * A[..., 1, 0]
         det = torch.where(det == 0, torch.full_like(det, 1e-300), det)
         dx = (A[..., 1, 1] * rx - A[..., 0, 1] * ry) / det
@@ -156,7 +156,7 @@ def _unique(x, y, tol):
 
 def _winding(lens, sx, sy, px, py) -> int:
     """Winding number of ``beta(theta) - beta_s`` along the closed polygon ``(px, py)``."""
-    bx, by = lens.raytrace(px, py)
+    bx, by = lens.raytrace(x=px, y=py)
     angle = torch.atan2(by - sy, bx - sx)
     d = torch.diff(torch.cat([angle, angle[:1]]))
     d = (d + math.pi) % (2 * math.pi) - math.pi
@@ -240,7 +240,7 @@ def find_images(
             central[c] = _winding(lens, sx, sy, *_circle(c[0], c[1], r_min, 720, dtype, device))
 
         def count(ix, iy):
-            mu = lens.magnification(ix, iy)
+            mu = lens.magnification(x=ix, y=iy)
             outside = torch.ones_like(ix, dtype=torch.bool)
             for c in unique_centres:
                 outside &= torch.hypot(ix - c[0], iy - c[1]) > r_min
@@ -266,8 +266,8 @@ def find_images(
                 f"around the mass centres, so the parities must sum to {expected}: "
                 f"{abs(expected - parity_sum)} or more image(s) are missing. Decrease "
                 f"`resolution` (now {resolution}\") or enlarge `window`."), stacklevel=2)
-        mu = lens.magnification(ix, iy)
-        fermat = lens.fermat_potential(ix, iy, sx, sy)
+        mu = lens.magnification(x=ix, y=iy)
+        fermat = lens.fermat_potential(x=ix, y=iy, beta_x=sx, beta_y=sy)
         order = torch.argsort(fermat)
         unresolved = []
         for c, w in central.items():

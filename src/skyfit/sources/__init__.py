@@ -12,6 +12,7 @@ from .profiles import (
     sersic_total_flux,
 )
 from .sersic import Sersic
+from .vae import VAESource
 
 __all__ = [
     "Source",
@@ -19,6 +20,7 @@ __all__ = [
     "Sersic",
     "PointSource",
     "Pixelated",
+    "VAESource",
     "gaussian_profile",
     "sersic_profile",
     "sersic_b",

@@ -1,0 +1,196 @@
+"""Batched NUTS: exactness of the tree bookkeeping, recovery of known posteriors, bad input."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from skyfit.errors import LogDensityError, ParameterVectorError
+from skyfit.inference import FunctionDensity, sample_hmc, sample_nuts
+from skyfit.inference.adaptation import warmup_windows
+from skyfit.inference.hmc import Metric, ValueAndGrad
+from skyfit.inference.nuts import NUTS, _checkpoint_tables
+
+
+def correlated_gaussian(dim=10, rho=0.9):
+    """AR(rho) correlation, standard deviations log-spaced from 0.1 to 10, means 0..dim-1."""
+    i = torch.arange(dim, dtype=torch.float64)
+    scales = torch.logspace(-1, 1, dim, dtype=torch.float64)
+    cov = rho ** (i[:, None] - i[None, :]).abs() * scales[:, None] * scales[None, :]
+    prec = torch.linalg.inv(cov)
+    mean = i.clone()
+
+    def logp(x):
+        r = x - mean
+        return -0.5 * ((r @ prec) * r).sum(-1)
+
+    return FunctionDensity(logp, dim), mean, cov
+
+
+def assert_recovers(samples, mean, cov):
+    """Means within 4 Monte Carlo standard errors, standard deviations within 3%."""
+    x = samples.draws
+    sd = cov.diagonal().sqrt().numpy()
+    err = x.reshape(-1, x.shape[-1]).mean(0) - mean.numpy()
+    mcse = samples.mcse() if hasattr(samples, "mcse") else None
+    mcse = np.asarray(mcse if mcse is not None else sd / np.sqrt(x.shape[0] * x.shape[1]))
+    assert np.all(np.abs(err) < 4 * mcse), (err, mcse)
+    ratio = x.reshape(-1, x.shape[-1]).std(0) / sd
+    assert np.all(np.abs(ratio - 1) < 0.03), ratio
+
+
+def test_checkpoint_tables_span_exactly_the_subtrees_ending_at_each_leaf():
+    store, check, _ = _checkpoint_tables(6)
+    stored_at = {}  # level -> leaf index holding it
+    for n in range(store.shape[0]):
+        if n % 2 == 0:
+            (level,) = torch.nonzero(store[n]).flatten().tolist()
+            stored_at[level] = n
+        starts = sorted(stored_at[k] for k in torch.nonzero(check[n]).flatten().tolist())
+        # the subtrees of size 2, 4, ... that end at leaf n start at n + 1 - 2^j
+        expected = sorted(n + 1 - 2**j for j in range(1, 7) if (n + 1) % 2**j == 0)
+        assert starts == expected, (n, starts, expected)
+
+
+def test_nuts_kernel_leaves_standard_normal_invariant():
+    density = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), 4)
+    kernel = NUTS(ValueAndGrad(density), max_tree_depth=6)
+    gen = torch.Generator().manual_seed(3)
+    state = kernel.init(torch.randn(64, 4, generator=gen, dtype=torch.float64))
+    metric = Metric(torch.ones(64, 4, dtype=torch.float64))
+    eps = torch.full((64,), 0.7, dtype=torch.float64)
+    draws = []
+    for _ in range(150):
+        state, info = kernel.step(gen, state, eps, metric)
+        draws.append(state.position)
+        assert (info.n_steps <= info.lockstep_steps).all()
+        assert (info.n_steps <= 2**info.tree_depth.clamp(min=1) * 2).all()
+    x = torch.stack(draws[20:]).reshape(-1, 4)
+    # draws of NUTS on a standard normal are nearly independent: 8320 draws -> se 0.011
+    assert x.mean(0).abs().max() < 0.05
+    assert (x.var(0) - 1).abs().max() < 0.08
+
+
+def test_warmup_windows_follow_stan():
+    assert warmup_windows(1000) == [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
+    assert warmup_windows(150) == [(75, 100)]
+    assert warmup_windows(100) == [(15, 90)]  # Stan's 15% / 75% / 10% fallback
+    assert warmup_windows(10) == []
+
+
+@pytest.mark.slow
+def test_nuts_recovers_correlated_gaussian_10d():
+    density, mean, cov = correlated_gaussian()
+    # start from the variances only: the warm-up must learn the correlations (dense mass)
+    rough = SimpleNamespace(mean=mean, covariance=torch.diag(cov.diagonal()))
+    s = sample_nuts(density, init=rough, n_chains=32, n_warmup=300, n_draws=500, seed=1,
+                    mass="dense", progress=False)
+    assert s.info["n_divergent"] == 0
+    assert_recovers(s, mean, cov)
+    assert 0 <= s.info["lockstep_waste"] < 1
+
+
+def test_bounded_uniform_prior_samples_uniform():
+    """A flat likelihood on [2, 5]: NUTS in the unconstrained space samples U(2, 5) only because
+    of the log |Jacobian|; cancelling that term makes the chains drift to the bounds."""
+    flat = FunctionDensity(lambda x: torch.zeros(x.shape[:-1], dtype=x.dtype), ["a"], 2.0, 5.0)
+    s = sample_nuts(flat, init=torch.tensor([3.5]), n_chains=64, n_warmup=150, n_draws=100,
+                    seed=2, progress=False)
+    x = s.draws[:, ::10, 0].ravel()  # thinned: nearly independent draws for the KS test
+    assert stats.kstest((x - 2) / 3, "uniform").pvalue > 0.01
+
+    def minus_log_jacobian(x):  # -log |dx/dz| of x = 2 + 3 sigmoid(z), written in x
+        return -torch.log((x[..., 0] - 2) * (5 - x[..., 0]) / 3)
+
+    no_jac = FunctionDensity(minus_log_jacobian, ["a"], 2.0, 5.0)
+    bad = sample_nuts(no_jac, init=torch.tensor([3.5]), n_chains=64, n_warmup=150,
+                      n_draws=100, seed=2, progress=False)
+    y = bad.draws[:, ::10, 0].ravel()
+    assert stats.kstest((y - 2) / 3, "uniform").pvalue < 1e-6
+
+
+def test_funnel_is_reported_with_divergences():
+    def funnel(x):  # Neal's funnel: v ~ N(0, 3), x_i ~ N(0, exp(v / 2))
+        v, rest = x[..., 0], x[..., 1:]
+        return -v**2 / 18 - 0.5 * (rest**2).sum(-1) * torch.exp(-v) - 0.5 * rest.shape[-1] * v
+
+    s = sample_nuts(FunctionDensity(funnel, 5), init=torch.zeros(5), n_chains=8, n_warmup=150,
+                    n_draws=150, seed=0, progress=False)
+    assert s.info["n_divergent"] > 0
+    assert s.sample_stats["diverging"].sum() == s.info["n_divergent"]
+    assert np.isfinite(s.draws).all()
+
+
+def test_sample_stats_and_info_are_recorded_per_draw():
+    density = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b", "c"])
+    s = sample_nuts(density, init=torch.zeros(3), n_chains=3, n_warmup=60, n_draws=40,
+                    seed=0, pool_mass=True, progress=False)
+    for key in ("diverging", "tree_depth", "energy", "step_size", "accept_prob", "n_steps"):
+        assert s.sample_stats[key].shape == (3, 40), key
+    assert s.sample_stats["diverging"].dtype == bool
+    assert np.all((s.sample_stats["accept_prob"] >= 0) & (s.sample_stats["accept_prob"] <= 1))
+    assert np.all(s.sample_stats["n_steps"] <= 2 ** s.sample_stats["tree_depth"] * 2)
+    info = s.info
+    assert info["wall_time"] > 0 and info["n_gradient_evals"] >= s.sample_stats["n_steps"].sum()
+    assert 0 <= info["lockstep_waste"] < 1
+    # pooled mass matrix: one estimate shared by every chain
+    assert np.allclose(info["inv_mass_matrix"], info["inv_mass_matrix"][0])
+    # the log-density is that of the constrained draws, without the Jacobian
+    assert np.allclose(s.log_density, -0.5 * (s.draws**2).sum(-1))
+
+
+def test_nan_during_sampling_is_rejected_not_propagated():
+    def holed(x):  # NaN beyond x0 = 1
+        lp = -0.5 * (x**2).sum(-1)
+        return torch.where(x[..., 0] > 1.0, torch.nan, lp)
+
+    for sampler in (sample_nuts, sample_hmc):
+        s = sampler(FunctionDensity(holed, 2), init=torch.zeros(2), n_chains=4, n_warmup=100,
+                    n_draws=100, seed=1, progress=False)
+        assert np.isfinite(s.draws).all() and (s.draws[..., 0] <= 1.0).all()
+        assert s.info["n_divergent"] + s.info["n_divergent_warmup"] > 0
+
+
+@pytest.mark.parametrize("bad", [torch.nan, torch.inf])
+def test_non_finite_log_density_at_start_names_the_parameters(bad):
+    d = FunctionDensity(lambda x: torch.full(x.shape[:-1], bad, dtype=x.dtype), ["flux", "x0"])
+    with pytest.raises(LogDensityError, match=r"flux=1.*x0=2"):
+        sample_nuts(d, init=torch.tensor([1.0, 2.0]), init_scale=0.0, progress=False)
+
+
+def test_init_outside_the_valid_range_is_rejected():
+    d = FunctionDensity(lambda x: -(x**2).sum(-1), ["flux", "sigma"], lower=[0.0, 0.0],
+                        upper=[10.0, 1.0])
+    with pytest.raises(ParameterVectorError, match="sigma"):
+        sample_nuts(d, init=torch.tensor([1.0, 2.0]), progress=False)
+    with pytest.raises(ValueError, match="initial"):
+        sample_nuts(d, init=None, progress=False)
+
+
+def test_laplace_init_sets_starts_inside_bounds_and_the_mass_matrix():
+    d = FunctionDensity(lambda x: -0.5 * ((x - 1) ** 2 / 0.04).sum(-1), ["a", "b"],
+                        lower=[0.0, -torch.inf], upper=[2.0, torch.inf])
+    lap = SimpleNamespace(mean=torch.tensor([1.0, 1.0]), covariance=torch.diag(torch.tensor([0.04, 0.09])))
+    s = sample_nuts(d, init=lap, n_chains=6, n_warmup=0, n_draws=5, seed=0, progress=False)
+    # z = logit(x / 2) has dz/dx = 2 at x = 1: var_z(a) = 4 * 0.04; b is unbounded
+    assert np.allclose(s.info["inv_mass_matrix"], [0.16, 0.09])
+    assert (s.draws[..., 0] > 0).all() and (s.draws[..., 0] < 2).all()
+
+
+def test_interrupt_returns_the_finished_draws():
+    calls = {"n": 0}
+
+    def stops(x):
+        calls["n"] += 1
+        if calls["n"] > 400:
+            raise KeyboardInterrupt
+        return -0.5 * (x**2).sum(-1)
+
+    with pytest.warns(Warning, match="KeyboardInterrupt"):
+        s = sample_nuts(FunctionDensity(stops, 2), init=torch.zeros(2), n_chains=2, n_warmup=20,
+                        n_draws=10_000, seed=0, progress=False)
+    assert s.info["interrupted"] and 0 < s.n_draws < 10_000
+    assert s.sample_stats["energy"].shape == (2, s.n_draws)
+    assert np.isfinite(s.draws).all()
