@@ -12,7 +12,7 @@ demo: setup
 	$(PYTHON) -m skyfit demo --out $(OUT)
 
 test: setup
-	$(PYTHON) -m pytest -n 2 --durations=15 tests
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --durations=15 tests
 
 bench: setup
 	$(PYTHON) benchmarks/run.py

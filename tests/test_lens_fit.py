@@ -28,7 +28,8 @@ def test_mock_lens_fit_recovers_the_einstein_radius():
     sim, lens, source = simulator(START)
     lens.to_dynamic()
     source.to_dynamic()
-    post = skyfit.Posterior(skyfit.GaussianLikelihood(sim, data, variance=torch.full_like(data, SIGMA**2)))
+    variance = torch.full_like(data, SIGMA**2)
+    post = skyfit.Posterior(skyfit.GaussianLikelihood(sim, data, variance=variance))
     fit = skyfit.fit_map(post)
     assert fit.converged
     lap = skyfit.laplace(post, fit.x)

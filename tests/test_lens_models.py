@@ -163,7 +163,8 @@ def test_distances_match_astropy():
 
 def test_distances_are_differentiable_in_H0():
     H0 = torch.tensor(70.0, dtype=torch.float64, requires_grad=True)
-    D = skyfit.LensGeometry(z_l=0.5, z_s=2.0, cosmology=skyfit.FlatLambdaCDM(H0=H0)).time_delay_distance()
+    cosmology = skyfit.FlatLambdaCDM(H0=H0)
+    D = skyfit.LensGeometry(z_l=0.5, z_s=2.0, cosmology=cosmology).time_delay_distance()
     (grad,) = torch.autograd.grad(D, H0)
     assert math.isclose(grad.item(), -D.item() / 70.0, rel_tol=1e-12)  # D ~ 1 / H0
 

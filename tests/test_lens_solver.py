@@ -147,3 +147,10 @@ def test_lensed_supernova_images_follow_the_delayed_light_curve():
     stack = sim().detach()
     assert stack.shape == (9, 64, 64)
     assert torch.allclose(stack.sum((-2, -1)), curves.sum(-1), rtol=1e-3)  # all light on chip
+
+
+def test_lensed_point_source_under_vmap_says_why_it_cannot():
+    ps = skyfit.LensedPointSource(skyfit.SIS(theta_E=1.0), x0=0.2)
+    ps.x0.to_dynamic()
+    with pytest.raises(RuntimeError, match="cannot run under torch.vmap"):
+        torch.vmap(ps.position_flux)(torch.tensor([[0.2], [0.1]], dtype=torch.float64))

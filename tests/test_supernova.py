@@ -23,7 +23,7 @@ def test_light_curve_fit_recovers_truth_within_3_sigma(seed):
 
 
 def test_demo_writes_figures_graph_and_summary(tmp_path):
-    summary = skyfit.demo.run_demo(tmp_path, seed=0, progress=False)
+    summary = skyfit.demo.run_demo(tmp_path, seed=0, progress=False, samplers="quick")
     assert summary["converged"]
     data = json.loads((tmp_path / "summary.json").read_text())
     names = {p["name"] for p in data["parameters"]}
@@ -33,5 +33,9 @@ def test_demo_writes_figures_graph_and_summary(tmp_path):
         assert abs(p["value"] - p["truth"]) < 3 * p["uncertainty"]
     assert (tmp_path / "images.png").stat().st_size > 10_000
     assert (tmp_path / "light_curve.png").stat().st_size > 10_000
+    assert set(data["samplers"]) == {"emcee", "nuts"}
+    for run in data["samplers"].values():
+        assert {"max_rhat", "min_ess_bulk", "min_ess_tail", "n_divergent"} <= set(run)
+    assert (tmp_path / "corner_nuts.png").exists() and (tmp_path / "chains_nuts.h5").exists()
     graph = [f for f in data["files"] if "model_graph" in f]
     assert graph and (tmp_path / graph[0].split("/")[-1]).exists()

@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="skyfit-demo", help="output folder (default skyfit-demo/)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the mock data")
     demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.add_argument("--samplers", choices=["full", "quick", "none"], default="full",
+                      help="posterior sampling after the fits: full (default), quick, none")
     args = parser.parse_args(argv)
     if args.command == "demo":
         import matplotlib
@@ -20,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         from .demo import run_demo
 
-        summary = run_demo(args.out, seed=args.seed, progress=not args.quiet)
+        samplers = None if args.samplers == "none" else args.samplers
+        summary = run_demo(args.out, seed=args.seed, progress=not args.quiet, samplers=samplers)
         return 0 if summary["converged"] else 1
     return 2
 

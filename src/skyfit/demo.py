@@ -161,23 +161,70 @@ def _joint_fit(data: SupernovaData, log):
     return rows, post
 
 
-def run_demo(outdir: str | Path = "skyfit-demo", seed: int = 0, progress: bool = True) -> dict:
-    """The main job: simulate, fit in three steps, report, and write figures and summary.json."""
+SAMPLER_SETTINGS = {
+    "full": dict(emcee=dict(n_walkers=32, n_burn=300, n_steps=700),
+                 nuts=dict(n_chains=4, n_warmup=300, n_draws=300)),
+    "quick": dict(emcee=dict(n_walkers=32, n_burn=30, n_steps=60),
+                  nuts=dict(n_chains=2, n_warmup=40, n_draws=30)),
+}
+
+
+def _sample(post, lap, settings, seed, progress, log):
+    """Posterior draws of the light-curve model with emcee and batched NUTS, both started from
+    the Laplace approximation; returns ``{name: Samples}``."""
+    from .inference import sample_emcee, sample_nuts
+
+    runs = {}
+    t = time.perf_counter()
+    runs["emcee"] = sample_emcee(post, init=lap, seed=seed, progress=progress,
+                                 **settings["emcee"])
+    log(f"      emcee: {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    runs["nuts"] = sample_nuts(post, init=lap, seed=seed, progress=progress, **settings["nuts"])
+    log(f"      NUTS: {time.perf_counter() - t:.1f} s, "
+        f"{runs['nuts'].n_divergent} divergences")
+    return runs
+
+
+def _sampler_summary(samples, truth: dict) -> dict:
+    table = samples.summary(warn=False)
+    rhat, ess_bulk, ess_tail = samples.rhat(), samples.ess("bulk"), samples.ess("tail")
+    mean, std = samples.mean(), samples.std()
+    return {
+        "wall_time_s": samples.info.get("wall_time"),
+        "n_divergent": int(samples.n_divergent),
+        "max_rhat": float(rhat.max()),
+        "min_ess_bulk": float(ess_bulk.min()),
+        "min_ess_tail": float(ess_tail.min()),
+        "parameters": [
+            {"name": n, "mean": float(m), "sd": float(sd), "rhat": float(r),
+             "ess_bulk": float(eb), "ess_tail": float(et), "truth": truth[n]}
+            for n, m, sd, r, eb, et in zip(samples.names, mean, std, rhat, ess_bulk, ess_tail)
+        ],
+        "table": table.to_string() if hasattr(table, "to_string") else str(table),
+    }
+
+
+def run_demo(outdir: str | Path = "skyfit-demo", seed: int = 0, progress: bool = True,
+             samplers: str | None = "full") -> dict:
+    """The main job: simulate, fit in three steps, sample the final posterior (emcee and NUTS,
+    unless ``samplers=None``; ``"quick"`` for a short smoke run), report, and write figures and
+    summary.json."""
     from . import plots  # matplotlib only when plotting
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     log = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
-    log(f"[1/4] simulating 5 epochs of a supernova on a Sersic host (seed {seed})")
+    log(f"[1/5] simulating 5 epochs of a supernova on a Sersic host (seed {seed})")
     data = simulate_supernova(seed)
 
-    log("[2/4] fitting each image alone (host + SN position and flux)")
+    log("[2/5] fitting each image alone (host + SN position and flux)")
     single = _per_image_fits(data, log)
-    log("[3/4] fitting all epochs jointly: one host, one SN position (linked), flux per epoch")
+    log("[3/5] fitting all epochs jointly: one host, one SN position (linked), flux per epoch")
     joint, _ = _joint_fit(data, log)
 
-    log("[4/4] fitting the light-curve model: SN flux = Gaussian light curve at each epoch")
+    log("[4/5] fitting the light-curve model: SN flux = Gaussian light curve at each epoch")
     post, modules = supernova_light_curve_model(data)
     res = fit_map(post)
     lap = laplace(post, res.x)
@@ -210,6 +257,17 @@ def run_demo(outdir: str | Path = "skyfit-demo", seed: int = 0, progress: bool =
     log(f"      peak time t0 = {res.values['lightcurve.t0']:.3f} +- "
         f"{math.sqrt(t0_var.item()):.3f} d (truth {LIGHT_CURVE_TRUTH['t0']})")
 
+    runs = {}
+    if samplers is not None:
+        log("[5/5] sampling the posterior with emcee and batched NUTS (started from Laplace)")
+        runs = _sample(post, lap, SAMPLER_SETTINGS[samplers], seed, progress, log)
+        summary["samplers"] = {k: _sampler_summary(v, data.truth) for k, v in runs.items()}
+        for k, v in summary["samplers"].items():
+            log(f"      {k:6s} max R-hat {v['max_rhat']:.3f}, min ESS bulk "
+                f"{v['min_ess_bulk']:.0f} / tail {v['min_ess_tail']:.0f}, "
+                f"{v['n_divergent']} divergences")
+        log(summary["samplers"]["nuts"]["table"])
+
     with torch.no_grad():
         model_images = modules["scene"]()
         sigma = data.noise.variance(model_images).sqrt()
@@ -233,6 +291,11 @@ def run_demo(outdir: str | Path = "skyfit-demo", seed: int = 0, progress: bool =
             out / "light_curve.png"),
         plots.save_model_graph(post.likelihood, out / "model_graph"),
     ]
+    truths = [data.truth[n] for n in post.names]
+    for name, samples in runs.items():
+        files.append(plots.save(samples.corner(truths=truths), out / f"corner_{name}.png"))
+        samples.save(out / f"chains_{name}.h5")
+        files.append(out / f"chains_{name}.h5")
     summary["files"] = [str(f) for f in files if f is not None]
     summary["wall_time_s"] = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -12,8 +12,11 @@ between the latent ``z`` and a standard normal ``eps``; which way ``f`` points d
   ``z = IAF(eps)`` take one pass (fast sampling, used for inference); the density of a given ``z``
   takes ``D`` passes.
 
-Both kinds are fitted here by maximum likelihood to draws of ``q(z|x)``; each kind's sampling
-map and density map are exact inverses of each other (same weights, two directions).
+Either kind can be fitted by maximum likelihood to draws of ``q(z|x)`` (:func:`fit_flow`; an
+IAF then pays ``D`` passes per step); :func:`train_galaxy_model` fits the MAF that way and
+distils the IAF from it (:func:`distill_flow`), which needs only one-pass directions. Each
+flow's sampling map and density map are exact inverses of each other (same weights, two
+directions).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def check_stamps(images: torch.Tensor, sigma: torch.Tensor | None = None,
                  size: int | None = None) -> None:
     """Raise :class:`ShapeError` or :class:`DataError` if ``images`` cannot be used for training.
 
-    ``images`` must be ``(n, size, size)`` (square, of the network's ``size`` when given) and finite;
+    ``images`` must be ``(n, size, size)`` (square; of the network's ``size`` when given), finite;
     ``sigma`` must hold one positive finite noise level per image.
     """
     if images.ndim != 3 or images.shape[-1] != images.shape[-2]:
@@ -164,7 +164,7 @@ def make_galaxies(
     disc = torch.empty(n, size, size, dtype=f64)
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        e = lambda t: t[a:b, None, None].to(f32)  # noqa: E731
+        e = lambda t: t[a:b, None, None].to(f32)  # noqa: E731, B023
         img = sersic_profile(x, y, e(p["x0"]), e(p["y0"]), e(p["q"]), e(p["phi"]), e(p["n"]),
                              e(p["Re"]))
         disc[a:b] = img.reshape(b - a, size, s, size, s).mean((-3, -1)).to(f64)

@@ -59,6 +59,7 @@ def lensed_galaxy_problem(
     psf_sigma: float = 0.08,
     supersample: int = 2,
     free_lens: tuple[str, ...] = ("theta_E",),
+    free_source: tuple[str, ...] = ("x0", "y0", "flux"),
     prior: str = "iaf",
     latent: str = "eps",
 ) -> LensProblem:
@@ -69,7 +70,8 @@ def lensed_galaxy_problem(
     pixels; the image gets white Gaussian noise with ``sqrt(sum(image^2)) / sigma = snr``.
     The model is the same lens with a :class:`~skyfit.VAESource` of the same stamp scale: the
     free parameters are ``free_lens`` of the SIE, the latent (``prior``, ``latent`` as in
-    :class:`~skyfit.VAESource`), the source position and flux.
+    :class:`~skyfit.VAESource`) and ``free_source`` of the VAESource (the others stay at the
+    truth).
 
     Example:
         >>> from skyfit.generative import load_pretrained
@@ -99,7 +101,7 @@ def lensed_galaxy_problem(
     sim = LensedImage(grid, lens, [source], psf=psf)
     for name in free_lens:
         getattr(lens, name).to_dynamic()
-    for p in (source.latent, source.x0, source.y0, source.flux):
+    for p in [source.latent] + [getattr(source, name) for name in free_source]:
         p.to_dynamic()
     posterior = Posterior(GaussianLikelihood(sim, data, variance=variance))
     truth = posterior.initial()

@@ -90,7 +90,7 @@ class GalaxyModel(nn.Module):
         return blob
 
     def save(self, path: str | Path) -> None:
-        """Write the model with ``torch.save`` (tensors, numbers, strings: ``weights_only``-safe)."""
+        """Write the model with ``torch.save`` (tensors, numbers, strings only)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(self.state(), path)

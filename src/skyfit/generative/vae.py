@@ -141,7 +141,7 @@ class GalaxyVAE(nn.Module):
         return mu.reshape(batch + mu.shape[-1:]), logvar.reshape(batch + mu.shape[-1:])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean stamp ``(..., size, size)`` (flux per stamp pixel, sums to ~1) for ``z (..., D)``."""
+        """Mean stamp ``(..., size, size)`` (flux per stamp pixel, sum ~1) for ``z (..., D)``."""
         self._check_latent(z)
         batch = z.shape[:-1]
         out = self.decoder(z.reshape(-1, self.latent_dim)) * self.pixel_unit

@@ -135,8 +135,9 @@ def sample_emcee(
         init: where walkers start. ``None``: MAP (:func:`fit_map` from ``density.initial()``)
             then its Laplace covariance. Anything with ``.mean`` and ``.covariance`` (a
             :class:`LaplaceResult`, or a :class:`VIResult` via its draws): walkers drawn from
-            ``N(mean, covariance)`` truncated to the support. A vector or a :class:`MAPResult`: a small ball (1e-3 of each bound width or
-            of ``max(|x|, 1)``) around it. An array ``(n_walkers, dim)``: the walkers themselves.
+            ``N(mean, covariance)`` truncated to the support. A vector or a
+            :class:`MAPResult`: a small ball (1e-3 of each bound width or of ``max(|x|, 1)``)
+            around it. An array ``(n_walkers, dim)``: the walkers themselves.
         n_walkers: ensemble size (default ``max(32, 4 dim)``, even); at least ``2 dim``.
         n_steps: stored steps after burn-in; n_burn: steps discarded first.
         seed: seeds a ``numpy.random.Generator`` that draws the start and seeds emcee's random

@@ -77,7 +77,8 @@ class Metric:
     def __init__(self, inv_mass: torch.Tensor):
         if inv_mass.ndim not in (2, 3):
             raise ValueError(
-                f"inv_mass must be (chain, dim) or (chain, dim, dim), got shape {tuple(inv_mass.shape)}"
+                "inv_mass must be (chain, dim) or (chain, dim, dim), got shape "
+                f"{tuple(inv_mass.shape)}"
             )
         self.inv_mass = inv_mass
         self.dense = inv_mass.ndim == 3
@@ -169,7 +170,8 @@ class HMC:
         >>> state = kernel.init(torch.zeros(3, 2, dtype=torch.float64))
         >>> metric = Metric(torch.ones(3, 2, dtype=torch.float64))
         >>> g = torch.Generator().manual_seed(0)
-        >>> state, info = kernel.step(g, state, torch.full((3,), 0.5, dtype=torch.float64), metric, 4)
+        >>> eps = torch.full((3,), 0.5, dtype=torch.float64)
+        >>> state, info = kernel.step(g, state, eps, metric, 4)
         >>> state.position.shape, info.n_steps.tolist()
         (torch.Size([3, 2]), [4, 4, 4])
     """
@@ -194,7 +196,8 @@ class HMC:
         u = torch.rand(z0.shape[0], generator=generator, dtype=z0.dtype, device=z0.device)
         accept = (u < accept_prob) & ~diverging
         a = accept[:, None]
-        new = HMCState(torch.where(a, z, z0), torch.where(accept, logp, logp0), torch.where(a, g, g0))
+        new = HMCState(torch.where(a, z, z0), torch.where(accept, logp, logp0),
+                       torch.where(a, g, g0))
         energy = torch.where(accept, h, h0)
         n = torch.full_like(accept, n_leapfrog, dtype=torch.long)
         return new, HMCInfo(accept_prob, diverging, energy, n)

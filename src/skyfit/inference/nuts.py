@@ -129,7 +129,8 @@ class NUTS:
         p0 = metric.sample_momentum(generator)
         v0 = velocity(p0)
         h0 = 0.5 * (p0 * v0).sum(-1) - logp0
-        dirs = torch.randint(0, 2, (C, max_depth), generator=generator, device=dev).to(dtype) * 2 - 1
+        dirs = torch.randint(0, 2, (C, max_depth), generator=generator, device=dev)
+        dirs = dirs.to(dtype) * 2 - 1
         u_merge = torch.rand((C, max_depth), generator=generator, **kw)
         half_step = 0.5 * step_size
 
@@ -142,7 +143,8 @@ class NUTS:
         sub_rho = torch.zeros(C, D, **kw)
         sub_first = p0
         prev_pv = torch.cat([p0, v0], 1)  # momentum and velocity of the previous leaf
-        # checkpoints per level: [momentum r, momentum sum S, previous leaf's r, M^-1 r, M^-1 prev r]
+        # checkpoints per level: [momentum r, momentum sum S, previous leaf's r, M^-1 r,
+        # M^-1 (previous r)]
         ck = torch.zeros(C, 1, 5 * D, **kw)  # grows with the deepest subtree (K levels at most)
         n_levels = 1
         store_k, check_k, is_max_k = store_tab[:, :1], check_tab[:, :1], is_max_tab[:, :1]
@@ -190,7 +192,8 @@ class NUTS:
 
             # uniform progressive sampling inside the subtree being built
             u = torch.rand(C, generator=generator, **kw)
-            new_sub_log_w = torch.where(starting, leaf_log_w, torch.logaddexp(sub_log_w, leaf_log_w))
+            new_sub_log_w = torch.where(starting, leaf_log_w,
+                                        torch.logaddexp(sub_log_w, leaf_log_w))
             take = starting | (u < torch.exp(leaf_log_w - new_sub_log_w))
             sub_proposal = torch.where(take[:, None], new, sub_proposal)
             sub_log_w = new_sub_log_w
@@ -210,9 +213,9 @@ class NUTS:
                 r_b, s_b, prev_b = b[..., :D], b[..., D:2 * D], b[..., 2 * D:3 * D]
                 v_b, v_bm1 = b[..., 3 * D:4 * D], b[..., 4 * D:]
                 t = r_a - s_a
-                rho_all = t + sub_rho[:, None]           # the whole subtree [a, n]
-                rho_left = t + s_b                       # left half plus the first leaf of the right
-                rho_right = (prev_b + r_b - s_b) + sub_rho[:, None]  # last leaf of left plus right
+                rho_all = t + sub_rho[:, None]  # the whole subtree [a, n]
+                rho_left = t + s_b  # left half plus the first leaf of the right half
+                rho_right = (prev_b + r_b - s_b) + sub_rho[:, None]  # last of left plus right
                 v_n = vn[:, None].expand_as(v_a)
                 vels = torch.cat([v_a, v_n, v_a, v_b, v_bm1, v_n], 1)
                 rhos = torch.cat([rho_all, rho_all, rho_left, rho_left, rho_right, rho_right], 1)
@@ -251,7 +254,8 @@ class NUTS:
                 if deepest > n_levels:  # subtrees this deep need more checkpoint levels
                     ck = torch.cat([ck, ck.new_zeros(C, deepest - n_levels, 5 * D)], 1)
                     n_levels = deepest
-                    store_k, check_k, is_max_k = (t[:, :n_levels] for t in (store_tab, check_tab, is_max_tab))
+                    store_k, check_k, is_max_k = (
+                        t[:, :n_levels] for t in (store_tab, check_tab, is_max_tab))
 
         z, p, g, logp = (proposal[:, :D], proposal[:, D:2 * D], proposal[:, 2 * D:3 * D],
                          proposal[:, 3 * D])

@@ -163,7 +163,8 @@ class _Run:
         if mass not in ("diag", "dense"):
             raise ValueError(f"mass must be 'diag' or 'dense', got {mass!r}")
         for name, value, least in (("n_chains", n_chains, 1), ("n_warmup", n_warmup, 0),
-                                   ("n_draws", n_draws, 0), ("checkpoint_every", checkpoint_every, 1)):
+                                   ("n_draws", n_draws, 0),
+                                   ("checkpoint_every", checkpoint_every, 1)):
             if int(value) < least:
                 raise ValueError(f"{name} must be at least {least}, got {value}")
         if not 0 < target_accept < 1:
@@ -209,7 +210,7 @@ class _Run:
             cov = torch.as_tensor(init.covariance, **self.kw).reshape(D, D)
             d.check_inside(mean)
             x = self._draw_inside(mean, cov)
-            # covariance in unconstrained space: J cov J^T with J = d to_unconstrained / dx (diagonal)
+            # covariance in unconstrained space: J cov J^T, J = d to_unconstrained / dx (diagonal)
             with torch.enable_grad():
                 m = mean.detach().clone().requires_grad_(True)
                 (jac,) = torch.autograd.grad(u.to_unconstrained(m).sum(), m)
@@ -322,7 +323,7 @@ class _Run:
         return dict(
             format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, config=self.config(),
             iteration=self.iteration, stage=self._stage(),
-            rng_state=self.generator.get_state(),
+            rng_state=self.rng_state,  # as at the end of the last finished iteration
             position=z, log_density=logp, grad=grad, step_size=self.step_size,
             inv_mass=self.inv_mass, dual_averaging=self.da.state_dict(),
             welford=self.welford.state_dict(),
@@ -349,6 +350,7 @@ class _Run:
         to = lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t  # noqa: E731
         self.iteration = int(s["iteration"])
         self.generator.set_state(s["rng_state"])
+        self.rng_state = s["rng_state"]
         self.state = (to(s["position"]), to(s["log_density"]), to(s["grad"]))
         self.step_size = to(s["step_size"])
         self.inv_mass = to(s["inv_mass"])
@@ -457,14 +459,15 @@ class _Run:
             self.load_state_dict(state)
         else:
             self._start(init, init_scale)
+            self.rng_state = self.generator.get_state()
         n_total = self.n_warmup + self.n_draws
         interrupted, error = False, None
         try:
             from tqdm import tqdm
 
+            phase = "warm-up" if self.iteration < self.n_warmup else "sampling"
             bar = tqdm(total=n_total, initial=self.iteration, disable=not self.progress,
-                       desc=f"{self.kind.upper()} {'warm-up' if self.iteration < self.n_warmup else 'sampling'}",
-                       unit="it", dynamic_ncols=True)
+                       desc=f"{self.kind.upper()} {phase}", unit="it", dynamic_ncols=True)
         except ImportError:  # pragma: no cover - tqdm is a dependency
             bar = None
         try:
@@ -484,6 +487,7 @@ class _Run:
                     self.counters["useful_sampling"] += steps
                     self._record(it - self.n_warmup, z, logp, info)
                 self.iteration = it + 1
+                self.rng_state = self.generator.get_state()
                 if self.iteration == self.n_warmup:
                     self.warmup_time = self.elapsed_before + time.perf_counter() - self.t_start
                     if bar is not None:
@@ -491,8 +495,9 @@ class _Run:
                 if bar is not None:
                     bar.update(1)
                     if self.iteration % 25 == 0:
-                        bar.set_postfix(step=f"{self.step_size.median().item():.3g}",
-                                        div=int(self.stats["diverging"][:, :max(0, self.iteration - self.n_warmup)].sum()),
+                        n_done = max(0, self.iteration - self.n_warmup)
+                        n_div = int(self.stats["diverging"][:, :n_done].sum())
+                        bar.set_postfix(step=f"{self.step_size.median().item():.3g}", div=n_div,
                                         refresh=False)
                 if self.iteration % self.checkpoint_every == 0 and self.iteration < n_total:
                     self._save()

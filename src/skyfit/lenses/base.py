@@ -10,7 +10,8 @@ __all__ = ["ThinLens", "lens_param"]
 
 def lens_param(name: str, value, **meta) -> ck.Param:
     """A Param whose plain-number value is stored in float64 (lens equations need the digits)."""
-    if value is not None and not callable(value) and not isinstance(value, (ck.Param, torch.Tensor)):
+    plain = not isinstance(value, (ck.Param, torch.Tensor))
+    if value is not None and not callable(value) and plain:
         value = torch.as_tensor(value, dtype=torch.float64)
     return ck.Param(name, value, **meta)
 

@@ -99,7 +99,8 @@ def sie_convergence(x, y, x0, y0, q, phi, theta_E):
 
 
 def sie_potential(x, y, x0, y0, q, phi, theta_E):
-    """SIE: ``psi = x' alpha_x' + y' alpha_y'`` (isothermal profiles are homogeneous of degree 1)."""
+    """SIE: ``psi = x' alpha_x' + y' alpha_y'`` (the isothermal potential is homogeneous of
+    degree 1)."""
     xp, yp, ax, ay = _sie_major_axis(x, y, x0, y0, q, phi, theta_E)
     return xp * ax + yp * ay
 
@@ -284,6 +285,7 @@ def epl_convergence(x, y, x0, y0, q, phi, theta_E, gamma):
 
 
 def epl_potential(x, y, x0, y0, q, phi, theta_E, gamma, terms: int | None = None):
-    """EPL: ``psi = (x' alpha_x' + y' alpha_y') / (3 - gamma)`` (homogeneous of degree 3 - gamma)."""
+    """EPL: ``psi = (x' alpha_x' + y' alpha_y') / (3 - gamma)`` (the potential is homogeneous of
+    degree 3 - gamma)."""
     xp, yp, ax, ay = _epl_major_axis(x, y, x0, y0, q, phi, theta_E, gamma, terms)
     return (xp * ax + yp * ay) / (3 - gamma)

@@ -251,7 +251,8 @@ class NFW(ThinLens):
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, Rs=1.0, alpha_Rs=1.0):
         super().__init__(name)
         _centre(self, x0, y0)
-        self.Rs = lens_param("Rs", Rs, valid=(0.0, None), units="arcsec", description="scale radius")
+        self.Rs = lens_param("Rs", Rs, valid=(0.0, None), units="arcsec",
+                             description="scale radius")
         self.alpha_Rs = lens_param("alpha_Rs", alpha_Rs, valid=(0.0, None), units="arcsec",
                                    description="deflection at the scale radius")
 

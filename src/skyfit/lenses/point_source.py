@@ -56,7 +56,16 @@ class LensedPointSource(ck.Module):
     @ck.forward
     def images(self, x0=None, y0=None) -> LensImages:
         """Images sorted by arrival time; ``x, y, magnification, fermat`` carry gradients."""
-        found = find_images(self.lens, x0.detach(), y0.detach(), **self.search)
+        try:
+            found = find_images(self.lens, x0.detach(), y0.detach(), **self.search)
+        except RuntimeError as exc:
+            if "vmap" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"{self.name} cannot run under torch.vmap: its number of images depends on the "
+                "parameters. Evaluate parameter sets one at a time (for a Posterior: log_prob of "
+                "a single (dim,) vector; samplers with batched chains need a model without "
+                "lensed point sources)") from exc
         x, y = found.x.to(torch.as_tensor(x0).dtype), found.y.to(torch.as_tensor(x0).dtype)
         for _ in range(2):  # Newton steps with autograd: implicit derivatives of the positions
             bx, by = self.lens.raytrace(x, y)

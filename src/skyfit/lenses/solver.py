@@ -205,8 +205,10 @@ def find_images(
     Example:
         >>> from skyfit import SIS
         >>> images = find_images(SIS(theta_E=1.0), 0.2, 0.0)
-        >>> [round(v, 6) for v in images.x.tolist()], [round(m, 4) for m in images.magnification.tolist()]
-        ([1.2, -0.8], [6.0, -4.0])
+        >>> [round(v, 6) for v in images.x.tolist()]
+        [1.2, -0.8]
+        >>> [round(m, 4) for m in images.magnification.tolist()]
+        [6.0, -4.0]
     """
     with torch.no_grad():
         centres = [(float(cx), float(cy)) for cx, cy in lens.centres()]
@@ -239,16 +241,16 @@ def find_images(
         for c in unique_centres:
             central[c] = _winding(lens, sx, sy, *_circle(c[0], c[1], r_min, 720, dtype, device))
 
-        def count(ix, iy):
+        def parity_sum(ix, iy) -> int:  # of the images outside the discs around the centres
             mu = lens.magnification(x=ix, y=iy)
             outside = torch.ones_like(ix, dtype=torch.bool)
             for c in unique_centres:
                 outside &= torch.hypot(ix - c[0], iy - c[1]) > r_min
-            return int(torch.sign(mu[outside]).sum()), mu
+            return int(torch.sign(mu[outside]).sum())
 
-        parity_sum, _ = count(*images)
+        parities = parity_sum(*images)
         expected = winding - sum(central.values())
-        if parity_sum != expected and images[0].numel() > 0:
+        if parities != expected and images[0].numel() > 0:
             # missed images sit next to found ones (a close pair at a fold): search finer there
             xs, ys = [images[0]], [images[1]]
             for ix, iy in zip(*images):
@@ -256,15 +258,15 @@ def find_images(
                                              161, dtype, device)
                 xs.append(cand[0]), ys.append(cand[1])
             images = _polish(lens, torch.cat(xs), torch.cat(ys), sx, sy, max_iter, tol, resolution)
-            parity_sum, _ = count(*images)
+            parities = parity_sum(*images)
         ix, iy = images
-        if parity_sum != expected and warn:
+        if parities != expected and warn:
             warnings.warn(ImageCountWarning(
                 f"found {ix.numel()} image(s) of the source at ({float(sx):.4g}, {float(sy):.4g}) "
-                f"with parities summing to {parity_sum}, but the lens mapping winds {winding} "
+                f"with parities summing to {parities}, but the lens mapping winds {winding} "
                 f"time(s) around the {window}\" window edge and {sum(central.values())} time(s) "
                 f"around the mass centres, so the parities must sum to {expected}: "
-                f"{abs(expected - parity_sum)} or more image(s) are missing. Decrease "
+                f"{abs(expected - parities)} or more image(s) are missing. Decrease "
                 f"`resolution` (now {resolution}\") or enlarge `window`."), stacklevel=2)
         mu = lens.magnification(x=ix, y=iy)
         fermat = lens.fermat_potential(x=ix, y=iy, beta_x=sx, beta_y=sy)

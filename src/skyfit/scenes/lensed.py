@@ -165,6 +165,7 @@ def check_resolution(grid: PixelGrid, sources: Sequence[Source]) -> None:
                 need = math.ceil(grid.pixel_scale / size)
                 warnings.warn(ResolutionWarning(
                     f"{source.name}.{name} = {size:g}\" is smaller than the sub-pixels "
-                    f"({grid.pixel_scale:g}\" pixels / supersample {grid.supersample} = {sub:g}\"): "
+                    f"({grid.pixel_scale:g}\" pixels / supersample {grid.supersample} = "
+                    f"{sub:g}\"): "
                     f"the image is aliased and its flux is wrong; use supersample >= {need}"),
                     stacklevel=3)

@@ -145,7 +145,7 @@ class VAESource(Source):
 
     @ck.forward
     def log_prior(self, latent=None):
-        """Log prior density of the latent Param (nats): ``log N(eps)`` or the flow's ``log p(z)``."""
+        """Log prior density of the latent (nats): ``log N(eps)`` or the flow's ``log p(z)``."""
         if self.latent_kind == "z" and self.flow is not None:
             return self.flow.log_prob(latent)
         return -0.5 * latent.pow(2).sum(-1) - 0.5 * self.latent_dim * math.log(2 * math.pi)
