@@ -5,6 +5,7 @@ Every public name of the subpackages is re-exported here, so ``from skyfit impor
 
 from . import errors as errors
 from .errors import *  # noqa: F403
+from .generative import *  # noqa: F403
 from .inference import *  # noqa: F403
 from .params import *  # noqa: F403
 from .instruments import *  # noqa: F403
