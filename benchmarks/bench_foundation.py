@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 from harness import Benchmark, best_time
 from scipy.optimize import minimize

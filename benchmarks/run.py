@@ -46,7 +46,7 @@ def update_results(rows: list[dict], quick: bool) -> None:
     lines = [
         "# Benchmark results",
         "",
-        "Written by `python benchmarks/run.py` (each row keeps the command and date of its last run).",
+        "Written by `python benchmarks/run.py` (each row keeps the mode and date of its last run).",
         "Every metric is a ratio against a baseline run in the same process on the same machine.",
         "",
         "| benchmark | metric | value | target | status | mode | date | details |",
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
             print(f"BENCH {b.name} {b.metric}=nan target={b.op}{b.target:g} short", flush=True)
             continue
         status = "ok" if b.passes(value) else "short"
-        print(f"BENCH {b.name} {b.metric}={value:.3g} target={b.op}{b.target:g} {status}", flush=True)
+        print(f"BENCH {b.name} {b.metric}={value:.3g} target={b.op}{b.target:g} {status}",
+              flush=True)
         rows.append(dict(name=b.name, metric=b.metric, value=float(value), op=b.op,
                          target=b.target, status=status, mode="quick" if args.quick else "full",
                          date=datetime.date.today().isoformat(),

@@ -24,8 +24,8 @@ def _finite_tensor(name: str, value, dtype=None, device=None) -> torch.Tensor:
     bad = ~torch.isfinite(t)
     if bad.any():
         where = torch.nonzero(bad)[:5].tolist()
-        raise DataError(f"{name} has {int(bad.sum())} NaN or inf values (first at indices {where}); "
-                        "mask them out (mask=...) or fix the data")
+        raise DataError(f"{name} has {int(bad.sum())} NaN or inf values (first at indices "
+                        f"{where}); mask them out (mask=...) or fix the data")
     return t
 
 

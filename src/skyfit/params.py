@@ -23,7 +23,8 @@ class Param(ck.Param):
 
     torch turns ``0.06`` into float32 by default, which would make every fixed parameter of a
     float64 inference slightly off (``0.06`` is ``0.0599999986`` in float32). Tensors keep their
-    own dtype, so float32 models are built by passing float32 tensors or by ``module.to(dtype=...)``.
+    own dtype, so float32 models are built by passing float32 tensors or by
+    ``module.to(dtype=...)``.
     """
 
     def __init__(self, name: str, value=None, *args, dtype=None, **kwargs):

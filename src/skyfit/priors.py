@@ -16,8 +16,8 @@ def param_bounds(param: ck.Param, dtype=None, device=None) -> tuple[torch.Tensor
     shape = tuple(param.shape)
     lo, hi = param.valid
     kw = dict(dtype=dtype, device=device)
-    lower = torch.full(shape, -math.inf, **kw) if lo is None else torch.as_tensor(lo, **kw).expand(shape)
-    upper = torch.full(shape, math.inf, **kw) if hi is None else torch.as_tensor(hi, **kw).expand(shape)
+    lower = torch.as_tensor(-math.inf if lo is None else lo, **kw).expand(shape)
+    upper = torch.as_tensor(math.inf if hi is None else hi, **kw).expand(shape)
     return lower.clone(), upper.clone()
 
 

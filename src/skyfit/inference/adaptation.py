@@ -63,10 +63,10 @@ class DualAveraging:
     Example:
         >>> import torch
         >>> da = DualAveraging(torch.ones(2, dtype=torch.float64))
-        >>> for _ in range(2000):  # acceptance exp(-eps) falls as the step grows: 0.8 at 0.223
+        >>> for _ in range(2000):  # acceptance exp(-eps): 0.8 at eps = 0.223
         ...     eps = da.update(torch.exp(-da.step_size))
         >>> [round(x, 2) for x in da.final_step_size().tolist()]
-        [0.22, 0.22]
+        [0.23, 0.23]
     """
 
     def __init__(self, step_size: torch.Tensor, target: float = 0.8, gamma: float = 0.05,

@@ -105,8 +105,10 @@ class FunctionDensity(LogDensity):
         self.names = [f"x{i}" for i in range(names)] if isinstance(names, int) else list(names)
         d = len(self.names)
         kw = dict(dtype=dtype, device=device)
-        self.lower = torch.full((d,), -torch.inf, **kw) if lower is None else torch.as_tensor(lower, **kw).expand(d).clone()
-        self.upper = torch.full((d,), torch.inf, **kw) if upper is None else torch.as_tensor(upper, **kw).expand(d).clone()
+        lower = -torch.inf if lower is None else lower
+        upper = torch.inf if upper is None else upper
+        self.lower = torch.as_tensor(lower, **kw).expand(d).clone()
+        self.upper = torch.as_tensor(upper, **kw).expand(d).clone()
         self.fn = fn
         self.batched = batched
 

@@ -126,7 +126,8 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
             top = evecs[:, i].abs().argsort(descending=True)[:3].tolist()
             kind = "flat" if evals[i].abs() <= tol * scale else "negative curvature"
             parts.append(f"{kind} (eigenvalue {evals[i].item():.3g}) along "
-                         + ", ".join(f"{density.names[j]} ({evecs[j, i].item():+.2f})" for j in top))
+                         + ", ".join(f"{density.names[j]} ({evecs[j, i].item():+.2f})"
+                                     for j in top))
         warnings.warn(HessianWarning(
             "-Hessian is not positive definite at this point: " + "; ".join(parts)
             + ". Repaired by |eigenvalue| with a floor; those uncertainties are not meaningful. "

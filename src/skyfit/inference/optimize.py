@@ -67,7 +67,8 @@ def _start_point(density: LogDensity, x0) -> torch.Tensor:
 
 
 def check_finite_start(density: LogDensity, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p and its gradient at ``x0``; :class:`LogDensityError` naming parameters if not finite."""
+    """log p and its gradient at ``x0``; :class:`LogDensityError` naming parameters if either
+    is not finite."""
     logp, grad = density.value_and_grad(x0)
     if not torch.isfinite(logp).all() or not torch.isfinite(grad).all():
         values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, x0.tolist()))

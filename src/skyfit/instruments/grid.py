@@ -97,8 +97,8 @@ class PixelGrid(ck.Module):
     def integrate(self, surface_brightness: torch.Tensor) -> torch.Tensor:
         """Flux per pixel from surface brightness sampled on :meth:`subpixel_coordinates`.
 
-        ``surface_brightness`` has shape ``(..., ny * s, nx * s)`` in flux / arcsec^2; the result has
-        shape ``(..., ny, nx)`` in flux per pixel (midpoint rule).
+        ``surface_brightness`` has shape ``(..., ny * s, nx * s)`` in flux / arcsec^2; the result
+        has shape ``(..., ny, nx)`` in flux per pixel (midpoint rule).
         """
         s = self.supersample
         ny, nx = self.shape

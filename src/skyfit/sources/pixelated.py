@@ -16,7 +16,8 @@ class Pixelated(Source):
     """Surface brightness given on a regular stamp of pixels, bilinearly interpolated.
 
     Useful as a free-form lensed source or a galaxy template. The stamp's pixel centres follow the
-    :class:`~skyfit.PixelGrid` convention around ``(x0, y0)``; outside the stamp the brightness is 0.
+    :class:`~skyfit.PixelGrid` convention around ``(x0, y0)``; outside the stamp the brightness
+    is 0.
     The total flux is ``values.sum() * pixel_scale**2``.
 
     Arguments:
@@ -39,7 +40,8 @@ class Pixelated(Source):
             raise ValueError("Pixelated needs `values`: a (ny, nx) surface-brightness stamp")
         values = torch.as_tensor(values)
         if values.ndim != 2:
-            raise ValueError(f"Pixelated values must be 2-D (ny, nx), got shape {tuple(values.shape)}")
+            raise ValueError(f"Pixelated values must be 2-D (ny, nx), got shape "
+                             f"{tuple(values.shape)}")
         self.pixel_scale = float(pixel_scale)
         self.values = Param(
             "values", values, shape=tuple(values.shape), units="flux/arcsec^2",
