@@ -87,6 +87,16 @@ class Metric:
         else:
             self.inv_sqrt = inv_mass.sqrt()
 
+    def select(self, index: torch.Tensor) -> Metric:
+        """The metric of the chains ``index`` (no new factorisation)."""
+        new = Metric.__new__(Metric)
+        new.inv_mass, new.dense = self.inv_mass.index_select(0, index), self.dense
+        if self.dense:
+            new.chol = self.chol.index_select(0, index)
+        else:
+            new.inv_sqrt = self.inv_sqrt.index_select(0, index)
+        return new
+
     @property
     def n_chains(self) -> int:
         return self.inv_mass.shape[0]

@@ -123,7 +123,7 @@ class NUTS:
         max_depth = self.max_tree_depth
         store_tab, check_tab, is_max_tab, pow2, pick = self._get_tables(dev)
         n_leaves, K = check_tab.shape
-        vg, velocity = self.value_and_grad, metric.velocity
+        vg, velocity, full_metric = self.value_and_grad, metric.velocity, metric
         kw = dict(dtype=dtype, device=dev)
 
         p0 = metric.sample_momentum(generator)
@@ -155,12 +155,35 @@ class NUTS:
         sum_metro = torch.zeros(C, **kw)
         n_steps = torch.zeros(C, dtype=torch.long, device=dev)
         lockstep = 0
+        # finished chains leave the working set once at most half of it is still building:
+        # `rows` maps working rows to chains; results are flushed into the full-size outputs
+        n_work, rows = C, None
+        out = [proposal, depth, n_steps, diverging, sum_metro]
 
         while True:
             active = ~done
             n_active = int(active.sum())
             if n_active == 0:
                 break
+            if n_active <= n_work // 2 and n_work >= 16:
+                res = (proposal, depth, n_steps, diverging, sum_metro)
+                if rows is None:
+                    out = [r.clone() for r in res]
+                    rows = torch.arange(C, device=dev)
+                for o, r in zip(out, res):
+                    o.index_copy_(0, rows, r)
+                keep = active.nonzero().squeeze(1)
+                rows = rows.index_select(0, keep)
+                (left, right, last, proposal, sub_proposal, rho, log_w, sub_log_w, sub_rho,
+                 sub_first, prev_pv, ck, depth, leaf, done, diverging, sum_metro, n_steps, dirs,
+                 u_merge, half_step, h0, active) = (
+                    t.index_select(0, keep) for t in (
+                        left, right, last, proposal, sub_proposal, rho, log_w, sub_log_w,
+                        sub_rho, sub_first, prev_pv, ck, depth, leaf, done, diverging, sum_metro,
+                        n_steps, dirs, u_merge, half_step, h0, active))
+                metric = metric.select(keep)
+                velocity = metric.velocity
+                n_work = n_active
             lockstep += 1
             starting = leaf == 0
             s2 = starting[:, None]
@@ -173,7 +196,7 @@ class NUTS:
             h = half_step[:, None] * v
             p = torch.addcmul(cur[:, D:2 * D], h, cur[:, 2 * D:3 * D])
             z = torch.addcmul(cur[:, :D], 2 * h, velocity(p))
-            if n_active == C:
+            if n_active == n_work:
                 logp, g = vg(z)
             else:
                 idx = active.nonzero().squeeze(1)
@@ -191,7 +214,7 @@ class NUTS:
             n_steps = n_steps + active
 
             # uniform progressive sampling inside the subtree being built
-            u = torch.rand(C, generator=generator, **kw)
+            u = torch.rand(n_work, generator=generator, **kw)
             new_sub_log_w = torch.where(starting, leaf_log_w,
                                         torch.logaddexp(sub_log_w, leaf_log_w))
             take = starting | (u < torch.exp(leaf_log_w - new_sub_log_w))
@@ -219,7 +242,7 @@ class NUTS:
                 v_n = vn[:, None].expand_as(v_a)
                 vels = torch.cat([v_a, v_n, v_a, v_b, v_bm1, v_n], 1)
                 rhos = torch.cat([rho_all, rho_all, rho_left, rho_left, rho_right, rho_right], 1)
-                persist = ((vels * rhos).sum(-1) > 0).view(C, 6, n_levels).all(1)
+                persist = ((vels * rhos).sum(-1) > 0).view(n_work, 6, n_levels).all(1)
                 turning = (check & ~persist).any(-1)
             prev_pv = torch.cat([p, vn], 1)
             last = new
@@ -252,11 +275,16 @@ class NUTS:
                 done = done | (complete & (~persist | (depth >= max_depth)))
                 deepest = min(K, int(torch.where(done, 0, depth).max()))
                 if deepest > n_levels:  # subtrees this deep need more checkpoint levels
-                    ck = torch.cat([ck, ck.new_zeros(C, deepest - n_levels, 5 * D)], 1)
+                    ck = torch.cat([ck, ck.new_zeros(n_work, deepest - n_levels, 5 * D)], 1)
                     n_levels = deepest
                     store_k, check_k, is_max_k = (
                         t[:, :n_levels] for t in (store_tab, check_tab, is_max_tab))
 
+        if rows is not None:
+            for o, r in zip(out, (proposal, depth, n_steps, diverging, sum_metro)):
+                o.index_copy_(0, rows, r)
+            proposal, depth, n_steps, diverging, sum_metro = out
+            metric = full_metric
         z, p, g, logp = (proposal[:, :D], proposal[:, D:2 * D], proposal[:, 2 * D:3 * D],
                          proposal[:, 3 * D])
         energy = metric.kinetic(p) - logp
