@@ -163,9 +163,9 @@ def _joint_fit(data: SupernovaData, log):
 
 SAMPLER_SETTINGS = {
     "full": dict(emcee=dict(n_walkers=32, n_burn=300, n_steps=700),
-                 nuts=dict(n_chains=4, n_warmup=300, n_draws=300)),
+                 nuts=dict(n_chains=4, n_warmup=200, n_draws=300, mass="dense")),
     "quick": dict(emcee=dict(n_walkers=32, n_burn=30, n_steps=60),
-                  nuts=dict(n_chains=2, n_warmup=40, n_draws=30)),
+                  nuts=dict(n_chains=2, n_warmup=30, n_draws=30, mass="dense")),
 }
 
 

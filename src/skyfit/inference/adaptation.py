@@ -162,10 +162,20 @@ class WelfordCovariance:
             cov = cov.expand(self.n_chains, *cov.shape).clone()
         return cov
 
-    def inverse_mass(self) -> torch.Tensor:
-        """Stan's regularised estimate: shrink towards ``1e-3 I`` with weight ``5 / (n + 5)``."""
+    def inverse_mass(self, prior: torch.Tensor | None = None,
+                     prior_count: float = 0.0) -> torch.Tensor:
+        """Stan's regularised estimate: shrink towards ``1e-3 I`` with weight ``5 / (n + 5)``.
+
+        With a ``prior`` inverse mass (e.g. a Laplace covariance, ``(chain, dim[, dim])``) the
+        estimate is instead ``(n S + n0 prior) / (n + n0)`` with ``n0 = prior_count``: a short
+        window's noisy (co)variance then refines a good starting metric instead of replacing it.
+        """
         n = self.count
         cov = self.covariance()
+        if prior is not None and prior_count > 0:
+            if self.dense:
+                cov = 0.5 * (cov + cov.transpose(-1, -2))
+            return (n * cov + prior_count * prior) / (n + prior_count)
         shrink = 1e-3 * 5.0 / (n + 5.0)
         if self.dense:
             eye = torch.eye(self.dim, **self.kw)

@@ -274,12 +274,15 @@ class _Run:
 
     def _start(self, init, init_scale):
         z, inv_mass = self._initial_positions(init, init_scale)
+        from_laplace = inv_mass is not None
         logp, grad = self._check_start(z)
         self.state = (z, logp, grad)
         dense = self.mass == "dense"
         if inv_mass is None:
             inv_mass = torch.eye(self.D, **self.kw) if dense else torch.ones(self.D, **self.kw)
         self.inv_mass = inv_mass.expand(self.C, *inv_mass.shape).clone()
+        # a metric from the Laplace covariance is kept as the prior of every window estimate
+        self.prior_inv_mass = self.inv_mass.clone() if from_laplace else None
         self.metric = Metric(self.inv_mass)
         eps = find_reasonable_step_size(self.vg, self.metric, z, logp, grad,
                                         torch.ones(self.C, **self.kw), self.generator)
@@ -325,7 +328,8 @@ class _Run:
             iteration=self.iteration, stage=self._stage(),
             rng_state=self.rng_state,  # as at the end of the last finished iteration
             position=z, log_density=logp, grad=grad, step_size=self.step_size,
-            inv_mass=self.inv_mass, dual_averaging=self.da.state_dict(),
+            inv_mass=self.inv_mass, prior_inv_mass=self.prior_inv_mass,
+            dual_averaging=self.da.state_dict(),
             welford=self.welford.state_dict(),
             traj_welford=None if self.traj_welford is None else self.traj_welford.state_dict(),
             traj_length=self.traj_length,
@@ -354,6 +358,7 @@ class _Run:
         self.state = (to(s["position"]), to(s["log_density"]), to(s["grad"]))
         self.step_size = to(s["step_size"])
         self.inv_mass = to(s["inv_mass"])
+        self.prior_inv_mass = to(s.get("prior_inv_mass"))
         self.metric = Metric(self.inv_mass)
         self.da.load_state_dict({k: to(v) for k, v in s["dual_averaging"].items()})
         self.welford.load_state_dict({k: to(v) for k, v in s["welford"].items()})
@@ -412,7 +417,9 @@ class _Run:
         self.step_size = step_size
 
     def _end_window(self) -> None:
-        self.inv_mass = self.welford.inverse_mass()
+        # prior weight: 10 draws per dimension, so a 25-draw window of a 12-D problem moves the
+        # Laplace metric by 17% and a 500-draw window by 80%
+        self.inv_mass = self.welford.inverse_mass(self.prior_inv_mass, prior_count=10.0 * self.D)
         self.metric = Metric(self.inv_mass)
         self.welford.reset()
         if self.auto_trajectory:
@@ -527,6 +534,7 @@ class _Run:
         self.state = (z, torch.zeros(C, **kw), z)
         self.inv_mass = torch.eye(D, **kw).expand(C, D, D) if dense else torch.ones(C, D, **kw)
         self.step_size = torch.ones(C, **kw)
+        self.prior_inv_mass = None
         self.da = DualAveraging(self.step_size, self.target_accept)
         self.welford = WelfordCovariance(C, D, dense, self.pool_mass, **kw)
         self.auto_trajectory = self.kind == "hmc" and self.opts["n_leapfrog"] is None
