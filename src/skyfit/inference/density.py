@@ -60,7 +60,11 @@ class LogDensity:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             logp = self.log_prob(x)
-            (grad,) = torch.autograd.grad(logp.sum(), x)
+            if not logp.requires_grad:  # e.g. -inf constant outside the support everywhere
+                return logp.detach(), torch.zeros_like(x)
+            (grad,) = torch.autograd.grad(logp.sum(), x, allow_unused=True)
+            if grad is None:
+                grad = torch.zeros_like(x)
         return logp.detach(), grad
 
     def check_inside(self, x: torch.Tensor) -> None:

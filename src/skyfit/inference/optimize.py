@@ -87,6 +87,23 @@ def _free(x: torch.Tensor, g: torch.Tensor, density: LogDensity) -> torch.Tensor
     return ~(at_low | at_high)
 
 
+def _diagonal_scales(density: LogDensity, x0: torch.Tensor) -> torch.Tensor:
+    """``1 / sqrt(-d2 log p / dx_i2)`` at ``x0`` from central differences of the gradient, all
+    ``2 dim`` points in one batched call; 1 where that is not available (a model that cannot be
+    batched, a non-finite or non-negative curvature)."""
+    d = x0.shape[0]
+    h = 1e-4 * torch.clamp(x0.abs(), min=1e-3)
+    eye = torch.diag(h)
+    pts = torch.cat([x0 + eye, x0 - eye]).clamp(density.lower, density.upper)
+    try:
+        _, g = density.value_and_grad(pts)
+    except Exception:  # noqa: BLE001 -- preconditioning is an optimisation, never a failure
+        return torch.ones_like(x0)
+    curv = -(g[:d] - g[d:]).diagonal() / (pts[:d] - pts[d:]).diagonal()
+    ok = torch.isfinite(curv) & (curv > 0)
+    return torch.where(ok, curv.clamp(min=1e-300).rsqrt(), torch.ones_like(x0))
+
+
 def fit_map(
     density: LogDensity,
     x0=None,
@@ -131,19 +148,14 @@ def fit_map(
     # quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
     scale = torch.ones_like(x0)
     if precondition:
-        d = x0.shape[0]
-        h = 1e-4 * torch.clamp(x0.abs(), min=1e-3)
-        eye = torch.diag(h)
-        pts = torch.cat([x0 + eye, x0 - eye]).clamp(density.lower, density.upper)
-        _, g = density.value_and_grad(pts)
+        scale = _diagonal_scales(density, x0)
         n_evals += 1
-        curv = -(g[:d] - g[d:]).diagonal() / (pts[:d] - pts[d:]).diagonal()
-        ok = torch.isfinite(curv) & (curv > 0)
-        scale = torch.where(ok, curv.clamp(min=1e-300).rsqrt(), scale)
     x_ref = x0.clone()
 
     def to_x(v: np.ndarray) -> torch.Tensor:
-        return x_ref + scale * torch.as_tensor(v, dtype=dtype, device=device)
+        # clamp: rescaled bounds can round to just outside the true ones
+        x = x_ref + scale * torch.as_tensor(v, dtype=dtype, device=device)
+        return torch.clamp(x, density.lower, density.upper)
 
     def objective(v: np.ndarray):
         nonlocal n_evals
