@@ -6,6 +6,7 @@ import emcee
 import numpy as np
 import pytest
 import torch
+from targets import ar_gaussian, flat_bounded
 
 from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
 from skyfit.errors import LogDensityError, ParameterRangeError, ParameterVectorError
@@ -16,23 +17,9 @@ short_run = pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning
 DE_MOVES = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
 
 
-def ar_gaussian(dim=10, rho=0.9):
-    """N(mu, C) with C_ij = s_i s_j rho^|i-j| and scales s from 0.1 to 10."""
-    idx = torch.arange(dim)
-    scales = torch.logspace(-1, 1, dim, dtype=torch.float64)
-    cov = scales[:, None] * scales[None] * rho ** (idx[:, None] - idx[None]).abs()
-    mu = torch.linspace(-2, 2, dim, dtype=torch.float64) * scales
-    prec = torch.linalg.inv(cov)
-    density = FunctionDensity(lambda x: -0.5 * (((x - mu) @ prec) * (x - mu)).sum(-1), dim)
-    return density, mu.numpy(), scales.numpy()
-
-
-def flat_bounded():
-    return FunctionDensity(lambda x: torch.zeros(x.shape[:-1], dtype=x.dtype), ["u"], 2.0, 5.0)
-
-
 def test_correlated_gaussian_means_within_4_mcse_and_sds_within_3_percent():
-    density, mu, scales = ar_gaussian()
+    density, mu, cov = ar_gaussian()
+    scales = np.sqrt(np.diag(cov))
     s = sample_emcee(density, init=torch.as_tensor(mu), n_walkers=64, n_steps=5000,
                      n_burn=1000, moves=DE_MOVES, progress=False, seed=1)
     assert s.draws.shape == (64, 5000, 10) and s.sampler == "emcee"

@@ -6,25 +6,11 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, optimize
+from targets import ar_gaussian, flat_bounded
 
 from skyfit.errors import LogDensityError, ParameterVectorError
 from skyfit.inference import FunctionDensity, Samples, VIResult, fit_vi, laplace
 from skyfit.inference.diagnostics import ks_uniform
-
-
-def ar_gaussian(dim=10, rho=0.9):
-    """N(mu, C) with C_ij = s_i s_j rho^|i-j| and scales s from 0.1 to 10."""
-    idx = torch.arange(dim)
-    scales = torch.logspace(-1, 1, dim, dtype=torch.float64)
-    cov = scales[:, None] * scales[None] * rho ** (idx[:, None] - idx[None]).abs()
-    mu = torch.linspace(-2, 2, dim, dtype=torch.float64) * scales
-    prec = torch.linalg.inv(cov)
-    density = FunctionDensity(lambda x: -0.5 * (((x - mu) @ prec) * (x - mu)).sum(-1), dim)
-    return density, mu.numpy(), cov.numpy()
-
-
-def flat_bounded():
-    return FunctionDensity(lambda x: torch.zeros(x.shape[:-1], dtype=x.dtype), ["u"], 2.0, 5.0)
 
 
 def test_fullrank_recovers_correlated_gaussian_mean_and_covariance():
