@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 
 import torch
@@ -11,7 +12,7 @@ from ..errors import ParameterVectorError
 __all__ = ["LogDensity", "FunctionDensity"]
 
 
-class LogDensity:
+class LogDensity(abc.ABC):
     """A (possibly unnormalised) log-density ``log p(x)`` of a flat vector ``x`` of ``dim`` entries.
 
     Inference code only sees this interface, never a model. Subclasses set ``names`` (one per
@@ -36,8 +37,9 @@ class LogDensity:
     def device(self) -> torch.device:
         return self.lower.device
 
+    @abc.abstractmethod
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``log p(x)`` for ``x (..., dim)``, shape ``(...)``."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_prob(x)

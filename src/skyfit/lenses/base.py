@@ -40,14 +40,12 @@ class ThinLens(ck.Module):
 
     has_centre: bool = True
 
-    def deflection(self, x, y, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must define a @forward deflection(x, y)")
-
-    def convergence(self, x, y, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must define a @forward convergence(x, y)")
-
-    def potential(self, x, y, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must define a @forward potential(x, y)")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [m for m in ("deflection", "convergence", "potential")
+                   if not callable(getattr(cls, m, None))]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define @forward methods {missing} (x, y)")
 
     @ck.forward
     def centres(self) -> list[tuple[torch.Tensor, torch.Tensor]]:

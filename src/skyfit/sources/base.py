@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import caskade as ck
-import torch
 
 __all__ = ["Source"]
 
@@ -17,5 +16,7 @@ class Source(ck.Module):
     deflected coordinates, so any ``Source`` can be lensed.
     """
 
-    def brightness(self, x: torch.Tensor, y: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define a @forward brightness(x, y)")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "brightness", None)):
+            raise TypeError(f"{cls.__name__} must define a @forward brightness(x, y) method")
