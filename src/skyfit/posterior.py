@@ -96,6 +96,13 @@ class Posterior(LogDensity):
                 raise TypeError(f"prior for {label} must be a torch Distribution, got {type(dist)}")
             dist._validate_args = False  # support is handled here: outside it log p = -inf
             self.priors[label] = dist
+        # the default priors (uniform within valid, or flat) are constant inside the bounds:
+        # their sum is computed once instead of per parameter block at every evaluation
+        self._default_log_prior = sum(
+            float(default_prior_log_prob(torch.zeros(shape, dtype=dtype, device=device),
+                                         self.lower[sl].reshape(shape),
+                                         self.upper[sl].reshape(shape)))
+            for label, (sl, shape, _) in self.slices.items() if label not in self.priors)
 
     @staticmethod
     def _label(p: ck.Param) -> str:
@@ -145,14 +152,11 @@ class Posterior(LogDensity):
     # -- density --------------------------------------------------------------------------
     def log_prior(self, x: torch.Tensor) -> torch.Tensor:
         """Log prior of Param-level priors (not module terms) for ``x (..., dim)``."""
-        total = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-        for label, (sl, shape, _) in self.slices.items():
+        total = torch.full(x.shape[:-1], self._default_log_prior, dtype=x.dtype, device=x.device)
+        for label, dist in self.priors.items():
+            sl, shape, _ = self.slices[label]
             value = x[..., sl].reshape(x.shape[:-1] + shape)
-            if label in self.priors:
-                total = total + prior_log_prob(self.priors[label], value, len(shape))
-            else:
-                total = total + default_prior_log_prob(value, self.lower[sl].reshape(shape),
-                                                       self.upper[sl].reshape(shape))
+            total = total + prior_log_prob(dist, value, len(shape))
         return total
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
