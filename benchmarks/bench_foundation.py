@@ -13,6 +13,7 @@ import skyfit
 from skyfit.demo import (
     HOST_TRUTH,
     SN_TRUTH,
+    linked_epoch_stack,
     simulate_supernova,
     supernova_light_curve_model,
 )
@@ -159,22 +160,10 @@ def batched_vs_stack(quick: bool):
     data = simulate_supernova(0)
     batched = _joint_model(data)
     host = skyfit.Sersic("host", **{k: v * 1.05 for k, v in HOST_TRUTH.items()})
-    psf = skyfit.GaussianPSF(sigma=data.psf_sigma, size=15)
     host.to_dynamic()
-    scenes, sns = [], []
-    for i in range(len(data.times)):
-        sn = skyfit.PointSource(f"sn{i}", x0=SN_TRUTH["x0"] + 0.02, y0=SN_TRUTH["y0"] - 0.02,
-                                flux=max(data.true_fluxes[i].item(), 1.0) * 1.1)
-        sn.flux.to_dynamic()
-        if i == 0:
-            sn.x0.to_dynamic()
-            sn.y0.to_dynamic()
-        else:
-            sn.x0, sn.y0 = sns[0].x0, sns[0].y0
-        sns.append(sn)
-        scenes.append(skyfit.Scene(data.grid, [host], psf, [sn], name=f"image{i}"))
-    stack = skyfit.Posterior(skyfit.GaussianLikelihood(skyfit.ImageStack(scenes), data.images,
-                                                       noise=data.noise))
+    scenes = linked_epoch_stack(data, host, SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02,
+                                (data.true_fluxes.clamp(min=1.0) * 1.1).tolist())
+    stack = skyfit.Posterior(skyfit.GaussianLikelihood(scenes, data.images, noise=data.noise))
     # same parameters in each model's own order
     xb = batched.initial()
     vals = batched.unpack(xb)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from test_nuts import assert_recovers, correlated_gaussian
+from targets import assert_recovers, correlated_gaussian
 
 from skyfit.inference import FunctionDensity, sample_hmc
 from skyfit.inference.adaptation import DualAveraging, WelfordCovariance

@@ -6,40 +6,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from targets import assert_recovers, correlated_gaussian
 
 from skyfit.errors import LogDensityError, ParameterVectorError
 from skyfit.inference import FunctionDensity, sample_hmc, sample_nuts
 from skyfit.inference.adaptation import warmup_windows
 from skyfit.inference.hmc import Metric, ValueAndGrad
 from skyfit.inference.nuts import NUTS, _checkpoint_tables
-
-
-def correlated_gaussian(dim=10, rho=0.9):
-    """AR(rho) correlation, standard deviations log-spaced from 0.1 to 10, means 0..dim-1."""
-    i = torch.arange(dim, dtype=torch.float64)
-    scales = torch.logspace(-1, 1, dim, dtype=torch.float64)
-    cov = rho ** (i[:, None] - i[None, :]).abs() * scales[:, None] * scales[None, :]
-    prec = torch.linalg.inv(cov)
-    mean = i.clone()
-
-    def logp(x):
-        r = x - mean
-        return -0.5 * ((r @ prec) * r).sum(-1)
-
-    return FunctionDensity(logp, dim), mean, cov
-
-
-def assert_recovers(samples, mean, cov):
-    """Means within 4 Monte Carlo standard errors (ArviZ), standard deviations within 3%."""
-    import arviz as az
-
-    x = samples.draws
-    sd = cov.diagonal().sqrt().numpy()
-    err = x.reshape(-1, x.shape[-1]).mean(0) - mean.numpy()
-    mcse = az.mcse(az.convert_to_dataset(x), method="mean")["x"].values
-    assert np.all(np.abs(err) < 4 * mcse), (err, mcse)
-    ratio = x.reshape(-1, x.shape[-1]).std(0) / sd
-    assert np.all(np.abs(ratio - 1) < 0.03), ratio
 
 
 def test_checkpoint_tables_span_exactly_the_subtrees_ending_at_each_leaf():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import skyfit
-from skyfit.demo import HOST_TRUTH, simulate_supernova
+from skyfit.demo import HOST_TRUTH, linked_epoch_stack, simulate_supernova
 
 
 def test_scene_image_sums_to_total_flux_of_what_it_shows():
@@ -29,20 +29,8 @@ def test_point_sources_need_a_psf():
 
 def build_stack_and_batched(data):
     host = skyfit.Sersic("host", **HOST_TRUTH)
-    psf = skyfit.GaussianPSF(sigma=data.psf_sigma, size=15)
     host.to_dynamic()
-    scenes, sns = [], []
-    for i, f in enumerate(data.true_fluxes.tolist()):
-        sn = skyfit.PointSource(f"sn{i}", x0=-0.35, y0=-0.2, flux=f)
-        sn.flux.to_dynamic()
-        if i == 0:
-            sn.x0.to_dynamic()
-            sn.y0.to_dynamic()
-        else:
-            sn.x0, sn.y0 = sns[0].x0, sns[0].y0
-        sns.append(sn)
-        scenes.append(skyfit.Scene(data.grid, [host], psf, [sn], name=f"image{i}"))
-    stack = skyfit.ImageStack(scenes)
+    stack = linked_epoch_stack(data, host, -0.35, -0.2, data.true_fluxes.tolist())
     host_b = skyfit.Sersic("host", **HOST_TRUTH)
     sn_b = skyfit.PointSource("sn", x0=-0.35, y0=-0.2, flux=data.true_fluxes)
     batched = skyfit.Scene(data.grid, [host_b], skyfit.GaussianPSF(sigma=data.psf_sigma, size=15),

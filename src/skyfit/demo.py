@@ -26,6 +26,7 @@ from .scenes import ImageStack, Scene
 from .sources import PointSource, Sersic
 
 __all__ = ["SupernovaData", "simulate_supernova", "supernova_light_curve_model",
+           "linked_epoch_stack",
            "supernova_problem", "run_demo"]
 
 HOST_TRUTH = dict(x0=0.20, y0=0.18, q=0.6, phi=0.5, n=1.5, Re=0.30, flux=400.0)
@@ -130,26 +131,32 @@ def _per_image_fits(data: SupernovaData, log):
     return rows
 
 
-def _joint_fit(data: SupernovaData, log):
-    """Step 2: all epochs, one host and one SN position (caskade links), a free flux per epoch."""
-    host = _host(**_perturbed(HOST_TRUTH, 20))
+def linked_epoch_stack(data: SupernovaData, host: Sersic, sn_x0: float, sn_y0: float,
+                       fluxes) -> ImageStack:
+    """One Scene per epoch sharing ``host`` and, by caskade links, one SN position; each epoch's
+    SN flux is its own dynamic Param (names ``sn{i}.flux``), the position is ``sn0.x0/y0``."""
     psf = GaussianPSF("psf", sigma=data.psf_sigma, size=15)
     scenes, sns = [], []
-    for i in range(len(data.times)):
-        sn = PointSource(f"sn{i}", x0=SN_TRUTH["x0"] + 0.02, y0=SN_TRUTH["y0"] - 0.02,
-                         flux=max(data.true_fluxes[i].item(), 1.0))
+    for i, flux in enumerate(fluxes):
+        sn = PointSource(f"sn{i}", x0=sn_x0, y0=sn_y0, flux=float(flux))
         sn.flux.to_dynamic()
         if i == 0:
             sn.x0.to_dynamic()
             sn.y0.to_dynamic()
         else:  # one SN position for all epochs
-            sn.x0 = sns[0].x0
-            sn.y0 = sns[0].y0
+            sn.x0, sn.y0 = sns[0].x0, sns[0].y0
         sns.append(sn)
         scenes.append(Scene(data.grid, [host], psf, [sn], name=f"image{i}"))
+    return ImageStack(scenes, name="stack")
+
+
+def _joint_fit(data: SupernovaData, log):
+    """Step 2: all epochs, one host and one SN position (caskade links), a free flux per epoch."""
+    host = _host(**_perturbed(HOST_TRUTH, 20))
     host.to_dynamic()
-    post = Posterior(GaussianLikelihood(ImageStack(scenes, name="stack"), data.images,
-                                        noise=data.noise))
+    stack = linked_epoch_stack(data, host, SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02,
+                               data.true_fluxes.clamp(min=1.0).tolist())
+    post = Posterior(GaussianLikelihood(stack, data.images, noise=data.noise))
     res = fit_map(post)
     lap = laplace(post, res.x)
     rows = []
