@@ -38,3 +38,19 @@ def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1) -> flo
             fn()
         best = min(best, (time.perf_counter() - t) / number)
     return best
+
+
+def best_times(fns: dict[str, Callable[[], object]], repeat: int = 5,
+               number: int = 1) -> dict[str, float]:
+    """:func:`best_time` of several functions with their tries interleaved, so that a change in
+    the machine's speed during the run (other tenants, frequency) hits each of them alike."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(number):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t) / number)
+    return best

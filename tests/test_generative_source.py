@@ -17,8 +17,8 @@ def model():
 
 
 def test_vae_source_image_sums_to_its_flux(model):
-    src = VAESource(model, latent_value=torch.full((8,), 0.3), x0=0.1, y0=-0.05, scale=0.04,
-                    flux=7.0)
+    src = VAESource(model, latent_value=torch.full((model.latent_dim,), 0.3), x0=0.1, y0=-0.05,
+                    scale=0.04, flux=7.0)
     grid = skyfit.PixelGrid((80, 80), 0.02, supersample=2)
     x, y = grid.subpixel_coordinates()
     total = grid.integrate(src.brightness(x, y)).sum().item()
@@ -31,13 +31,14 @@ def test_vae_source_image_sums_to_its_flux(model):
 
 
 def test_eps_and_z_parametrisations_describe_the_same_galaxy(model):
-    eps = torch.randn(8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    d = model.latent_dim
+    eps = torch.randn(d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     a = VAESource(model, latent="eps", latent_value=eps)
     z = a.to_z(eps)
     b = VAESource(model, latent="z", prior="maf", latent_value=z)
     torch.testing.assert_close(a.stamp(), b.stamp(), atol=1e-12, rtol=0)
     # log priors: N(0, I) on eps; the MAF's log p(z) on z
-    expected = -0.5 * eps.pow(2).sum() - 4 * math.log(2 * math.pi)
+    expected = -0.5 * eps.pow(2).sum() - d / 2 * math.log(2 * math.pi)
     torch.testing.assert_close(a.log_prior(), expected)
     torch.testing.assert_close(b.log_prior(), b.flow.log_prob(z))
     torch.testing.assert_close(a.from_z(z), eps, atol=1e-10, rtol=0)
@@ -51,23 +52,24 @@ def test_posterior_adds_the_latent_prior_and_batches(model):
     src.latent.to_dynamic()
     post = skyfit.Posterior(skyfit.GaussianLikelihood(scene, data, variance=torch.full_like(
         data, 1e-3)))
-    assert post.names == [f"VAESource.latent[{i}]" for i in range(8)]
-    x = torch.zeros(8, dtype=torch.float64)
+    d = model.latent_dim
+    assert post.names == [f"VAESource.latent[{i}]" for i in range(d)]
+    x = torch.zeros(d, dtype=torch.float64)
     x[0] = 1.0  # the likelihood is 0 at the truth x = 0, so only the prior term differs
-    lp = post(torch.stack([torch.zeros(8, dtype=torch.float64), x]))
+    lp = post(torch.stack([torch.zeros(d, dtype=torch.float64), x]))
     assert lp[0] > lp[1]
-    like0 = post.joint.likelihood(torch.zeros(8, dtype=torch.float64))
-    torch.testing.assert_close(lp[0] - like0, torch.tensor(-4 * math.log(2 * math.pi),
+    like0 = post.joint.likelihood(torch.zeros(d, dtype=torch.float64))
+    torch.testing.assert_close(lp[0] - like0, torch.tensor(-d / 2 * math.log(2 * math.pi),
                                                            dtype=torch.float64))
     value, grad = post.value_and_grad(x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 def test_latent_of_wrong_size_is_refused(model):
-    with pytest.raises(ShapeError, match="latent_dim=8"):
+    with pytest.raises(ShapeError, match=f"latent_dim={model.latent_dim}"):
         VAESource(model, latent_value=torch.zeros(5))
     src = VAESource(model)
-    with pytest.raises(ShapeError, match="latent_dim=8"):
+    with pytest.raises(ShapeError, match=f"latent_dim={model.latent_dim}"):
         src.to_z(torch.zeros(3))
 
 

@@ -86,6 +86,23 @@ def test_vmap_over_parameter_sets_equals_one_at_a_time():
         assert torch.allclose(batched[k], sim(batch[k]), rtol=1e-12, atol=1e-15)
 
 
+def test_simulator_with_a_fixed_psf_traces_as_one_graph():
+    # torch.compile can only fuse the ray tracing and the light profile if dynamo sees the whole
+    # simulator; the fixed-PSF kernel cache once broke the graph. backend="eager" checks the
+    # tracing alone (no C++ compiler needed) and fullgraph=True raises at any graph break.
+    grid = skyfit.PixelGrid((24, 24), 0.05, supersample=2)
+    lens, source = skyfit.SIE(q=0.7, theta_E=0.5), sersic()
+    lens.to_dynamic()
+    sim = skyfit.LensedImage(grid, lens, [source], psf=skyfit.GaussianPSF(sigma=0.05, size=7))
+    x0 = sim.get_values()
+    batch = x0 * (1 + 0.05 * torch.randn(3, x0.numel(), dtype=torch.float64,
+                                         generator=torch.Generator().manual_seed(1)))
+    torch._dynamo.reset()
+    traced = torch.compile(torch.vmap(sim), backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(traced(batch), torch.vmap(sim)(batch), rtol=1e-12, atol=1e-15)
+
+
 def test_gradients_flow_to_lens_and_source_parameters():
     grid = skyfit.PixelGrid((40, 40), 0.05, supersample=2)
     lens, source = skyfit.SIE(q=0.7, theta_E=0.7), sersic()

@@ -332,7 +332,7 @@ class TrainingConfig:
     """
 
     size: int = 32
-    latent_dim: int = 8
+    latent_dim: int = 16
     channels: tuple[int, ...] = (16, 32, 64)
     hidden: int = 128
     beta: float = 0.2

@@ -26,7 +26,7 @@ class VAEConfig:
     """
 
     size: int = 32
-    latent_dim: int = 8
+    latent_dim: int = 16
     channels: tuple[int, ...] = (16, 32, 64)
     hidden: int = 128
 

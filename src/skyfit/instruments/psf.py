@@ -27,10 +27,11 @@ class PSF(ck.Module):
         """Convolve ``image (..., H, W)`` (flux per pixel) with the PSF; flux is conserved.
 
         When every parameter of the PSF is fixed (static), the kernel's FFT is computed once and
-        reused until a parameter value changes.
+        reused until a parameter value changes (not under ``torch.compile``, which traces the
+        kernel computation into its graph instead: the cache's bookkeeping cannot be traced).
         """
         shape = (self.size, self.size)
-        if self.dynamic_params or self.pointer_params:
+        if self.dynamic_params or self.pointer_params or torch.compiler.is_compiling():
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
             return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
                                             shape)

@@ -77,7 +77,8 @@ def _sie_major_axis(x, y, x0, y0, q, phi, theta_E):
     # atanh(e u) / e equal u to 1e-16 relative there (their next term is e^2 u^3 / 3)
     e = torch.sqrt(((1 - q) * (1 + q)).clamp(min=1e-16))
     ey = e * yp
-    ax = b / e * torch.atan2(e * xp, w)
+    # w > 0, so atan(e x / w) needs no quadrant logic (cheaper than atan2)
+    ax = b / e * torch.atan(e * xp / w)
     ay = b / e * 0.5 * torch.log1p(2 * ey / (w - ey))  # atanh(e y / w), cheaper than atanh
     return xp, yp, ax, ay
 

@@ -80,12 +80,12 @@ class Scene(ck.Module):
 
     def _extended_image(self) -> torch.Tensor:
         # plain method: called inside __call__'s active context, saving a forward-call overhead
-        x, y = self.render_grid.subpixel_coordinates()
+        x, y = self.render_grid.sample_coordinates()
         total = None
         for source in self.sources:
             sb = source.brightness(x, y)
             total = sb if total is None else total + sb
-        return self.render_grid.integrate(total)
+        return self.render_grid.integrate_samples(total)
 
     @ck.forward
     def __call__(self) -> torch.Tensor:
