@@ -6,7 +6,7 @@ import math
 import time
 
 import torch
-from harness import Benchmark, best_time
+from harness import Benchmark, best_times
 from scipy.optimize import minimize
 
 import skyfit
@@ -76,11 +76,12 @@ def overhead(quick: bool):
         raise RuntimeError(f"hand-written model disagrees: {like(x).item()} vs {plain(x).item()}")
     repeat = 5 if quick else 20
     number = 5 if quick else 20
-    t_sky = best_time(lambda: like(x), repeat, number)
-    t_plain = best_time(lambda: plain(x), repeat, number)
     xg = x.clone().requires_grad_(True)
-    t_sky_g = best_time(lambda: torch.autograd.grad(like(xg), xg), repeat, number)
-    t_plain_g = best_time(lambda: torch.autograd.grad(plain(xg), xg), repeat, number)
+    t = best_times({"sky": lambda: like(x), "plain": lambda: plain(x)}, repeat, number)
+    t_sky, t_plain = t["sky"], t["plain"]
+    t = best_times({"sky": lambda: torch.autograd.grad(like(xg), xg),
+                    "plain": lambda: torch.autograd.grad(plain(xg), xg)}, repeat, number)
+    t_sky_g, t_plain_g = t["sky"], t["plain"]
     return t_sky / t_plain, dict(skyfit_ms=1e3 * t_sky, plain_ms=1e3 * t_plain,
                                  grad_ratio=t_sky_g / t_plain_g, skyfit_grad_ms=1e3 * t_sky_g,
                                  plain_grad_ms=1e3 * t_plain_g, threads=torch.get_num_threads())
@@ -178,10 +179,9 @@ def batched_vs_stack(quick: bool):
     if not torch.allclose(lb, ls, rtol=1e-12):
         raise RuntimeError(f"stack and batched models disagree: {ls.item()} vs {lb.item()}")
     repeat, number = (5, 5) if quick else (15, 20)
-    t_b = best_time(lambda: batched.value_and_grad(xb), repeat, number)
-    t_s = best_time(lambda: stack.value_and_grad(xs), repeat, number)
-    t_bv = best_time(lambda: batched(xb), repeat, number)
-    t_sv = best_time(lambda: stack(xs), repeat, number)
+    t = best_times({"b": lambda: batched.value_and_grad(xb), "s": lambda: stack.value_and_grad(xs),
+                    "bv": lambda: batched(xb), "sv": lambda: stack(xs)}, repeat, number)
+    t_b, t_s, t_bv, t_sv = t["b"], t["s"], t["bv"], t["sv"]
     n = len(data.times)
     # the speed-up is n * (one stack epoch) / (all epochs batched): it exceeds n only if the
     # batched model costs less than one epoch of the stack; batched_over_one_epoch says how close
