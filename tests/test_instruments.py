@@ -52,6 +52,24 @@ def test_integrate_is_exact_for_a_linear_surface_brightness():
     assert grid.integrate(torch.ones(2, 3, 20, 28, dtype=f64)).shape == (2, 3, 5, 7)
 
 
+def test_sample_layout_integrates_like_the_image_layout():
+    grid = PixelGrid((5, 7), 0.2, center=(0.3, 0.1), supersample=3)
+    xs, ys = grid.sample_coordinates()
+    assert xs.shape == (9, 5, 7)
+    # the same sub-pixel centres, only ordered sub-pixel first
+    xi, yi = grid.subpixel_coordinates()
+    torch.testing.assert_close(xs.flatten().sort().values, xi.flatten().sort().values)
+    torch.testing.assert_close(ys.flatten().sort().values, yi.flatten().sort().values)
+    f = lambda x, y: torch.exp(-(x**2 + 2 * y**2))  # noqa: E731
+    torch.testing.assert_close(grid.integrate_samples(f(xs, ys)), grid.integrate(f(xi, yi)),
+                               rtol=1e-13, atol=0)
+    assert grid.integrate_samples(torch.ones(2, 9, 5, 7, dtype=f64)).shape == (2, 5, 7)
+    with pytest.raises(ShapeError, match="sample_coordinates"):
+        grid.integrate_samples(torch.ones(15, 21, dtype=f64))
+    plain = PixelGrid((5, 7), 0.2)  # no supersampling: pixel centres, no extra axis
+    assert plain.sample_coordinates()[0].shape == (5, 7)
+
+
 @pytest.mark.parametrize(
     "kwargs, error",
     [
