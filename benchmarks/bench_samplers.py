@@ -206,8 +206,8 @@ def nuts_vs_emcee_lightcurve(quick: bool):
     post, _ = supernova_problem(3)
     # the image model costs ~7 ms per chain and gradient: few chains, short runs
     if quick:
-        return nuts_vs_emcee(post, False, chains=4, warmup=50, draws=40, emcee_steps=200,
-                             emcee_burn=60)
+        return nuts_vs_emcee(post, False, chains=4, warmup=20, draws=20, emcee_steps=60,
+                             emcee_burn=20)
     return nuts_vs_emcee(post, False, chains=16, warmup=100, draws=150, emcee_steps=1500,
                          emcee_burn=500)
 
