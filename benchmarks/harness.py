@@ -28,24 +28,13 @@ class Benchmark:
         return OPS[self.op](value, self.target)
 
 
-def best_time(fn: Callable[[], object], repeat: int = 5, number: int = 1) -> float:
-    """Best wall time of ``number`` calls over ``repeat`` tries (seconds per call)."""
-    fn()  # warm up (allocations, caches)
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t) / number)
-    return best
-
-
 def best_times(fns: dict[str, Callable[[], object]], repeat: int = 5,
                number: int = 1) -> dict[str, float]:
-    """:func:`best_time` of several functions with their tries interleaved, so that a change in
+    """Best wall time (seconds per call) of each function: ``number`` calls per try, ``repeat``
+    tries after one warm-up call. The tries of the functions are interleaved, so that a change in
     the machine's speed during the run (other tenants, frequency) hits each of them alike."""
     for fn in fns.values():
-        fn()
+        fn()  # warm up (allocations, caches)
     best = {name: float("inf") for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():

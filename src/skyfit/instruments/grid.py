@@ -70,7 +70,7 @@ class PixelGrid(ck.Module):
         s = self.supersample
         if s == 1:
             return self._coords
-        x, y = self._make(1)
+        x, y = self._coords
         kw = dict(dtype=self.dtype, device=self.device)
         offset = (torch.arange(s, **kw) - (s - 1) / 2) * (self.pixel_scale / s)
         # (s * s, ny, nx): sub-pixel (row, column) offset first, then the pixel
