@@ -39,6 +39,14 @@ def test_pixel_grid_centres_follow_the_convention():
     torch.testing.assert_close(xs.reshape(4, 3, 6, 3).mean((1, 3)), x)
     torch.testing.assert_close(ys.reshape(4, 3, 6, 3).mean((1, 3)), y)
     assert grid.extent == pytest.approx((1.0 - 1.5, 1.0 + 1.5, -2.0 - 1.0, -2.0 + 1.0))
+    # pixel edges: one more than the pixels, centred between, spanning the extent
+    xe, ye = grid.pixel_edges()
+    assert xe.shape == (7,) and ye.shape == (5,)
+    torch.testing.assert_close((xe[:-1] + xe[1:]) / 2, x[0])
+    torch.testing.assert_close((ye[:-1] + ye[1:]) / 2, y[:, 0])
+    assert (xe[0].item(), xe[-1].item(), ye[0].item(), ye[-1].item()) == pytest.approx(grid.extent)
+    # the coordinate arrays are contiguous (a compiled simulator walks them in one flat loop)
+    assert x.is_contiguous() and y.is_contiguous()
 
 
 def test_integrate_is_exact_for_a_linear_surface_brightness():

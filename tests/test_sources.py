@@ -63,11 +63,11 @@ def test_image_on_a_supersampled_grid_sums_to_flux(name):
 
 
 def test_sersic_b_matches_scipy_gammaincinv():
-    n = torch.linspace(0.36, 10.0, 300, dtype=f64)
+    n = torch.linspace(0.2, 10.0, 400, dtype=f64)
     truth = scipy.special.gammaincinv(2 * n.numpy(), 0.5)
     b64 = sersic_b(n)
     assert b64.dtype == f64
-    np.testing.assert_allclose(b64.numpy(), truth, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(b64.numpy(), truth, rtol=1e-13, atol=0)
     b32 = sersic_b(n.float())
     assert b32.dtype == torch.float32
     np.testing.assert_allclose(b32.double().numpy(), truth, rtol=1e-5, atol=0)
@@ -81,6 +81,23 @@ def test_sersic_b_derivative_matches_scipy_finite_difference():
     fd = (scipy.special.gammaincinv(2 * (nn + h), 0.5)
           - scipy.special.gammaincinv(2 * (nn - h), 0.5)) / (2 * h)
     np.testing.assert_allclose(db.numpy(), fd, rtol=1e-7)
+
+
+def test_sersic_b_second_derivative_matches_high_precision_values():
+    # Laplace fits differentiate b(n) twice: the Halley iterations must carry exact Hessians.
+    # Truth: mpmath (a dependency of torch, via sympy) at 40 digits
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    n = torch.tensor([0.25, 1.0, 2.5, 8.0], dtype=f64, requires_grad=True)
+    (db,) = torch.autograd.grad(sersic_b(n).sum(), n, create_graph=True)
+    (d2b,) = torch.autograd.grad(db.sum(), n)
+
+    def b_of(v):
+        return mp.findroot(lambda t: mp.gammainc(2 * v, 0, t, regularized=True) - 0.5,
+                           2 * v - mp.mpf(1) / 3)
+
+    truth = [float(mp.diff(b_of, mp.mpf(float(v)), 2)) for v in n.detach()]
+    np.testing.assert_allclose(d2b.numpy(), truth, rtol=1e-7)
 
 
 @pytest.mark.parametrize("n", [0.5, 1.0, 2.0, 4.0, 8.0])

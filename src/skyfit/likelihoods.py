@@ -110,12 +110,16 @@ class GaussianLikelihood(ck.Module):
         model = self.model()
         _check_model_shape(model, self.data, type(self).__name__)
         var = self.variance if self.variance is not None else self.noise.variance(model)
-        terms = (self.data - model) ** 2 / var + torch.log(2 * math.pi * var)
+        # log(2 pi var) = log(var) + log(2 pi): the constant is added once, not per pixel
+        terms = (self.data - model) ** 2 / var + torch.log(var)
         terms = terms.expand(self.data.shape)
         if self.mask is not None:
             # where, not boolean indexing: keeps shapes static so torch.vmap can batch it
             terms = torch.where(self.mask, terms, torch.zeros_like(terms))
-        return -0.5 * terms.sum()
+            n_pixels = self.mask.expand(self.data.shape).sum().to(terms.dtype)
+        else:
+            n_pixels = self.data.numel()
+        return -0.5 * (terms.sum() + n_pixels * math.log(2 * math.pi))
 
 
 class PoissonLikelihood(ck.Module):

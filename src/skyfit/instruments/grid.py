@@ -63,6 +63,7 @@ class PixelGrid(ck.Module):
         self.dtype = dtype
         self.device = device
         self._coords = self._make(1)
+        self._edges = self._make_edges()
         self._subcoords = self._make(self.supersample)
         self._samples = self._make_samples()
 
@@ -78,6 +79,13 @@ class PixelGrid(ck.Module):
         dy = offset.repeat_interleave(s)[:, None, None]
         return (x + dx).contiguous(), (y + dy).contiguous()
 
+    def _make_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ny, nx = self.shape
+        kw = dict(dtype=self.dtype, device=self.device)
+        xe = self.center[0] + (torch.arange(nx + 1, **kw) - nx / 2) * self.pixel_scale
+        ye = self.center[1] + (torch.arange(ny + 1, **kw) - ny / 2) * self.pixel_scale
+        return xe, ye
+
     def _make(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         ny, nx = self.shape
         step = self.pixel_scale / s
@@ -85,7 +93,10 @@ class PixelGrid(ck.Module):
         xs = self.center[0] + (torch.arange(nx * s, **kw) - (nx * s - 1) / 2) * step
         ys = self.center[1] + (torch.arange(ny * s, **kw) - (ny * s - 1) / 2) * step
         y, x = torch.meshgrid(ys, xs, indexing="ij")
-        return x, y
+        # contiguous, not meshgrid's broadcast views: a compiled simulator then walks every
+        # coordinate array in one flat loop, so inductor fuses the whole ray trace and profile
+        # into it (with the views it split them into loops that store their intermediates)
+        return x.contiguous(), y.contiguous()
 
     @property
     def pixel_area(self) -> float:
@@ -102,6 +113,10 @@ class PixelGrid(ck.Module):
     def coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-centre coordinates ``(x, y)``, each of shape ``(ny, nx)``, arcsec."""
         return self._coords
+
+    def pixel_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel edges along each axis, arcsec: ``x (nx + 1,)`` and ``y (ny + 1,)``, increasing."""
+        return self._edges
 
     def subpixel_coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Sub-pixel-centre coordinates, each ``(ny * s, nx * s)`` for ``s = supersample``."""
@@ -156,6 +171,7 @@ class PixelGrid(ck.Module):
         if device is not None:
             self.device = device
         self._coords = self._make(1)
+        self._edges = self._make_edges()
         self._subcoords = self._make(self.supersample)
         self._samples = self._make_samples()
         super().to(device=device, dtype=dtype)

@@ -34,55 +34,65 @@ def batch_param(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return p.reshape(p.shape + (1,) * x.ndim)
 
 
+def _quadratic_form_coefficients(q, phi):
+    c, s = torch.cos(phi), torch.sin(phi)
+    return q * c**2 + s**2 / q, 2 * c * s * (q - 1 / q), q * s**2 + c**2 / q
+
+
+def _quadratic_form(x, y, x0, y0, a, b, d):
+    """``a dx^2 + b dx dy + d dy^2``, factored as ``dx (a dx + b dy) + d dy dy``: the fewest
+    operations on the (large) coordinate arrays, forward and backward (measured ~20% faster than
+    the expanded sum for value and gradient; ``torch.addcmul`` is no faster, its backward pays
+    an extra multiplication per operand)."""
+    dx, dy = x - x0, y - y0
+    return dx * (a * dx + b * dy) + d * dy * dy
+
+
 def elliptical_radius_squared(x, y, x0, y0, q, phi):
     """Circularised elliptical radius squared ``q x'^2 + y'^2 / q`` (arcsec^2), with ``x'`` along
     the major axis. Written as a quadratic form in ``(x - x0, y - y0)`` whose coefficients are
     computed on the (small) parameters: fewer operations on the (large) coordinate arrays."""
-    c, s = torch.cos(phi), torch.sin(phi)
-    a = q * c**2 + s**2 / q
-    b = 2 * c * s * (q - 1 / q)
-    d = q * s**2 + c**2 / q
-    dx, dy = x - x0, y - y0
-    return a * dx * dx + b * dx * dy + d * dy * dy
+    return _quadratic_form(x, y, x0, y0, *_quadratic_form_coefficients(q, phi))
 
 
 def gaussian_profile(x, y, x0, y0, q, phi, sigma):
     """Unit-flux elliptical Gaussian surface brightness (1 / arcsec^2); integrates to 1."""
-    r2 = elliptical_radius_squared(x, y, x0, y0, q, phi)
-    return torch.exp(-0.5 * r2 / sigma**2) / (2 * math.pi * sigma**2)
+    scale = -0.5 / sigma**2  # folded into the coefficients: one pass less over the arrays
+    a, b, d = (scale * c for c in _quadratic_form_coefficients(q, phi))
+    return torch.exp(_quadratic_form(x, y, x0, y0, a, b, d) - torch.log(2 * math.pi * sigma**2))
 
 
-def _lower_gamma_regularised(a: torch.Tensor, x: torch.Tensor, terms: int = 160) -> torch.Tensor:
-    # Series P(a, x) = x^a e^-x / Gamma(a+1) * sum_k x^k / ((a+1)...(a+k)). Written out because
+def _series_prefactor_ratio(a, b, log_ak, lgamma_a1):
+    # For P(a, b) = b^a e^-b / Gamma(a+1) * S with S = sum_k b^k / ((a+1)...(a+k)) (every b; here
+    # b ~ a, so 160 terms reach machine precision for n <= 10) and P' = b^(a-1) e^-b / Gamma(a):
+    # (P - 1/2) / P' = b / a * (S - 1/2 Gamma(a+1) e^b / b^a). Written out because
     # torch.special.gammainc has no derivative in `a`, which b(n) needs (and its Hessian too).
-    # Converges for every x; here x ~ a, so 160 terms reach machine precision for n <= 10.
-    k = torch.arange(1, terms, dtype=a.dtype, device=a.device)
-    log_terms = torch.cumsum(torch.log(x[..., None]) - torch.log(a[..., None] + k), dim=-1)
-    series = 1 + torch.exp(log_terms).sum(-1)
-    return torch.exp(a * torch.log(x) - x - torch.lgamma(a + 1)) * series
+    log_b = torch.log(b)
+    series = 1 + torch.exp(torch.cumsum(log_b[..., None] - log_ak, dim=-1)).sum(-1)
+    return b / a * (series - 0.5 * torch.exp(lgamma_a1 + b - a * log_b))
 
 
-def sersic_b(n: torch.Tensor, newton_steps: int = 3) -> torch.Tensor:
+def sersic_b(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
     """Sersic ``b(n)``, root of ``P(2n, b) = 1/2`` so that ``Re`` encloses half the light.
 
-    Starts from the Ciotti & Bertin (1999, A&A 352, 447; arXiv:astro-ph/9911078) expansion and
-    takes Newton steps through a differentiable incomplete gamma function, so values, gradients and
-    Hessians are exact to machine precision for 0.2 < n < 10 (relative error < 1e-12 in float64).
+    Starts from the Ciotti & Bertin (1999, A&A 352, 447; arXiv:astro-ph/9911078) expansion (relative
+    error < 1e-4 for 0.2 < n < 10) and takes Halley steps (cubic convergence) through a
+    differentiable series for the incomplete gamma function, so values, gradients and Hessians are
+    exact to machine precision for 0.2 < n < 10 (relative error < 1e-13 in float64 against
+    ``scipy.special.gammaincinv``).
     """
     n = torch.as_tensor(n)
-    b = (
-        2 * n
-        - 1 / 3
-        + 4 / (405 * n)
-        + 46 / (25515 * n**2)
-        + 131 / (1148175 * n**3)
-        - 2194697 / (30690717750 * n**4)
-    )
+    inv = 1 / n
+    b = 2 * n - 1 / 3 + inv * (4 / 405 + inv * (46 / 25515 + inv * (
+        131 / 1148175 - inv * (2194697 / 30690717750))))
     a = 2 * n
-    for _ in range(newton_steps):
-        f = _lower_gamma_regularised(a, b) - 0.5
-        log_pdf = (a - 1) * torch.log(b) - b - torch.lgamma(a)
-        b = b - f * torch.exp(-log_pdf)
+    k = torch.arange(1, terms, dtype=n.dtype, device=n.device)
+    log_ak = torch.log(a[..., None] + k)  # the series' denominators do not change with b
+    lgamma_a1 = torch.lgamma(a + 1)
+    for _ in range(steps):
+        ratio = _series_prefactor_ratio(a, b, log_ak, lgamma_a1)  # f / f'
+        # Halley: b -= (f / f') / (1 - (f / f') f'' / (2 f')), with f'' / f' = (a - 1) / b - 1
+        b = b - ratio / (1 - 0.5 * ratio * ((a - 1) / b - 1))
     return b
 
 
@@ -103,10 +113,11 @@ def sersic_profile(x, y, x0, y0, q, phi, n, Re):
     r2 = elliptical_radius_squared(x, y, x0, y0, q, phi)
     log_norm = math.log(2 * math.pi) + torch.log(n) + 2 * torch.log(Re) + b
     log_norm = log_norm + torch.lgamma(2 * n) - 2 * n * torch.log(b)
-    # (R / Re)^(1/n) through exp/log: cheaper gradients than pow; the tiny offset keeps the
-    # gradient finite at the cusp R = 0 (1e-6 arcsec: far below any pixel)
-    u = torch.exp((0.5 / n) * torch.log(r2 + 1e-12) - torch.log(Re) / n)
-    return torch.exp((b - log_norm) - b * u)
+    # b (R / Re)^(1/n) through exp/log (cheaper gradients than pow), with b and Re folded into
+    # one constant; the tiny offset keeps the gradient finite at the cusp R = 0 (1e-6 arcsec: far
+    # below any pixel)
+    bu = torch.exp((0.5 / n) * torch.log(r2 + 1e-12) + (torch.log(b) - torch.log(Re) / n))
+    return torch.exp((b - log_norm) - bu)
 
 
 def bilinear_interpolate(image: torch.Tensor, x, y, x0, y0, pixel_scale) -> torch.Tensor:
