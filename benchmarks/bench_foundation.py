@@ -8,6 +8,7 @@ import time
 import torch
 from harness import Benchmark, best_times
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 import skyfit
 from skyfit.demo import (
@@ -135,8 +136,9 @@ def map_vs_neldermead(quick: bool):
     x = x0.numpy()
     budget = 6000 if quick else 40000
     for _ in range(5):
-        r = minimize(f, x, method="Nelder-Mead",
-                     options=dict(adaptive=True, xatol=1e-8, fatol=1e-8, maxfev=budget))
+        with threadpool_limits(limits=1, user_api="blas"):  # as fit_map runs scipy
+            r = minimize(f, x, method="Nelder-Mead",
+                         options=dict(adaptive=True, xatol=1e-8, fatol=1e-8, maxfev=budget))
         if reached is not None or n_evals >= budget:
             break
         x = r.x

@@ -229,6 +229,35 @@ def test_fft_convolve_broadcasts_batches_and_conserves_flux_away_from_the_edge()
                                fft_convolve(images[1], kernels[0]))
 
 
+def test_fixed_psf_kernel_cache_does_not_escape_torch_func_transforms():
+    # the kernel FFT of a static PSF is cached; first built inside jacfwd (whose tensors are
+    # wrapped for its level), a stored copy broke every later call ("escaped?" assertion)
+    import skyfit
+    from skyfit.demo import HOST_TRUTH, SN_TRUTH, simulate_supernova
+
+    data = simulate_supernova(0)
+
+    def posterior():  # the demo's joint model, its PSF cache empty
+        host = skyfit.Sersic("host", **HOST_TRUTH)
+        sn = skyfit.PointSource("sn", x0=SN_TRUTH["x0"], y0=SN_TRUTH["y0"],
+                                flux=data.true_fluxes.clamp(min=1.0))
+        scene = skyfit.Scene(data.grid, [host], GaussianPSF(sigma=data.psf_sigma, size=15), [sn])
+        host.to_dynamic()
+        sn.to_dynamic()
+        return skyfit.Posterior(skyfit.GaussianLikelihood(scene, data.images, noise=data.noise))
+
+    post = posterior()
+    x = post.initial()
+    hessian_fwd = torch.func.jacfwd(torch.func.jacrev(post.log_prob))
+    first, second = hessian_fwd(x), hessian_fwd(x)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    reference = torch.func.jacrev(torch.func.jacrev(posterior().log_prob))(x)
+    torch.testing.assert_close(first, reference, rtol=1e-9, atol=1e-9)
+    # plain and batched calls after them agree with a fresh model
+    torch.testing.assert_close(post(x), posterior()(x))
+    torch.testing.assert_close(post(torch.stack([x, x])), posterior()(x).expand(2))
+
+
 def test_fft_convolve_with_an_even_kernel_raises():
     with pytest.raises(ShapeError, match="odd"):
         fft_convolve(torch.ones(8, 8), torch.ones(4, 3))

@@ -28,7 +28,8 @@ class PSF(ck.Module):
 
         When every parameter of the PSF is fixed (static), the kernel's FFT is computed once and
         reused until a parameter value changes (not under ``torch.compile``, which traces the
-        kernel computation into its graph instead: the cache's bookkeeping cannot be traced).
+        kernel computation into its graph instead: the cache's bookkeeping cannot be traced; and
+        not stored from inside ``torch.func`` transforms, whose tensors must not outlive them).
         """
         shape = (self.size, self.size)
         if self.dynamic_params or self.pointer_params or torch.compiler.is_compiling():
@@ -41,7 +42,10 @@ class PSF(ck.Module):
         if cache is None or cache[0] != key:
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
             cache = (key, kernel_transform(kernel, image.shape[-2:]).detach())
-            self.__dict__["_kernel_ft_cache"] = cache
+            # inside torch.func transforms (jacfwd, jacrev, vmap) results are wrapped for that
+            # transform's level: kept past it they would escape, so store only plain tensors
+            if not torch._C._are_functorch_transforms_active():
+                self.__dict__["_kernel_ft_cache"] = cache
         return fft_convolve_transformed(image, cache[1], shape)
 
 
