@@ -93,10 +93,13 @@ class PixelGrid(ck.Module):
         xs = self.center[0] + (torch.arange(nx * s, **kw) - (nx * s - 1) / 2) * step
         ys = self.center[1] + (torch.arange(ny * s, **kw) - (ny * s - 1) / 2) * step
         y, x = torch.meshgrid(ys, xs, indexing="ij")
-        # contiguous, not meshgrid's broadcast views: a compiled simulator then walks every
-        # coordinate array in one flat loop, so inductor fuses the whole ray trace and profile
-        # into it (with the views it split them into loops that store their intermediates)
-        return x.contiguous(), y.contiguous()
+        if s == 1:
+            # the pixel centres (the samples of an unsupersampled grid) are contiguous, not
+            # meshgrid's broadcast views: a compiled simulator then walks every coordinate array
+            # in one flat loop, so inductor fuses the whole ray trace and profile into it (with
+            # the views it split them into loops that store their intermediates, 1.3x slower)
+            return x.contiguous(), y.contiguous()
+        return x, y  # views: (ny s, nx s) arrays of a large grid would cost memory for nothing
 
     @property
     def pixel_area(self) -> float:
