@@ -193,3 +193,28 @@ def test_map_result_writes_values_back():
     res.apply()
     assert torch.allclose(post.initial(), res.x)
     assert set(res.values) == {"a.flux", "b.flux", "c.flux"}
+
+
+def test_preconditioned_fit_reaches_the_analytic_optimum_of_a_badly_scaled_problem():
+    # curvatures 1e-6 .. 1e6 (arcsec-sized and flux-sized parameters in one vector): the optimum
+    # of this quadratic is known exactly, with and without preconditioning
+    mean = torch.tensor([0.3, -2.0, 4.0e3], dtype=torch.float64)
+    prec = torch.tensor([1e6, 1.0, 1e-6], dtype=torch.float64)
+    batched = skyfit.FunctionDensity(lambda x: -0.5 * (prec * (x - mean) ** 2).sum(-1), 3)
+
+    def one_point_only(x):
+        if x.ndim != 1:
+            raise RuntimeError("this model takes one point at a time")
+        return -0.5 * (prec * (x - mean) ** 2).sum(-1)
+
+    unbatched = skyfit.FunctionDensity(one_point_only, 3)
+    x0 = torch.tensor([0.0, 0.0, 1.0e3], dtype=torch.float64)
+    res = skyfit.fit_map(batched, x0)
+    assert res.converged
+    torch.testing.assert_close(res.x, mean, rtol=1e-9, atol=1e-9)
+    # a model that fails on a batch: no preconditioning, a warning saying why, same optimum
+    with pytest.warns(skyfit.ConvergenceWarning, match="no preconditioning"):
+        res = skyfit.fit_map(unbatched, x0)
+    torch.testing.assert_close(res.x, mean, rtol=1e-9, atol=1e-9)
+    # evaluation counts include the start and the dim points of the preconditioning call
+    assert skyfit.fit_map(batched, x0).n_evals >= 1 + 3

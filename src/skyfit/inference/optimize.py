@@ -93,14 +93,18 @@ def _free(x: torch.Tensor, g: torch.Tensor, density: LogDensity) -> torch.Tensor
 def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor) -> torch.Tensor:
     """``1 / sqrt(-d2 log p / dx_i2)`` at ``x0`` from forward differences of the gradient
     (``grad0`` at ``x0``; the ``dim`` shifted points in one batched call, each stepping into the
-    support); 1 where that is not available (a model that cannot be batched, a non-finite or
-    non-negative curvature)."""
+    support); 1 where the curvature is non-finite or not negative. A model that cannot be
+    evaluated on a batch gets unit scales and a warning saying why."""
     h = 1e-4 * torch.clamp(x0.abs(), min=1e-3)
     h = torch.where(x0 + h <= density.upper, h, -h)
     pts = (x0 + torch.diag(h)).clamp(density.lower, density.upper)
     try:
         _, g = density.value_and_grad(pts)
-    except Exception:  # noqa: BLE001 -- preconditioning is an optimisation, never a failure
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        # preconditioning is an optimisation: the fit goes on unpreconditioned, but says so
+        warnings.warn(ConvergenceWarning(
+            f"fit_map: no preconditioning, the log-density failed on a batch of points "
+            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=3)
         return torch.ones_like(x0)
     curv = -(g.diagonal() - grad0) / (pts.diagonal() - x0)
     ok = torch.isfinite(curv) & (curv > 0)
@@ -122,9 +126,9 @@ def fit_map(
     each Param's ``valid``), ``"BFGS"`` (unbounded problems), ``"trust-exact"`` (uses the exact
     Hessian; best for small, stiff problems). With ``precondition=True`` (default) the
     optimiser works in parameters rescaled by the diagonal curvature at the start. With
-    ``polish=True`` (default) up to five
-    safeguarded Newton steps with the exact Hessian follow, which take quasi-Newton
-    results to full precision; convergence is then judged by the Newton decrement.
+    ``polish=True`` (default) up to eight safeguarded Newton steps with the exact Hessian follow,
+    which take quasi-Newton results to full precision; convergence is then judged by the Newton
+    decrement.
 
     Arguments:
         density: any :class:`~skyfit.inference.LogDensity` (e.g. a :class:`~skyfit.Posterior`).
@@ -194,7 +198,6 @@ def fit_map(
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(objective, np.zeros(x0.shape[0]), **kwargs)
     x = to_x(res.x)
-    x = torch.clamp(x, density.lower, density.upper)
     logp, grad = density.value_and_grad(x)
     n_evals += 1
 

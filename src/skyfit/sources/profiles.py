@@ -76,12 +76,11 @@ def sersic_b(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
     """Sersic ``b(n)``, root of ``P(2n, b) = 1/2`` so that ``Re`` encloses half the light.
 
     Starts from the Ciotti & Bertin (1999, A&A 352, 447; arXiv:astro-ph/9911078) expansion
-    (within 10% at n = 0.2 and 5e-4 above n = 0.36) and takes ``steps`` Halley steps (cubic
-    convergence) on a differentiable series for the incomplete gamma function, so values,
-    gradients and Hessians are exact to machine precision for 0.2 < n < 10 (relative error
-    < 1e-13 in float64 against ``scipy.special.gammaincinv``; also n up to 20). Below n = 0.2
-    (outside the Sersic ``n`` Param's ``valid`` range) the start is too far from the root and
-    the result is NaN.
+    (within 10% at n = 0.2 and 5e-4 above n = 0.36; below n = 0.2, where it diverges, from the
+    series' first term) and takes ``steps`` Halley steps (cubic convergence) on a differentiable
+    series for the incomplete gamma function, so values, gradients and Hessians are exact to
+    machine precision: relative error < 1e-13 in float64 against ``scipy.special.gammaincinv``
+    for 0.01 <= n <= 20 (the Sersic ``n`` Param's ``valid`` range is 0.2-10).
 
     Example:
         >>> round(sersic_b(torch.tensor(4.0, dtype=torch.float64)).item(), 6)
@@ -92,9 +91,12 @@ def sersic_b(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
     b = 2 * n - 1 / 3 + inv * (4 / 405 + inv * (46 / 25515 + inv * (
         131 / 1148175 - inv * (2194697 / 30690717750))))
     a = 2 * n
+    lgamma_a1 = torch.lgamma(a + 1)
+    # below n = 0.2 the expansion diverges; there the series' first term, b^a / Gamma(a+1) = 1/2,
+    # starts closer (within 8% for n < 0.2)
+    b = torch.where(n < 0.2, torch.exp((lgamma_a1 - math.log(2)) / a), b)
     k = torch.arange(1, terms, dtype=n.dtype, device=n.device)
     log_ak = torch.log(a[..., None] + k)  # the series' denominators do not change with b
-    lgamma_a1 = torch.lgamma(a + 1)
     for _ in range(steps):
         ratio = _series_prefactor_ratio(a, b, log_ak, lgamma_a1)  # f / f'
         # Halley: b -= (f / f') / (1 - (f / f') f'' / (2 f')), with f'' / f' = (a - 1) / b - 1
