@@ -61,12 +61,14 @@ class GaussianLikelihood(ck.Module):
         mask: boolean, True where a pixel is used.
 
     Example:
-        >>> import torch
+        >>> import math, torch
         >>> from skyfit import GaussianLikelihood, PixelGrid, Scene, Gaussian
-        >>> scene = Scene(PixelGrid((16, 16), 0.1), [Gaussian(flux=1.0)])
+        >>> scene = Scene(PixelGrid((16, 16), 0.1, dtype=torch.float64), [Gaussian(flux=1.0)])
         >>> like = GaussianLikelihood(scene, scene().detach(), variance=torch.full((16, 16), 0.01))
         >>> round(like().item(), 3)  # perfect model: only the normalisation term
-        590.366
+        354.214
+        >>> round(-0.5 * 256 * math.log(2 * math.pi * 0.01), 3)
+        354.214
     """
 
     def __init__(self, model: ck.Module, data, variance=None, noise=None, mask=None,

@@ -54,11 +54,15 @@ class Posterior(LogDensity):
         >>> import torch
         >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
         >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+        >>> t = torch.linspace(-5, 5, 11, dtype=torch.float64)
+        >>> flux = lc.flux(t).detach()  # noiseless data, made before the Params become dynamic
         >>> lc.to_dynamic()
-        >>> t = torch.linspace(-5, 5, 11)
-        >>> post = Posterior(PhotometryLikelihood(lc, t, lc.flux(t).detach(), 0.1 * torch.ones(11)))
+        >>> post = Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(11)))
         >>> post.names
         ['GaussianLightCurve.t0', 'GaussianLightCurve.sigma', 'GaussianLightCurve.peak_flux']
+        >>> x = torch.tensor([0.0, 2.0, 1.0], dtype=torch.float64)
+        >>> round(post(x).item(), 4)  # the truth: only -1/2 sum log(2 pi 0.1^2), flat priors
+        15.2201
     """
 
     def __init__(self, likelihood: ck.Module, priors: Mapping | None = None,

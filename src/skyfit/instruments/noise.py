@@ -24,7 +24,8 @@ class ReadPoissonNoise(ck.Module):
     Example:
         >>> import torch
         >>> noise = ReadPoissonNoise(exposure_time=25.0, read_noise=2.5)
-        >>> noise.variance(torch.tensor([0.0, 1.0])).tolist()
+        >>> v = noise.variance(torch.tensor([0.0, 1.0], dtype=torch.float64))  # (2.5/25)^2, + 1/25
+        >>> [round(value, 12) for value in v.tolist()]
         [0.01, 0.05]
     """
 
