@@ -294,3 +294,34 @@ def test_read_poisson_samples_have_the_model_mean_and_variance():
     a = noise.sample(model, torch.Generator().manual_seed(7))
     b = noise.sample(model, torch.Generator().manual_seed(7))
     torch.testing.assert_close(a, b)
+
+
+def test_read_poisson_noise_rejects_a_non_positive_exposure_time():
+    for t in (0.0, -1.0):
+        with pytest.raises(ValueError, match="exposure_time"):
+            ReadPoissonNoise(exposure_time=t, read_noise=1.0)
+
+
+def test_fixed_psf_kernel_cache_follows_value_changes():
+    # a freed parameter tensor's id() can be reused by the next value: the cache must notice
+    img = torch.zeros(21, 21, dtype=f64)
+    img[10, 10] = 1
+    psf = GaussianPSF(sigma=0.1, size=11)
+    for i in range(50):
+        psf.sigma.value = 0.1 + 0.001 * i
+        psf.convolve(img, 0.05)
+        psf.sigma.value = 0.5  # never convolved
+        psf.sigma.value = 0.15 + 0.001 * i
+        reference = GaussianPSF(sigma=0.15 + 0.001 * i, size=11).convolve(img, 0.05)
+        torch.testing.assert_close(psf.convolve(img, 0.05), reference, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("x0", [-2.2, -3.6, 5.0])
+def test_pixelated_psf_source_far_outside_the_grid_gives_no_light(x0):
+    # the Fourier shift works on a periodic canvas: without care such sources wrap into the image
+    grid = PixelGrid((32, 32), 0.1)
+    r = torch.arange(5, dtype=f64) - 2
+    psf = PixelatedPSF(kernel=torch.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2)))
+    assert psf.point_image(grid, x0, 0.0, 1.0).abs().sum().item() < 1e-12
+    # as the Gaussian PSF (exact pixel integrals: at x0 = -2.2 the field is 6 sigma away)
+    assert GaussianPSF(sigma=0.1, size=5).point_image(grid, x0, 0.0, 1.0).sum().item() < 1e-8

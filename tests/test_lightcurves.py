@@ -12,6 +12,7 @@ from skyfit import (
     Gaussian,
     GaussianLightCurve,
     GaussianPSF,
+    PhotometryLikelihood,
     PixelGrid,
     PointSource,
     ShapeError,
@@ -189,6 +190,14 @@ def test_light_curve_bad_input_raises():
         lc.flux(t, band=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="no bands"):
         GaussianLightCurve().flux(t, band=0)
+    # out-of-range indices: -1 would silently pick the last band, 2 would be an IndexError
+    for band in ([-1, 0, 1], [0, 2, 1]):
+        with pytest.raises(ValueError, match="band indices must lie in 0..1"):
+            lc.flux(t, band=torch.tensor(band))
+    with pytest.raises(TypeError, match="integer"):
+        PhotometryLikelihood(lc, t, torch.ones(3), torch.ones(3), band=[0.7, 1.2, 0.0])
+    with pytest.raises(ValueError, match="band indices"):
+        PhotometryLikelihood(lc, t, torch.ones(3), torch.ones(3), band=[0, 1, 2])
     with pytest.raises(ValueError, match="transition_width"):
         Villar(transition_width=0.0)
 
@@ -228,6 +237,8 @@ def test_float32_matches_float64(name):
     f64_ = lc.flux(EPOCHS, EPOCH_BANDS, x.double())
     assert f32.dtype == torch.float32 and f64_.dtype == torch.float64
     torch.testing.assert_close(f32.double(), f64_, rtol=1e-5, atol=1e-6)
+    # mixed: t's dtype promoted with the parameters' (a float64 fit stays float64)
+    assert lc.flux(EPOCHS.float(), EPOCH_BANDS, x.double()).dtype == torch.float64
 
 
 # --------------------------------------------------------------------------- linking to sources

@@ -112,6 +112,45 @@ def test_photometry_rejects_non_positive_errors():
         skyfit.PhotometryLikelihood(lc, torch.zeros(3), torch.zeros(4), torch.ones(3))
 
 
+def test_poisson_likelihood_with_sky_and_mask_matches_scipy():
+    grid = skyfit.PixelGrid((12, 12), 0.1, supersample=2)
+    scene = skyfit.Scene(grid, [skyfit.Gaussian(sigma=0.2, flux=50.0)])
+    m = scene().detach()
+    t, sky = 4.0, 0.7
+    counts = torch.poisson((m + sky) * t, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(12, 12, dtype=torch.bool)
+    mask[:, :7] = True
+    like = skyfit.PoissonLikelihood(scene, counts, exposure_time=t, sky=sky, mask=mask)
+    expected = stats.poisson(((m + sky) * t).numpy()).logpmf(counts.numpy())[mask.numpy()].sum()
+    assert like().item() == pytest.approx(expected, rel=1e-10)
+    for bad in (dict(counts=-counts - 1), dict(counts=counts + 0.5),
+                dict(counts=counts, exposure_time=0.0)):
+        with pytest.raises(DataError):
+            skyfit.PoissonLikelihood(scene, **bad)
+
+
+def test_poisson_likelihood_in_float32_with_empty_pixels_is_finite():
+    # pixels whose model underflows to 0: 1e-300 is 0 in float32, and 0 log 0 must be 0
+    grid = skyfit.PixelGrid((8, 8), 0.1, dtype=torch.float32)
+    scene = skyfit.Scene(grid, [skyfit.Gaussian(sigma=torch.tensor(0.02), flux=torch.tensor(1.0))])
+    assert (scene() == 0).any()
+    counts = torch.zeros(8, 8)
+    counts[4, 4] = 1
+    value = skyfit.PoissonLikelihood(scene, counts)()
+    assert torch.isfinite(value)
+    m = scene().double()
+    expected = stats.poisson(m.numpy()).logpmf(counts.numpy())
+    assert value.item() == pytest.approx(np.where(np.isfinite(expected), expected, 0).sum(),
+                                         rel=1e-5)
+
+
+def test_noise_model_with_sky_but_no_read_noise_is_accepted():
+    scene = skyfit.Scene(skyfit.PixelGrid((8, 8), 0.1), [skyfit.Gaussian(sigma=0.2, flux=3.0)])
+    noise = skyfit.ReadPoissonNoise(exposure_time=10.0, read_noise=0.0, sky=5.0)
+    like = skyfit.GaussianLikelihood(scene, scene().detach(), noise=noise)
+    assert torch.isfinite(like())
+
+
 def test_noise_model_without_read_noise_is_rejected():
     scene, _ = small_scene()
     with pytest.raises(DataError, match="read_noise"):

@@ -60,6 +60,30 @@ def test_delta_method_is_exact_for_a_linear_function():
     assert cov.item() == pytest.approx((w @ lap.covariance @ w).item(), rel=1e-12)
 
 
+def test_delta_method_for_a_nonlinear_vector_function():
+    # J depends on the point: a Jacobian taken anywhere but the mean would fail here
+    C = torch.tensor([[0.04, 0.01, 0.0], [0.01, 0.09, 0.02], [0.0, 0.02, 0.25]],
+                     dtype=torch.float64)
+    mu = torch.tensor([2.0, 3.0, 5.0], dtype=torch.float64)
+    P = torch.linalg.inv(C)
+    d = skyfit.FunctionDensity(lambda x: -0.5 * (((x - mu) @ P) * (x - mu)).sum(-1), 3)
+    lap = skyfit.laplace(d, mu)
+    value, cov = lap.propagate(lambda x: torch.stack([x[0] * x[1], torch.log(x[2])]))
+    J = torch.tensor([[3.0, 2.0, 0.0], [0.0, 0.0, 1 / 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(value, torch.tensor([6.0, math.log(5.0)], dtype=torch.float64))
+    torch.testing.assert_close(cov, J @ C @ J.T, rtol=1e-12, atol=0)
+    draws = lap.sample(20000, seed=0).draws[0]
+    # the Laplace draws' mean within 4 standard errors of the mean
+    assert abs(draws.mean(0) - mu.numpy()).max() < 4 * (C.diagonal().sqrt().max().item()
+                                                       / 20000**0.5)
+
+
+def test_check_valid_names_the_bad_value_of_a_batch():
+    post, *_ = linear_flux_problem()
+    with pytest.raises(ParameterRangeError, match=r"point 1 of 2.*a.flux=-1"):
+        post.check_valid(torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]], dtype=torch.float64))
+
+
 def test_autograd_gradient_matches_finite_differences():
     post, _, _, _ = linear_flux_problem()
     for s in post.likelihood.model.sources:
@@ -86,6 +110,11 @@ def test_names_bounds_and_uniform_default_prior():
     x = post.initial()
     # q has valid (0, 1): uniform prior of density 1; fluxes: flat
     assert post.log_prior(x).item() == pytest.approx(0.0)
+    # phi has valid (0, pi): density 1/pi (a flat default would give 0 here, unlike for q)
+    post.likelihood.model.sources[1].phi.to_dynamic()
+    with_phi = skyfit.Posterior(post.likelihood)
+    assert with_phi.log_prior(with_phi.initial()).item() == pytest.approx(-math.log(math.pi),
+                                                                          rel=1e-12)
     outside = x.clone()
     outside[0] = 1.5
     assert post(outside).item() == -math.inf
@@ -169,10 +198,11 @@ def test_flat_direction_is_named_and_repaired():
         lap = skyfit.laplace(post, post.initial())
     assert lap.repaired
     assert torch.isfinite(lap.covariance).all()
-    # the measured combination (the sum) keeps its right, finite error
+    # the measured combination (the sum) keeps its right, finite error: 1 / its Fisher
+    # information, the unit-flux image (data / 5) squared over the pixel variance
     w = torch.ones(2, dtype=torch.float64)
-    fisher = (lap.hessian.neg() @ w @ w) / 4  # curvature along the sum direction
-    assert fisher > 0
+    truth = 1e-3 / ((data / 5.0) ** 2).sum()
+    assert (w @ lap.covariance @ w).item() == pytest.approx(truth.item(), rel=1e-3)
 
 
 @pytest.mark.parametrize("method", ["L-BFGS-B", "BFGS", "trust-exact"])

@@ -40,6 +40,20 @@ def _check_mask(mask, shape) -> torch.Tensor | None:
     return mask
 
 
+def _variance_floor(noise) -> torch.Tensor | None:
+    # the variance of an empty pixel, (sky t + read^2) / t^2 > 0 iff read > 0 or sky > 0;
+    # None when the noise model's parameters are not known yet (dynamic, no value)
+    values = []
+    for label in ("read_noise", "sky"):
+        param = getattr(noise, label, None)
+        value = None if param is None else param.value
+        if param is not None and value is None:
+            return None
+        values.append(torch.as_tensor(0.0 if value is None else value))
+    read, sky = values
+    return read.abs() + sky
+
+
 def _check_model_shape(model_out: torch.Tensor, data: torch.Tensor, who: str) -> None:
     if tuple(model_out.shape) != tuple(data.shape):
         raise ShapeError(f"{who}: model output has shape {tuple(model_out.shape)} but data has "
@@ -91,10 +105,10 @@ class GaussianLikelihood(ck.Module):
                                  f"shape {tuple(self.data.shape)}") from None
             self.variance = v
         else:
-            read = noise.read_noise.value
-            if read is not None and not (torch.as_tensor(read) > 0).all():
-                raise DataError("noise model has read_noise <= 0: empty pixels would have zero "
-                                "variance; set a positive read noise or sky")
+            floor = _variance_floor(noise)
+            if floor is not None and not (floor > 0).all():
+                raise DataError("noise model has read_noise <= 0 and sky <= 0: empty pixels "
+                                "would have zero variance; set a positive read noise or sky")
             self.variance = None
         self.noise = noise
         self.mask = _check_mask(mask, self.data.shape)
@@ -153,8 +167,10 @@ class PoissonLikelihood(ck.Module):
     def __call__(self) -> torch.Tensor:
         model = self.model()
         _check_model_shape(model, self.counts, type(self).__name__)
-        rate = ((model + self.sky) * self.exposure_time).clamp(min=1e-300)
-        terms = self.counts * torch.log(rate) - rate - self._log_factorial
+        # the smallest normal number of the model's dtype (1e-300 would round to 0 in float32);
+        # xlogy gives 0 log 0 = 0 for empty pixels with no counts
+        rate = ((model + self.sky) * self.exposure_time).clamp(min=torch.finfo(model.dtype).tiny)
+        terms = torch.xlogy(self.counts, rate) - rate - self._log_factorial
         if self.mask is not None:
             terms = torch.where(self.mask, terms, torch.zeros_like(terms))
         return terms.sum()
@@ -186,7 +202,13 @@ class PhotometryLikelihood(ck.Module):
         if (self.flux_err <= 0).any():
             bad = torch.nonzero(self.flux_err <= 0).flatten()[:5].tolist()
             raise DataError(f"flux_err must be positive; non-positive at rows {bad}")
-        self.band = None if band is None else torch.as_tensor(band, dtype=torch.long)
+        if band is not None and callable(getattr(lightcurve, "band_index", None)):
+            band = lightcurve.band_index(band)  # names -> indices; checks type and range
+        elif band is not None:
+            band = torch.as_tensor(band)
+            if band.is_floating_point() or band.dtype == torch.bool:
+                raise TypeError(f"band must hold integer band indices, got dtype {band.dtype}")
+        self.band = None if band is None else band.long()
         if self.band is not None and self.band.shape != n:
             raise ShapeError(f"band has shape {tuple(self.band.shape)}, time has {tuple(n)}")
 

@@ -133,13 +133,16 @@ class Posterior(LogDensity):
     def check_valid(self, x) -> None:
         """Raise :class:`ParameterRangeError` naming every entry of ``x`` outside ``valid``."""
         x = self.as_tensor(x)
-        bad = ((x < self.lower) | (x > self.upper)).reshape(-1, self.dim).any(0)
+        rows = x.reshape(-1, self.dim)
+        bad = (rows < self.lower) | (rows > self.upper)
         if bad.any():
-            v = x.reshape(-1, self.dim)[0]
+            r = int(torch.nonzero(bad.any(1))[0])  # the first offending point of a batch
+            v = rows[r]
             msg = ", ".join(f"{self.names[i]}={v[i].item():g} not in "
                             f"[{self.lower[i].item():g}, {self.upper[i].item():g}]"
-                            for i in torch.nonzero(bad).flatten().tolist())
-            raise ParameterRangeError(f"parameter values outside their valid range: {msg}")
+                            for i in torch.nonzero(bad[r]).flatten().tolist())
+            where = f" (point {r} of {rows.shape[0]})" if rows.shape[0] > 1 else ""
+            raise ParameterRangeError(f"parameter values outside their valid range{where}: {msg}")
 
     def set(self, x) -> None:
         """Write ``x`` into the model's dynamic Params (they stay dynamic)."""
@@ -177,7 +180,14 @@ class Posterior(LogDensity):
                                        f"{tuple(x.shape)[-1:] or 0}, expected {self.dim}: "
                                        f"{self.names}")
         inside = ((x >= self.lower) & (x <= self.upper)).all(-1)
-        if x.ndim == 1 and not bool(inside):
-            return torch.full((), -math.inf, dtype=x.dtype, device=x.device)
+        if x.ndim == 1:
+            # one point (an optimiser's or HMC's step): no masking ops, and the constant default
+            # prior added as a number, which keeps small models' autograd graphs short
+            if not bool(inside):
+                return torch.full((), -math.inf, dtype=x.dtype, device=x.device)
+            total = self.log_likelihood(x)
+            if self.priors:
+                return total + self.log_prior(x)
+            return total + self._default_log_prior if self._default_log_prior else total
         total = self.log_likelihood(x) + self.log_prior(x)
         return torch.where(inside, total, torch.full_like(total, -math.inf))

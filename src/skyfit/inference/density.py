@@ -64,7 +64,8 @@ class LogDensity(abc.ABC):
             logp = self.log_prob(x)
             if not logp.requires_grad:  # e.g. -inf constant outside the support everywhere
                 return logp.detach(), torch.zeros_like(x)
-            (grad,) = torch.autograd.grad(logp.sum(), x, allow_unused=True)
+            total = logp if logp.ndim == 0 else logp.sum()
+            (grad,) = torch.autograd.grad(total, x, allow_unused=True)
             if grad is None:
                 grad = torch.zeros_like(x)
         return logp.detach(), grad

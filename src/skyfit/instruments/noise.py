@@ -32,8 +32,10 @@ class ReadPoissonNoise(ck.Module):
     def __init__(self, name: str | None = None, exposure_time=1.0, read_noise=0.0, sky=0.0):
         super().__init__(name)
         for label, v in (("read_noise", read_noise), ("sky", sky)):
-            if (torch.as_tensor(v) < 0).any():
+            if v is not None and (torch.as_tensor(v) < 0).any():
                 raise ValueError(f"{label} must be >= 0, got {v}")
+        if exposure_time is not None and not (torch.as_tensor(exposure_time) > 0).all():
+            raise ValueError(f"exposure_time must be > 0 seconds, got {exposure_time}")
         self.exposure_time = Param(
             "exposure_time", exposure_time, valid=(0.0, None), units="s", description="exposure"
         )

@@ -36,17 +36,21 @@ class PSF(ck.Module):
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
             return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
                                             shape)
-        values = tuple((id(p.value), p.value._version) for p in self.static_params)
-        key = (pixel_scale, tuple(image.shape[-2:]), image.dtype, image.device, values)
+        # the cache holds the parameter tensors themselves: an id() alone could be reused by a
+        # new tensor once the old value is freed, and the cache would then be silently stale
+        values = tuple(p.value for p in self.static_params)
+        key = (pixel_scale, tuple(image.shape[-2:]), image.dtype, image.device,
+               tuple(v._version for v in values))
         cache = self.__dict__.get("_kernel_ft_cache")
-        if cache is None or cache[0] != key:
+        if (cache is None or cache[0] != key or len(cache[1]) != len(values)
+                or any(a is not b for a, b in zip(cache[1], values))):
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
-            cache = (key, kernel_transform(kernel, image.shape[-2:]).detach())
+            cache = (key, values, kernel_transform(kernel, image.shape[-2:]).detach())
             # inside torch.func transforms (jacfwd, jacrev, vmap) results are wrapped for that
             # transform's level: kept past it they would escape, so store only plain tensors
             if not torch._C._are_functorch_transforms_active():
                 self.__dict__["_kernel_ft_cache"] = cache
-        return fft_convolve_transformed(image, cache[1], shape)
+        return fft_convolve_transformed(image, cache[2], shape)
 
 
 def _check_size(size: int) -> int:
@@ -162,4 +166,10 @@ class PixelatedPSF(PSF):
         shifted = torch.fft.irfft2(torch.fft.rfft2(canvas) * torch.exp(-2j * torch.pi * phase),
                                    s=(Hc, Wc))
         img = shifted[..., pad : pad + ny, pad : pad + nx]
-        return as_t(flux)[..., None, None] * img
+        # the phase ramp shifts on a periodic canvas: a source far outside the field would wrap
+        # around into it. The kernel has finite support, so a source more than half a kernel
+        # (plus the pixel) beyond the edge puts no light in the image: zero it exactly.
+        reach = k // 2 + 1
+        col, row = u - pad, v - pad
+        on = (col > -reach) & (col < nx - 1 + reach) & (row > -reach) & (row < ny - 1 + reach)
+        return (as_t(flux) * on.to(img.dtype))[..., None, None] * img

@@ -83,14 +83,27 @@ class LightCurve(ck.Module):
         band = torch.as_tensor(band)
         if band.is_floating_point() or band.is_complex() or band.dtype == torch.bool:
             raise TypeError(f"band must hold integer indices or band names, got dtype {band.dtype}")
-        return band.long()
+        band = band.long()
+        # checked outside torch.func transforms (a batched band could not be tested by `if`);
+        # likelihoods and links check their bands when they are built
+        if band.numel() and not torch._C._are_functorch_transforms_active():
+            if ((band < 0) | (band >= self.n_bands)).any():
+                raise ValueError(f"band indices must lie in 0..{self.n_bands - 1} for "
+                                 f"{self.name}'s bands {self.bands}, got {band.unique().tolist()}")
+        return band
 
     def _inputs(self, t, band, **params):
         """Broadcast ``t``, ``band`` and the parameters: each parameter's value for each ``t``."""
         t = torch.as_tensor(t)
         if not t.is_floating_point():
             t = t.to(torch.get_default_dtype())
-        params = {k: torch.as_tensor(v, dtype=t.dtype, device=t.device) for k, v in params.items()}
+        # as documented: t's dtype promoted with the parameters' (float64 fits stay float64)
+        dtype = t.dtype
+        for v in params.values():
+            if torch.is_tensor(v) and v.is_floating_point():
+                dtype = torch.promote_types(dtype, v.dtype)
+        t = t.to(dtype)
+        params = {k: torch.as_tensor(v, dtype=dtype, device=t.device) for k, v in params.items()}
         if self.bands is None:
             if band is not None:
                 raise ValueError(f"{self.name} has no bands: call flux(t) without `band`, or build "
