@@ -75,3 +75,28 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         sample_nuts(_density(), n_chains=3, resume=True, **kw)
     finished = sample_nuts(_density(), n_chains=2, resume=True, **kw)  # nothing left to do
     assert finished.n_draws == 10 and finished.info["resumed_from"] == 40
+
+
+def test_interrupt_at_the_end_of_an_adaptation_window_resumes_exactly(tmp_path, monkeypatch):
+    import skyfit.inference.sampling as sampling
+
+    d = FunctionDensity(lambda x: -0.5 * ((x - 1) ** 2).sum(-1), 2)
+    kw = dict(init=torch.ones(2), n_chains=2, n_warmup=150, n_draws=20, seed=0, progress=False)
+    reference = sample_nuts(d, **kw)
+    original = sampling.find_reasonable_step_size
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-size search at the end of the first slow window
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "find_reasonable_step_size", interrupted)
+    path = tmp_path / "chain.pt"
+    with pytest.warns(Warning):
+        part = sample_nuts(d, checkpoint=path, **kw)
+    assert part.info["interrupted"]
+    monkeypatch.setattr(sampling, "find_reasonable_step_size", original)
+    resumed = sample_nuts(d, checkpoint=path, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.draws, reference.draws)

@@ -44,6 +44,17 @@ def test_eps_and_z_parametrisations_describe_the_same_galaxy(model):
     torch.testing.assert_close(a.from_z(z), eps, atol=1e-10, rtol=0)
 
 
+def test_z_prior_is_the_eps_prior_through_the_change_of_variables(model):
+    # an independent check of the flow's density: log p(z) = log N(eps) - log |det dz/deps|
+    eps = torch.randn(model.latent_dim, generator=torch.Generator().manual_seed(2),
+                      dtype=torch.float64)
+    a = VAESource(model, prior="maf", latent="eps", latent_value=eps)
+    z = a.to_z(eps)
+    b = VAESource(model, prior="maf", latent="z", latent_value=z)
+    J = torch.autograd.functional.jacobian(a.to_z, eps)
+    torch.testing.assert_close(b.log_prior(), a.log_prior() - torch.linalg.slogdet(J)[1])
+
+
 def test_posterior_adds_the_latent_prior_and_batches(model):
     src = VAESource(model, scale=0.04, flux=5.0)
     grid = skyfit.PixelGrid((32, 32), 0.05)

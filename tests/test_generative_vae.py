@@ -6,6 +6,7 @@ import torch
 from skyfit.errors import DataError, ShapeError
 from skyfit.generative import (
     GalaxyVAE,
+    VAEConfig,
     check_stamps,
     make_galaxies,
     train_vae,
@@ -60,6 +61,28 @@ def test_stamps_of_wrong_shape_or_with_nans_are_refused(tiny_set):
         train_vae(vae, big, val, epochs=1)
     with pytest.raises(ShapeError, match="stamps have shape"):
         vae.encode(torch.zeros(2, 32, 32))
+
+
+def test_kl_term_is_the_gaussian_kl_to_the_standard_normal():
+    torch.manual_seed(0)
+    vae = GalaxyVAE(size=16, latent_dim=4, channels=(8, 16), hidden=16)
+    x = torch.rand(3, 16, 16) / 256
+    _, kl = vae.loss_terms(x, torch.full((3,), 1e-3))
+    mu, logvar = vae.encode(x)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(-1))
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(TypeError, match="not both"):
+        GalaxyVAE(VAEConfig(size=32), size=16, latent_dim=4)
+    with pytest.raises(TypeError, match="must be a VAEConfig"):
+        GalaxyVAE({"size": 16})
+    with pytest.raises(ValueError, match="channels"):
+        GalaxyVAE(channels=())
+    with pytest.raises(ValueError, match="hidden"):
+        GalaxyVAE(size=16, channels=(8,), hidden=0)
 
 
 def test_latent_of_wrong_size_is_refused():

@@ -100,10 +100,21 @@ def test_sie_with_q_one_is_the_sis():
     sis = CASES["SIS"][1]()
     for a, b in zip(sie.deflection(x, y), sis.deflection(x, y)):
         assert relative_error(a, b) < 1e-14
-    q = torch.tensor(1.0 - 1e-9, dtype=torch.float64, requires_grad=True)
-    a = skyfit.SIE(q=q, theta_E=1.0).deflection(x, y)[0].sum()
-    (grad,) = torch.autograd.grad(a, q)
-    assert torch.isfinite(grad)
+
+
+@pytest.mark.parametrize("q0", [1.0, 1.0 - 1e-9, 0.7])
+def test_sie_and_epl_gradient_in_q_is_right_at_and_below_one(q0):
+    # q = 1 is inside `valid` (a natural start): the q-derivative runs through e = sqrt(1 - q^2)
+    xs = torch.tensor([0.7, 0.3, -1.1], dtype=torch.float64)
+    ys = torch.tensor([0.4, -1.2, 0.5], dtype=torch.float64)
+    for cls, kw in ((skyfit.SIE, {}), (skyfit.EPL, {"gamma": 2.2})):
+        def f(q, cls=cls, kw=kw):
+            return torch.stack(cls(q=q, phi=0.3, theta_E=1.2, **kw).deflection(xs, ys))
+        q = torch.tensor(q0, dtype=torch.float64)
+        J = torch.autograd.functional.jacobian(f, q)
+        h = 1e-6  # second-order one-sided difference from below (q <= 1)
+        fd = (3 * f(q) - 4 * f(q - h) + f(q - 2 * h)) / (2 * h)
+        torch.testing.assert_close(J, fd, atol=1e-6, rtol=0)
 
 
 def test_epl_with_gamma_two_is_the_sie():
@@ -159,6 +170,12 @@ def test_distances_match_astropy():
     ours12 = cosmo.angular_diameter_distance_z1z2(0.5, 2.0).item()
     assert math.isclose(ours12, ASTROPY.angular_diameter_distance(0.5, 2.0).value,
                         rel_tol=1e-10)
+    # Python-number redshifts not exact in float32 (0.3 is 0.30000001 there) keep 1e-12
+    D_dt = cosmo.time_delay_distance(0.3, 1.7).item()
+    Dl, Ds = ASTROPY.angular_diameter_distance([0.3, 1.7]).value
+    Dls = ASTROPY.angular_diameter_distance(0.3, 1.7).value
+    assert math.isclose(D_dt, 1.3 * Dl * Ds / Dls, rel_tol=1e-12)
+    assert math.isclose(cosmo.angular_diameter_distance(0.3).item(), Dl, rel_tol=1e-12)
 
 
 def test_distances_are_differentiable_in_H0():

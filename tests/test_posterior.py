@@ -248,3 +248,33 @@ def test_preconditioned_fit_reaches_the_analytic_optimum_of_a_badly_scaled_probl
     torch.testing.assert_close(res.x, mean, rtol=1e-9, atol=1e-9)
     # evaluation counts include the start and the dim points of the preconditioning call
     assert skyfit.fit_map(batched, x0).n_evals >= 1 + 3
+
+
+def test_a_prior_outside_its_support_gives_minus_infinity():
+    # with argument validation off, Exponential gives a finite (even positive) log_prob below 0
+    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=1.0)
+    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
+    flux = lc.flux(t).detach()
+    lc.to_dynamic()
+    like = skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+    x = torch.tensor([-0.5, 2.0, 1.0], dtype=torch.float64)  # t0 = -0.5
+    f64 = dict(dtype=torch.float64)
+    for prior in (torch.distributions.Exponential(torch.tensor(1.0, **f64)),
+                  torch.distributions.Uniform(torch.tensor(0.0, **f64), torch.tensor(2.0, **f64))):
+        post = skyfit.Posterior(like, priors={"GaussianLightCurve.t0": prior})
+        assert post(x).item() == -math.inf
+        assert (post(x.repeat(2, 1)) == -math.inf).all()
+        with pytest.raises(LogDensityError):
+            skyfit.fit_map(post, x)
+
+
+def test_laplace_does_not_repair_a_definite_hessian_of_mixed_units():
+    # curvatures 1e7 .. 1e-7 (arcsec-sized and flux-sized parameters): exactly invertible
+    prec = torch.tensor([1e7, 1.0, 1e-7], dtype=torch.float64)
+    d = skyfit.FunctionDensity(lambda x: -0.5 * (prec * x**2).sum(-1), ["pos", "b", "flux"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HessianWarning)
+        lap = skyfit.laplace(d, torch.zeros(3, dtype=torch.float64))
+    assert not lap.repaired
+    torch.testing.assert_close(lap.covariance.diagonal() * prec,
+                               torch.ones(3, dtype=torch.float64), rtol=1e-10, atol=0)

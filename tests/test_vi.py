@@ -123,3 +123,13 @@ def test_start_outside_bounds_and_nan_start_are_clear_errors():
         fit_vi(d, init=torch.tensor([0.5, 0.0]), progress=False)
     with pytest.raises(ValueError, match="family must be one of"):
         fit_vi(d, family="gaussian", progress=False)
+
+
+def test_a_flow_result_can_start_another_fit_and_n_samples_is_checked():
+    pytest.importorskip("zuko")
+    d = FunctionDensity(lambda x: -0.5 * ((x - 1.0) ** 2).sum(-1), 2)
+    flow = fit_vi(d, "flow", n_steps=150, progress=False, init=torch.zeros(2))
+    again = fit_vi(d, "fullrank", n_steps=150, progress=False, init=flow)
+    np.testing.assert_allclose(again.mean, [1.0, 1.0], atol=0.2)
+    with pytest.raises(ValueError, match="n_samples"):
+        fit_vi(d, n_steps=5, n_samples=0, progress=False)

@@ -38,7 +38,14 @@ def prior_log_prob(dist: Distribution, value: torch.Tensor, param_ndim: int) -> 
     """``dist.log_prob(value)`` summed over the Param's own dimensions; NaN (outside the
     distribution's support) becomes -inf."""
     lp = dist.log_prob(value)
+    try:  # with _validate_args off, e.g. Exponential gives a finite log_prob below 0
+        inside = dist.support.check(value)
+    except NotImplementedError:
+        inside = None
+    if inside is not None:
+        lp = torch.where(inside, lp, -math.inf)
+    lp = torch.where(torch.isnan(lp), -math.inf, lp)  # not nan_to_num: it maps -inf to -1.8e308
     extra = lp.ndim - (value.ndim - param_ndim)
     if extra > 0:
         lp = lp.sum(dim=tuple(range(-extra, 0)))
-    return torch.nan_to_num(lp, nan=-math.inf)
+    return lp

@@ -38,6 +38,10 @@ class VAEConfig:
                              f"= {k} (one halving per entry of channels={self.channels})")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"channels needs at least one positive entry, got {self.channels}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be positive, got {self.hidden}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,9 +97,13 @@ class GalaxyVAE(nn.Module):
 
     def __init__(self, config: VAEConfig | None = None, **kwargs):
         super().__init__()
-        config = VAEConfig(**kwargs) if config is None else config
-        if kwargs and config is not None and not isinstance(config, VAEConfig):
-            raise TypeError("give either a VAEConfig or its fields as keywords")
+        if config is not None and kwargs:
+            raise TypeError(f"give either a VAEConfig or its fields as keywords, not both "
+                            f"(got a config and {sorted(kwargs)})")
+        if config is None:
+            config = VAEConfig(**kwargs)
+        elif not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         self.config = config
         ch, f = config.channels, config.size // 2 ** len(config.channels)
         self._f = f

@@ -75,7 +75,8 @@ class Metric:
     """
 
     def __init__(self, inv_mass: torch.Tensor):
-        if inv_mass.ndim not in (2, 3):
+        if inv_mass.ndim not in (2, 3) or (inv_mass.ndim == 3
+                                           and inv_mass.shape[-1] != inv_mass.shape[-2]):
             raise ValueError(
                 "inv_mass must be (chain, dim) or (chain, dim, dim), got shape "
                 f"{tuple(inv_mass.shape)}"

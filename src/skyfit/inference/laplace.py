@@ -116,7 +116,12 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
     H = log_density_hessian(density, x)
     precision = -H
     _, info = torch.linalg.cholesky_ex(precision)
-    evals, evecs = torch.linalg.eigh(precision)
+    # judge flatness on the Jacobi-scaled precision S P S (S = diag(P)^-1/2): invariant to the
+    # parameters' units, so a PD Hessian of arcsec- and flux-sized parameters is not "flat"
+    d = precision.diagonal()
+    s = torch.where(d > 0, d.clamp(min=torch.finfo(d.dtype).tiny).rsqrt(), torch.ones_like(d))
+    scaled = precision * s[:, None] * s[None, :]
+    evals, evecs = torch.linalg.eigh(scaled)
     scale = evals.abs().max().clamp(min=torch.finfo(evals.dtype).tiny)
     bad = evals <= tol * scale  # Cholesky also "succeeds" on numerically singular matrices
     repaired = False
@@ -134,7 +139,7 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
             "Check that the point is a converged mode and that every parameter is constrained."),
             stacklevel=2)
         fixed = torch.maximum(evals.abs(), tol * scale)
-        precision = (evecs * fixed) @ evecs.T
+        precision = ((evecs * fixed) @ evecs.T) / (s[:, None] * s[None, :])
         repaired = True
     L = torch.linalg.cholesky(precision)
     covariance = torch.cholesky_inverse(L)

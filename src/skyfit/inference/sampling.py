@@ -144,6 +144,10 @@ def sample_hmc(
         >>> s.draws.shape, s.info["lockstep_waste"]
         ((4, 50, 2), 0.0)
     """
+    if n_leapfrog is not None and int(n_leapfrog) < 1:
+        raise ValueError(f"n_leapfrog must be at least 1, got {n_leapfrog}")
+    if int(max_leapfrog) < 1:
+        raise ValueError(f"max_leapfrog must be at least 1, got {max_leapfrog}")
     opts = dict(n_leapfrog=None if n_leapfrog is None else int(n_leapfrog), jitter=bool(jitter),
                 max_leapfrog=int(max_leapfrog))
     run = _Run("hmc", density, n_chains, n_warmup, n_draws, seed, mass, pool_mass,
@@ -205,7 +209,16 @@ class _Run:
                 )
             init = d.initial()
         inv_mass = None
-        if hasattr(init, "mean") and hasattr(init, "covariance"):
+        if hasattr(init, "elbo_history"):  # a VIResult: q lives in the unconstrained space
+            if init.covariance is not None:
+                mean_z = torch.as_tensor(init.mean, **self.kw).reshape(D)
+                cov_z = _make_positive_definite(torch.as_tensor(init.covariance, **self.kw))
+                chol = torch.linalg.cholesky(cov_z)
+                z = mean_z + torch.randn(C, D, generator=self.generator, **self.kw) @ chol.T
+                return z, (cov_z if self.mass == "dense" else cov_z.diagonal().clone())
+            x = torch.as_tensor(init.sample(C, seed=self.seed).draws[0], **self.kw)  # a flow
+            return u.to_unconstrained(x), None
+        if hasattr(init, "mean") and hasattr(init, "covariance") and not callable(init.mean):
             mean = d.as_tensor(init.mean).reshape(D)
             cov = torch.as_tensor(init.covariance, **self.kw).reshape(D, D)
             d.check_inside(mean)
@@ -469,6 +482,7 @@ class _Run:
             self.rng_state = self.generator.get_state()
         n_total = self.n_warmup + self.n_draws
         interrupted, error = False, None
+        it, snap = None, None
         try:
             from tqdm import tqdm
 
@@ -480,6 +494,7 @@ class _Run:
         try:
             while self.iteration < n_total:
                 it = self.iteration
+                snap = self._snapshot()
                 (z, logp, grad), info = self._transition()
                 steps = int(info.n_steps.sum())
                 lock = info.lockstep_steps if self.kind == "nuts" else int(info.n_steps[0])
@@ -509,6 +524,10 @@ class _Run:
                 if self.iteration % self.checkpoint_every == 0 and self.iteration < n_total:
                     self._save()
         except (KeyboardInterrupt, Exception) as exc:
+            # an iteration is all or nothing: roll back one cut off half-way (its adaptation
+            # step included), so the checkpoint saved below resumes exactly
+            if snap is not None and self.iteration == it:
+                self._restore(snap)
             interrupted = True
             error = exc
         finally:
@@ -525,6 +544,21 @@ class _Run:
                 f"{type(error).__name__}: {error}; returning the {n_done} finished draws per "
                 f"chain{where}", ConvergenceWarning, stacklevel=3)
         return self._samples(interrupted, error)
+
+    def _snapshot(self):
+        # every update rebinds tensors (none is in place): references are a consistent copy
+        return (self.state, self.step_size, self.inv_mass, self.metric,
+                dict(self.da.state_dict()), dict(self.welford.state_dict()),
+                None if self.traj_welford is None else dict(self.traj_welford.state_dict()),
+                self.traj_length, dict(self.counters))
+
+    def _restore(self, snap) -> None:
+        (self.state, self.step_size, self.inv_mass, self.metric, da, welford, traj,
+         self.traj_length, self.counters) = snap
+        self.da.load_state_dict(da)
+        self.welford.load_state_dict(welford)
+        if traj is not None:
+            self.traj_welford.load_state_dict(traj)
 
     def _start_empty(self) -> None:
         """Allocate the state (then overwritten by a checkpoint) without evaluating anything."""

@@ -221,6 +221,13 @@ def _start(u: UnconstrainedDensity, init) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(init, VIResult) and init.covariance is not None:  # already unconstrained
         loc = torch.as_tensor(init.mean, **kw)
         return loc, torch.linalg.cholesky(torch.as_tensor(init.covariance, **kw))
+    if isinstance(init, VIResult):  # a flow: moment-match its draws in the unconstrained space
+        with torch.random.fork_rng(devices=_rng_devices(u.device)), torch.no_grad():
+            torch.manual_seed(0)  # a reproducible start
+            z = init.q.rsample_and_log_prob(4096)[0].to(**kw)
+        cov = torch.cov(z.T).reshape(dim, dim)
+        cov = cov + 1e-10 * cov.diagonal().mean() * torch.eye(dim, **kw)
+        return z.mean(0), torch.linalg.cholesky(cov)
     cov = None
     if init is None:
         x0 = density.initial() if hasattr(density, "initial") else None
@@ -314,6 +321,8 @@ def fit_vi(
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples (draws per ELBO estimate) must be at least 1, got {n_samples}")
     from tqdm import tqdm
 
     if family == "flow":

@@ -13,6 +13,11 @@ from .base import lens_param
 __all__ = ["FlatLambdaCDM", "constants"]
 
 
+def _redshift(z) -> torch.Tensor:
+    # Python numbers as float64: torch.as_tensor(0.3) is float32, 7e-8 off before any upcast
+    return z if torch.is_tensor(z) else torch.as_tensor(z, dtype=torch.float64)
+
+
 class constants:
     """Physical constants in SI (CODATA 2018 and IAU 2015, the values astropy uses)."""
 
@@ -60,7 +65,7 @@ class FlatLambdaCDM(ck.Module):
     def comoving_distance(self, z, H0=None, Om0=None):
         """Line-of-sight comoving distance to redshift ``z`` (any shape), Mpc."""
         H0 = torch.as_tensor(H0)
-        z = torch.as_tensor(z)
+        z = _redshift(z)
         z = z.to(torch.promote_types(H0.dtype, z.dtype if z.is_floating_point() else H0.dtype))
         nodes = torch.as_tensor(_NODES, dtype=z.dtype, device=z.device)
         weights = torch.as_tensor(_WEIGHTS, dtype=z.dtype, device=z.device)
@@ -73,19 +78,19 @@ class FlatLambdaCDM(ck.Module):
     @ck.forward
     def angular_diameter_distance(self, z):
         """Angular diameter distance to ``z``, Mpc."""
-        z = torch.as_tensor(z)
+        z = _redshift(z)
         return self.comoving_distance(z) / (1 + z)
 
     @ck.forward
     def angular_diameter_distance_z1z2(self, z1, z2):
         """Angular diameter distance from ``z1`` to ``z2 > z1`` (flat universe), Mpc."""
-        z2 = torch.as_tensor(z2)
+        z1, z2 = _redshift(z1), _redshift(z2)
         return (self.comoving_distance(z2) - self.comoving_distance(z1)) / (1 + z2)
 
     @ck.forward
     def time_delay_distance(self, z_l, z_s):
         """``D_dt = (1 + z_l) D_l D_s / D_ls``, Mpc."""
-        z_l = torch.as_tensor(z_l)
+        z_l, z_s = _redshift(z_l), _redshift(z_s)
         D_l = self.angular_diameter_distance(z_l)
         D_s = self.angular_diameter_distance(z_s)
         return (1 + z_l) * D_l * D_s / self.angular_diameter_distance_z1z2(z_l, z_s)
@@ -93,6 +98,7 @@ class FlatLambdaCDM(ck.Module):
     @ck.forward
     def critical_surface_density(self, z_l, z_s):
         """``Sigma_crit = c^2 D_s / (4 pi G D_l D_ls)`` in solar masses per Mpc^2."""
+        z_l, z_s = _redshift(z_l), _redshift(z_s)
         D_l = self.angular_diameter_distance(z_l)
         D_s = self.angular_diameter_distance(z_s)
         D_ls = self.angular_diameter_distance_z1z2(z_l, z_s)
@@ -102,7 +108,7 @@ class FlatLambdaCDM(ck.Module):
     @ck.forward
     def critical_density(self, z, H0=None, Om0=None):
         """Critical density of the universe at ``z``, solar masses per Mpc^3."""
-        z = torch.as_tensor(z)
+        z = _redshift(z)
         H = H0 * torch.sqrt(Om0 * (1 + z) ** 3 + 1 - Om0) * 1e3 / constants.Mpc  # 1/s
         rho = 3 * H**2 / (8 * math.pi * constants.G)  # kg/m^3
         return rho * constants.Mpc**3 / constants.M_sun

@@ -73,14 +73,23 @@ def _sie_major_axis(x, y, x0, y0, q, phi, theta_E):
     xp, yp = to_major_axis_frame(x, y, x0, y0, phi)
     b = theta_E * torch.sqrt(q)
     w = torch.sqrt(q**2 * xp**2 + yp**2 + _EPS2)
-    # e = sqrt(1 - q^2), floored so that q = 1 (the SIS) needs no special case: atan(e u) / e and
-    # atanh(e u) / e equal u to 1e-16 relative there (their next term is e^2 u^3 / 3)
-    e = torch.sqrt(((1 - q) * (1 + q)).clamp(min=1e-16))
-    ey = e * yp
-    # w > 0, so atan(e x / w) needs no quadrant logic (cheaper than atan2)
-    ax = b / e * torch.atan(e * xp / w)
-    ay = b / e * 0.5 * torch.log1p(2 * ey / (w - ey))  # atanh(e y / w), cheaper than atanh
-    return xp, yp, ax, ay
+    inv_w = 1 / w
+    u, v = xp * inv_w, yp * inv_w
+    # e^2 = 1 - q^2. With u = x/w, v = y/w: alpha_x = b atan(e u)/e, alpha_y = b atanh(e v)/e.
+    # Near q = 1 (the SIS) e is floored at 1e-4 (e^2 >= 1e-8, so no 0/0 and no cancellation
+    # in autograd's d/de), and the first series term in e^2 of each function,
+    # atan(e u)/e = u - e^2 u^3/3 + ..., atanh(e v)/e = v + e^2 v^3/3 + ..., moves the value
+    # from the floor back to the true e^2: exact to (1e-8)^2 (|u|, |v| <= 1/q), and it carries
+    # the q-derivative through e^2 that the floored e has lost (at q = 1 itself, a valid start).
+    e2 = (1 - q) * (1 + q)
+    e2_floor = e2.clamp(min=1e-8)
+    e = torch.sqrt(e2_floor)
+    shift = (e2_floor - e2) / 3  # 0 unless q > 1 - 5e-9
+    ev = e * v
+    # |e u| < 1, so atan needs no quadrant logic (cheaper than atan2); log1p for atanh
+    ax = torch.atan(e * u) / e + shift * u * u * u
+    ay = 0.5 * torch.log1p(2 * ev / (1 - ev)) / e - shift * v * v * v
+    return xp, yp, b * ax, b * ay
 
 
 def sie_deflection(x, y, x0, y0, q, phi, theta_E):
@@ -246,8 +255,8 @@ def epl_series_terms(q, tol: float = 1e-17) -> int:
     except RuntimeError:  # a batched (vmapped) tensor has no single value
         return 100
     if f <= 0:
-        return 1
-    return int(min(_EPL_MAX_TERMS, max(1, math.ceil(math.log(tol) / math.log(f)))))
+        return 2  # the n = 1 term vanishes at q = 1, but its q-derivative does not
+    return int(min(_EPL_MAX_TERMS, max(2, math.ceil(math.log(tol) / math.log(f)))))
 
 
 def _epl_major_axis(x, y, x0, y0, q, phi, theta_E, gamma, terms):
