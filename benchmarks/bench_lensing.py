@@ -155,12 +155,16 @@ def _compare(supersample: int, psf: bool, quick: bool):
     eager_rate, theirs_rate = n_sets / t_eager, n_sets / t_theirs
     compiled_rate = n_sets / t_compiled if compiled is not None else float("nan")
     best = compiled_rate if compiled is not None else eager_rate
+    # compiling pays for itself after this many images (lenstronomy has no compile step)
+    break_even = (compile_s / (1 / theirs_rate - 1 / compiled_rate)
+                  if compiled is not None and compiled_rate > theirs_rate else float("nan"))
     return best / theirs_rate, {
         "skyfit_compiled_images_per_s": round(compiled_rate, 1),
         "skyfit_eager_images_per_s": round(eager_rate, 1),
         "lenstronomy_images_per_s": round(theirs_rate, 1),
         "eager_ratio": round(eager_rate / theirs_rate, 2),
         "compile_s": round(compile_s, 1) if isinstance(compile_s, float) else compile_s,
+        "break_even_images": round(break_even) if break_even == break_even else "n/a",
         "parameter_sets": n_sets,
         "max_relative_difference": f"{err:.1e}",
         "threads": 1,

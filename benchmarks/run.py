@@ -82,9 +82,15 @@ def main(argv=None) -> int:
     for b in benches:
         try:
             value, details = b.fn(args.quick)
-        except Exception:  # a failing benchmark is reported, the others still run
+        except Exception as exc:  # a failing benchmark is reported, the others still run
             traceback.print_exc()
             print(f"BENCH {b.name} {b.metric}=nan target={b.op}{b.target:g} short", flush=True)
+            # its row says so: an old "ok" must not survive a run that failed
+            rows.append(dict(name=b.name, metric=b.metric, value=float("nan"), op=b.op,
+                             target=b.target, status="error",
+                             mode="quick" if args.quick else "full",
+                             date=datetime.date.today().isoformat(),
+                             details={"error": f"{type(exc).__name__}: {exc}"[:200]}))
             continue
         status = "ok" if b.passes(value) else "short"
         print(f"BENCH {b.name} {b.metric}={value:.3g} target={b.op}{b.target:g} {status}",

@@ -75,6 +75,7 @@ class Posterior(LogDensity):
                              ".to_dynamic() on the modules or Params to fit")
         self.params = params
         self.names, self.slices, lowers, uppers = [], {}, [], []
+        self._layout: list[tuple[int, slice, tuple]] = []  # (start, slice, shape) per Param
         labels = [self._label(p) for p in params]
         pos = 0
         for p, label in zip(params, labels):
@@ -90,6 +91,7 @@ class Posterior(LogDensity):
             else:
                 self.names += [f"{label}[{i}]" for i in range(size)]
             self.slices[label] = (slice(pos, pos + size), shape, p)
+            self._layout.append((pos, slice(pos, pos + size), shape))
             pos += size
         self.lower = torch.cat(lowers)
         self.upper = torch.cat(uppers)
@@ -166,12 +168,23 @@ class Posterior(LogDensity):
             total = total + prior_log_prob(dist, value, len(shape))
         return total
 
+    def _param_values(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # One value per Param, handed to caskade as a sequence: scalars come from one unbind
+        # (one autograd node for all of them) instead of caskade's slice + view per Param, which
+        # for a dozen parameters cost as much as the model's own small operations
+        entries = x.unbind(-1)
+        return [entries[start] if shape == () else x[..., sl].reshape(x.shape[:-1] + shape)
+                for start, sl, shape in self._layout]
+
+    def _joint_of_vector(self, x: torch.Tensor) -> torch.Tensor:
+        return self.joint(self._param_values(x))
+
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """Log-likelihood (plus module prior terms) for ``x (..., dim)``."""
         if x.ndim == 1:
-            return self.joint(x)
+            return self._joint_of_vector(x)
         flat = x.reshape(-1, self.dim)
-        return torch.vmap(self.joint)(flat).reshape(x.shape[:-1])
+        return torch.vmap(self._joint_of_vector)(flat).reshape(x.shape[:-1])
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
