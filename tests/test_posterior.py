@@ -278,3 +278,18 @@ def test_laplace_does_not_repair_a_definite_hessian_of_mixed_units():
     assert not lap.repaired
     torch.testing.assert_close(lap.covariance.diagonal() * prec,
                                torch.ones(3, dtype=torch.float64), rtol=1e-10, atol=0)
+
+
+def test_laplace_warns_for_a_parameter_pinned_at_its_bound():
+    # the density rises towards flux < 0, so the fit stops at the bound: not a mode
+    d = skyfit.FunctionDensity(
+        lambda x: -0.5 * ((x - torch.tensor([-1.0, 2.0], dtype=x.dtype)) ** 2).sum(-1),
+        ["flux", "b"], lower=torch.tensor([0.0, -10.0], dtype=torch.float64))
+    with pytest.warns(HessianWarning, match="flux=0 at the bound"):
+        skyfit.laplace(d, torch.tensor([0.0, 2.0], dtype=torch.float64))
+    inward = skyfit.FunctionDensity(
+        lambda x: -0.5 * ((x - torch.tensor([1.0, 2.0], dtype=x.dtype)) ** 2).sum(-1),
+        ["flux", "b"], lower=torch.tensor([0.0, -10.0], dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HessianWarning)  # at the bound, rising inward: quiet
+        skyfit.laplace(inward, torch.tensor([0.0, 2.0], dtype=torch.float64))

@@ -37,10 +37,12 @@ def plot_image_stack(data, model, sigma=None, extent=None, titles: Sequence[str]
         sigma: per-pixel noise; residuals are then ``(data - model) / sigma`` (else data - model).
         extent: ``grid.extent`` for axes in arcsec. titles: one per image.
     """
-    data, model = np.atleast_3d(_np(data)), np.atleast_3d(_np(model))
-    if data.ndim == 2:
+    data, model = _np(data), _np(model)
+    if data.ndim == 2:  # one image: one column (np.atleast_3d would append the axis instead)
         data, model = data[None], model[None]
-    if _np(data).shape != _np(model).shape:
+    if sigma is not None and np.ndim(_np(sigma)) == 2:
+        sigma = _np(sigma)[None]
+    if data.shape != model.shape:
         raise ValueError(f"data {data.shape} and model {model.shape} differ in shape")
     resid = data - model
     label = "data - model"

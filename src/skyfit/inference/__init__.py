@@ -3,7 +3,9 @@
 Nothing here knows about astronomy: it sees a log-density of a flat vector with names and bounds.
 """
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .density import FunctionDensity, LogDensity
+from .diagnostics import diagnostics_table, ess, ks_uniform, mcse, rhat, sbc_chi2, sbc_ranks
 from .emcee import sample_emcee
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .optimize import MAPResult, fit_map
@@ -27,4 +29,13 @@ __all__ = [
     "laplace",
     "LaplaceResult",
     "log_density_hessian",
+    "rhat",
+    "ess",
+    "mcse",
+    "diagnostics_table",
+    "ks_uniform",
+    "sbc_ranks",
+    "sbc_chi2",
+    "save_checkpoint",
+    "load_checkpoint",
 ]

@@ -90,6 +90,22 @@ class LaplaceResult:
         return "\n".join(rows)
 
 
+def _warn_at_bounds(density: LogDensity, x: torch.Tensor) -> None:
+    # a parameter pinned at its bound with the density still rising outward (e.g. a flux fitted
+    # to 0) is not at a mode: its Gaussian error is no confidence interval, say so
+    at_low, at_high = x <= density.lower, x >= density.upper
+    if not (at_low | at_high).any():
+        return
+    _, g = density.value_and_grad(x)
+    pinned = (at_low & (g < 0)) | (at_high & (g > 0))
+    if pinned.any():
+        names = [f"{density.names[i]}={x[i].item():g}" for i in torch.nonzero(pinned).flatten()]
+        warnings.warn(HessianWarning(
+            f"{', '.join(names)} at the bound of the valid range with the log-density still "
+            "rising outward: not a mode, so the Laplace error there is no confidence interval; "
+            "quote a limit (e.g. from samples) for these parameters"), stacklevel=3)
+
+
 def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
     """Laplace approximation at a mode ``x`` of ``density``.
 
@@ -113,6 +129,7 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
         True
     """
     x = density.as_tensor(x).detach()
+    _warn_at_bounds(density, x)
     H = log_density_hessian(density, x)
     precision = -H
     _, info = torch.linalg.cholesky_ex(precision)
