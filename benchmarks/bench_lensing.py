@@ -22,11 +22,13 @@ import skyfit
 from skyfit.sources.profiles import sersic_total_flux
 
 N_PIX, SCALE, N_SETS = 128, 0.05, 100
-# parameter sets per vmapped call, by supersampling factor: about 0.3-1.5 million sub-pixels per
-# call keeps the supersampled images in cache until the PSF (measured best of 1 to 50 on this
-# machine; without a PSF the compiled kernel keeps nothing in memory and any chunk of 5-100 runs
-# within the timing noise)
-CHUNK = {1: 20, 4: 5}
+# parameter sets per vmapped call, by supersampling factor. Supersampled, the compiled kernel
+# stores the ray-traced sub-pixel coordinates (inductor realises them before the sub-pixel sum:
+# 2 x 2.4 MB per parameter set), so the chunk must keep them in this shared machine's L3: one
+# set per call was best on 2026-11-22 (174 and 163 images/s against 145 for five; five was best
+# on 2026-11-21, when the cache was less contended). Without a PSF the compiled kernel keeps
+# nothing in memory and any chunk of 5-100 runs within the timing noise.
+CHUNK = {1: 20, 4: 1}
 PSF_SIGMA = 0.05
 
 
