@@ -83,14 +83,20 @@ def overhead(quick: bool):
     repeat = 5 if quick else 20
     number = 5 if quick else 20
     xg = x.clone().requires_grad_(True)
-    t = best_times({"sky": lambda: like(x), "plain": lambda: plain(x)}, repeat, number)
-    t_sky, t_plain = t["sky"], t["plain"]
-    t = best_times({"sky": lambda: torch.autograd.grad(like(xg), xg),
-                    "plain": lambda: torch.autograd.grad(plain(xg), xg)}, repeat, number)
-    t_sky_g, t_plain_g = t["sky"], t["plain"]
-    return t_sky / t_plain, dict(skyfit_ms=1e3 * t_sky, plain_ms=1e3 * t_plain,
-                                 grad_ratio=t_sky_g / t_plain_g, skyfit_grad_ms=1e3 * t_sky_g,
-                                 plain_grad_ms=1e3 * t_plain_g, threads=torch.get_num_threads())
+    fns = {"sky": lambda: like(x), "plain": lambda: plain(x),
+           "sky_g": lambda: torch.autograd.grad(like(xg), xg),
+           "plain_g": lambda: torch.autograd.grad(plain(xg), xg)}
+    # the median of three rounds of best-of timings: one round's ratio swings by +-20% on this
+    # shared machine (seen from 0.7 to 1.4 for the same code)
+    rounds = [best_times(fns, repeat, number) for _ in range(1 if quick else 3)]
+    ratios = sorted(r["sky"] / r["plain"] for r in rounds)
+    grads = sorted(r["sky_g"] / r["plain_g"] for r in rounds)
+    t = min(rounds, key=lambda r: abs(r["sky"] / r["plain"] - ratios[len(ratios) // 2]))
+    return ratios[len(ratios) // 2], dict(
+        skyfit_ms=1e3 * t["sky"], plain_ms=1e3 * t["plain"],
+        round_ratios=[round(v, 3) for v in ratios],
+        grad_ratio=grads[len(grads) // 2], skyfit_grad_ms=1e3 * t["sky_g"],
+        plain_grad_ms=1e3 * t["plain_g"], threads=torch.get_num_threads())
 
 
 def _joint_model(data):
@@ -120,9 +126,11 @@ def map_vs_neldermead(quick: bool):
     post = _joint_model(data)
     x0 = post.initial()
     skyfit.fit_map(post, x0)  # warm-up: one-time autograd/functorch set-up is not the optimiser
-    t = time.perf_counter()
-    res = skyfit.fit_map(post, x0)
-    t_lbfgs = time.perf_counter() - t
+    t_lbfgs = float("inf")
+    for _ in range(3):  # best of three: one fit takes 0.2 s, and a single timing can double
+        t = time.perf_counter()
+        res = skyfit.fit_map(post, x0)
+        t_lbfgs = min(t_lbfgs, time.perf_counter() - t)
     target = res.log_density - 0.1  # "the same optimum": within 0.1 in log-density
     n_evals, reached = 0, None
     t = time.perf_counter()
@@ -194,15 +202,20 @@ def batched_vs_stack(quick: bool):
     if not torch.allclose(lb, ls, rtol=1e-12):
         raise RuntimeError(f"stack and batched models disagree: {ls.item()} vs {lb.item()}")
     repeat, number = (5, 5) if quick else (15, 20)
-    t = best_times({"b": lambda: batched.value_and_grad(xb), "s": lambda: stack.value_and_grad(xs),
-                    "bv": lambda: batched(xb), "sv": lambda: stack(xs)}, repeat, number)
+    fns = {"b": lambda: batched.value_and_grad(xb), "s": lambda: stack.value_and_grad(xs),
+           "bv": lambda: batched(xb), "sv": lambda: stack(xs)}
+    # the median of three rounds of best-of timings (one round swings by +-15% here)
+    rounds = [best_times(fns, repeat, number) for _ in range(1 if quick else 3)]
+    ratios = sorted(r["s"] / r["b"] for r in rounds)
+    mid = ratios[len(ratios) // 2]
+    t = min(rounds, key=lambda r: abs(r["s"] / r["b"] - mid))
     t_b, t_s, t_bv, t_sv = t["b"], t["s"], t["bv"], t["sv"]
     n = len(data.times)
     # the speed-up is n * (one stack epoch) / (all epochs batched): it exceeds n only if the
     # batched model costs less than one epoch of the stack; batched_over_one_epoch says how close
-    return t_s / t_b, dict(batched_ms=1e3 * t_b, stack_ms=1e3 * t_s, value_only_ratio=t_sv / t_bv,
-                           n_epochs=n, batched_over_one_epoch=t_b / (t_s / n),
-                           metric="value_and_grad time ratio")
+    return mid, dict(batched_ms=1e3 * t_b, stack_ms=1e3 * t_s, value_only_ratio=t_sv / t_bv,
+                     round_ratios=[round(v, 3) for v in ratios], n_epochs=n,
+                     batched_over_one_epoch=t_b / (t_s / n), metric="value_and_grad time ratio")
 
 
 BENCHMARKS = [
