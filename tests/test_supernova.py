@@ -1,11 +1,13 @@
 """The supernova light-curve workflow: seeded mock fits recover the truth within their errors."""
 
 import json
+import math
 
 import pytest
 import torch
 
 import skyfit
+import skyfit.demo
 from skyfit.demo import simulate_supernova, supernova_light_curve_model
 
 
@@ -39,3 +41,14 @@ def test_demo_writes_figures_graph_and_summary(tmp_path):
     assert (tmp_path / "corner_nuts.png").exists() and (tmp_path / "chains_nuts.h5").exists()
     graph = [f for f in data["files"] if "model_graph" in f]
     assert graph and (tmp_path / graph[0].split("/")[-1]).exists()
+
+
+def test_aperture_flux_recovers_a_point_source_on_a_sloped_background():
+    grid = skyfit.PixelGrid((50, 50), 0.04)
+    x, y = grid.coordinates()
+    psf = skyfit.GaussianPSF(sigma=0.06, size=15)
+    image = psf.point_image(grid, -0.3, 0.1, 80.0) + 2.0 + 0.5 * x  # flux 80 on a gradient
+    estimate = skyfit.demo.aperture_flux(image, grid, -0.3, 0.1)
+    # a 4-pixel (2.7 sigma) aperture holds 97.5% of a Gaussian PSF's light
+    assert estimate == pytest.approx(80.0 * (1 - math.exp(-0.5 * (4 * 0.04 / 0.06) ** 2)),
+                                     rel=0.02)

@@ -35,7 +35,6 @@ HOST_TRUTH = dict(x0=0.20, y0=0.18, q=0.6, phi=0.5, n=1.5, Re=0.30, flux=400.0)
 SN_TRUTH = dict(x0=-0.35, y0=-0.20)
 LIGHT_CURVE_TRUTH = dict(t0=-3.0, sigma=2.0, peak_flux=120.0)
 TIMES = (-8.0, -5.0, -2.0, 1.0, 4.0)
-SN_FLUX_GUESS = 20.0  # the fits' starting SN flux per epoch (e-/s): no knowledge of the truth
 
 
 @dataclass
@@ -75,6 +74,18 @@ def simulate_supernova(seed: int = 0, dtype: torch.dtype = torch.float64) -> Sup
     for i, f in enumerate(fluxes.tolist()):
         truth[f"sn.flux[{i}]"] = f
     return SupernovaData(images, times, grid, 0.06, noise, truth, fluxes)
+
+
+def aperture_flux(image: torch.Tensor, grid: PixelGrid, x0: float, y0: float,
+                  radius: float = 4.0) -> float:
+    """Aperture photometry: flux within ``radius`` pixels of ``(x0, y0)`` minus the local level
+    (median of an annulus at 5-8 pixels) times the aperture's area; at least 1. The fits' start
+    for the SN flux: it knows nothing of the truth."""
+    x, y = grid.coordinates()
+    r = torch.hypot(x - x0, y - y0) / grid.pixel_scale
+    inside, annulus = r <= radius, (r > radius + 1) & (r <= radius + 4)
+    level = image[annulus].median()
+    return max(float(image[inside].sum() - inside.sum() * level), 1.0)
 
 
 def _perturbed(values: dict, seed: int, frac: float = 0.05) -> dict:
@@ -118,9 +129,9 @@ def _per_image_fits(data: SupernovaData, log):
     rows = []
     for i in range(len(data.times)):
         host = _host(f"host{i}", **_perturbed(HOST_TRUTH, 10 + i))
-        # a rough guess that knows nothing of the truth (the true fluxes run from 3 to 106)
-        sn = PointSource(f"sn{i}", x0=SN_TRUTH["x0"] + 0.02, y0=SN_TRUTH["y0"] - 0.02,
-                         flux=SN_FLUX_GUESS)
+        x0, y0 = SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02
+        sn = PointSource(f"sn{i}", x0=x0, y0=y0,
+                         flux=aperture_flux(data.images[i], data.grid, x0, y0))
         scene = Scene(data.grid, [host], GaussianPSF(f"psf{i}", sigma=data.psf_sigma, size=15),
                       [sn], name=f"image{i}")
         host.to_dynamic()
@@ -158,8 +169,9 @@ def _joint_fit(data: SupernovaData, log):
     """Step 2: all epochs, one host and one SN position (caskade links), a free flux per epoch."""
     host = _host(**_perturbed(HOST_TRUTH, 20))
     host.to_dynamic()
-    stack = linked_epoch_stack(data, host, SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02,
-                               [SN_FLUX_GUESS] * len(data.times))
+    x0, y0 = SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02
+    stack = linked_epoch_stack(data, host, x0, y0,
+                               [aperture_flux(image, data.grid, x0, y0) for image in data.images])
     post = Posterior(GaussianLikelihood(stack, data.images, noise=data.noise))
     res = fit_map(post)
     with warnings.catch_warnings():  # a flux pinned at 0 is flagged in the table instead
