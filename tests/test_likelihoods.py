@@ -147,8 +147,11 @@ def test_poisson_likelihood_in_float32_with_empty_pixels_is_finite():
 def test_noise_model_with_sky_but_no_read_noise_is_accepted():
     scene = skyfit.Scene(skyfit.PixelGrid((8, 8), 0.1), [skyfit.Gaussian(sigma=0.2, flux=3.0)])
     noise = skyfit.ReadPoissonNoise(exposure_time=10.0, read_noise=0.0, sky=5.0)
-    like = skyfit.GaussianLikelihood(scene, scene().detach(), noise=noise)
-    assert torch.isfinite(like())
+    model = scene().detach()
+    like = skyfit.GaussianLikelihood(scene, model, noise=noise)
+    # a perfect model: only the normalisation, with the variance (model + sky) / t of each pixel
+    expected = -0.5 * torch.log(2 * math.pi * (model + 5.0) / 10.0).sum()
+    assert like().item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_noise_model_without_read_noise_is_rejected():

@@ -75,7 +75,6 @@ class Posterior(LogDensity):
                              ".to_dynamic() on the modules or Params to fit")
         self.params = params
         self.names, self.slices, lowers, uppers = [], {}, [], []
-        self._layout: list[tuple[int, slice, tuple]] = []  # (start, slice, shape) per Param
         labels = [self._label(p) for p in params]
         pos = 0
         for p, label in zip(params, labels):
@@ -91,7 +90,6 @@ class Posterior(LogDensity):
             else:
                 self.names += [f"{label}[{i}]" for i in range(size)]
             self.slices[label] = (slice(pos, pos + size), shape, p)
-            self._layout.append((pos, slice(pos, pos + size), shape))
             pos += size
         self.lower = torch.cat(lowers)
         self.upper = torch.cat(uppers)
@@ -173,8 +171,8 @@ class Posterior(LogDensity):
         # (one autograd node for all of them) instead of caskade's slice + view per Param, which
         # for a dozen parameters cost as much as the model's own small operations
         entries = x.unbind(-1)
-        return [entries[start] if shape == () else x[..., sl].reshape(x.shape[:-1] + shape)
-                for start, sl, shape in self._layout]
+        return [entries[sl.start] if shape == () else x[..., sl].reshape(x.shape[:-1] + shape)
+                for sl, shape, _ in self.slices.values()]
 
     def _joint_of_vector(self, x: torch.Tensor) -> torch.Tensor:
         return self.joint(self._param_values(x))

@@ -3,9 +3,10 @@
 Nothing here knows about astronomy: it sees a log-density of a flat vector with names and bounds.
 """
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import checkpoint, diagnostics
+from .checkpoint import *  # noqa: F403
 from .density import FunctionDensity, LogDensity
-from .diagnostics import diagnostics_table, ess, ks_uniform, mcse, rhat, sbc_chi2, sbc_ranks
+from .diagnostics import *  # noqa: F403
 from .emcee import sample_emcee
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .optimize import MAPResult, fit_map
@@ -29,13 +30,6 @@ __all__ = [
     "laplace",
     "LaplaceResult",
     "log_density_hessian",
-    "rhat",
-    "ess",
-    "mcse",
-    "diagnostics_table",
-    "ks_uniform",
-    "sbc_ranks",
-    "sbc_chi2",
-    "save_checkpoint",
-    "load_checkpoint",
+    *diagnostics.__all__,
+    *checkpoint.__all__,
 ]

@@ -42,8 +42,7 @@ class PSF(ck.Module):
         key = (pixel_scale, tuple(image.shape[-2:]), image.dtype, image.device,
                tuple(v._version for v in values))
         cache = self.__dict__.get("_kernel_ft_cache")
-        if (cache is None or cache[0] != key or len(cache[1]) != len(values)
-                or any(a is not b for a, b in zip(cache[1], values))):
+        if cache is None or cache[0] != key or any(a is not b for a, b in zip(cache[1], values)):
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
             cache = (key, values, kernel_transform(kernel, image.shape[-2:]).detach())
             # inside torch.func transforms (jacfwd, jacrev, vmap) results are wrapped for that
