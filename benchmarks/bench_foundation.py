@@ -86,9 +86,9 @@ def overhead(quick: bool):
     fns = {"sky": lambda: like(x), "plain": lambda: plain(x),
            "sky_g": lambda: torch.autograd.grad(like(xg), xg),
            "plain_g": lambda: torch.autograd.grad(plain(xg), xg)}
-    # the median of three rounds of best-of timings: one round's ratio swings by +-20% on this
+    # the median of five rounds of best-of timings: one round's ratio swings by +-20% on this
     # shared machine (seen from 0.7 to 1.4 for the same code)
-    rounds = [best_times(fns, repeat, number) for _ in range(1 if quick else 3)]
+    rounds = [best_times(fns, repeat, number) for _ in range(1 if quick else 5)]
     ratios = sorted(r["sky"] / r["plain"] for r in rounds)
     grads = sorted(r["sky_g"] / r["plain_g"] for r in rounds)
     t = min(rounds, key=lambda r: abs(r["sky"] / r["plain"] - ratios[len(ratios) // 2]))
@@ -204,8 +204,8 @@ def batched_vs_stack(quick: bool):
     repeat, number = (5, 5) if quick else (15, 20)
     fns = {"b": lambda: batched.value_and_grad(xb), "s": lambda: stack.value_and_grad(xs),
            "bv": lambda: batched(xb), "sv": lambda: stack(xs)}
-    # the median of three rounds of best-of timings (one round swings by +-15% here)
-    rounds = [best_times(fns, repeat, number) for _ in range(1 if quick else 3)]
+    # the median of five rounds of best-of timings (one round swings by +-15% here)
+    rounds = [best_times(fns, repeat, number) for _ in range(1 if quick else 5)]
     ratios = sorted(r["s"] / r["b"] for r in rounds)
     mid = ratios[len(ratios) // 2]
     t = min(rounds, key=lambda r: abs(r["s"] / r["b"] - mid))

@@ -12,6 +12,7 @@ import math
 import caskade as ck
 import torch
 
+from ._forward import forward
 from .errors import DataError, ShapeError
 
 __all__ = ["GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood"]
@@ -99,10 +100,12 @@ class GaussianLikelihood(ck.Module):
                 raise DataError(f"variance must be positive; {int((v <= 0).sum())} values are <= 0 "
                                 f"(min {v.min().item():g}); mask those pixels instead")
             try:
-                torch.broadcast_shapes(v.shape, self.data.shape)
+                shape = torch.broadcast_shapes(v.shape, self.data.shape)
             except RuntimeError:
+                shape = None
+            if shape != self.data.shape:
                 raise ShapeError(f"variance shape {tuple(v.shape)} does not broadcast to data "
-                                 f"shape {tuple(self.data.shape)}") from None
+                                 f"shape {tuple(self.data.shape)}")
             self.variance = v
         else:
             floor = _variance_floor(noise)
@@ -113,7 +116,7 @@ class GaussianLikelihood(ck.Module):
         self.noise = noise
         self.mask = _check_mask(mask, self.data.shape)
 
-    @ck.forward
+    @forward
     def residuals(self) -> torch.Tensor:
         """Normalised residuals ``(data - model) / sqrt(variance)``, shaped like the data."""
         model = self.model()
@@ -121,14 +124,14 @@ class GaussianLikelihood(ck.Module):
         var = self.variance if self.variance is not None else self.noise.variance(model)
         return (self.data - model) / var.sqrt()
 
-    @ck.forward
+    @forward
     def __call__(self) -> torch.Tensor:
         model = self.model()
         _check_model_shape(model, self.data, type(self).__name__)
         var = self.variance if self.variance is not None else self.noise.variance(model)
         # log(2 pi var) = log(var) + log(2 pi): the constant is added once, not per pixel
+        # already the data's shape: the model is checked to match and broadcasts with var
         terms = (self.data - model) ** 2 / var + torch.log(var)
-        terms = terms.expand(self.data.shape)
         if self.mask is not None:
             # where, not boolean indexing: keeps shapes static so torch.vmap can batch it
             terms = torch.where(self.mask, terms, torch.zeros_like(terms))
@@ -163,7 +166,7 @@ class PoissonLikelihood(ck.Module):
         self.mask = _check_mask(mask, counts.shape)
         self._log_factorial = torch.lgamma(counts + 1)
 
-    @ck.forward
+    @forward
     def __call__(self) -> torch.Tensor:
         model = self.model()
         _check_model_shape(model, self.counts, type(self).__name__)
@@ -212,7 +215,7 @@ class PhotometryLikelihood(ck.Module):
         if self.band is not None and self.band.shape != n:
             raise ShapeError(f"band has shape {tuple(self.band.shape)}, time has {tuple(n)}")
 
-    @ck.forward
+    @forward
     def __call__(self) -> torch.Tensor:
         if self.band is None:
             model = self.lightcurve.flux(self.time)

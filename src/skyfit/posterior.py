@@ -9,6 +9,8 @@ import caskade as ck
 import torch
 from torch.distributions import Distribution
 
+from ._activation import Activation
+from ._forward import forward
 from .errors import ParameterRangeError, ParameterVectorError
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
@@ -28,7 +30,7 @@ class _Joint(ck.Module):
             if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))
         ]
 
-    @ck.forward
+    @forward
     def __call__(self):
         total = self.likelihood()
         for module in self.prior_modules:
@@ -74,6 +76,9 @@ class Posterior(LogDensity):
             raise ValueError("the likelihood graph has no dynamic parameters to infer: call "
                              ".to_dynamic() on the modules or Params to fit")
         self.params = params
+        self._activation = Activation(self.joint)
+        # without module prior terms the joint's own forward call adds nothing to the likelihood
+        self._body = self.joint if self.joint.prior_modules else likelihood
         self.names, self.slices, lowers, uppers = [], {}, [], []
         labels = [self._label(p) for p in params]
         pos = 0
@@ -175,7 +180,7 @@ class Posterior(LogDensity):
                 for sl, shape, _ in self.slices.values()]
 
     def _joint_of_vector(self, x: torch.Tensor) -> torch.Tensor:
-        return self.joint(self._param_values(x))
+        return self._activation(self._param_values(x), self._body, self.joint)
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """Log-likelihood (plus module prior terms) for ``x (..., dim)``."""

@@ -29,10 +29,15 @@ def kernel_transform(kernel: torch.Tensor, image_shape) -> torch.Tensor:
     return torch.fft.rfft2(kernel, s=(H + kh - 1, W + kw - 1))
 
 
-def fft_convolve_transformed(image: torch.Tensor, kernel_ft: torch.Tensor, kernel_shape):
-    """:func:`fft_convolve` with the kernel given by :func:`kernel_transform`."""
+def fft_convolve_transformed(image: torch.Tensor, kernel_ft: torch.Tensor, kernel_shape,
+                             crop: int = 0):
+    """:func:`fft_convolve` with the kernel given by :func:`kernel_transform`; ``crop`` pixels
+    are also removed from every edge of the result."""
     kh, kw = kernel_shape
     H, W = image.shape[-2:]
+    if not 0 <= 2 * crop < min(H, W):
+        raise ShapeError(f"cannot crop {crop} pixels from each edge of a {(H, W)} image")
     shape = (H + kh - 1, W + kw - 1)
     out = torch.fft.irfft2(torch.fft.rfft2(image, s=shape) * kernel_ft, s=shape)
-    return out[..., kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W]
+    i, j = kh // 2 + crop, kw // 2 + crop
+    return out[..., i : i + H - 2 * crop, j : j + W - 2 * crop]

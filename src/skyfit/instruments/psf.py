@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._forward import forward
 from ..errors import ShapeError
 from ..params import Param
 from .convolution import fft_convolve_transformed, kernel_transform
@@ -23,8 +24,11 @@ class PSF(ck.Module):
 
     size: int
 
-    def convolve(self, image: torch.Tensor, pixel_scale: float) -> torch.Tensor:
+    def convolve(self, image: torch.Tensor, pixel_scale: float, crop: int = 0) -> torch.Tensor:
         """Convolve ``image (..., H, W)`` (flux per pixel) with the PSF; flux is conserved.
+
+        ``crop`` pixels are then removed from every edge (a scene rendered on a grid padded by
+        half the kernel keeps the central ``(H - 2 crop, W - 2 crop)``; one slice, not two).
 
         When every parameter of the PSF is fixed (static), the kernel's FFT is computed once and
         reused until a parameter value changes (not under ``torch.compile``, which traces the
@@ -35,21 +39,29 @@ class PSF(ck.Module):
         if self.dynamic_params or self.pointer_params or torch.compiler.is_compiling():
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
             return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
-                                            shape)
+                                            shape, crop)
         # the cache holds the parameter tensors themselves: an id() alone could be reused by a
         # new tensor once the old value is freed, and the cache would then be silently stale
-        values = tuple(p.value for p in self.static_params)
-        key = (pixel_scale, tuple(image.shape[-2:]), image.dtype, image.device,
-               tuple(v._version for v in values))
+        values = [p.value for p in self.static_params]
+        key = [pixel_scale, image.shape[-2:], image.dtype, image.device]
+        key += [v._version for v in values]
         cache = self.__dict__.get("_kernel_ft_cache")
-        if cache is None or cache[0] != key or any(a is not b for a, b in zip(cache[1], values)):
+        if (cache is None or cache[0] != key
+                or not all(a is b for a, b in zip(cache[1], values))):
             kernel = self.kernel(pixel_scale, dtype=image.dtype)
             cache = (key, values, kernel_transform(kernel, image.shape[-2:]).detach())
             # inside torch.func transforms (jacfwd, jacrev, vmap) results are wrapped for that
             # transform's level: kept past it they would escape, so store only plain tensors
             if not torch._C._are_functorch_transforms_active():
                 self.__dict__["_kernel_ft_cache"] = cache
-        return fft_convolve_transformed(image, cache[2], shape)
+        return fft_convolve_transformed(image, cache[2], shape, crop)
+
+
+def _trailing_axis(v, like: torch.Tensor) -> torch.Tensor:
+    """``v`` as a tensor like ``like``, with one trailing axis if it has batch dimensions."""
+    if not (isinstance(v, torch.Tensor) and v.dtype == like.dtype and v.device == like.device):
+        v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    return v if v.ndim == 0 else v[..., None]
 
 
 def _check_size(size: int) -> int:
@@ -82,7 +94,7 @@ class GaussianPSF(PSF):
             "sigma", sigma, valid=(0.0, None), units="arcsec", description="PSF standard deviation"
         )
 
-    @ck.forward
+    @forward
     def kernel(self, pixel_scale: float, dtype=torch.float64, sigma=None) -> torch.Tensor:
         """Normalised ``(..., size, size)`` kernel on pixels of side ``pixel_scale`` arcsec."""
         sigma = torch.as_tensor(sigma).to(dtype)
@@ -92,19 +104,20 @@ class GaussianPSF(PSF):
         k = torch.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / s**2)
         return k / k.sum(dim=(-2, -1), keepdim=True)
 
-    @ck.forward
+    @forward
     def point_image(self, grid: PixelGrid, x0, y0, flux, sigma=None) -> torch.Tensor:
         """Image (flux per pixel) of a point source of ``flux`` at ``(x0, y0)``; batch dims of
         ``x0, y0, flux, sigma`` broadcast in front of the grid shape."""
         x_edges, y_edges = grid.pixel_edges()
-        as_t = lambda v: torch.as_tensor(v, dtype=x_edges.dtype, device=x_edges.device)  # noqa: E731
-        sigma = as_t(sigma)[..., None]
+        # scalars broadcast against the edges as they are (no unsqueeze, no autograd node)
+        x0, y0 = _trailing_axis(x0, x_edges), _trailing_axis(y0, x_edges)
+        flux, sigma = _trailing_axis(flux, x_edges), _trailing_axis(sigma, x_edges)
         ndtr = torch.special.ndtr
         # the PSF integrated over each pixel: differences of the normal CDF at the pixel edges
-        px = torch.diff(ndtr((x_edges - as_t(x0)[..., None]) / sigma), dim=-1)
-        py = torch.diff(ndtr((y_edges - as_t(y0)[..., None]) / sigma), dim=-1)
+        px = torch.diff(ndtr((x_edges - x0) / sigma), dim=-1)
+        py = torch.diff(ndtr((y_edges - y0) / sigma), dim=-1)
         # flux on the (short) column profile first: one pass less over the image
-        return (as_t(flux)[..., None] * py)[..., :, None] * px[..., None, :]
+        return (flux * py)[..., :, None] * px[..., None, :]
 
 
 class PixelatedPSF(PSF):
@@ -139,12 +152,12 @@ class PixelatedPSF(PSF):
             description="PSF image on the data pixel grid",
         )
 
-    @ck.forward
+    @forward
     def kernel(self, pixel_scale: float, dtype=torch.float64, pixels=None) -> torch.Tensor:
         pixels = pixels.to(dtype)
         return pixels / pixels.sum(dim=(-2, -1), keepdim=True)
 
-    @ck.forward
+    @forward
     def point_image(self, grid: PixelGrid, x0, y0, flux, pixels=None) -> torch.Tensor:
         x, y = grid.coordinates()
         ny, nx = grid.shape

@@ -5,6 +5,8 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._forward import forward
+
 __all__ = ["ThinLens", "lens_param"]
 
 
@@ -19,7 +21,7 @@ def lens_param(name: str, value, **meta) -> ck.Param:
 class ThinLens(ck.Module):
     """A mass distribution in one lens plane (the conventions are in :mod:`skyfit.lenses`).
 
-    Subclasses define three ``@ck.forward`` methods of sky coordinates ``x, y`` (arcsec):
+    Subclasses define three ``@forward`` methods of sky coordinates ``x, y`` (arcsec):
     ``deflection -> (alpha_x, alpha_y)``, ``convergence -> kappa`` and ``potential -> psi``.
     Parameters may carry leading batch dimensions, which broadcast in front of the coordinate
     dimensions; to evaluate many parameter sets at once, ``torch.vmap`` over a flat parameter
@@ -47,20 +49,20 @@ class ThinLens(ck.Module):
         if missing:
             raise TypeError(f"{cls.__name__} must define @forward methods {missing} (x, y)")
 
-    @ck.forward
+    @forward
     def centres(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(x0, y0)]`` of the mass centres (none for a shear or a sheet), current values."""
         if not self.has_centre:
             return []
         return [(self.x0.value, self.y0.value)]
 
-    @ck.forward
+    @forward
     def raytrace(self, x, y):
         """Source-plane position ``beta = theta - alpha(theta)`` of image-plane ``(x, y)``."""
         ax, ay = self.deflection(x, y)
         return x - ax, y - ay
 
-    @ck.forward
+    @forward
     def deflection_jacobian(self, x, y):
         """``(alpha, d alpha / dx, d alpha / dy)``, each a pair ``(x-component, y-component)``.
 
@@ -78,14 +80,14 @@ class ThinLens(ck.Module):
         (axx, axy), (ayx, ayy) = pullback((one, zero)), pullback((zero, one))
         return alpha, (axx, ayx), (axy, ayy)
 
-    @ck.forward
+    @forward
     def hessian(self, x, y):
         """Second derivatives of the potential ``(psi_xx, psi_xy, psi_yy)`` from the deflection
         Jacobian (``psi_xy`` symmetrised)."""
         _, (axx, ayx), (axy, ayy) = self.deflection_jacobian(x, y)
         return axx, 0.5 * (axy + ayx), ayy
 
-    @ck.forward
+    @forward
     def jacobian(self, x, y):
         """Lens-mapping Jacobian ``A = d beta / d theta`` as ``(..., 2, 2)``."""
         _, (axx, ayx), (axy, ayy) = self.deflection_jacobian(x, y)
@@ -93,19 +95,19 @@ class ThinLens(ck.Module):
         row1 = torch.stack([-ayx, 1 - ayy], dim=-1)
         return torch.stack([row0, row1], dim=-2)
 
-    @ck.forward
+    @forward
     def magnification(self, x, y):
         """Signed magnification ``1 / det A`` (negative for saddle-point images)."""
         _, (axx, ayx), (axy, ayy) = self.deflection_jacobian(x, y)
         return 1 / ((1 - axx) * (1 - ayy) - axy * ayx)
 
-    @ck.forward
+    @forward
     def shear(self, x, y):
         """Shear ``(gamma1, gamma2) = ((psi_xx - psi_yy) / 2, psi_xy)``."""
         psi_xx, psi_xy, psi_yy = self.hessian(x, y)
         return 0.5 * (psi_xx - psi_yy), psi_xy
 
-    @ck.forward
+    @forward
     def fermat_potential(self, x, y, beta_x, beta_y):
         """``|theta - beta|^2 / 2 - psi(theta)`` (arcsec^2); differences are time delays."""
         return 0.5 * ((x - beta_x) ** 2 + (y - beta_y) ** 2) - self.potential(x, y)

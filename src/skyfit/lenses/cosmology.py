@@ -8,6 +8,7 @@ import caskade as ck
 import numpy as np
 import torch
 
+from .._forward import forward
 from .base import lens_param
 
 __all__ = ["FlatLambdaCDM", "constants"]
@@ -61,7 +62,7 @@ class FlatLambdaCDM(ck.Module):
         self.Om0 = lens_param("Om0", Om0, valid=(0.0, 1.0), units="",
                               description="matter density today")
 
-    @ck.forward
+    @forward
     def comoving_distance(self, z, H0=None, Om0=None):
         """Line-of-sight comoving distance to redshift ``z`` (any shape), Mpc."""
         H0 = torch.as_tensor(H0)
@@ -75,19 +76,19 @@ class FlatLambdaCDM(ck.Module):
         hubble_distance = constants.c / 1e3 / H0  # Mpc
         return hubble_distance * z * (inv_E * weights).sum(-1)
 
-    @ck.forward
+    @forward
     def angular_diameter_distance(self, z):
         """Angular diameter distance to ``z``, Mpc."""
         z = _redshift(z)
         return self.comoving_distance(z) / (1 + z)
 
-    @ck.forward
+    @forward
     def angular_diameter_distance_z1z2(self, z1, z2):
         """Angular diameter distance from ``z1`` to ``z2 > z1`` (flat universe), Mpc."""
         z1, z2 = _redshift(z1), _redshift(z2)
         return (self.comoving_distance(z2) - self.comoving_distance(z1)) / (1 + z2)
 
-    @ck.forward
+    @forward
     def time_delay_distance(self, z_l, z_s):
         """``D_dt = (1 + z_l) D_l D_s / D_ls``, Mpc."""
         z_l, z_s = _redshift(z_l), _redshift(z_s)
@@ -95,7 +96,7 @@ class FlatLambdaCDM(ck.Module):
         D_s = self.angular_diameter_distance(z_s)
         return (1 + z_l) * D_l * D_s / self.angular_diameter_distance_z1z2(z_l, z_s)
 
-    @ck.forward
+    @forward
     def critical_surface_density(self, z_l, z_s):
         """``Sigma_crit = c^2 D_s / (4 pi G D_l D_ls)`` in solar masses per Mpc^2."""
         z_l, z_s = _redshift(z_l), _redshift(z_s)
@@ -105,7 +106,7 @@ class FlatLambdaCDM(ck.Module):
         factor = constants.c**2 / (4 * math.pi * constants.G) * constants.Mpc / constants.M_sun
         return factor * D_s / (D_l * D_ls)
 
-    @ck.forward
+    @forward
     def critical_density(self, z, H0=None, Om0=None):
         """Critical density of the universe at ``z``, solar masses per Mpc^3."""
         z = _redshift(z)

@@ -7,6 +7,7 @@ import math
 import caskade as ck
 import torch
 
+from .._forward import forward
 from .base import lens_param
 from .cosmology import FlatLambdaCDM, constants
 
@@ -45,27 +46,27 @@ class LensGeometry(ck.Module):
                               description="source redshift")
         self.cosmology = cosmology if cosmology is not None else FlatLambdaCDM()
 
-    @ck.forward
+    @forward
     def distances(self, z_l=None, z_s=None):
         """Angular diameter distances ``(D_l, D_s, D_ls)`` in Mpc."""
         cosmo = self.cosmology
         return (cosmo.angular_diameter_distance(z_l), cosmo.angular_diameter_distance(z_s),
                 cosmo.angular_diameter_distance_z1z2(z_l, z_s))
 
-    @ck.forward
+    @forward
     def time_delay_distance(self, z_l=None):
         """``D_dt = (1 + z_l) D_l D_s / D_ls`` in Mpc."""
         D_l, D_s, D_ls = self.distances()
         return (1 + z_l) * D_l * D_s / D_ls
 
-    @ck.forward
+    @forward
     def fermat_to_days(self, fermat):
         """Time delay in days of a Fermat-potential difference in arcsec^2:
         ``dt = D_dt / c * d_phi``."""
         seconds = self.time_delay_distance() * constants.Mpc / constants.c * constants.arcsec**2
         return seconds * fermat / constants.day
 
-    @ck.forward
+    @forward
     def critical_surface_density(self):
         """``Sigma_crit`` in solar masses per arcsec^2 (at the lens)."""
         D_l, D_s, D_ls = self.distances()
@@ -73,14 +74,14 @@ class LensGeometry(ck.Module):
                     * D_s / (D_l * D_ls))
         return per_mpc2 * (D_l * constants.arcsec) ** 2
 
-    @ck.forward
+    @forward
     def sis_einstein_radius(self, sigma_v):
         """SIS Einstein radius (arcsec) for a velocity dispersion in km/s:
         ``4 pi (sigma_v / c)^2 D_ls / D_s``."""
         _, D_s, D_ls = self.distances()
         return 4 * math.pi * (sigma_v * 1e3 / constants.c) ** 2 * D_ls / D_s / constants.arcsec
 
-    @ck.forward
+    @forward
     def point_mass_einstein_radius(self, mass):
         """Point-mass Einstein radius (arcsec) for a mass in solar masses:
         ``sqrt(4 G M D_ls / (c^2 D_l D_s))``."""
@@ -88,7 +89,7 @@ class LensGeometry(ck.Module):
         rs = 4 * constants.G * mass * constants.M_sun / constants.c**2 / constants.Mpc  # Mpc
         return torch.sqrt(rs * D_ls / (D_l * D_s)) / constants.arcsec
 
-    @ck.forward
+    @forward
     def nfw_angles(self, m200c, concentration, z_l=None):
         """``(Rs, alpha_Rs)`` in arcsec of an NFW halo of ``m200c`` solar masses and
         concentration ``c`` (lenstronomy's ``LensCosmo.nfw_physical2angle``):

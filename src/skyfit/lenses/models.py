@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import caskade as ck
 import torch
 
+from .._forward import forward
 from ..sources.profiles import batch_param
 from . import functions as F
 from .base import ThinLens, lens_param
@@ -66,15 +67,15 @@ class SIS(ThinLens):
         lens.theta_E.link("geometry", geometry)
         return lens
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, x0=None, y0=None, theta_E=None):
         return F.sis_deflection(x, y, *_b(x, x0, y0, theta_E))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, x0=None, y0=None, theta_E=None):
         return F.sis_convergence(x, y, *_b(x, x0, y0, theta_E))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, x0=None, y0=None, theta_E=None):
         return F.sis_potential(x, y, *_b(x, x0, y0, theta_E))
 
@@ -103,15 +104,15 @@ class SIE(ThinLens):
         _ellipse(self, q, phi)
         _einstein_radius(self, theta_E)
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
         return F.sie_deflection(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
         return F.sie_convergence(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
         return F.sie_potential(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
@@ -145,15 +146,15 @@ class PointMass(ThinLens):
         lens.theta_E.link("geometry", geometry)
         return lens
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, x0=None, y0=None, theta_E=None):
         return F.point_mass_deflection(x, y, *_b(x, x0, y0, theta_E))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, x0=None, y0=None, theta_E=None):
         return F.point_mass_convergence(x, y, *_b(x, x0, y0, theta_E))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, x0=None, y0=None, theta_E=None):
         return F.point_mass_potential(x, y, *_b(x, x0, y0, theta_E))
 
@@ -183,15 +184,15 @@ class ExternalShear(ThinLens):
                                  description="shear along the diagonals")
         self.origin = (float(x0), float(y0))
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, gamma1=None, gamma2=None):
         return F.shear_deflection(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, gamma1=None, gamma2=None):
         return F.shear_convergence(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, gamma1=None, gamma2=None):
         return F.shear_potential(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
@@ -215,15 +216,15 @@ class MassSheet(ThinLens):
         self.kappa = lens_param("kappa", kappa, units="", description="convergence of the sheet")
         self.origin = (float(x0), float(y0))
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, kappa=None):
         return F.mass_sheet_deflection(x, y, *self.origin, *_b(x, kappa))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, kappa=None):
         return F.mass_sheet_convergence(x, y, *self.origin, *_b(x, kappa))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, kappa=None):
         return F.mass_sheet_potential(x, y, *self.origin, *_b(x, kappa))
 
@@ -276,15 +277,15 @@ class NFW(ThinLens):
             param.link("geometry", geometry)
         return lens
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
         return F.nfw_deflection(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
         return F.nfw_convergence(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
         return F.nfw_potential(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
@@ -319,15 +320,15 @@ class EPL(ThinLens):
         self.gamma = lens_param("gamma", gamma, valid=(1.0, 3.0), units="",
                                 description="3-D density slope (2: isothermal)")
 
-    @ck.forward
+    @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
         return F.epl_deflection(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
         return F.epl_convergence(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
-    @ck.forward
+    @forward
     def potential(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
         return F.epl_potential(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
@@ -367,7 +368,7 @@ class CompositeLens(ThinLens):
             total = total + getattr(lens, method)(x, y)
         return total
 
-    @ck.forward
+    @forward
     def deflection(self, x, y):
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         ax = ay = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -377,18 +378,18 @@ class CompositeLens(ThinLens):
         return ax.expand(torch.broadcast_shapes(ax.shape, x.shape)), \
             ay.expand(torch.broadcast_shapes(ay.shape, y.shape))
 
-    @ck.forward
+    @forward
     def convergence(self, x, y):
         x = torch.as_tensor(x)
         k = self._sum("convergence", x, y)
         return k.expand(torch.broadcast_shapes(k.shape, x.shape))
 
-    @ck.forward
+    @forward
     def potential(self, x, y):
         x = torch.as_tensor(x)
         p = self._sum("potential", x, y)
         return p.expand(torch.broadcast_shapes(p.shape, x.shape))
 
-    @ck.forward
+    @forward
     def centres(self):
         return [c for lens in self.lenses for c in lens.centres()]

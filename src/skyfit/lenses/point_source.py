@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._forward import forward
 from .base import ThinLens, lens_param
 from .geometry import LensGeometry
 from .solver import LensImages, find_images
@@ -53,7 +54,7 @@ class LensedPointSource(ck.Module):
                                    description="unlensed flux")
         self.search = dict(window=window, resolution=resolution, r_min=r_min)
 
-    @ck.forward
+    @forward
     def images(self, x0=None, y0=None) -> LensImages:
         """Images sorted by arrival time; ``x, y, magnification, fermat`` carry gradients."""
         try:
@@ -78,7 +79,7 @@ class LensedPointSource(ck.Module):
         fermat = self.lens.fermat_potential(x, y, x0, y0)
         return LensImages(x, y, mu, fermat, found.unresolved_centres, found.winding)
 
-    @ck.forward
+    @forward
     def time_delays(self, images: LensImages | None = None) -> torch.Tensor:
         """Delay of each image after the first (days), ``(n_images,)``; needs ``geometry``."""
         if self.geometry is None:
@@ -87,7 +88,7 @@ class LensedPointSource(ck.Module):
         images = self.images() if images is None else images
         return self.geometry.fermat_to_days(images.fermat - images.fermat[..., :1])
 
-    @ck.forward
+    @forward
     def position_flux(self, flux=None):
         """``(x_i, y_i, flux_i)`` of the images; ``flux_i = flux |mu_i|`` (leading flux
         dimensions, e.g. epochs, stay in front of the image axis)."""
@@ -129,14 +130,14 @@ class LensedSupernova(LensedPointSource):
             raise ValueError(f"times must be a vector (n_epochs,), got shape {tuple(times.shape)}")
         self.times = ck.Param("times", times, units="day", description="observation epochs")
 
-    @ck.forward
+    @forward
     def light_curves(self, images: LensImages | None = None, times=None) -> torch.Tensor:
         """Flux of every image at every epoch, ``(n_epochs, n_images)``."""
         images = self.images() if images is None else images
         t = torch.as_tensor(times)[..., :, None] - self.time_delays(images)
         return self.lightcurve.flux(t) * images.magnification.abs()
 
-    @ck.forward
+    @forward
     def position_flux(self):
         images = self.images()
         return images.x, images.y, self.light_curves(images)

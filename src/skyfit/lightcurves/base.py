@@ -100,15 +100,17 @@ class LightCurve(ck.Module):
         # as documented: t's dtype promoted with the parameters' (float64 fits stay float64)
         dtype = t.dtype
         for v in params.values():
-            if torch.is_tensor(v) and v.is_floating_point():
+            if torch.is_tensor(v) and v.is_floating_point() and v.dtype != dtype:
                 dtype = torch.promote_types(dtype, v.dtype)
-        t = t.to(dtype)
-        params = {k: torch.as_tensor(v, dtype=dtype, device=t.device) for k, v in params.items()}
+        if t.dtype != dtype:
+            t = t.to(dtype)
+        # batch_param converts what is not yet a tensor of t's dtype and device
         if self.bands is None:
             if band is not None:
                 raise ValueError(f"{self.name} has no bands: call flux(t) without `band`, or build "
                                  f"it with bands=(...)")
             return t, {k: batch_param(v, t) for k, v in params.items()}
+        params = {k: torch.as_tensor(v, dtype=dtype, device=t.device) for k, v in params.items()}
         if band is None:
             if len(self.bands) > 1:
                 raise ValueError(f"{self.name} has bands {self.bands}: pass `band` (indices or "

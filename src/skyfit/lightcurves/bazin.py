@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import caskade as ck
-
+from .._forward import forward
 from .base import LightCurve
 from .functions import bazin_light_curve
 
@@ -46,7 +45,7 @@ class Bazin(LightCurve):
         self._declare("B", B, units="flux", description="baseline flux")
         self._check_shared(("t0", "A", "tau_rise", "tau_fall", "B"))
 
-    @ck.forward
+    @forward
     def flux(self, t, band=None, t0=None, A=None, tau_rise=None, tau_fall=None, B=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
         t, p = self._inputs(t, band, t0=t0, A=A, tau_rise=tau_rise, tau_fall=tau_fall, B=B)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import caskade as ck
-
+from .._forward import forward
 from .base import LightCurve
 from .functions import gaussian_light_curve
 
@@ -37,7 +36,7 @@ class GaussianLightCurve(LightCurve):
                       description="flux at the peak")
         self._check_shared(("t0", "sigma", "peak_flux"))
 
-    @ck.forward
+    @forward
     def flux(self, t, band=None, t0=None, sigma=None, peak_flux=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
         t, p = self._inputs(t, band, t0=t0, sigma=sigma, peak_flux=peak_flux)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import caskade as ck
-
+from .._forward import forward
 from .base import LightCurve
 from .functions import villar_light_curve
 
@@ -52,7 +51,7 @@ class Villar(LightCurve):
                       description="decline time scale")
         self._check_shared(("t0", "A", "beta", "gamma", "tau_rise", "tau_fall"))
 
-    @ck.forward
+    @forward
     def flux(self, t, band=None, t0=None, A=None, beta=None, gamma=None, tau_rise=None,
              tau_fall=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import caskade as ck
 import torch
 
+from .._forward import forward
 from ..errors import ParameterRangeError
 from ..instruments.grid import PixelGrid
 from ..instruments.psf import PSF
@@ -47,7 +48,7 @@ class LensedSource(Source):
         self.lens = lens
         self.sources = list(sources)
 
-    @ck.forward
+    @forward
     def brightness(self, x, y):
         bx, by = self.lens.raytrace(x, y)
         total = torch.zeros((), dtype=bx.dtype, device=bx.device)
@@ -118,7 +119,7 @@ class LensedImage(ck.Module):
         check_valid_values([lens, *sources, *lens_light, *point_sources])
         check_resolution(grid, sources + lens_light)
 
-    @ck.forward
+    @forward
     def image(self) -> torch.Tensor:
         """Model image, flux per pixel: ``grid.shape`` (with leading epoch dimensions when
         point-source fluxes carry them)."""
@@ -128,7 +129,7 @@ class LensedImage(ck.Module):
             image = image + self.psf.point_image(self.grid, x, y, flux).sum(dim=-3)
         return image
 
-    @ck.forward
+    @forward
     def __call__(self) -> torch.Tensor:
         return self.image()
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import caskade as ck
 import torch
 
+from .._forward import forward
 from ..errors import ShapeError
 from ..instruments.grid import PixelGrid
 from ..instruments.psf import PSF
@@ -73,7 +74,7 @@ class Scene(ck.Module):
         # a private helper grid, not a node of the model graph
         self.__dict__["render_grid"] = render_grid
 
-    @ck.forward
+    @forward
     def extended_image(self) -> torch.Tensor:
         """Flux per pixel of the extended sources, before the PSF, on the padded grid."""
         return self._extended_image()
@@ -87,16 +88,14 @@ class Scene(ck.Module):
             total = sb if total is None else total + sb
         return self.render_grid.integrate_samples(total)
 
-    @ck.forward
+    @forward
     def __call__(self) -> torch.Tensor:
         ny, nx = self.grid.shape
         image = None
         if self.sources:
             image = self._extended_image()
             if self.psf is not None:
-                image = self.psf.convolve(image, self.grid.pixel_scale)
-                p = self.pad
-                image = image[..., p : p + ny, p : p + nx]
+                image = self.psf.convolve(image, self.grid.pixel_scale, crop=self.pad)
         for ps in self.point_sources:
             # inside this forward call the Params hold their current values
             x0, y0, flux = ps.x0.value, ps.y0.value, ps.flux.value
@@ -123,6 +122,6 @@ class ImageStack(ck.Module):
             raise ValueError("ImageStack needs at least one scene")
         self.scenes = list(scenes)
 
-    @ck.forward
+    @forward
     def __call__(self) -> torch.Tensor:
         return torch.stack([scene() for scene in self.scenes], dim=0)

@@ -10,7 +10,7 @@ __all__ = ["Source"]
 class Source(ck.Module):
     """An extended source: surface brightness (flux / arcsec^2) at any sky coordinates.
 
-    Subclasses implement ``brightness(x, y)`` as a ``@ck.forward`` method. Parameters may carry
+    Subclasses implement ``brightness(x, y)`` as a ``@forward`` method. Parameters may carry
     leading batch dimensions (for instance a flux per epoch, shape ``(n_epochs,)``); the result
     then has shape ``batch + x.shape``. Lensing ray-traces a source by calling ``brightness`` at
     deflected coordinates, so any ``Source`` can be lensed.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import caskade as ck
 import torch
 
+from .._forward import forward
 from ..params import Param
 from .base import Source
 from .profiles import batch_param, bilinear_interpolate
@@ -50,7 +50,7 @@ class Pixelated(Source):
         self.x0 = Param("x0", x0, units="arcsec", description="stamp centre, x")
         self.y0 = Param("y0", y0, units="arcsec", description="stamp centre, y")
 
-    @ck.forward
+    @forward
     def brightness(self, x, y, values=None, x0=None, y0=None):
         return bilinear_interpolate(values, x, y, batch_param(x0, x), batch_param(y0, x),
                                     self.pixel_scale)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import caskade as ck
 
+from .._forward import forward
 from ..params import Param
 
 __all__ = ["PointSource"]
@@ -32,7 +33,7 @@ class PointSource(ck.Module):
         self.y0 = Param("y0", y0, units="arcsec", description="position, y")
         self.flux = Param("flux", flux, valid=(0.0, None), units="flux", description="total flux")
 
-    @ck.forward
+    @forward
     def position_flux(self, x0=None, y0=None, flux=None):
         """``(x0, y0, flux)`` as tensors, in the current parameter context."""
         return x0, y0, flux

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import caskade as ck
 import torch
 
+from .._forward import forward
 from ..params import Param
 from .base import Source
 from .profiles import batch_param, sersic_profile
@@ -62,7 +62,7 @@ class Sersic(Source):
         )
         self.flux = Param("flux", flux, valid=(0.0, None), units="flux", description="total flux")
 
-    @ck.forward
+    @forward
     def brightness(self, x, y, x0=None, y0=None, q=None, phi=None, n=None, Re=None, flux=None):
         b = lambda p: batch_param(p, x)  # noqa: E731
         return b(flux) * sersic_profile(x, y, b(x0), b(y0), b(q), b(phi), b(n), b(Re))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import math
 
-import caskade as ck
 import torch
 
+from .._forward import forward
 from ..errors import ShapeError
 from ..params import Param
 from .base import Source
@@ -128,13 +128,13 @@ class VAESource(Source):
         stamp = torch.as_tensor(stamp, dtype=next(self.vae.parameters()).dtype)
         return self.from_z(self.vae.encode(stamp / stamp.sum())[0])
 
-    @ck.forward
+    @forward
     def stamp(self, latent=None):
         """Decoded unit-flux stamp ``(..., size, size)`` (flux per stamp pixel)."""
         img = self.vae.decode(self.to_z(latent))
         return img / img.sum((-2, -1), keepdim=True)
 
-    @ck.forward
+    @forward
     def brightness(self, x, y, latent=None, x0=None, y0=None, scale=None, flux=None):
         # batches of parameter sets: use torch.vmap (as Posterior does); a leading batch of
         # latents alone also works natively (one stamp each, same position and scale)
@@ -143,7 +143,7 @@ class VAESource(Source):
         sb = img * torch.as_tensor(flux / scale**2)[..., None, None]
         return bilinear_interpolate(sb, x, y, x0, y0, scale)
 
-    @ck.forward
+    @forward
     def log_prior(self, latent=None):
         """Log prior density of the latent (nats): ``log N(eps)`` or the flow's ``log p(z)``."""
         if self.latent_kind == "z" and self.flow is not None:

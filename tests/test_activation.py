@@ -1,0 +1,135 @@
+"""The short paths around caskade (skyfit._activation, skyfit._forward) against caskade itself:
+same values, same gradients, same graph state after a call, caskade's errors and overrides."""
+
+import caskade as ck
+import pytest
+import torch
+
+import skyfit
+from skyfit._forward import forward
+from skyfit.demo import supernova_problem
+
+
+def _graph_is_idle(root: ck.Module) -> bool:
+    nodes = root.topological_ordering()
+    return (all(not node._memos for node in nodes)
+            and all(p._value is None for p in root.all_params))
+
+
+def _through_caskade(post, x):
+    return post.joint(post._param_values(x))  # caskade's ActiveContext + fill_params
+
+
+def test_fast_activation_equals_caskade_value_gradient_and_batch():
+    post, truth = supernova_problem(0)
+    assert post._activation.usable()
+    x = (truth * 1.01).requires_grad_(True)
+    fast = post.log_likelihood(x)
+    (g_fast,) = torch.autograd.grad(fast, x)
+    slow = _through_caskade(post, x)
+    (g_slow,) = torch.autograd.grad(slow, x)
+    assert fast.item() == slow.item()
+    assert torch.equal(g_fast, g_slow)
+    assert _graph_is_idle(post.joint)
+    batch = torch.stack([truth, truth * 0.99, truth * 1.02])
+    looped = torch.stack([_through_caskade(post, row) for row in batch])
+    torch.testing.assert_close(post.log_likelihood(batch), looped, rtol=1e-13, atol=0)
+    assert _graph_is_idle(post.joint)
+
+
+def test_graph_state_is_restored_after_an_exception():
+    post, truth = supernova_problem(0)
+
+    def body():
+        assert post.joint.active and post.likelihood.online
+        raise RuntimeError("inside the model")
+
+    with pytest.raises(RuntimeError, match="inside the model"):
+        post._activation(post._param_values(truth), body, None)
+    assert _graph_is_idle(post.joint)
+    # the model still evaluates, and a Param can be set again (not left "active")
+    post.likelihood.model.sources[0].Re.value = 0.3
+    assert torch.isfinite(post.log_likelihood(truth))
+
+
+def test_changed_graph_falls_back_to_caskade():
+    post, truth = supernova_problem(0)
+    sn = post.likelihood.model.point_sources[0]
+    sn.x0.to_static()  # the Posterior's layout no longer matches the graph
+    assert not post._activation.usable()
+    # caskade then sees one value too many and says so
+    with pytest.raises(Exception, match="(?i)param"):
+        post.log_likelihood(truth)
+
+
+class _Cached(ck.Module):
+    def __init__(self):
+        super().__init__("cached")
+        self.a = ck.Param("a", 1.0)
+        self.calls = 0
+
+    @ck.active_cache
+    @forward
+    def square(self, a=None):
+        self.calls += 1
+        return a**2
+
+    @forward
+    def __call__(self, a=None):
+        return self.square() + self.square()
+
+
+def test_active_cache_is_reset_between_evaluations():
+    model = _Cached()
+    model.a.to_dynamic()
+    post = skyfit.Posterior(model)
+    assert post._activation.usable()
+    for a in (1.0, 2.0, 3.0):
+        assert post.log_likelihood(torch.tensor([a], dtype=torch.float64)).item() == 2 * a**2
+    assert model.calls == 3  # once per evaluation: cached within one, reset after it
+
+
+class _Child(ck.Module):
+    def __init__(self):
+        super().__init__("child")
+        self.s = ck.Param("s", 2.0)
+
+    @forward
+    def scaled(self, x, s=None):
+        """Scale x by s."""
+        return x * s
+
+
+class _Parent(ck.Module):
+    def __init__(self, child, override=None):
+        super().__init__("parent")
+        self.child = child
+        self.b = ck.Param("b", 1.0)
+        self.override = override
+
+    @forward
+    def __call__(self, x, b=None):
+        if self.override is None:
+            return self.child.scaled(x) + b
+        return self.child.scaled(x, s=self.override) + self.child.scaled(x) + b
+
+
+def test_forward_fills_params_like_caskade_and_keeps_its_overrides_and_errors():
+    child = _Child()
+    parent = _Parent(child)
+    x = torch.tensor(3.0)
+    assert parent(x).item() == 7.0  # static values, no params given
+    parent.b.to_dynamic()
+    child.s.to_dynamic()
+    params = {"b": torch.tensor(1.0), "child": {"s": torch.tensor(5.0)}}
+    assert parent(x, params).item() == 16.0
+    # a keyword override of a child Param holds for that call only (caskade's OverrideParam)
+    over = _Parent(_Child(), override=torch.tensor(10.0))
+    assert over(x).item() == 30.0 + 6.0 + 1.0
+    assert over.child.s.value.item() == 2.0
+    # a Param without a value: caskade's own error
+    empty = _Parent(_Child())
+    empty.child.s = None
+    with pytest.raises(ck.errors.FillParamsError, match="s"):
+        empty(x)
+    assert _Child.scaled.__doc__ == "Scale x by s." and _Child.scaled.__wrapped__
