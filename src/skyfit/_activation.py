@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 import caskade as ck
 import torch
 
+from .errors import ParameterVectorError
+
 __all__ = ["Activation"]
 
 _ACTIVE = "active"  # caskade's memo for "inside a simulation" (Node.active)
@@ -25,12 +27,18 @@ class Activation:
     """Evaluate ``body()`` with the dynamic Params of ``root`` holding ``values``.
 
     Equivalent to ``with caskade.ActiveContext(root): root.fill_params(values); body()`` for a
-    root that is not already active, whose graph has no sub-graphs, and whose dynamic Params are
-    those seen when this object was made.
+    root that is not already active and whose graph has no sub-graphs (otherwise it calls
+    ``fallback(values)``). If the root's dynamic Params are no longer those it was made with,
+    the value lists no longer fit them: it raises :class:`~skyfit.errors.ParameterVectorError`.
     """
 
     def __init__(self, root: ck.Module):
         self.root = root
+        self._build()
+        self._layout = self._dynamic  # the Params the caller's value lists are made for
+
+    def _build(self) -> None:
+        root = self.root
         nodes = tuple(root.topological_ordering())
         self._dynamic = root.dynamic_params  # caskade rebuilds this tuple when the graph changes
         self._params = tuple(root.all_params)
@@ -38,22 +46,31 @@ class Activation:
         self._tag = f"{root.name}_active"  # the memo that makes nested @forward calls "online"
         self._resets = tuple(node.reset_active_cache for node in nodes
                              if hasattr(node, "reset_active_cache"))
-        # sub-graphs get memos with a per-child suffix, and a batch-depth rule: left to caskade
-        # and several parameter groups take one value sequence per group: also left to caskade
+        # sub-graphs get memos with a per-child suffix, and a batch-depth rule; several parameter
+        # groups take one value sequence per group: both left to caskade
         self._supported = (len(root.dynamic_param_groups) == 1 and not any(
             isinstance(node, ck.Module) and node.subgraphs for node in nodes))
 
     def usable(self) -> bool:
         root = self.root
-        return (self._supported and root.dynamic_params is self._dynamic and not root._memos
-                and not root.valid_context)
+        if root._memos or root.valid_context:
+            return False
+        if root.dynamic_params is not self._dynamic:  # the graph changed: look at it again
+            self._build()
+            if self._dynamic != self._layout:
+                raise ParameterVectorError(
+                    f"the model's dynamic parameters changed after this was built "
+                    f"({len(self._layout)} then, {len(self._dynamic)} now: "
+                    f"{[p.name for p in self._dynamic]}); build it again (e.g. a new Posterior)")
+        return self._supported
 
     def __call__(self, values: Sequence[torch.Tensor], body: Callable[[], torch.Tensor],
                  fallback: Callable[[Sequence[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         if not self.usable():
             return fallback(values)
         if len(values) != len(self._dynamic):
-            raise ValueError(f"{len(values)} values for {len(self._dynamic)} dynamic Params")
+            raise ParameterVectorError(f"{len(values)} values for {len(self._dynamic)} dynamic "
+                                       f"Params")
         tag = self._tag
         for memos in self._memos:
             memos.add(_ACTIVE)
