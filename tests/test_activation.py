@@ -138,3 +138,52 @@ def test_forward_fills_params_like_caskade_and_keeps_its_overrides_and_errors():
     with pytest.raises(ck.errors.FillParamsError, match="s"):
         empty(x)
     assert _Child.scaled.__doc__ == "Scale x by s." and _Child.scaled.__wrapped__
+
+
+class _ReadsThroughGraph(ck.Module):
+    def __init__(self):
+        super().__init__("reader")
+        self.s = ck.Param("s", 2.0)
+        self.k = ck.Param("k", 3.0)
+
+    @forward
+    def scaled(self, x, s=None, **extra):  # k is read from the graph, not taken as an argument
+        return x * s * self.k.value
+
+
+class _OverridesK(ck.Module):
+    def __init__(self):
+        super().__init__("outer")
+        self.reader = _ReadsThroughGraph()
+
+    @forward
+    def __call__(self, x):
+        return self.reader.scaled(x, k=torch.tensor(10.0))
+
+
+def test_forward_applies_an_override_of_a_param_outside_the_signature():
+    # caskade overrides any Param of the module named by a keyword (2 * 10 here, not 2 * 3)
+    assert _OverridesK()(torch.tensor(1.0)).item() == 20.0
+
+
+def test_posterior_traces_into_one_graph_under_torch_compile():
+    post, truth = supernova_problem(0)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(post.log_likelihood, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(truth), _through_caskade(post, truth), rtol=1e-13,
+                                   atol=0)
+    finally:
+        torch._dynamo.reset()
+    assert _graph_is_idle(post.joint)
+
+
+def test_several_parameter_groups_are_refused_clearly():
+    lc = skyfit.GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+    t = torch.linspace(-5, 5, 11, dtype=torch.float64)
+    like = skyfit.PhotometryLikelihood(lc, t, lc.flux(t).detach(), 0.1 * torch.ones(11))
+    lc.t0.to_dynamic()
+    lc.sigma.to_dynamic()
+    lc.sigma.group = 1
+    with pytest.raises(ValueError, match="several caskade groups"):
+        skyfit.Posterior(like)

@@ -27,9 +27,10 @@ class Activation:
     """Evaluate ``body()`` with the dynamic Params of ``root`` holding ``values``.
 
     Equivalent to ``with caskade.ActiveContext(root): root.fill_params(values); body()`` for a
-    root that is not already active and whose graph has no sub-graphs (otherwise it calls
-    ``fallback(values)``). If the root's dynamic Params are no longer those it was made with,
-    the value lists no longer fit them: it raises :class:`~skyfit.errors.ParameterVectorError`.
+    root that is not already active, outside ``torch.compile``, and whose graph has no
+    sub-graphs; otherwise it calls ``fallback(values)`` (caskade's path). If the root's dynamic
+    Params are no longer those it was made with, the value lists no longer fit them: it raises
+    :class:`~skyfit.errors.ParameterVectorError` (on either path).
     """
 
     def __init__(self, root: ck.Module):
@@ -46,15 +47,19 @@ class Activation:
         self._tag = f"{root.name}_active"  # the memo that makes nested @forward calls "online"
         self._resets = tuple(node.reset_active_cache for node in nodes
                              if hasattr(node, "reset_active_cache"))
-        # sub-graphs get memos with a per-child suffix, and a batch-depth rule; several parameter
-        # groups take one value sequence per group: both left to caskade
+        # sub-graphs get memos with a per-child suffix and a batch-depth rule: left to caskade.
+        # (caskade does not rebuild its tuples when an already linked child is made a sub-graph
+        # by hierarchical_link; build a new Posterior after such a change.) Several parameter
+        # groups take one value sequence per group; Posterior refuses them, this falls back
         self._supported = (len(root.dynamic_param_groups) == 1 and not any(
             isinstance(node, ck.Module) and node.subgraphs for node in nodes))
 
     def usable(self) -> bool:
-        root = self.root
-        if root._memos or root.valid_context:
+        # dynamo cannot trace the identity test below: under torch.compile caskade's own
+        # context is traced instead (and compiled code has no per-call Python cost to cut)
+        if torch.compiler.is_compiling():
             return False
+        root = self.root
         if root.dynamic_params is not self._dynamic:  # the graph changed: look at it again
             self._build()
             if self._dynamic != self._layout:
@@ -62,7 +67,7 @@ class Activation:
                     f"the model's dynamic parameters changed after this was built "
                     f"({len(self._layout)} then, {len(self._dynamic)} now: "
                     f"{[p.name for p in self._dynamic]}); build it again (e.g. a new Posterior)")
-        return self._supported
+        return self._supported and not root._memos and not root.valid_context
 
     def __call__(self, values: Sequence[torch.Tensor], body: Callable[[], torch.Tensor],
                  fallback: Callable[[Sequence[torch.Tensor]], torch.Tensor]) -> torch.Tensor:

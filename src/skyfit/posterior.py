@@ -75,6 +75,10 @@ class Posterior(LogDensity):
         if not params:
             raise ValueError("the likelihood graph has no dynamic parameters to infer: call "
                              ".to_dynamic() on the modules or Params to fit")
+        if len(self.joint.dynamic_param_groups) > 1:
+            raise ValueError(f"the dynamic parameters are in several caskade groups "
+                             f"{list(self.joint.dynamic_param_groups)}; a Posterior takes one "
+                             f"flat vector: put them in one group")
         self.params = params
         self._activation = Activation(self.joint)
         # without module prior terms the joint's own forward call adds nothing to the likelihood
