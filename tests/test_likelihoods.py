@@ -159,3 +159,24 @@ def test_noise_model_without_read_noise_is_rejected():
     with pytest.raises(DataError, match="read_noise"):
         skyfit.GaussianLikelihood(scene, scene().detach(),
                                   noise=skyfit.ReadPoissonNoise(exposure_time=1.0, read_noise=0.0))
+
+
+def test_noise_parameters_with_a_batch_are_refused_not_summed():
+    grid = skyfit.PixelGrid((8, 6), 0.1, dtype=torch.float64)
+    scene = skyfit.Scene(grid, [skyfit.Gaussian(flux=1.0, sigma=0.2)])
+    noise = skyfit.ReadPoissonNoise(exposure_time=100.0, read_noise=3.0,
+                                    sky=torch.tensor([[[0.5]], [[1.0]], [[2.0]]]))
+    like = skyfit.GaussianLikelihood(scene, scene().detach(), noise=noise)
+    with pytest.raises(ShapeError, match="noise parameters must not add batch"):
+        like()
+
+
+def test_noise_variance_below_minus_sky_is_the_read_noise_exactly_in_float32():
+    # the clamp must act before the sky is added back: cancelling -sky/t + sky/t in float32 left
+    # 0 where the variance is the (tiny) read-noise term
+    noise = skyfit.ReadPoissonNoise(exposure_time=torch.tensor(1.0), read_noise=torch.tensor(1e-3),
+                                    sky=torch.tensor(100.0))
+    var = noise.variance(torch.tensor([-201.0, 5.0]))
+    assert var.dtype == torch.float32
+    assert var[0].item() == pytest.approx(1e-6, rel=1e-6)
+    assert var[1].item() == pytest.approx(105.0 + 1e-6, rel=1e-6)

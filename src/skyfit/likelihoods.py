@@ -130,8 +130,12 @@ class GaussianLikelihood(ck.Module):
         _check_model_shape(model, self.data, type(self).__name__)
         var = self.variance if self.variance is not None else self.noise.variance(model)
         # log(2 pi var) = log(var) + log(2 pi): the constant is added once, not per pixel
-        # already the data's shape: the model is checked to match and broadcasts with var
         terms = (self.data - model) ** 2 / var + torch.log(var)
+        if terms.shape != self.data.shape:  # a noise model whose parameters carry a batch
+            raise ShapeError(f"the noise variance has shape {tuple(var.shape)}, which makes "
+                             f"{tuple(terms.shape)} terms for data of shape "
+                             f"{tuple(self.data.shape)}: noise parameters must not add batch "
+                             f"dimensions")
         if self.mask is not None:
             # where, not boolean indexing: keeps shapes static so torch.vmap can batch it
             terms = torch.where(self.mask, terms, torch.zeros_like(terms))

@@ -49,10 +49,8 @@ class ReadPoissonNoise(ck.Module):
     @forward
     def variance(self, model: torch.Tensor, exposure_time=None, read_noise=None, sky=None):
         """Per-pixel variance of the data given the noiseless ``model`` image, (e-/s)^2."""
-        # (model + sky).clamp(0) / t + (r / t)^2, with the constant terms summed on the (small)
-        # parameters: two passes over the image instead of four
-        return (model.clamp(min=-sky) / exposure_time
-                + (sky / exposure_time + (read_noise / exposure_time) ** 2))
+        rate = (model + sky).clamp(min=0.0)
+        return rate / exposure_time + (read_noise / exposure_time) ** 2
 
     @forward
     def sample(self, model: torch.Tensor, generator: torch.Generator | None = None,
