@@ -68,4 +68,4 @@ def test_demo_sampler_verdict_names_what_is_missing():
                            info={"autocorr_time": np.array([60.0])})
     verdict = skyfit.demo._verdict(short, skyfit.demo._sampler_summary(short, {"a": 0}))
     assert verdict.startswith("NOT converged") and "100 steps < 50 tau = 3000" in verdict
-    assert "R-hat >= 1.01" in verdict and "ESS <= 400" in verdict
+    assert "R-hat > 1.01" in verdict and "ESS < 400" in verdict

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from .errors import ConvergenceWarning, HessianWarning
+from .inference.emcee import AUTOCORR_TIMES_MIN
 from .inference.laplace import laplace
 from .inference.optimize import fit_map
+from .inference.results import ESS_MIN, RHAT_MAX
 from .instruments import GaussianPSF, PixelGrid, ReadPoissonNoise
 from .lightcurves import GaussianLightCurve, gaussian_light_curve, link_flux_to_light_curve
 from .likelihoods import GaussianLikelihood
@@ -204,8 +206,8 @@ def _sample(post, lap, settings, seed, progress, log):
 
     runs = {}
     t = time.perf_counter()
-    with warnings.catch_warnings():  # its verdict is logged after the run, with the numbers
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with warnings.catch_warnings():  # the run length is judged in the log's verdict instead
+        warnings.filterwarnings("ignore", "emcee: .* autocorrelation times", ConvergenceWarning)
         runs["emcee"] = sample_emcee(post, init=lap, seed=seed, progress=progress,
                                      **settings["emcee"])
     log(f"      emcee: {time.perf_counter() - t:.1f} s")
@@ -217,20 +219,21 @@ def _sample(post, lap, settings, seed, progress, log):
 
 
 def _verdict(samples, summary: dict) -> str:
-    """Converged or not, by Vehtari et al. (2021, Bayesian Anal. 16, 667; arXiv:1903.08008):
-    R-hat < 1.01 and bulk and tail ESS > 400; for emcee also 50 autocorrelation times."""
+    """Converged or not, by :meth:`Samples.check`'s thresholds (R-hat, bulk and tail ESS, no
+    divergence; Vehtari et al. 2021, Bayesian Anal. 16, 667; arXiv:1903.08008) and, for emcee,
+    its own rule of a run at least ``AUTOCORR_TIMES_MIN`` autocorrelation times long."""
     problems = []
-    if not summary["max_rhat"] < 1.01:
-        problems.append("R-hat >= 1.01")
-    if not min(summary["min_ess_bulk"], summary["min_ess_tail"]) > 400:
-        problems.append("ESS <= 400")
+    if not summary["max_rhat"] <= RHAT_MAX:  # NaN counts as a problem too
+        problems.append(f"R-hat > {RHAT_MAX}")
+    if not min(summary["min_ess_bulk"], summary["min_ess_tail"]) >= ESS_MIN:
+        problems.append(f"ESS < {ESS_MIN}")
+    if summary["n_divergent"]:
+        problems.append(f"{summary['n_divergent']} divergences")
     tau = samples.info.get("autocorr_time")
     if tau is not None:
-        tau_max = float(np.max(tau))
-        steps = samples.n_draws
-        if not steps >= 50 * tau_max:
-            problems.append(f"{steps} steps < 50 tau = {50 * tau_max:.0f} (tau = {tau_max:.0f} "
-                            f"steps)")
+        need = AUTOCORR_TIMES_MIN * float(np.max(tau))
+        if not samples.n_draws >= need:
+            problems.append(f"{samples.n_draws} steps < {AUTOCORR_TIMES_MIN} tau = {need:.0f}")
     if not problems:
         return "converged"
     return "NOT converged (" + "; ".join(problems) + "): run it longer"

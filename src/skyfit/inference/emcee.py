@@ -18,6 +18,9 @@ __all__ = ["sample_emcee"]
 
 
 _VI_START_DRAWS = 4096
+# a run shorter than this many autocorrelation times gives unreliable tau and draws (emcee docs,
+# "Autocorrelation analysis & convergence"; Sokal 1997)
+AUTOCORR_TIMES_MIN = 50
 
 
 def _numpy(x) -> np.ndarray:
@@ -253,9 +256,10 @@ def sample_emcee(
         tau = np.asarray(sampler.get_autocorr_time(discard=n_burn, tol=0), dtype=float)
     n_kept = sampler.iteration - n_burn
     tau_max = float(np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
-    if not n_kept >= 50 * tau_max:  # also when tau is nan (too few steps to estimate it)
+    if not n_kept >= AUTOCORR_TIMES_MIN * tau_max:  # also when tau is nan (too few steps)
         warnings.warn(ConvergenceWarning(
-            f"emcee: {n_kept} steps are fewer than 50 autocorrelation times (max tau = "
+            f"emcee: {n_kept} steps are fewer than {AUTOCORR_TIMES_MIN} autocorrelation times "
+            f"(max tau = "
             f"{tau_max:.1f} steps); the estimate of tau and the draws are unreliable: run "
             "longer (n_steps)"), stacklevel=2)
     if counts["nan"]:
