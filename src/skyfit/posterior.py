@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from ._activation import Activation
 from ._forward import forward
-from .errors import ParameterRangeError, ParameterVectorError
+from .errors import ParameterVectorError
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
 
@@ -102,6 +102,9 @@ class Posterior(LogDensity):
             pos += size
         self.lower = torch.cat(lowers)
         self.upper = torch.cat(uppers)
+        # entries of Params declared cyclic=True (angles) wrap around their bounds
+        self._periodic = torch.cat([torch.full((max(1, math.prod(p.shape)),), bool(p.cyclic),
+                                               device=self.lower.device) for p in params])
         self.priors = {}
         for key, dist in (priors or {}).items():
             label = self._resolve(key)
@@ -129,6 +132,11 @@ class Posterior(LogDensity):
         raise KeyError(f"prior given for {key!r}, which is not a dynamic parameter; "
                        f"parameters are {list(self.slices)}")
 
+    @property
+    def periodic(self) -> torch.Tensor:
+        """``(dim,)`` mask of the entries whose Param is declared ``cyclic=True``."""
+        return self._periodic
+
     # -- values ---------------------------------------------------------------------------
     def initial(self) -> torch.Tensor:
         """The current values of the dynamic Params as a flat vector (a starting point)."""
@@ -136,27 +144,13 @@ class Posterior(LogDensity):
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device).reshape(-1)
         if x.shape[-1] != self.dim:
             raise ParameterVectorError("some dynamic parameters have no value; set them first")
-        self.check_valid(x)
+        self.check_inside(x)
         return x
-
-    def check_valid(self, x) -> None:
-        """Raise :class:`ParameterRangeError` naming every entry of ``x`` outside ``valid``."""
-        x = self.as_tensor(x)
-        rows = x.reshape(-1, self.dim)
-        bad = (rows < self.lower) | (rows > self.upper)
-        if bad.any():
-            r = int(torch.nonzero(bad.any(1))[0])  # the first offending point of a batch
-            v = rows[r]
-            msg = ", ".join(f"{self.names[i]}={v[i].item():g} not in "
-                            f"[{self.lower[i].item():g}, {self.upper[i].item():g}]"
-                            for i in torch.nonzero(bad[r]).flatten().tolist())
-            where = f" (point {r} of {rows.shape[0]})" if rows.shape[0] > 1 else ""
-            raise ParameterRangeError(f"parameter values outside their valid range{where}: {msg}")
 
     def set(self, x) -> None:
         """Write ``x`` into the model's dynamic Params (they stay dynamic)."""
         x = self.as_tensor(x)
-        self.check_valid(x)
+        self.check_inside(x)
         self.joint.set_values(x.detach())
 
     def unpack(self, x) -> dict[str, torch.Tensor]:

@@ -2,104 +2,71 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
+from collections.abc import Callable
 
 import emcee
 import numpy as np
 import torch
 
-from ..errors import ConvergenceWarning, LogDensityError, ParameterVectorError
+from ..errors import ConvergenceWarning, LogDensityError
 from .density import LogDensity
+from .initialization import RandomSource, as_strategy, resolve_start
 from .results import Samples
 
 __all__ = ["sample_emcee"]
 
 
-_VI_START_DRAWS = 4096
 # a run shorter than this many autocorrelation times gives unreliable tau and draws (emcee docs,
 # "Autocorrelation analysis & convergence"; Sokal 1997)
 AUTOCORR_TIMES_MIN = 50
 
 
-def _numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy().astype(np.float64)
 
 
-def _check_start(density: LogDensity, x: np.ndarray) -> None:
-    """The start point must be inside the support with a finite log-density."""
-    xt = torch.as_tensor(x, dtype=density.dtype, device=density.device)
-    getattr(density, "check_valid", density.check_inside)(xt)
-    with torch.no_grad():
-        logp = float(density.log_prob(xt))
-    if not math.isfinite(logp):
-        values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, x.tolist()))
-        raise LogDensityError(
-            f"log-density is {logp} at the start point ({values}); start inside the support "
-            "where the model is defined (for instance from fit_map)")
+def _ball_scale(density: LogDensity) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Spread of the walkers around a single start point: 1e-3 of each bound width, or of
+    ``max(|x|, 1)`` where a bound is open."""
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        width = density.upper - density.lower
+        return 1e-3 * torch.where(torch.isfinite(width), width, x.abs().clamp(min=1.0))
+    return scale
 
 
-def _start_center(density: LogDensity, init):
-    """(center, covariance or None, explicit walker positions or None) from ``init``."""
-    if init is None:
-        if not hasattr(density, "initial"):
-            raise ValueError("give init (a vector, a MAPResult or a LaplaceResult): this density "
-                             "has no initial() values to start from")
-        from .laplace import laplace
-        from .optimize import fit_map
-        x0 = density.initial()
-        _check_start(density, _numpy(x0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                init = laplace(density, fit_map(density, x0).x)
-            except Exception:  # noqa: BLE001 -- fall back to a ball around initial()
-                return _numpy(x0), None, None
-    if hasattr(init, "elbo_history"):  # a VIResult: its Gaussian lives in the unconstrained space
-        walkers = init.sample(_VI_START_DRAWS, seed=0).draws[0]
-        return walkers.mean(0), np.cov(walkers, rowvar=False).reshape(walkers.shape[1], -1), None
-    if hasattr(init, "mean") and hasattr(init, "covariance") and not callable(init.mean):
-        return _numpy(init.mean).reshape(-1), _numpy(init.covariance), None
-    if hasattr(init, "x"):  # MAPResult
-        return _numpy(init.x).reshape(-1), None, None
-    x = _numpy(init)
-    if x.ndim == 2:
-        return x.mean(0), None, x
-    return x.reshape(-1), None, None
-
-
-def _initial_walkers(density, center, cov, n_walkers, rng, log_prob_np) -> np.ndarray:
-    """Walkers from N(center, cov) (or a small ball), redrawn until inside the support with a
-    finite log-density; stragglers are pulled towards the center."""
-    dim = center.shape[0]
-    lo, hi = _numpy(density.lower), _numpy(density.upper)
-    if cov is not None:
-        cov = 0.5 * (cov + cov.T)
-        evals, evecs = np.linalg.eigh(cov)
-        root = evecs * np.sqrt(np.clip(evals, 0.0, None))
-    else:
-        width = np.where(np.isfinite(hi - lo), hi - lo, np.maximum(np.abs(center), 1.0))
-        root = np.diag(1e-3 * width)
-    pos = center + rng.standard_normal((n_walkers, dim)) @ root.T
+def _initial_walkers(density: LogDensity, init, n_walkers: int, rng: np.random.Generator,
+                     log_prob_np) -> np.ndarray:
+    """Walkers from the start resolver (:func:`resolve_start` in the constrained space);
+    walkers of a drawn start where the log-density is not finite are redrawn, then pulled
+    towards the best walker. Explicit walkers are used as given."""
+    strategy = as_strategy(init)
+    random = RandomSource.from_numpy(rng, density.dtype, density.device)
+    scale = _ball_scale(density)
+    pos = _numpy(resolve_start(density, strategy, n_walkers, random, "constrained",
+                               scale).position)
+    if strategy.n_points is not None:
+        return pos
     ok = np.isfinite(log_prob_np(pos))
     for _ in range(50):
         if ok.all():
             break
         bad = ~ok
-        pos[bad] = center + rng.standard_normal((int(bad.sum()), dim)) @ root.T
+        pos[bad] = _numpy(resolve_start(density, strategy, int(bad.sum()), random,
+                                        "constrained", scale).position)
         ok[bad] = np.isfinite(log_prob_np(pos[bad]))
-    shrink = 0.5
-    while not ok.all() and shrink > 1e-8:
-        bad = ~ok
-        pos[bad] = center + shrink * (pos[bad] - center)
-        ok[bad] = np.isfinite(log_prob_np(pos[bad]))
-        shrink *= 0.5
+    if ok.any() and not ok.all():
+        best = pos[ok][0]
+        shrink = 0.5
+        while not ok.all() and shrink > 1e-8:
+            bad = ~ok
+            pos[bad] = best + shrink * (pos[bad] - best)
+            ok[bad] = np.isfinite(log_prob_np(pos[bad]))
+            shrink *= 0.5
     if not ok.all():
         raise LogDensityError(f"could not place {int((~ok).sum())} walkers where the "
-                              "log-density is finite around the start point")
+                              "log-density is finite around the start")
     return pos
 
 
@@ -135,12 +102,12 @@ def sample_emcee(
 
     Arguments:
         density: any :class:`~skyfit.inference.LogDensity`.
-        init: where walkers start. ``None``: MAP (:func:`fit_map` from ``density.initial()``)
-            then its Laplace covariance. Anything with ``.mean`` and ``.covariance`` (a
-            :class:`LaplaceResult`, or a :class:`VIResult` via its draws): walkers drawn from
-            ``N(mean, covariance)`` truncated to the support. A vector or a
-            :class:`MAPResult`: a small ball (1e-3 of each bound width or of ``max(|x|, 1)``)
-            around it. An array ``(n_walkers, dim)``: the walkers themselves.
+        init: where walkers start, resolved by :func:`~skyfit.inference.resolve_start` (the
+            same rules as every sampler; no fit is run). ``None``: ``density.initial()``. A
+            vector, a ``{name: value}`` dict or a :class:`MAPResult`: a small ball (1e-3 of
+            each bound width or of ``max(|x|, 1)``) around it. A Gaussian result (Laplace,
+            VI): walkers drawn from it inside the support. An array ``(n_walkers, dim)``: the
+            walkers themselves. Or an ``init_to_*`` strategy.
         n_walkers: ensemble size (default ``max(32, 4 dim)``, even); at least ``2 dim``.
         n_steps: stored steps after burn-in; n_burn: steps discarded first.
         seed: seeds a ``numpy.random.Generator`` that draws the start and seeds emcee's random
@@ -165,6 +132,8 @@ def sample_emcee(
     dim = density.dim
     walkers_given = n_walkers is not None
     if n_walkers is None:
+        n_walkers = as_strategy(init).n_points  # explicit walkers fix their number
+    if n_walkers is None:
         n_walkers = max(32, 4 * dim)
         n_walkers += n_walkers % 2
     if n_walkers < 2 * dim:
@@ -175,7 +144,6 @@ def sample_emcee(
     dtype, device = density.dtype, density.device
     lo, hi = _numpy(density.lower), _numpy(density.upper)
     counts = {"evals": 0, "nan": 0}
-    safe = None  # a point inside the support, evaluated in place of points outside it
 
     def log_prob_np(x: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(x)
@@ -183,7 +151,8 @@ def sample_emcee(
         out = np.full(x.shape[0], -np.inf)
         if not inside.any():
             return out
-        xe = np.where(inside[:, None], x, safe)
+        # points outside the support are not evaluated: an inside point stands in for them
+        xe = np.where(inside[:, None], x, x[inside][0])
         with torch.no_grad():
             lp = density.log_prob(torch.as_tensor(xe, dtype=dtype, device=device))
         lp = _numpy(lp).reshape(-1)
@@ -207,31 +176,9 @@ def sample_emcee(
         if backend.shape != (n_walkers, dim):
             raise ValueError(f"checkpoint {checkpoint} holds {backend.shape} (walkers, dim), "
                              f"asked for ({n_walkers}, {dim})")
-        safe = backend.get_last_sample().coords[
-            int(np.argmax(backend.get_last_sample().log_prob))]
     else:
         rng = np.random.default_rng(seed)
-        center, cov, walkers = _start_center(density, init)
-        if center.shape[0] != dim:
-            raise ParameterVectorError(f"init has {center.shape[0]} entries, expected {dim} "
-                                       f"({', '.join(density.names)})")
-        if walkers is not None:
-            if not walkers_given:
-                n_walkers = walkers.shape[0]
-            if walkers.shape != (n_walkers, dim):
-                raise ParameterVectorError(f"walker positions {walkers.shape}, expected "
-                                           f"({n_walkers}, {dim})")
-            getattr(density, "check_valid", density.check_inside)(
-                torch.as_tensor(walkers, dtype=dtype, device=device))
-            safe = walkers[0]
-            p0 = walkers.copy()
-            finite = np.isfinite(log_prob_np(p0))
-            if not finite.all():
-                _check_start(density, p0[~finite][0])
-        else:
-            _check_start(density, center)
-            safe = center
-            p0 = _initial_walkers(density, center, cov, n_walkers, rng, log_prob_np)
+        p0 = _initial_walkers(density, init, n_walkers, rng, log_prob_np)
         if backend is not None:
             backend.reset(n_walkers, dim)
 

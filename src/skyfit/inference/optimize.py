@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -13,60 +12,14 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
+from .approximations import MAPResult
 from .density import LogDensity
+from .initialization import resolve_point
 from .laplace import log_density_hessian
 
 __all__ = ["fit_map", "MAPResult"]
 
 METHODS = ("L-BFGS-B", "BFGS", "trust-exact")
-
-
-@dataclass
-class MAPResult:
-    """The outcome of :func:`fit_map`.
-
-    Attributes:
-        x: the optimum, ``(dim,)``. names: parameter names. log_density: ``log p`` at ``x``.
-        n_evals: log-density (+ gradient) evaluations, counted as work: a batched call of ``k``
-            points counts ``k``, an exact Hessian ``dim``. grad_norm: max |gradient| (free
-            entries).
-        newton_decrement: ``g^T (-H)^-1 g / 2``, the log-density still to gain by a Newton step
-            (nan if the Hessian was not used). converged: judged by the decrement (< 1e-6) when
-            the Hessian is negative definite, else by ``grad_norm < gtol``; not by scipy alone.
-        message: scipy's message. wall_time: seconds. density: the fitted density.
-    """
-
-    x: torch.Tensor
-    names: list[str]
-    log_density: float
-    n_evals: int
-    grad_norm: float
-    newton_decrement: float
-    converged: bool
-    message: str
-    wall_time: float
-    density: LogDensity = field(repr=False)
-
-    @property
-    def values(self) -> dict[str, float]:
-        """``{name: value}`` of the optimum."""
-        return dict(zip(self.names, self.x.tolist()))
-
-    def apply(self) -> None:
-        """Write the optimum into the model's Params (for a :class:`~skyfit.Posterior`)."""
-        if not hasattr(self.density, "set"):
-            raise TypeError(f"{type(self.density).__name__} has no model to write values into")
-        self.density.set(self.x)
-
-
-def _start_point(density: LogDensity, x0) -> torch.Tensor:
-    if x0 is None:
-        if not hasattr(density, "initial"):
-            raise ValueError("give x0: this density has no initial() values")
-        x0 = density.initial()
-    x0 = density.as_tensor(x0).detach().clone()
-    getattr(density, "check_valid", density.check_inside)(x0)
-    return x0
 
 
 def check_finite_start(density: LogDensity, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +85,9 @@ def fit_map(
 
     Arguments:
         density: any :class:`~skyfit.inference.LogDensity` (e.g. a :class:`~skyfit.Posterior`).
-        x0: start vector (default ``density.initial()``); must be inside the bounds.
+        x0: the start, resolved by :func:`~skyfit.inference.resolve_point`: ``None``
+            (``density.initial()``), a ``(dim,)`` vector, a ``{name: value}`` dict, a previous
+            result or an ``init_to_*`` strategy; must be inside the bounds.
 
     Example:
         >>> import torch
@@ -145,7 +100,7 @@ def fit_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t_start = time.perf_counter()
-    x0 = _start_point(density, x0)
+    x0 = resolve_point(density, x0)
     _, grad0 = check_finite_start(density, x0)
     dtype, device = density.dtype, density.device
     n_evals = 1
@@ -193,8 +148,7 @@ def fit_map(
         kwargs["hess"] = hessian
         kwargs["options"].update(gtol=gtol)
     # scipy's optimisers call BLAS on dim-length vectors, where threads only hurt: OpenBLAS's
-    # idle threads spin and take the cores torch's threads need for the log-density (measured
-    # 2x slower gradient evaluations inside L-BFGS-B on a 2-core machine)
+    # idle threads spin and take the cores torch's threads need for the log-density
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(objective, np.zeros(x0.shape[0]), **kwargs)
     x = to_x(res.x)
