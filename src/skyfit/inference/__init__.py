@@ -4,11 +4,11 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 """
 
 from . import checkpoint, diagnostics
+from .approximations import GaussianApproximation
 from .checkpoint import *  # noqa: F403
 from .density import FunctionDensity, LogDensity
 from .diagnostics import *  # noqa: F403
 from .emcee import sample_emcee
-from .approximations import GaussianApproximation
 from .initialization import (
     as_start,
     init_to_feasible,

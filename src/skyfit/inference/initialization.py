@@ -137,7 +137,14 @@ def _as_vector(density: LogDensity, values) -> torch.Tensor:
                 f"init dict: unknown names {unknown}, missing names {missing}; the density's "
                 f"names are {names}")
         values = [float(values[n]) for n in names]
-    x = density.as_tensor(values).detach()
+    try:
+        x = density.as_tensor(values).detach()
+    except (TypeError, RuntimeError) as err:
+        raise TypeError(
+            f"init of type {type(values).__name__} is not a start: pass a ({density.dim},) "
+            "vector, an (n, dim) array, a {name: value} dict, a MAPResult, a "
+            "GaussianApproximation (LaplaceResult, VIResult), Samples or an init_to_* "
+            "strategy") from err
     if x.ndim not in (1, 2):
         raise ParameterVectorError(f"init has shape {tuple(x.shape)}; expected ({density.dim},) "
                                    f"or (n, {density.dim}) (names {list(density.names)})")

@@ -27,8 +27,16 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .density import LogDensity
 from .initialization import RandomSource, resolve_start
 from .mcmc import HMC, NUTS, HMCState, ValueAndGrad
-from .mcmc.loop import (Checkpointer, Counters, LoopState, ProgressBar, Trace, as_plain,
-                        from_plain, run)
+from .mcmc.loop import (
+    Checkpointer,
+    Counters,
+    LoopState,
+    ProgressBar,
+    Trace,
+    as_plain,
+    from_plain,
+    run,
+)
 from .results import Samples
 from .transforms import UnconstrainedDensity
 

@@ -35,7 +35,8 @@ class WelfordCovariance:
     def init(self) -> WelfordState:
         lead = () if self.pooled else (self.n_chains,)
         shape = (*lead, self.dim, self.dim) if self.dense else (*lead, self.dim)
-        return WelfordState(0, torch.zeros(*lead, self.dim, **self.kw), torch.zeros(shape, **self.kw))
+        return WelfordState(0, torch.zeros(*lead, self.dim, **self.kw),
+                            torch.zeros(shape, **self.kw))
 
     def update(self, state: WelfordState, x: torch.Tensor) -> WelfordState:
         """Add one draw per chain, ``x (chain, dim)``."""

@@ -27,7 +27,6 @@ import torch
 
 from .hmc import HMCState, KernelParams
 from .integrators import MAX_DELTA_ENERGY
-from .metrics import Metric
 from .termination import MERGE_PICK, checkpoint_tables, merge_persists, subtree_turning
 
 __all__ = ["NUTS", "NUTSInfo"]
