@@ -70,6 +70,99 @@ def _initial_walkers(density: LogDensity, init, n_walkers: int, rng: np.random.G
     return pos
 
 
+def _numpy_log_prob(density: LogDensity, counts: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """emcee's batched log-probability: ``-inf`` outside the support (not evaluated) and for
+    NaN (counted); +inf is an error naming the point."""
+    dtype, device = density.dtype, density.device
+    lo, hi = _numpy(density.lower), _numpy(density.upper)
+
+    def log_prob_np(x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(x)
+        inside = np.all((x >= lo) & (x <= hi), axis=-1) & np.all(np.isfinite(x), axis=-1)
+        out = np.full(x.shape[0], -np.inf)
+        if not inside.any():
+            return out
+        # points outside the support are not evaluated: an inside point stands in for them
+        xe = np.where(inside[:, None], x, x[inside][0])
+        with torch.no_grad():
+            lp = density.log_prob(torch.as_tensor(xe, dtype=dtype, device=device))
+        lp = _numpy(lp).reshape(-1)
+        counts["evals"] += int(inside.sum())
+        if np.isposinf(lp[inside]).any():
+            bad = x[inside][np.isposinf(lp[inside])][0]
+            raise LogDensityError("log-density is +inf at " + ", ".join(
+                f"{n}={v:g}" for n, v in zip(density.names, bad.tolist())))
+        nan = inside & np.isnan(lp)
+        counts["nan"] += int(nan.sum())
+        out[inside] = np.where(np.isnan(lp[inside]), -np.inf, lp[inside])
+        return out
+
+    return log_prob_np
+
+
+def _autocorrelation(sampler, n_burn: int, counts: dict) -> tuple[np.ndarray, int]:
+    """emcee's autocorrelation times after burn-in and the kept steps; warns when the run is
+    shorter than AUTOCORR_TIMES_MIN times or had NaN proposals."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tau = np.asarray(sampler.get_autocorr_time(discard=n_burn, tol=0), dtype=float)
+    n_kept = sampler.iteration - n_burn
+    tau_max = float(np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
+    if not n_kept >= AUTOCORR_TIMES_MIN * tau_max:  # also when tau is nan (too few steps)
+        warnings.warn(ConvergenceWarning(
+            f"emcee: {n_kept} steps are fewer than {AUTOCORR_TIMES_MIN} autocorrelation times "
+            f"(max tau = {tau_max:.1f} steps); the estimate of tau and the draws are "
+            "unreliable: run longer (n_steps)"), stacklevel=3)
+    if counts["nan"]:
+        warnings.warn(ConvergenceWarning(
+            f"emcee: log-density was NaN at {counts['nan']} proposals (treated as -inf)"),
+            stacklevel=3)
+    return tau, n_kept
+
+
+def _walker_count(dim: int, init, n_walkers: int | None) -> int:
+    """The ensemble size: as given, else as many as explicit walkers, else ``max(32, 4 dim)``
+    rounded up to even; at least ``2 dim``."""
+    if n_walkers is None:
+        n_walkers = as_strategy(init).n_points
+    if n_walkers is None:
+        n_walkers = max(32, 4 * dim)
+        n_walkers += n_walkers % 2
+    if n_walkers < 2 * dim:
+        raise ValueError(f"emcee needs at least 2 * dim = {2 * dim} walkers, got {n_walkers}; "
+                         "pass n_walkers >= 2 * dim")
+    return n_walkers
+
+
+def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, seed,
+                  checkpoint, resume, progress, moves):
+    """Run emcee to ``total`` stored steps: from resolved starts, or on from the walkers and
+    random state stored in ``checkpoint`` when resuming. Returns ``(sampler, resuming)``."""
+    dim = density.dim
+    backend = None if checkpoint is None else emcee.backends.HDFBackend(str(checkpoint))
+    resuming = resume and backend.initialized and backend.iteration > 0
+    if resuming:
+        if not walkers_given:
+            n_walkers = int(backend.shape[0])
+        if backend.shape != (n_walkers, dim):
+            raise ValueError(f"checkpoint {checkpoint} holds {backend.shape} (walkers, dim), "
+                             f"asked for ({n_walkers}, {dim})")
+    else:
+        rng = np.random.default_rng(seed)
+        p0 = _initial_walkers(density, init, n_walkers, rng, log_prob_np)
+        if backend is not None:
+            backend.reset(n_walkers, dim)
+    sampler = emcee.EnsembleSampler(n_walkers, dim, log_prob_np, moves=moves, backend=backend,
+                                    vectorize=True)
+    if resuming:
+        if total - backend.iteration > 0:
+            sampler.run_mcmc(None, total - backend.iteration, progress=progress)
+    else:
+        sampler.random_state = np.random.RandomState(int(rng.integers(2**32 - 1))).get_state()
+        sampler.run_mcmc(p0, total, progress=progress)
+    return sampler, resuming
+
+
 def sample_emcee(
     density: LogDensity,
     init=None,
@@ -93,12 +186,10 @@ def sample_emcee(
     ``vectorize=True``); points outside ``[lower, upper]`` get ``-inf`` without being evaluated.
     The sampler works in the constrained space, so no Jacobian is involved.
 
-    The returned :class:`~skyfit.inference.Samples` has the walkers as its "chains". Walkers of
-    one ensemble are *not* independent chains: R-hat and ESS across them are only indicative;
-    ``info["autocorr_time"]`` (emcee's integrated autocorrelation time, in steps, per parameter)
-    and ``info["ess_autocorr"]`` (``n_walkers * n_steps / tau``) are the ensemble's own measures.
-    emcee asks for ``n_steps`` of at least ~50 autocorrelation times; fewer gives a
-    :class:`~skyfit.errors.ConvergenceWarning`.
+    The walkers are the :class:`~skyfit.inference.Samples`' "chains", but *not* independent
+    chains: R-hat and ESS across them are only indicative; ``info["autocorr_time"]`` (per
+    parameter, in steps) and ``info["ess_autocorr"]`` (``n_walkers * n_steps / tau``) are the
+    ensemble's own measures. Fewer than ~50 autocorrelation times give a ConvergenceWarning.
 
     Arguments:
         density: any :class:`~skyfit.inference.LogDensity`.
@@ -116,8 +207,7 @@ def sample_emcee(
         resume: continue the run stored in ``checkpoint`` (same walkers, same random state)
             until ``n_burn + n_steps`` steps are stored; without ``resume`` the file is reset.
         progress: tqdm progress bar.
-        moves: emcee moves (default ``StretchMove``), e.g. ``[(emcee.moves.DEMove(), 0.8),
-            (emcee.moves.DESnookerMove(), 0.2)]``.
+        moves: emcee moves (default ``StretchMove``), e.g. ``[(DEMove(), 0.8), ...]``.
         thin: keep every ``thin``-th step.
 
     Example:
@@ -131,104 +221,27 @@ def sample_emcee(
     t_start = time.perf_counter()
     dim = density.dim
     walkers_given = n_walkers is not None
-    if n_walkers is None:
-        n_walkers = as_strategy(init).n_points  # explicit walkers fix their number
-    if n_walkers is None:
-        n_walkers = max(32, 4 * dim)
-        n_walkers += n_walkers % 2
-    if n_walkers < 2 * dim:
-        raise ValueError(f"emcee needs at least 2 * dim = {2 * dim} walkers, got {n_walkers}; "
-                         "pass n_walkers >= 2 * dim")
+    n_walkers = _walker_count(dim, init, n_walkers)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint file to resume from")
-    dtype, device = density.dtype, density.device
-    lo, hi = _numpy(density.lower), _numpy(density.upper)
     counts = {"evals": 0, "nan": 0}
+    log_prob_np = _numpy_log_prob(density, counts)
 
-    def log_prob_np(x: np.ndarray) -> np.ndarray:
-        x = np.atleast_2d(x)
-        inside = np.all((x >= lo) & (x <= hi), axis=-1) & np.all(np.isfinite(x), axis=-1)
-        out = np.full(x.shape[0], -np.inf)
-        if not inside.any():
-            return out
-        # points outside the support are not evaluated: an inside point stands in for them
-        xe = np.where(inside[:, None], x, x[inside][0])
-        with torch.no_grad():
-            lp = density.log_prob(torch.as_tensor(xe, dtype=dtype, device=device))
-        lp = _numpy(lp).reshape(-1)
-        counts["evals"] += int(inside.sum())
-        if np.isposinf(lp[inside]).any():
-            bad = x[inside][np.isposinf(lp[inside])][0]
-            raise LogDensityError("log-density is +inf at " + ", ".join(
-                f"{n}={v:g}" for n, v in zip(density.names, bad.tolist())))
-        nan = inside & np.isnan(lp)
-        counts["nan"] += int(nan.sum())
-        out[inside] = np.where(np.isnan(lp[inside]), -np.inf, lp[inside])
-        return out
-
-    backend = None
-    if checkpoint is not None:
-        backend = emcee.backends.HDFBackend(str(checkpoint))
-    resuming = resume and backend.initialized and backend.iteration > 0
-    if resuming:
-        if not walkers_given:
-            n_walkers = int(backend.shape[0])
-        if backend.shape != (n_walkers, dim):
-            raise ValueError(f"checkpoint {checkpoint} holds {backend.shape} (walkers, dim), "
-                             f"asked for ({n_walkers}, {dim})")
-    else:
-        rng = np.random.default_rng(seed)
-        p0 = _initial_walkers(density, init, n_walkers, rng, log_prob_np)
-        if backend is not None:
-            backend.reset(n_walkers, dim)
-
-    sampler = emcee.EnsembleSampler(n_walkers, dim, log_prob_np, moves=moves, backend=backend,
-                                    vectorize=True)
-    total = n_burn + n_steps
-    if resuming:
-        todo = total - backend.iteration
-        if todo > 0:
-            sampler.run_mcmc(None, todo, progress=progress)
-    else:
-        sampler.random_state = np.random.RandomState(
-            int(rng.integers(2**32 - 1))).get_state()
-        sampler.run_mcmc(p0, total, progress=progress)
-
+    sampler, resuming = _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np,
+                                      n_burn + n_steps, seed, checkpoint, resume, progress, moves)
     chain = sampler.get_chain(discard=n_burn, thin=thin)  # (step, walker, dim)
     logp = sampler.get_log_prob(discard=n_burn, thin=thin)
     if chain.shape[0] == 0:
         raise ValueError(f"no draws kept: n_steps={n_steps} after n_burn={n_burn}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tau = np.asarray(sampler.get_autocorr_time(discard=n_burn, tol=0), dtype=float)
-    n_kept = sampler.iteration - n_burn
-    tau_max = float(np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
-    if not n_kept >= AUTOCORR_TIMES_MIN * tau_max:  # also when tau is nan (too few steps)
-        warnings.warn(ConvergenceWarning(
-            f"emcee: {n_kept} steps are fewer than {AUTOCORR_TIMES_MIN} autocorrelation times "
-            f"(max tau = "
-            f"{tau_max:.1f} steps); the estimate of tau and the draws are unreliable: run "
-            "longer (n_steps)"), stacklevel=2)
-    if counts["nan"]:
-        warnings.warn(ConvergenceWarning(
-            f"emcee: log-density was NaN at {counts['nan']} proposals (treated as -inf)"),
-            stacklevel=2)
-    info = {
-        "wall_time": time.perf_counter() - t_start,
-        "n_evals": counts["evals"],
-        "n_walkers": n_walkers,
-        "n_steps": int(n_kept),
-        "n_burn": n_burn,
-        "thin": thin,
-        "seed": seed,
-        "autocorr_time": tau,
-        "ess_autocorr": n_walkers * n_kept / tau,
-        "acceptance_fraction": np.asarray(sampler.acceptance_fraction, dtype=float),
-        "n_nan": counts["nan"],
-        "moves": repr(moves) if moves is not None else "StretchMove",
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "resumed": bool(resuming),
-    }
+    tau, n_kept = _autocorrelation(sampler, n_burn, counts)
+    n_walkers = sampler.nwalkers
+    info = dict(
+        wall_time=time.perf_counter() - t_start, n_evals=counts["evals"], n_walkers=n_walkers,
+        n_steps=int(n_kept), n_burn=n_burn, thin=thin, seed=seed, autocorr_time=tau,
+        ess_autocorr=n_walkers * n_kept / tau,
+        acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
+        n_nan=counts["nan"], moves=repr(moves) if moves is not None else "StretchMove",
+        checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
                    names=list(density.names),
                    log_density=np.ascontiguousarray(logp.T),

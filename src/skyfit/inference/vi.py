@@ -18,122 +18,11 @@ from .density import LogDensity
 from .initialization import resolve_gaussian
 from .results import Samples
 from .transforms import UnconstrainedDensity
+from .variational_families import FlowFamily, GaussianFamily, make_flow, require_zuko
 
 __all__ = ["fit_vi", "VIResult"]
 
 FAMILIES = ("fullrank", "meanfield", "flow")
-
-
-class GaussianFamily(nn.Module):
-    """``q(z) = N(loc, L L^T)`` in a whitened parametrisation around a reference ``(c, R)``:
-    ``loc = c + R a``, ``L = R diag(exp(s)) (I + strictly-lower(B))``; the trained numbers are
-    ``a``, ``s`` and ``B`` (``B`` only if ``fullrank``; ``R`` is then diagonal-free lower
-    triangular, else diagonal).
-
-    :meth:`recenter` moves the current ``q`` into the reference and zeroes ``a, s, B`` without
-    changing ``q``: Adam then works in coordinates where ``q`` is a unit Gaussian, so its steps
-    are scale-free however differently scaled and correlated the parameters are.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor, fullrank: bool):
-        super().__init__()
-        dim = loc.shape[0]
-        self.fullrank = fullrank
-        ref = scale_tril if fullrank else torch.diag(scale_tril.diagonal())
-        self.register_buffer("ref_loc", loc.detach().clone())
-        self.register_buffer("ref_tril", ref.detach().clone())
-        self.a = nn.Parameter(torch.zeros_like(loc))
-        self.s = nn.Parameter(torch.zeros_like(loc))
-        if fullrank:
-            self.B = nn.Parameter(torch.zeros(dim, dim, dtype=loc.dtype, device=loc.device))
-
-    @property
-    def loc(self) -> torch.Tensor:
-        return self.ref_loc + self.ref_tril @ self.a
-
-    def _inner(self) -> torch.Tensor:
-        d = self.s.exp()
-        if not self.fullrank:
-            return torch.diag(d)
-        eye = torch.eye(d.shape[0], dtype=d.dtype, device=d.device)
-        return d[:, None] * (eye + self.B.tril(-1))
-
-    def scale_tril(self) -> torch.Tensor:
-        return self.ref_tril @ self._inner()
-
-    def log_det(self) -> torch.Tensor:
-        return self.ref_tril.diagonal().abs().log().sum() + self.s.sum()
-
-    def rsample(self, n: int) -> torch.Tensor:
-        eps = torch.randn(n, self.a.shape[0], dtype=self.a.dtype, device=self.a.device)
-        return self.loc + eps @ self.scale_tril().T
-
-    def log_prob(self, z: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        L, loc, log_det = self.scale_tril(), self.loc, self.log_det()
-        if detach:
-            L, loc, log_det = L.detach(), loc.detach(), log_det.detach()
-        eps = torch.linalg.solve_triangular(L, (z - loc).unsqueeze(-1), upper=False).squeeze(-1)
-        d = z.shape[-1]
-        return -0.5 * (eps**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
-
-    def rsample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # "sticking the landing" (Roeder et al. 2017, arXiv:1703.09194): log q with its
-        # parameters detached (z is not), so the gradient is exactly zero once q equals the
-        # posterior
-        z = self.rsample(n)
-        return z, self.log_prob(z, detach=True)
-
-    @torch.no_grad()
-    def recenter(self) -> None:
-        loc, L = self.loc.clone(), self.scale_tril().clone()
-        self.ref_loc.copy_(loc)
-        self.ref_tril.copy_(L)
-        for p in self.parameters():
-            p.zero_()
-
-
-class FlowFamily(nn.Module):
-    """``z = loc + L u`` with ``u`` from a zuko flow: a fixed affine standardisation from the
-    start (``L`` lower triangular), so the flow itself starts near a standard normal."""
-
-    def __init__(self, flow: nn.Module, loc: torch.Tensor, scale_tril: torch.Tensor):
-        super().__init__()
-        self.flow = flow
-        self.register_buffer("shift", loc.detach().clone())
-        self.register_buffer("tril", scale_tril.detach().clone())
-
-    def _log_det(self) -> torch.Tensor:
-        return self.tril.diagonal().abs().log().sum()
-
-    def rsample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        u, log_q = self.flow().rsample_and_log_prob((n,))
-        return self.shift + u @ self.tril.T, log_q - self._log_det()
-
-    def rsample(self, n: int) -> torch.Tensor:
-        return self.rsample_and_log_prob(n)[0]
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        u = torch.linalg.solve_triangular(self.tril, (z - self.shift).unsqueeze(-1),
-                                          upper=False).squeeze(-1)
-        return self.flow().log_prob(u) - self._log_det()
-
-
-def _import_zuko():
-    try:
-        import zuko
-    except ImportError as err:
-        raise ImportError("family='flow' needs zuko, the optional 'ml' extra: pip install "
-                          "'skyfit[ml]' (or pip install zuko); or use family='fullrank'") from err
-    return zuko
-
-
-def _make_flow(dim: int, dtype, device, flow_kwargs: dict) -> nn.Module:
-    zuko = _import_zuko()
-    kwargs = dict(transforms=3, hidden_features=(64, 64))
-    kwargs.update(flow_kwargs)
-    kind = kwargs.pop("kind", "NSF")
-    flow = getattr(zuko.flows, kind)(dim, 0, **kwargs)
-    return flow.to(dtype=dtype, device=device)
 
 
 @dataclass
@@ -282,53 +171,70 @@ def fit_vi(
         >>> [round(v, 2) for v in res.mean.tolist()], [round(v, 2) for v in res.std.tolist()]
         ([1.0, 1.0], [2.0, 2.0])
     """
+    _check_settings(family, n_samples)
+    t_start = time.perf_counter()
+    u = UnconstrainedDensity(density)
+    loc, scale_tril = _start(density, init)
+    pre_evals = 0  # a flow without a start covariance is standardised by a Gaussian fit
+    if family == "flow" and resolve_gaussian(density, init)[1] is None:
+        loc, scale_tril, pre_evals = _flow_reference(density, init, n_steps, lr, n_samples, seed)
+    with torch.random.fork_rng(devices=_rng_devices(u.device)):
+        torch.manual_seed(seed)
+        if family == "flow":
+            flow = make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {}))
+            q = FlowFamily(flow, loc, scale_tril)
+        else:
+            q = GaussianFamily(loc, scale_tril, fullrank=family == "fullrank")
+        history, n_bad = _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress)
+        final, terms = _final_elbo(q, u)
+    k = _pareto_k(terms)
+    _warn_fit(family, n_bad, n_steps, k)
+    mean, cov = _moments(q, u, family)
+    info = dict(wall_time=time.perf_counter() - t_start, n_steps=n_steps, n_samples=n_samples,
+                n_evals=n_steps * n_samples + 4096 + pre_evals, lr=lr, seed=seed,
+                n_nonfinite=n_bad, pareto_k=k)
+    return VIResult(mean=mean, covariance=cov, names=list(u.names), space="unconstrained",
+                    family=family, elbo_history=history, elbo=final, density=u, q=q, info=info)
+
+
+def _check_settings(family: str, n_samples: int) -> None:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if int(n_samples) < 1:
         raise ValueError(f"n_samples (draws per ELBO estimate) must be at least 1, got {n_samples}")
     if family == "flow":
-        _import_zuko()
-    t_start = time.perf_counter()
-    u = UnconstrainedDensity(density)
-    loc, scale_tril = _start(density, init)
-    pre_evals = 0
-    if family == "flow" and resolve_gaussian(density, init)[1] is None:
-        # standardise the flow's space by a quick full-rank Gaussian fit first
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            pre = fit_vi(density, "fullrank", n_steps=max(n_steps // 4, 200), lr=lr,
-                         n_samples=n_samples, seed=seed, init=init, progress=False)
-        pre_evals = pre.info["n_evals"]
-        loc, scale_tril = pre.mean, torch.linalg.cholesky(pre.covariance)
-    with torch.random.fork_rng(devices=_rng_devices(u.device)):
-        torch.manual_seed(seed)
-        if family == "flow":
-            flow = _make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {}))
-            q = FlowFamily(flow, loc, scale_tril)
-        else:
-            q = GaussianFamily(loc, scale_tril, fullrank=family == "fullrank")
-        history, n_bad = _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress)
-        with torch.no_grad():
-            z, log_q = q.rsample_and_log_prob(4096)
-            terms = u.log_prob(z) - log_q
-            final = float(terms[torch.isfinite(terms)].mean())
+        require_zuko()
+
+
+@torch.no_grad()
+def _final_elbo(q, u) -> tuple[float, torch.Tensor]:
+    """The ELBO from 4096 fresh draws (finite terms), and the terms ``log p - log q``."""
+    z, log_q = q.rsample_and_log_prob(4096)
+    terms = u.log_prob(z) - log_q
+    return float(terms[torch.isfinite(terms)].mean()), terms
+
+
+def _flow_reference(density, init, n_steps, lr, n_samples, seed):
+    """A flow's standardising ``(loc, scale_tril)`` from a quick full-rank Gaussian fit (its
+    ConvergenceWarnings are not the flow's), and that fit's evaluations."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pre = fit_vi(density, "fullrank", n_steps=max(n_steps // 4, 200), lr=lr,
+                     n_samples=n_samples, seed=seed, init=init, progress=False)
+    return pre.mean, torch.linalg.cholesky(pre.covariance), pre.info["n_evals"]
+
+
+def _warn_fit(family: str, n_bad: int, n_steps: int, k: float) -> None:
     if n_bad:
         warnings.warn(ConvergenceWarning(
             f"VI: {n_bad} of {n_steps} steps had a non-finite ELBO and were skipped"),
-            stacklevel=2)
-    k = _pareto_k(terms)
+            stacklevel=3)
     if k > 0.7:
         warnings.warn(ConvergenceWarning(
             f"VI ({family}): Pareto k = {k:.2f} > 0.7 for the importance weights p/q, so q is "
             "a poor fit of the posterior (too narrow somewhere): the family cannot represent it "
             "(try 'fullrank' or 'flow') or the fit has not converged (raise n_steps)"),
-            stacklevel=2)
-    mean, cov = _moments(q, u, family)
-    info = {"wall_time": time.perf_counter() - t_start,
-            "n_evals": n_steps * n_samples + 4096 + pre_evals, "n_steps": n_steps,
-            "n_samples": n_samples, "lr": lr, "seed": seed, "n_nonfinite": n_bad, "pareto_k": k}
-    return VIResult(mean=mean, covariance=cov, names=list(u.names), space="unconstrained",
-                    family=family, elbo_history=history, elbo=final, density=u, q=q, info=info)
+            stacklevel=3)
 
 
 def _moments(q: nn.Module, u: UnconstrainedDensity, family: str):
