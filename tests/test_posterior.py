@@ -78,10 +78,19 @@ def test_delta_method_for_a_nonlinear_vector_function():
                                                        / 20000**0.5)
 
 
-def test_check_valid_names_the_bad_value_of_a_batch():
+def test_check_inside_names_the_bad_value_of_a_batch():
     post, *_ = linear_flux_problem()
     with pytest.raises(ParameterRangeError, match=r"point 1 of 2.*a.flux=-1"):
-        post.check_valid(torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]], dtype=torch.float64))
+        post.check_inside(torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]], dtype=torch.float64))
+
+
+def test_periodic_marks_the_entries_of_cyclic_params():
+    post, *_ = linear_flux_problem()
+    assert post.periodic.tolist() == [False, False, False]
+    post.likelihood.model.sources[1].phi.to_dynamic()  # valid (0, pi), declared cyclic
+    post = skyfit.Posterior(post.likelihood)
+    assert post.periodic.tolist() == [n.endswith(".phi") for n in post.names]
+    assert post.periodic.sum() == 1
 
 
 def test_autograd_gradient_matches_finite_differences():
@@ -92,7 +101,7 @@ def test_autograd_gradient_matches_finite_differences():
     x = post.initial()
     x = torch.where(x >= 1.0 - 1e-9, x - 0.1, x * 1.01)  # inside q <= 1, off the optimum
     x[[i for i, n in enumerate(post.names) if n.endswith(".phi")]] = 0.3  # away from the bounds
-    post.check_valid(x)
+    post.check_inside(x)
     _, grad = post.value_and_grad(x)
     h = 1e-6
     fd = torch.stack([(post(x + h * e) - post(x - h * e)) / (2 * h)

@@ -218,17 +218,14 @@ def sample_emcee(
         >>> s.draws.shape
         (32, 200, 2)
     """
-    t_start = time.perf_counter()
-    dim = density.dim
-    walkers_given = n_walkers is not None
-    n_walkers = _walker_count(dim, init, n_walkers)
+    t_start, walkers_given = time.perf_counter(), n_walkers is not None
+    n_walkers = _walker_count(density.dim, init, n_walkers)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint file to resume from")
     counts = {"evals": 0, "nan": 0}
-    log_prob_np = _numpy_log_prob(density, counts)
-
-    sampler, resuming = _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np,
-                                      n_burn + n_steps, seed, checkpoint, resume, progress, moves)
+    sampler, resuming = _run_ensemble(density, init, n_walkers, walkers_given,
+                                      _numpy_log_prob(density, counts), n_burn + n_steps, seed,
+                                      checkpoint, resume, progress, moves)
     chain = sampler.get_chain(discard=n_burn, thin=thin)  # (step, walker, dim)
     logp = sampler.get_log_prob(discard=n_burn, thin=thin)
     if chain.shape[0] == 0:
@@ -243,6 +240,5 @@ def sample_emcee(
         n_nan=counts["nan"], moves=repr(moves) if moves is not None else "StretchMove",
         checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
-                   names=list(density.names),
-                   log_density=np.ascontiguousarray(logp.T),
+                   names=list(density.names), log_density=np.ascontiguousarray(logp.T),
                    sampler="emcee", info=info)

@@ -180,11 +180,9 @@ def fit_vi(
         loc, scale_tril, pre_evals = _flow_reference(density, init, n_steps, lr, n_samples, seed)
     with torch.random.fork_rng(devices=_rng_devices(u.device)):
         torch.manual_seed(seed)
-        if family == "flow":
-            flow = make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {}))
-            q = FlowFamily(flow, loc, scale_tril)
-        else:
-            q = GaussianFamily(loc, scale_tril, fullrank=family == "fullrank")
+        q = (FlowFamily(make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {})), loc,
+                        scale_tril) if family == "flow"
+             else GaussianFamily(loc, scale_tril, fullrank=family == "fullrank"))
         history, n_bad = _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress)
         final, terms = _final_elbo(q, u)
     k = _pareto_k(terms)
