@@ -222,3 +222,13 @@ def test_a_vi_result_starts_nuts_in_the_unconstrained_space():
         vi2 = fit_vi(bounded, n_steps=200, progress=False, init=init_to_feasible())
         s2 = sample_nuts(bounded, init=vi2, n_warmup=10, n_draws=5, progress=False)
     assert np.all((s2.draws > 2.0) & (s2.draws < 5.0))
+
+
+def test_nan_region_is_rejected_and_counted():
+    # log p is NaN beyond x = 1.5: the sampler must reject those points, never keep them
+    d = FunctionDensity(lambda x: torch.where(x[..., 0] < 1.5, -0.5 * (x**2).sum(-1),
+                                              torch.nan), ["x", "y"])
+    s = sample_nuts(d, init=torch.zeros(2), n_chains=2, n_warmup=100, n_draws=100, seed=1,
+                    progress=False)
+    assert (s.draws[..., 0] < 1.5).all()
+    assert s.info["n_nonfinite"] > 0 and s.info["n_divergent"] + s.info["n_divergent_warmup"] > 0

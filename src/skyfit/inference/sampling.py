@@ -95,7 +95,8 @@ def sample_nuts(
     Returns:
         :class:`Samples` with ``sample_stats`` ``diverging``, ``tree_depth``, ``energy``,
         ``step_size``, ``accept_prob``, ``n_steps`` and ``info`` with ``wall_time`` (warm-up
-        included), ``n_gradient_evals``, ``step_size``, ``inv_mass_matrix`` and
+        included), ``n_gradient_evals``, ``n_nonfinite`` (points where the log-density or its
+        gradient was NaN or inf, rejected), ``step_size``, ``inv_mass_matrix`` and
         ``lockstep_waste`` (fraction of chain-steps spent waiting for the slowest chain).
 
     Example:
@@ -290,7 +291,8 @@ def _state_dict(run_, adaptation, state: LoopState, trace: Trace, elapsed: float
         rng_state=state.rng_state,  # as at the end of the last finished iteration
         kernel_state=as_plain(state.kernel_state),
         adaptation_state=as_plain(state.adaptation_state),
-        counters=dict(as_plain(state.counters), n_evals=vg.n_evals, n_calls=vg.n_calls),
+        counters=dict(as_plain(state.counters), n_evals=vg.n_evals, n_calls=vg.n_calls,
+                      n_nonfinite=vg.n_nonfinite),
         draws=trace.draws[:, :n], stats={k: v[:, :n] for k, v in trace.stats.items()},
         elapsed=elapsed, warmup_time=state.warmup_time)
 
@@ -314,6 +316,7 @@ def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
     counters = dict(s["counters"])
     vg = run_.kernel.value_and_grad
     vg.n_evals, vg.n_calls = counters.pop("n_evals"), counters.pop("n_calls")
+    vg.n_nonfinite = counters.pop("n_nonfinite")
     generator.set_state(s["rng_state"])
     trace.load(s["draws"].to(dev), {k: v.to(dev) for k, v in s["stats"].items()})
     state = LoopState(int(s["iteration"]), kernel_state, a, Counters(**counters),
@@ -339,6 +342,7 @@ def _samples(run_, u, state: LoopState, trace: Trace, wall: float, error,
     info = dict(
         wall_time=wall, warmup_time=state.warmup_time if state.warmup_time is not None else 0.0,
         n_gradient_evals=int(vg.n_evals), n_density_calls=int(vg.n_calls),
+        n_nonfinite=int(vg.n_nonfinite),
         step_size=a.step_size.cpu().numpy(), inv_mass_matrix=a.inv_mass.cpu().numpy(),
         lockstep_waste=(1.0 - c.useful / c.lockstep) if c.lockstep else 0.0,
         lockstep_waste_sampling=((1.0 - c.useful_sampling / c.lockstep_sampling)

@@ -29,13 +29,15 @@ class ValueAndGrad:
         density: a :class:`~skyfit.inference.LogDensity` (usually an ``UnconstrainedDensity``).
 
     Attributes:
-        n_calls: batched calls made; n_evals: points evaluated (rows over all calls).
+        n_calls: batched calls made; n_evals: points evaluated (rows over all calls);
+        n_nonfinite: points whose log-density or gradient was not finite (NaN, inf).
     """
 
     def __init__(self, density):
         self.density = density
         self.n_calls = 0
         self.n_evals = 0
+        self.n_nonfinite = 0
 
     def raw(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The density's own value and gradient, non-finite values left as they are."""
@@ -51,6 +53,7 @@ class ValueAndGrad:
         if not all_finite:
             ok = ok & finite_z
         if not bool(ok.all()):
+            self.n_nonfinite += int((~ok).sum())
             logp = torch.where(ok, logp, -torch.inf)
             grad = torch.where(ok[:, None], grad, 0.0)
         return logp, grad
