@@ -8,6 +8,7 @@ import caskade as ck
 import torch
 
 from .._forward import forward
+from .._graph import ModuleList
 from ..sources.profiles import batch_param
 from . import functions as F
 from .base import ThinLens, lens_param
@@ -354,12 +355,7 @@ class CompositeLens(ThinLens):
             if not isinstance(lens, ThinLens):
                 raise TypeError(f"component {i} of CompositeLens is a {type(lens).__name__}, "
                                 "not a ThinLens mass model")
-        names = [lens.name for lens in lenses]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"components of a CompositeLens need distinct names; {repeated} "
-                             "repeat: name them, e.g. SIE(name='main'), SIE(name='satellite')")
-        self.lenses = lenses
+        self.lenses = ModuleList(lenses, name="lenses")
         self.update_graph()  # caskade builds its bookkeeping on linking; an empty lens links none
 
     def _sum(self, method: str, x, y):
