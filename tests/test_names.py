@@ -77,8 +77,8 @@ def test_a_checkpoint_written_by_one_process_resumes_in_another(tmp_path):
 import json
 post = stack_posterior()
 out = skyfit.sample_nuts(post, init=post.initial(), n_chains=2, n_warmup=20, n_draws=10,
-                         seed=3, checkpoint={str(path)!r}, checkpoint_every=5, resume=RESUME,
-                         progress=False)
+                         seed=3, max_tree_depth=3, checkpoint={str(path)!r}, checkpoint_every=5,
+                         resume=RESUME, progress=False)
 print(json.dumps({{"draws": out.draws.tolist(), "resumed": out.info.get("resumed_from")}}))
 """
     written = _run(run.replace("RESUME", "False"))
