@@ -130,6 +130,7 @@ def test_named_modules_keep_their_short_names_and_priors_accept_longer_paths():
         skyfit.Posterior(like, priors={"host.flux": torch.distributions.Normal(0.0, 1.0)})
     host = skyfit.Sersic("host")
     host.flux.to_dynamic()
-    one = skyfit.Posterior(skyfit.GaussianLikelihood(skyfit.Scene(grid, [host]),
-                                                     torch.zeros(10, 10), variance=torch.ones(10, 10)))
+    like = skyfit.GaussianLikelihood(skyfit.Scene(grid, [host]), torch.zeros(10, 10),
+                                     variance=torch.ones(10, 10))
+    one = skyfit.Posterior(like)
     assert one.names == ["host.flux"]

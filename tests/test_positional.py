@@ -45,7 +45,8 @@ FACTORIES = {
                                                             generator=torch.Generator()
                                                             .manual_seed(0))),
     "VAESource": _vae_source,
-    "CompositeLens": lambda: skyfit.CompositeLens([skyfit.SIE(), skyfit.ExternalShear(gamma1=0.05)]),
+    "CompositeLens": lambda: skyfit.CompositeLens([skyfit.SIE(),
+                                                   skyfit.ExternalShear(gamma1=0.05)]),
     "LensedPointSource": lambda: skyfit.LensedPointSource(skyfit.SIE(q=0.8), skyfit.LensGeometry(),
                                                           x0=0.05, y0=0.02),
     "LensedSupernova": lambda: skyfit.LensedSupernova(

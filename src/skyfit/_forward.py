@@ -58,7 +58,7 @@ def forward(method):
 
     For a call made inside a running simulation (the module "online"), caskade's wrapper opens
     an ``ExitStack``, scans the keyword arguments for Param overrides and matches every argument
-    name of the method against the module's children: ~5 us per call, several calls per
+    name of the method against the module's children, for each of the several such calls of a
     log-density evaluation. When such a call passes no keyword that names a Param of the module,
     this fills the method's Param arguments from the module's Params directly, which is what
     caskade does then too. Every other call (one that starts a simulation, overrides a Param

@@ -67,7 +67,22 @@ class SIS(ThinLens):
         return F.sis_potential(x, y, *_b(x, x0, y0, theta_E))
 
 
-class SIE(ThinLens):
+class _Elliptical:
+    """Mixed in before :class:`ThinLens` by elliptical mass models: declares their common Params
+    (centre, axis ratio, position angle, Einstein radius) in its own ``__init__``."""
+
+    def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0):
+        super().__init__(name)
+        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
+        self.phi = Param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
+                         description="position angle of the major axis, ccw from +x")
+        self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
+                             description="Einstein radius (intermediate-axis convention)")
+
+
+class SIE(_Elliptical, ThinLens):
     """Singular isothermal ellipsoid: ``kappa = theta_E / (2 sqrt(q x'^2 + y'^2 / q))``.
 
     ``theta_E`` is the Einstein radius of the intermediate axis (lenstronomy's convention): the
@@ -84,16 +99,6 @@ class SIE(ThinLens):
         >>> round(lens.convergence(torch.tensor(0.8), torch.tensor(0.4)).item(), 6)
         0.790933
     """
-
-    def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0):
-        super().__init__(name)
-        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
-        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
-        self.phi = Param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
-                         description="position angle of the major axis, ccw from +x")
-        self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
-                             description="Einstein radius (intermediate-axis convention)")
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
@@ -284,7 +289,7 @@ class NFW(ThinLens):
         return F.nfw_potential(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
 
-class EPL(ThinLens):
+class EPL(_Elliptical, ThinLens):
     """Elliptical power law: ``kappa = (3 - gamma)/2 (theta_E / sqrt(q x'^2 + y'^2/q))^(gamma-1)``.
 
     ``gamma`` is the 3-D density slope (2 is isothermal: then this is the :class:`SIE`).
@@ -307,14 +312,7 @@ class EPL(ThinLens):
 
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0,
                  gamma=2.0):
-        super().__init__(name)
-        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
-        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
-        self.phi = Param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
-                         description="position angle of the major axis, ccw from +x")
-        self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
-                             description="Einstein radius (intermediate-axis convention)")
+        super().__init__(name, x0, y0, q, phi, theta_E)
         self.gamma = Param("gamma", gamma, valid=(1.0, 3.0), units="",
                            description="3-D density slope (2: isothermal)")
 

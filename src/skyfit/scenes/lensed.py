@@ -68,7 +68,7 @@ class LensedImage(ck.Module):
     position with its magnified flux. To simulate many parameter sets at once, ``torch.vmap``
     over flat parameter vectors (point sources excepted: their number of images varies). On a
     CPU, ``torch.compile(torch.vmap(sim))`` fuses the ray tracing and the light profiles into one
-    loop (3-5x faster than eager in ``benchmarks/RESULTS.md``); call it on chunks of a few
+    loop (the speed-up over eager is in ``benchmarks/RESULTS.md``); call it on chunks of a few
     parameter sets (about a million sub-pixels per call) so the supersampled images stay in
     cache until the PSF is applied (see ``benchmarks/bench_lensing.py``).
 
