@@ -96,6 +96,7 @@ def test_unnamed_children_of_scenes_and_stacks_get_distinct_names():
     alone = skyfit.Scene(grid, [skyfit.Sersic(flux=2.0, Re=0.2)])() + \
         skyfit.Scene(grid, [skyfit.Sersic(x0=0.3, flux=1.0, Re=0.3)])()
     torch.testing.assert_close(scene(), alone, rtol=1e-12, atol=1e-12)
+    assert scene.sources[0] is a and scene.sources[:] == [a, b] and scene.sources + [a] == [a, b, a]
     a.flux.to_dynamic()
     b.flux.to_dynamic()
     like = skyfit.GaussianLikelihood(scene, alone, variance=torch.ones(10, 10))

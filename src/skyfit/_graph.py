@@ -21,6 +21,7 @@ class ModuleList(ck.NodeList):
     caskade's own ``NodeList`` links each element under its name, so two unnamed modules of one
     class (``[Sersic(), Sersic()]``, both named ``"Sersic"``) collide. Here element ``i`` is
     linked under ``f"{element.name}_{i}"``; in parameter names it is ``key.i`` (``sources.0``).
+    Slices and sums are plain lists (caskade's would link their elements again, by name).
     """
 
     def link(self, key, child=None):
@@ -29,6 +30,14 @@ class ModuleList(ck.NodeList):
             position = next(i for i, node in enumerate(self) if node is child)
             key = f"{child.name}_{position}"
         super().link(key, child)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return list.__getitem__(self, key)
+        return super().__getitem__(key)
+
+    def __add__(self, other):
+        return list(self) + list(other)
 
 
 def _edges(node: ck.Node) -> Iterator[tuple[str, ck.Node]]:

@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from ._activation import Activation
 from ._forward import forward
-from ._graph import param_paths, short_names
+from ._graph import ModuleList, param_paths, short_names
 from .errors import ParameterRangeError, ParameterVectorError
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
@@ -26,11 +26,12 @@ class _Joint(ck.Module):
     def __init__(self, likelihood: ck.Module):
         super().__init__("posterior")
         self.likelihood = likelihood
-        # a plain tuple, not linked: the modules are in the graph already, below the likelihood
-        object.__setattr__(self, "prior_modules", tuple(
+        # linked by position: unnamed modules of one class do not collide (the link also fixes
+        # caskade's order of the parameters, which checkpoints and fitted vectors rely on)
+        self.prior_modules = ModuleList([
             node for node in likelihood.topological_ordering()
             if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))
-        ))
+        ], name="prior_modules")
 
     @forward
     def __call__(self):
