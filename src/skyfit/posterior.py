@@ -99,7 +99,8 @@ class Posterior(LogDensity):
         # without module prior terms the joint's own forward call adds nothing to the likelihood
         self._body = self.joint if self.joint.prior_modules else likelihood
         self.names, self.slices, lowers, uppers = [], {}, [], []
-        self.paths = dict(zip(short_names(paths := param_paths(likelihood, params)), paths))
+        paths = param_paths(likelihood, params)
+        self.paths = dict(zip(short_names(paths), paths))  # name -> path segments (a tuple)
         pos = 0
         for p, label in zip(params, self.paths):
             shape = tuple(p.shape)
