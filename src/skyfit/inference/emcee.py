@@ -6,21 +6,17 @@ import math
 import time
 import warnings
 
-import emcee
 import numpy as np
 import torch
 
 from ..errors import ConvergenceWarning, LogDensityError, ParameterVectorError
 from .density import LogDensity
-from .results import Samples
+from .results import AUTOCORR_TIMES_MIN, Samples
 
 __all__ = ["sample_emcee"]
 
 
 _VI_START_DRAWS = 4096
-# a run shorter than this many autocorrelation times gives unreliable tau and draws (emcee docs,
-# "Autocorrelation analysis & convergence"; Sokal 1997)
-AUTOCORR_TIMES_MIN = 50
 
 
 def _numpy(x) -> np.ndarray:
@@ -161,6 +157,8 @@ def sample_emcee(
         >>> s.draws.shape
         (32, 200, 2)
     """
+    import emcee  # with h5py and scipy.stats: seconds, so only when sampling
+
     t_start = time.perf_counter()
     dim = density.dim
     walkers_given = n_walkers is not None

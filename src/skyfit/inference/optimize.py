@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
@@ -195,6 +194,8 @@ def fit_map(
     # scipy's optimisers call BLAS on dim-length vectors, where threads only hurt: OpenBLAS's
     # idle threads spin and take the cores torch's threads need for the log-density (measured
     # 2x slower gradient evaluations inside L-BFGS-B on a 2-core machine)
+    from scipy.optimize import minimize  # a second of imports: only when fitting
+
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(objective, np.zeros(x0.shape[0]), **kwargs)
     x = to_x(res.x)
