@@ -8,9 +8,6 @@ import time
 import torch
 from harness import Benchmark, best_times
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
-
-import skyfit
 from skyfit.demo import (
     HOST_TRUTH,
     SN_TRUTH,
@@ -18,6 +15,9 @@ from skyfit.demo import (
     simulate_supernova,
     supernova_light_curve_model,
 )
+from threadpoolctl import threadpool_limits
+
+import skyfit
 from skyfit.sources.profiles import sersic_b
 
 

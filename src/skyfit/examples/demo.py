@@ -28,10 +28,10 @@ from .supernova import (
     LIGHT_CURVE_TRUTH,
     SN_TRUTH,
     SupernovaData,
-    _host,
-    _perturbed,
     aperture_flux,
+    host_galaxy,
     linked_epoch_stack,
+    perturbed_start,
     simulate_supernova,
     supernova_light_curve_model,
 )
@@ -43,12 +43,12 @@ def _per_image_fits(data: SupernovaData, log):
     """Step 1: each epoch alone (host + SN with free position and flux)."""
     rows = []
     for i in range(len(data.times)):
-        host = _host(f"host{i}", **_perturbed(HOST_TRUTH, 10 + i))
+        host = host_galaxy(f"host{i}", **perturbed_start(HOST_TRUTH, 10 + i))
         x0, y0 = SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02
         sn = skyfit.PointSource(f"sn{i}", x0=x0, y0=y0,
-                         flux=aperture_flux(data.images[i], data.grid, x0, y0))
-        scene = skyfit.Scene(data.grid, [host], skyfit.GaussianPSF(f"psf{i}", sigma=data.psf_sigma, size=15),
-                      [sn], name=f"image{i}")
+                                flux=aperture_flux(data.images[i], data.grid, x0, y0))
+        psf = skyfit.GaussianPSF(f"psf{i}", sigma=data.psf_sigma, size=15)
+        scene = skyfit.Scene(data.grid, [host], psf, [sn], name=f"image{i}")
         host.to_dynamic()
         sn.to_dynamic()
         post = skyfit.Posterior(skyfit.GaussianLikelihood(scene, data.images[i], noise=data.noise))
@@ -63,7 +63,7 @@ def _per_image_fits(data: SupernovaData, log):
 
 def _joint_fit(data: SupernovaData, log):
     """Step 2: all epochs, one host and one SN position (caskade links), a free flux per epoch."""
-    host = _host(**_perturbed(HOST_TRUTH, 20))
+    host = host_galaxy(**perturbed_start(HOST_TRUTH, 20))
     host.to_dynamic()
     x0, y0 = SN_TRUTH["x0"] + 0.02, SN_TRUTH["y0"] - 0.02
     stack = linked_epoch_stack(data, host, x0, y0,

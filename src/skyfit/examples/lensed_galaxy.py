@@ -7,8 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import GaussianLikelihood, GaussianPSF, LensedImage, Pixelated, PixelGrid, Posterior, SIE
-from .. import VAESource
+from .. import (
+    SIE,
+    GaussianLikelihood,
+    GaussianPSF,
+    LensedImage,
+    Pixelated,
+    PixelGrid,
+    Posterior,
+    VAESource,
+)
 from ..generative import make_galaxies
 
 __all__ = ["LensProblem", "lensed_galaxy_problem"]

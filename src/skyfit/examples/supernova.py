@@ -22,7 +22,8 @@ from .. import (
 )
 
 __all__ = ["SupernovaData", "simulate_supernova", "supernova_light_curve_model",
-           "linked_epoch_stack", "aperture_flux", "HOST_TRUTH", "SN_TRUTH", "LIGHT_CURVE_TRUTH"]
+           "linked_epoch_stack", "aperture_flux", "host_galaxy", "perturbed_start", "HOST_TRUTH",
+           "SN_TRUTH", "LIGHT_CURVE_TRUTH"]
 
 HOST_TRUTH = dict(x0=0.20, y0=0.18, q=0.6, phi=0.5, n=1.5, Re=0.30, flux=400.0)
 SN_TRUTH = dict(x0=-0.35, y0=-0.20)
@@ -43,7 +44,8 @@ class SupernovaData:
     true_fluxes: torch.Tensor | None = None
 
 
-def _host(name="host", **values) -> Sersic:
+def host_galaxy(name: str = "host", **values) -> Sersic:
+    """The host's Sersic at the true values, but for ``values``."""
     return Sersic(name, **{**HOST_TRUTH, **values})
 
 
@@ -55,7 +57,8 @@ def simulate_supernova(seed: int = 0, dtype: torch.dtype = torch.float64) -> Sup
     lightcurve = GaussianLightCurve("lightcurve", **LIGHT_CURVE_TRUTH)
     sn = PointSource("sn", **SN_TRUTH)
     link_flux_to_light_curve(sn, lightcurve, times)
-    scene = Scene(grid, [_host()], GaussianPSF("psf", sigma=0.06, size=15), [sn], name="truth")
+    psf = GaussianPSF("psf", sigma=0.06, size=15)
+    scene = Scene(grid, [host_galaxy()], psf, [sn], name="truth")
     noise = ReadPoissonNoise("noise", exposure_time=25.0, read_noise=5.0)
     with torch.no_grad():
         clean = scene()
@@ -81,7 +84,8 @@ def aperture_flux(image: torch.Tensor, grid: PixelGrid, x0: float, y0: float,
     return max(float(image[inside].sum() - inside.sum() * level), 1.0)
 
 
-def _perturbed(values: dict, seed: int, frac: float = 0.05) -> dict:
+def perturbed_start(values: dict, seed: int, frac: float = 0.05) -> dict:
+    """``values`` each scaled by ``1 + frac * N(0, 1)`` (seeded): a start away from the truth."""
     g = torch.Generator().manual_seed(seed)
     return {k: v * (1 + frac * torch.randn((), generator=g, dtype=torch.float64).item())
             for k, v in values.items()}
@@ -91,9 +95,9 @@ def supernova_light_curve_model(data: SupernovaData, start_seed: int = 1):
     """The final model: one host, one SN position, SN flux = Gaussian light curve at each epoch,
     evaluated for all epochs in one batched call. Returns ``(posterior, modules)``; dynamic
     parameters start 5% off the truth."""
-    s = _perturbed({**HOST_TRUTH, **{f"sn_{k}": v for k, v in SN_TRUTH.items()},
+    s = perturbed_start({**HOST_TRUTH, **{f"sn_{k}": v for k, v in SN_TRUTH.items()},
                     **{f"lc_{k}": v for k, v in LIGHT_CURVE_TRUTH.items()}}, start_seed)
-    host = _host(**{k: s[k] for k in HOST_TRUTH})
+    host = host_galaxy(**{k: s[k] for k in HOST_TRUTH})
     host.phi = HOST_TRUTH["phi"] + 0.05  # a relative kick on an angle means little
     sn = PointSource("sn", x0=s["sn_x0"], y0=s["sn_y0"])
     lightcurve = GaussianLightCurve("lightcurve", t0=s["lc_t0"], sigma=s["lc_sigma"],

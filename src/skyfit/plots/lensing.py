@@ -14,9 +14,10 @@ def plot_critical_curves(lens, extent=(-3.0, 3.0, -3.0, 3.0), axes=None, n: int 
     """Critical curves (image plane, left) and caustics (source plane, right) of ``lens``.
 
     Arguments:
-        lens: any :class:`~skyfit.ThinLens`. extent: image-plane region ``(l, r, b, t)``, arcsec.
+        lens: any :class:`~skyfit.lenses.ThinLens`.
+        extent: image-plane region ``(l, r, b, t)``, arcsec.
         axes: two matplotlib axes to draw on (default: a new figure).
-        images: a :class:`~skyfit.LensImages` to mark (sized by magnification).
+        images: a :class:`~skyfit.lenses.LensImages` to mark (sized by magnification).
         source_position: ``(x, y)`` of a point source to mark in the source plane.
     """
     import matplotlib.pyplot as plt
