@@ -63,7 +63,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("skyfit.lightcurves.base", "skyfit.sources.profiles"):
         "batch_param, to move to a neutral tensor-helper module (issue 12, item 6)",
 }
-# Imported only inside the functions that use them: each costs seconds or is optional.
+# Imported only inside the functions that use them: each is slow to import or optional.
 LAZY = ("arviz", "matplotlib", "h5py", "zuko", "corner", "graphviz", "pandas", "xarray")
 
 

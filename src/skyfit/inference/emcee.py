@@ -157,7 +157,7 @@ def sample_emcee(
         >>> s.draws.shape
         (32, 200, 2)
     """
-    import emcee  # with h5py and scipy.stats: seconds, so only when sampling
+    import emcee  # with h5py and scipy.stats: kept out of `import skyfit`
 
     t_start = time.perf_counter()
     dim = density.dim

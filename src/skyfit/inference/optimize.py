@@ -194,7 +194,7 @@ def fit_map(
     # scipy's optimisers call BLAS on dim-length vectors, where threads only hurt: OpenBLAS's
     # idle threads spin and take the cores torch's threads need for the log-density (measured
     # 2x slower gradient evaluations inside L-BFGS-B on a 2-core machine)
-    from scipy.optimize import minimize  # a second of imports: only when fitting
+    from scipy.optimize import minimize  # kept out of `import skyfit`
 
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(objective, np.zeros(x0.shape[0]), **kwargs)
