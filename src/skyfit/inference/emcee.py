@@ -6,21 +6,17 @@ import time
 import warnings
 from collections.abc import Callable
 
-import emcee
 import numpy as np
 import torch
 
 from ..errors import ConvergenceWarning, LogDensityError
 from .density import LogDensity
 from .initialization import RandomSource, as_strategy, resolve_start
-from .results import Samples
+from .results import AUTOCORR_TIMES_MIN, Samples
 
 __all__ = ["sample_emcee"]
 
 
-# a run shorter than this many autocorrelation times gives unreliable tau and draws (emcee docs,
-# "Autocorrelation analysis & convergence"; Sokal 1997)
-AUTOCORR_TIMES_MIN = 50
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -138,6 +134,8 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
                   checkpoint, resume, progress, moves):
     """Run emcee to ``total`` stored steps: from resolved starts, or on from the walkers and
     random state stored in ``checkpoint`` when resuming. Returns ``(sampler, resuming)``."""
+    import emcee  # with h5py and scipy.stats: kept out of `import skyfit`
+
     dim = density.dim
     backend = None if checkpoint is None else emcee.backends.HDFBackend(str(checkpoint))
     resuming = resume and backend.initialized and backend.iteration > 0

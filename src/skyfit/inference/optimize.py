@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
@@ -138,6 +137,8 @@ def fit_map(
         >>> [round(v, 6) for v in res.x.tolist()], res.converged
         ([3.0, 3.0], True)
     """
+    from scipy.optimize import minimize  # kept out of `import skyfit`
+
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t_start = time.perf_counter()
