@@ -57,12 +57,7 @@ MAY_IMPORT = {
 }
 # Known single imports against the direction, each with the reason it is still here. The test
 # below fails once one is no longer made, so that the exception is removed with it.
-EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("skyfit.lenses.models", "skyfit.sources.profiles"):
-        "batch_param, to move to a neutral tensor-helper module (issue 12, item 6)",
-    ("skyfit.lightcurves.base", "skyfit.sources.profiles"):
-        "batch_param, to move to a neutral tensor-helper module (issue 12, item 6)",
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 # Imported only inside the functions that use them: each is slow to import or optional.
 LAZY = ("arviz", "matplotlib", "h5py", "zuko", "corner", "graphviz", "pandas", "xarray")
 
