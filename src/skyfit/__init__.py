@@ -5,7 +5,8 @@ stays in its subpackage: the pure torch functions (``skyfit.sources.profiles``,
 ``skyfit.lenses.functions``, ``skyfit.lightcurves``), result types, diagnostics and checkpoints
 (``skyfit.inference``), sampler kernels (``skyfit.inference.mcmc``,
 ``skyfit.inference.adaptation``), generative-model training (``skyfit.generative``), figures
-(``skyfit.plots``), exceptions (``skyfit.errors``) and the example problems and demo (``skyfit.examples``, not imported here).
+(``skyfit.plots``), exceptions (``skyfit.errors``), and the example problems and demo
+(``skyfit.examples``, not imported here).
 """
 
 from . import (
