@@ -9,7 +9,6 @@ import caskade as ck
 import torch
 from torch.distributions import Distribution
 
-from ._activation import Activation
 from ._forward import forward
 from ._graph import ModuleList, param_paths, short_names
 from .errors import ParameterVectorError
@@ -95,9 +94,6 @@ class Posterior(LogDensity):
                              f"{list(self.joint.dynamic_param_groups)}; a Posterior takes one "
                              f"flat vector: put them in one group")
         self.params = params
-        self._activation = Activation(self.joint)
-        # without module prior terms the joint's own forward call adds nothing to the likelihood
-        self._body = self.joint if self.joint.prior_modules else likelihood
         self.names, self.slices, lowers, uppers = [], {}, [], []
         paths = param_paths(likelihood, params)
         self.paths = dict(zip(short_names(paths), paths))  # name -> path segments (a tuple)
@@ -196,7 +192,7 @@ class Posterior(LogDensity):
                 for sl, shape, _ in self.slices.values()]
 
     def _joint_of_vector(self, x: torch.Tensor) -> torch.Tensor:
-        return self._activation(self._param_values(x), self._body, self.joint)
+        return self.joint(self._param_values(x))  # caskade fills the dynamic Params in order
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """Log-likelihood (plus module prior terms) for ``x (..., dim)``."""
@@ -212,14 +208,5 @@ class Posterior(LogDensity):
                                        f"{tuple(x.shape)[-1:] or 0}, expected {self.dim}: "
                                        f"{self.names}")
         inside = ((x >= self.lower) & (x <= self.upper)).all(-1)
-        if x.ndim == 1:
-            # one point (an optimiser's or HMC's step): no masking ops, and the constant default
-            # prior added as a number, which keeps small models' autograd graphs short
-            if not bool(inside):
-                return torch.full((), -math.inf, dtype=x.dtype, device=x.device)
-            total = self.log_likelihood(x)
-            if self.priors:
-                return total + self.log_prior(x)
-            return total + self._default_log_prior if self._default_log_prior else total
         total = self.log_likelihood(x) + self.log_prior(x)
         return torch.where(inside, total, torch.full_like(total, -math.inf))

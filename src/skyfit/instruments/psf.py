@@ -29,32 +29,10 @@ class PSF(ck.Module):
 
         ``crop`` pixels are then removed from every edge (a scene rendered on a grid padded by
         half the kernel keeps the central ``(H - 2 crop, W - 2 crop)``; one slice, not two).
-
-        When every parameter of the PSF is fixed (static), the kernel's FFT is computed once and
-        reused until a parameter value changes (not under ``torch.compile``, which traces the
-        kernel computation into its graph instead: the cache's bookkeeping cannot be traced; and
-        not stored from inside ``torch.func`` transforms, whose tensors must not outlive them).
         """
-        shape = (self.size, self.size)
-        if self.dynamic_params or self.pointer_params or torch.compiler.is_compiling():
-            kernel = self.kernel(pixel_scale, dtype=image.dtype)
-            return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
-                                            shape, crop)
-        # the cache holds the parameter tensors themselves: an id() alone could be reused by a
-        # new tensor once the old value is freed, and the cache would then be silently stale
-        values = [p.value for p in self.static_params]
-        key = [pixel_scale, image.shape[-2:], image.dtype, image.device]
-        key += [v._version for v in values]
-        cache = self.__dict__.get("_kernel_ft_cache")
-        if (cache is None or cache[0] != key
-                or not all(a is b for a, b in zip(cache[1], values))):
-            kernel = self.kernel(pixel_scale, dtype=image.dtype)
-            cache = (key, values, kernel_transform(kernel, image.shape[-2:]).detach())
-            # inside torch.func transforms (jacfwd, jacrev, vmap) results are wrapped for that
-            # transform's level: kept past it they would escape, so store only plain tensors
-            if not torch._C._are_functorch_transforms_active():
-                self.__dict__["_kernel_ft_cache"] = cache
-        return fft_convolve_transformed(image, cache[2], shape, crop)
+        kernel = self.kernel(pixel_scale, dtype=image.dtype)
+        return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
+                                        (self.size, self.size), crop)
 
 
 def _trailing_axis(v, like: torch.Tensor) -> torch.Tensor:

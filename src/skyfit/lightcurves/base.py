@@ -83,10 +83,15 @@ class LightCurve(ck.Module):
         if band.is_floating_point() or band.is_complex() or band.dtype == torch.bool:
             raise TypeError(f"band must hold integer indices or band names, got dtype {band.dtype}")
         band = band.long()
-        # checked outside torch.func transforms (a batched band could not be tested by `if`);
-        # likelihoods and links check their bands when they are built
-        if band.numel() and not torch._C._are_functorch_transforms_active():
-            if ((band < 0) | (band >= self.n_bands)).any():
+        # likelihoods and links check their bands when they are built; here the values are read
+        # where they can be: not while torch.compile traces (no data-dependent branch in its
+        # graph), and not for a band batched by torch.vmap (it has no single value to test)
+        if band.numel() and not torch.compiler.is_compiling():
+            try:
+                outside = bool(((band < 0) | (band >= self.n_bands)).any())
+            except RuntimeError:  # vmap: data-dependent control flow on a batched band
+                outside = False
+            if outside:
                 raise ValueError(f"band indices must lie in 0..{self.n_bands - 1} for "
                                  f"{self.name}'s bands {self.bands}, got {band.unique().tolist()}")
         return band

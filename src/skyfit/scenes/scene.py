@@ -78,10 +78,6 @@ class Scene(ck.Module):
     @forward
     def extended_image(self) -> torch.Tensor:
         """Flux per pixel of the extended sources, before the PSF, on the padded grid."""
-        return self._extended_image()
-
-    def _extended_image(self) -> torch.Tensor:
-        # plain method: called inside __call__'s active context, saving a forward-call overhead
         x, y = self.render_grid.sample_coordinates()
         total = None
         for source in self.sources:
@@ -94,7 +90,7 @@ class Scene(ck.Module):
         ny, nx = self.grid.shape
         image = None
         if self.sources:
-            image = self._extended_image()
+            image = self.extended_image()
             if self.psf is not None:
                 image = self.psf.convolve(image, self.grid.pixel_scale, crop=self.pad)
         for ps in self.point_sources:
