@@ -120,14 +120,14 @@ def test_names_bounds_and_uniform_default_prior():
     x = post.initial()
     # q has valid (0, 1): uniform prior of density 1; fluxes: flat
     assert post.log_prior(x).item() == pytest.approx(0.0)
+    outside = x.clone()
+    outside[0] = 1.5
+    assert post(outside).item() == -math.inf
     # phi has valid (0, pi): density 1/pi (a flat default would give 0 here, unlike for q)
     post.likelihood.model.sources[1].phi.to_dynamic()
     with_phi = skyfit.Posterior(post.likelihood)
     assert with_phi.log_prior(with_phi.initial()).item() == pytest.approx(-math.log(math.pi),
                                                                           rel=1e-12)
-    outside = x.clone()
-    outside[0] = 1.5
-    assert post(outside).item() == -math.inf
 
 
 def test_user_prior_is_added():

@@ -23,6 +23,7 @@ from . import (
 from .generative import GalaxyModel, load_pretrained
 from .inference import (
     LogDensity,
+    compile,
     Samples,
     fit_map,
     fit_vi,
@@ -74,7 +75,8 @@ __all__ = [
     "Scene", "ImageStack", "LensedImage", "LensedSource",
     "GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood", "Posterior",
     # inference
-    "LogDensity", "fit_map", "laplace", "fit_vi", "sample_emcee", "sample_nuts", "sample_hmc",
+    "LogDensity", "compile", "fit_map", "laplace", "fit_vi", "sample_emcee", "sample_nuts",
+    "sample_hmc",
     "Samples",
     # neural source priors
     "GalaxyModel", "load_pretrained",

@@ -9,6 +9,7 @@ __all__ = [
     "LogDensityError",
     "HessianWarning",
     "ConvergenceWarning",
+    "CompileFallbackWarning",
 ]
 
 
@@ -42,3 +43,7 @@ class HessianWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """An optimiser or sampler stopped without meeting its convergence criterion."""
+
+
+class CompileFallbackWarning(UserWarning):
+    """``torch.compile`` cannot be used here (e.g. no C++ compiler): evaluated eagerly instead."""

@@ -5,6 +5,7 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 
 from . import checkpoint, diagnostics
 from .approximations import GaussianApproximation
+from .compiled import CompiledDensity, compile
 from .checkpoint import *  # noqa: F403
 from .density import FunctionDensity, LogDensity
 from .diagnostics import *  # noqa: F403
@@ -33,6 +34,8 @@ __all__ = [
     "sample_hmc",
     "LogDensity",
     "FunctionDensity",
+    "CompiledDensity",
+    "compile",
     "UnconstrainedDensity",
     "Samples",
     "fit_map",

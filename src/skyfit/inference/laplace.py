@@ -21,6 +21,8 @@ def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
     """Hessian ``d^2 log p / dx dx^T`` at ``x (dim,)``: reverse-over-reverse autograd,
     vectorised over rows (``torch.func.jacrev(jacrev)``), one batched backward pass per level."""
     x = density.as_tensor(x).detach()
+    # a compiled density gives first derivatives: the Hessian is taken on its eager density
+    density = getattr(density, "eager_density", density)
     f = lambda v: density.log_prob(v)  # noqa: E731
     try:
         H = torch.func.jacrev(torch.func.jacrev(f))(x)

@@ -1,0 +1,219 @@
+"""A log-density whose batched value and gradient run through ``torch.compile``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+
+import torch
+
+from ..errors import CompileFallbackWarning, ParameterVectorError
+from .density import LogDensity
+
+__all__ = ["CompiledDensity", "compile", "compile_if_worth", "missing_compiler"]
+
+# sample_nuts / sample_hmc with compile=None compile when the eager gradients of the run are
+# predicted to take longer than this; a compile of a model the size of the supernova example
+# (forward and backward, a few batch shapes) takes of the order of this on a CPU
+WORTH_COMPILING_S = 60.0
+GRADIENTS_PER_ITERATION = 16  # NUTS at tree depth 4, a typical depth of a well-adapted run
+
+
+def missing_compiler(device: torch.device, backend: str = "inductor") -> str | None:
+    """Why ``backend`` cannot compile for ``device`` here (a sentence), or None if it can.
+
+    Inductor writes C++ for CPU tensors: it needs a C++ compiler (``$CXX``, ``g++``, ``c++``
+    or ``clang++`` on the PATH)."""
+    if backend != "inductor" or torch.device(device).type != "cpu":
+        return None
+    names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+    if any(name and shutil.which(name) for name in names):
+        return None
+    return "no C++ compiler on the PATH (set $CXX or install g++) for torch.compile on CPU"
+
+
+def _bucket(n: int) -> int:
+    # batches are padded to the next power of two: log2(n_chains) + 1 compiled shapes serve
+    # every subset of chains a NUTS step evaluates, instead of one compile per subset size
+    return 1 << max(0, n - 1).bit_length()
+
+
+class CompiledDensity(LogDensity):
+    """``density`` with ``log_prob`` and ``value_and_grad`` compiled by ``torch.compile``.
+
+    The log-density is compiled as a function of the flat vector (for a Posterior: the
+    parameter vector handed to the caskade model with caskade's public call), with
+    ``dynamic=False``: one compiled graph per input shape. A single point ``(dim,)`` is one
+    shape; a batch ``(..., dim)`` is flattened to ``(n, dim)`` and padded (with copies of its
+    first point, results dropped) to the next power of two, so a sampler's changing subsets of
+    chains reuse a few compiled shapes. Gradients come from the compiled backward graph.
+
+    Where the backend cannot compile (no C++ compiler for CPU, or the backend fails on the
+    first call of a shape) it warns with :class:`~skyfit.errors.CompileFallbackWarning` and
+    evaluates ``density`` eagerly. Second derivatives (:func:`~skyfit.inference.laplace`'s
+    Hessian) are taken on the eager ``density``.
+
+    Attributes:
+        density: the eager density. info: ``compile_s`` (wall time of the first call of each
+            new shape, compilation included), ``n_compiles`` (shapes compiled), ``shapes``,
+            ``fallback`` (why it runs eagerly, or None).
+
+    Everything else (``names``, ``unpack``, ``set``, ...) is the wrapped density's.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = compile(FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), 2), backend="eager")
+        >>> d.value_and_grad(torch.ones(3, 2))[1]
+        tensor([[-1., -1.],
+                [-1., -1.],
+                [-1., -1.]], dtype=torch.float64)
+        >>> d.info["n_compiles"]
+        1
+    """
+
+    def __init__(self, density: LogDensity, backend: str = "inductor", mode: str | None = None):
+        self.density = density
+        self.names, self.lower, self.upper = density.names, density.lower, density.upper
+        self.info = {"compile_s": 0.0, "n_compiles": 0, "shapes": [], "backend": backend,
+                     "fallback": missing_compiler(density.device, backend)}
+        self._seen = set()
+        self._compiled = None
+        if self.info["fallback"] is not None:
+            self._fall_back(self.info["fallback"])
+        else:
+            self._compiled = torch.compile(self._rows_log_prob, backend=backend, mode=mode,
+                                           dynamic=False)
+
+    def __getattr__(self, name):
+        if name == "density":  # not yet set (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.density, name)
+
+    @property
+    def periodic(self) -> torch.Tensor:
+        return self.density.periodic
+
+    @property
+    def eager_density(self) -> LogDensity:
+        return self.density
+
+    def initial(self) -> torch.Tensor:
+        return self.density.initial()
+
+    def set(self, x) -> None:
+        self.density.set(x)
+
+    def _fall_back(self, reason: str) -> None:
+        self.info["fallback"] = reason
+        self._compiled = None
+        warnings.warn(CompileFallbackWarning(f"torch.compile is not used ({reason}): the "
+                                             "log-density is evaluated eagerly"), stacklevel=3)
+
+    def _rows_log_prob(self, rows: torch.Tensor) -> torch.Tensor:
+        # the traced function: one point without a batch axis (no vmap), else the batch
+        if rows.shape[0] == 1:
+            return self.density.log_prob(rows[0])[None]
+        return self.density.log_prob(rows)
+
+    def _rows(self, x) -> tuple[torch.Tensor, int]:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ParameterVectorError(f"parameter vector has trailing length "
+                                       f"{tuple(x.shape)[-1:] or 0}, expected {self.dim}: "
+                                       f"{self.names}")
+        rows = x.reshape(-1, self.dim)
+        n = rows.shape[0]
+        size = _bucket(n)
+        if size > n:
+            rows = torch.cat([rows, rows[:1].detach().expand(size - n, self.dim)])
+        return rows, n
+
+    def _first_call(self, key, call):
+        # the first call of a shape (and grad mode) compiles: its wall time is compile_s
+        if key in self._seen or self._compiled is None:
+            return call()
+        start = time.perf_counter()
+        try:
+            result = call()
+        except Exception as error:  # the backend could not compile: evaluate eagerly
+            if type(error).__name__ != "BackendCompilerFailed":
+                raise
+            self._fall_back(f"the {self.info['backend']} backend failed: {error}")
+            return call()
+        self.info["compile_s"] += time.perf_counter() - start
+        self.info["n_compiles"] += 1
+        self.info["shapes"].append(key)
+        self._seen.add(key)
+        return result
+
+    def _evaluate(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._compiled is None:
+            return self._rows_log_prob(rows)
+        return self._compiled(rows)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        rows, n = self._rows(x)
+        key = (tuple(rows.shape), torch.is_grad_enabled() and rows.requires_grad)
+        return self._first_call(key, lambda: self._evaluate(rows))[:n].reshape(x.shape[:-1])
+
+    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        rows, n = self._rows(x.detach())
+
+        def call():
+            with torch.enable_grad():
+                leaf = rows.detach().requires_grad_(True)
+                logp = self._evaluate(leaf)
+                if not logp.requires_grad:
+                    return logp.detach(), torch.zeros_like(leaf)
+                (grad,) = torch.autograd.grad(logp.sum(), leaf, allow_unused=True)
+            return logp.detach(), torch.zeros_like(leaf) if grad is None else grad
+
+        logp, grad = self._first_call((tuple(rows.shape), "value_and_grad"), call)
+        return logp[:n].reshape(x.shape[:-1]), grad[:n].reshape(x.shape)
+
+
+def compile(density: LogDensity, backend: str = "inductor",
+            mode: str | None = None) -> CompiledDensity:
+    """``density`` with its value and gradient compiled by ``torch.compile`` (see
+    :class:`CompiledDensity`); pass the result to ``fit_map``, ``laplace``, ``fit_vi`` or the
+    samplers in place of ``density``.
+
+    Arguments:
+        density: any :class:`~skyfit.LogDensity` (a Posterior, a FunctionDensity, ...).
+        backend, mode: ``torch.compile``'s; ``backend="eager"`` traces without generating code
+            (a check that the model traces, and no C++ compiler needed).
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = compile(FunctionDensity(lambda x: -(x**2).sum(-1), 1), backend="eager")
+        >>> d(torch.tensor([2.0])).item()
+        -4.0
+    """
+    if isinstance(density, CompiledDensity):
+        return density
+    return CompiledDensity(density, backend, mode)
+
+
+def compile_if_worth(density: LogDensity, compile_: bool | None, n_iterations: int,
+                     n_chains: int) -> LogDensity:
+    """``compile(density)`` if ``compile_`` is True, or if it is None and the run's eager
+    gradients are predicted to take over ``WORTH_COMPILING_S`` seconds: one batched eager
+    value-and-gradient of ``n_chains`` points timed (second call), times
+    ``GRADIENTS_PER_ITERATION * n_iterations``. ``density`` as it is otherwise."""
+    if compile_ is False or isinstance(density, CompiledDensity):
+        return density
+    if compile_ is None:
+        probe = torch.zeros(n_chains, density.dim, dtype=density.dtype, device=density.device)
+        density.value_and_grad(probe)  # first calls pay one-off costs
+        start = time.perf_counter()
+        density.value_and_grad(probe)
+        predicted = (time.perf_counter() - start) * GRADIENTS_PER_ITERATION * n_iterations
+        if predicted < WORTH_COMPILING_S:
+            return density
+    return CompiledDensity(density)
