@@ -23,8 +23,8 @@ from . import (
 from .generative import GalaxyModel, load_pretrained
 from .inference import (
     LogDensity,
-    compile,
     Samples,
+    compile,
     fit_map,
     fit_vi,
     laplace,

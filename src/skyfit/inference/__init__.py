@@ -5,8 +5,8 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 
 from . import checkpoint, diagnostics
 from .approximations import GaussianApproximation
-from .compiled import CompiledDensity, compile
 from .checkpoint import *  # noqa: F403
+from .compiled import CompiledDensity, compile
 from .density import FunctionDensity, LogDensity
 from .diagnostics import *  # noqa: F403
 from .emcee import sample_emcee

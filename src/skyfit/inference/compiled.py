@@ -56,11 +56,12 @@ class CompiledDensity(LogDensity):
     Hessian) are taken on the eager ``density``.
 
     Attributes:
-        density: the eager density. info: ``compile_s`` (wall time of the first call of each
-            new shape, compilation included), ``n_compiles`` (shapes compiled), ``shapes``,
-            ``fallback`` (why it runs eagerly, or None).
+        eager_density: the density compiled.
+        info: ``compile_s`` (wall time of the first call of each new shape, compilation
+            included), ``n_compiles`` (shapes compiled), ``shapes``, ``fallback`` (why it runs
+            eagerly, or None).
 
-    Everything else (``names``, ``unpack``, ``set``, ...) is the wrapped density's.
+    Every other attribute (``unpack``, ``paths``, ...) is the eager density's.
 
     Example:
         >>> import torch
@@ -75,7 +76,7 @@ class CompiledDensity(LogDensity):
     """
 
     def __init__(self, density: LogDensity, backend: str = "inductor", mode: str | None = None):
-        self.density = density
+        self.eager_density = density
         self.names, self.lower, self.upper = density.names, density.lower, density.upper
         self.info = {"compile_s": 0.0, "n_compiles": 0, "shapes": [], "backend": backend,
                      "fallback": missing_compiler(density.device, backend)}
@@ -88,23 +89,19 @@ class CompiledDensity(LogDensity):
                                            dynamic=False)
 
     def __getattr__(self, name):
-        if name == "density":  # not yet set (e.g. while unpickling): no recursion
+        if name == "eager_density":  # not yet set (e.g. while unpickling): no recursion
             raise AttributeError(name)
-        return getattr(self.density, name)
+        return getattr(self.eager_density, name)
 
     @property
     def periodic(self) -> torch.Tensor:
-        return self.density.periodic
-
-    @property
-    def eager_density(self) -> LogDensity:
-        return self.density
+        return self.eager_density.periodic
 
     def initial(self) -> torch.Tensor:
-        return self.density.initial()
+        return self.eager_density.initial()
 
     def set(self, x) -> None:
-        self.density.set(x)
+        self.eager_density.set(x)
 
     def _fall_back(self, reason: str) -> None:
         self.info["fallback"] = reason
@@ -115,8 +112,8 @@ class CompiledDensity(LogDensity):
     def _rows_log_prob(self, rows: torch.Tensor) -> torch.Tensor:
         # the traced function: one point without a batch axis (no vmap), else the batch
         if rows.shape[0] == 1:
-            return self.density.log_prob(rows[0])[None]
-        return self.density.log_prob(rows)
+            return self.eager_density.log_prob(rows[0])[None]
+        return self.eager_density.log_prob(rows)
 
     def _rows(self, x) -> tuple[torch.Tensor, int]:
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)

@@ -1,0 +1,104 @@
+"""skyfit.compile: the torch.compile'd log-density equals the eager one (values and gradients,
+points and batches), compiles once per shape, and falls back to eager with a warning where no
+C++ compiler exists; the samplers take it (compile=True/None/False)."""
+
+import math
+
+import pytest
+import torch
+
+import skyfit
+from skyfit.errors import CompileFallbackWarning
+from skyfit.inference import FunctionDensity, compiled
+
+
+def _light_curve_posterior():
+    # a tiny Posterior (3 parameters, 13 points) through the caskade graph: quick to compile
+    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=3.0)
+    t = torch.linspace(-6, 6, 13, dtype=torch.float64)
+    flux = lc.flux(t).detach() + 0.05 * torch.randn(13, generator=torch.Generator().manual_seed(1),
+                                                     dtype=torch.float64)
+    lc.to_dynamic()
+    prior = torch.distributions.Normal(torch.tensor(3.0, dtype=torch.float64), 0.5)
+    return skyfit.Posterior(skyfit.PhotometryLikelihood(lc, t, flux, torch.full((13,), 0.1)),
+                            priors={"peak_flux": prior})
+
+
+def _without_compiler(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
+
+
+def _points(post):
+    x = post.initial() * torch.tensor([1.1, 0.95, 1.05], dtype=torch.float64)
+    batch = x * (1 + 0.05 * torch.randn(3, 3, generator=torch.Generator().manual_seed(2),
+                                        dtype=torch.float64))
+    return x, batch
+
+
+@pytest.mark.slow
+def test_compiled_equals_eager_and_compiles_once_per_shape():
+    counters = pytest.importorskip("torch._dynamo.utils").counters
+    torch._dynamo.reset()
+    post = _light_curve_posterior()
+    fast = skyfit.compile(post)
+    assert fast.info["fallback"] is None, "this test needs a C++ compiler"
+    x, batch = _points(post)
+    outside = batch.clone()
+    outside[1, 1] = -1.0  # sigma < 0: -inf, gradient zero
+    for point in (x, batch, outside, batch[:2]):
+        value, grad = fast.value_and_grad(point)
+        want, want_grad = post.value_and_grad(point)
+        torch.testing.assert_close(value, want, rtol=1e-10, atol=0)
+        torch.testing.assert_close(grad, want_grad, rtol=1e-10, atol=1e-10)
+    assert fast(outside)[1].item() == -math.inf
+    # shapes (1, 3) and (4, 3): batches of 3 and 2 are padded to 4; value-only calls compile
+    # their own (no-grad) graphs
+    assert fast.info["n_compiles"] == 4 and fast.info["compile_s"] > 0
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(3):
+        fast.value_and_grad(x)
+        fast.value_and_grad(batch)
+        fast(batch[:2])
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert fast.info["n_compiles"] == 4
+    torch._dynamo.reset()
+
+
+def test_no_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    _without_compiler(monkeypatch)
+    post = _light_curve_posterior()
+    with pytest.warns(CompileFallbackWarning, match="no C..\\+\\+ compiler|C\\+\\+ compiler"):
+        fast = skyfit.compile(post)
+    assert "C++ compiler" in fast.info["fallback"] and fast.info["n_compiles"] == 0
+    x, batch = _points(post)
+    for point in (x, batch):
+        value, grad = fast.value_and_grad(point)
+        want, want_grad = post.value_and_grad(point)
+        assert torch.equal(value, want) and torch.equal(grad, want_grad)
+    # the wrapped density's own attributes pass through; errors stay the density's
+    assert fast.names == post.names and fast.unpack(x).keys() == post.unpack(x).keys()
+    with pytest.raises(skyfit.errors.ParameterVectorError):
+        fast(torch.zeros(2, dtype=torch.float64))
+    assert skyfit.compile(fast) is fast
+
+
+def test_samplers_compile_when_asked_or_when_the_run_is_long(monkeypatch):
+    _without_compiler(monkeypatch)  # the plumbing, without paying for a compile here
+    gauss = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b"])
+    # compile=None: a toy's run is far too short to pay for a compile
+    quick = skyfit.sample_nuts(gauss, init=torch.zeros(2), n_warmup=20, n_draws=10,
+                               progress=False)
+    assert quick.info["compile_fallback"] is None and quick.info["compile_s"] == 0.0
+    with pytest.warns(CompileFallbackWarning):
+        asked = skyfit.sample_nuts(gauss, init=torch.zeros(2), n_warmup=20, n_draws=10,
+                                   progress=False, compile=True)
+    assert not asked.info["compiled"] and "C++" in asked.info["compile_fallback"]
+    assert abs(asked.draws - quick.draws).max() < 1e-12  # same kernel, same numbers
+    monkeypatch.setattr(compiled, "WORTH_COMPILING_S", 0.0)  # every run "long"
+    with pytest.warns(CompileFallbackWarning):
+        long_run = skyfit.sample_hmc(gauss, init=torch.zeros(2), n_warmup=20, n_draws=10,
+                                     progress=False)
+    assert "C++" in long_run.info["compile_fallback"]
+    assert skyfit.sample_hmc(gauss, init=torch.zeros(2), n_warmup=20, n_draws=10,
+                             progress=False, compile=False).info["compile_fallback"] is None
