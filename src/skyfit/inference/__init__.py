@@ -10,6 +10,7 @@ from .diagnostics import *  # noqa: F403
 from .emcee import sample_emcee
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .optimize import MAPResult, fit_map
+from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
 from .sampling import sample_hmc, sample_nuts
 from .transforms import UnconstrainedDensity
@@ -27,6 +28,10 @@ __all__ = [
     "Samples",
     "fit_map",
     "MAPResult",
+    "minimize_batched",
+    "BatchedResult",
+    "multistart",
+    "MultistartResult",
     "laplace",
     "LaplaceResult",
     "log_density_hessian",
