@@ -23,8 +23,8 @@ _MESSAGES = {
     Status.LINE_SEARCH_FAILED: "not converged: no step along steepest descent decreased f "
                                "(gradient max-norm {grad_norm:.3g}); is the gradient right?",
     Status.STALLED: "not converged: f stopped changing while the model predicts a decrease of "
-                    "{decrement:.3g} (gradient max-norm {grad_norm:.3g}): a wall, a kink or the "
-                    "edge of a NaN/-inf region?",
+                    "{decrement:.3g} (gradient max-norm {grad_norm:.3g}): a wall, a kink, the "
+                    "edge of a NaN/-inf region, or a wrong gradient?",
     Status.NONFINITE_START: "not started: f or its gradient is NaN or infinite at the start",
 }
 

@@ -24,7 +24,7 @@ class Status(enum.IntEnum):
     #: no step with sufficient decrease along steepest descent (after dropping the history)
     LINE_SEARCH_FAILED = 4
     #: relative change of f <= ftol while the model still predicts a larger decrease: a wall,
-    #: a kink, or the edge of a NaN / infinite region
+    #: a kink, the edge of a NaN / infinite region, or a wrong gradient
     STALLED = 5
     #: f or its gradient is NaN or infinite at the start
     NONFINITE_START = 6
@@ -155,8 +155,9 @@ def _advance(st: LBFGSState, objective: BatchedObjective,
     empty = empty | reset
     gnorm = st.grad.norm(dim=-1)
     step0 = torch.where(empty, torch.clamp(1 / gnorm, max=1.0), torch.ones_like(gnorm))
+    rounding = _ftol(options, st.x.dtype) * st.f.abs().clamp(min=1.0)
     ls = strong_wolfe(objective, st.rows, st.x, st.f, st.grad, d, step0, c1=options.c1,
-                      c2=options.c2, max_evals=options.max_line_search)
+                      c2=options.c2, max_evals=options.max_line_search, value_tol=rounding)
     s = ls.step[:, None] * d
     y = ls.grad - st.grad
     eps = torch.finfo(st.x.dtype).eps

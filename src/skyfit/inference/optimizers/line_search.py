@@ -75,6 +75,7 @@ def strong_wolfe(
     max_evals: int = 25,
     grow: float = 4.0,
     backoff: float = 0.2,
+    value_tol: torch.Tensor | float = 0.0,
 ) -> LineSearchResult:
     """Find steps ``a`` with ``f(x + a d) <= f0 + c1 a g0.d`` and ``|g(x + a d).d| <= c2 |g0.d|``
     for every row, all rows' trial points evaluated in one ``objective`` call per round.
@@ -89,6 +90,11 @@ def strong_wolfe(
     again. Rows that run out of evaluations without the curvature condition return ``lo`` if it
     is a decrease (``decreased`` but not ``wolfe``).
 
+    Near an optimum, differences of f are lost in rounding and the sufficient-decrease test
+    fails for every step. As Hager & Zhang (2005, SIAM J. Optim. 16, 170, "approximate Wolfe"),
+    a step whose value is within ``value_tol`` of ``f0`` (and of ``lo``) is then judged by its
+    slope instead: it counts as a sufficient decrease if ``g.d <= (2 c1 - 1) g0.d``.
+
     Arguments:
         objective: see :data:`BatchedObjective`. rows: problem index of each row of ``x``.
         x, f0, grad0: the ``(k, D)`` points, values and gradients. direction: descent directions
@@ -96,6 +102,7 @@ def strong_wolfe(
         c1, c2: sufficient-decrease and curvature constants (0 < c1 < c2 < 1).
         max_evals: trial evaluations per row. grow: step growth while bracketing.
         backoff: fraction of the way towards a non-finite trial step for the next trial.
+        value_tol: per row, the change of f at rounding level (0: exact Wolfe tests only).
     """
     k = x.shape[0]
     dphi0 = (grad0 * direction).sum(-1)
@@ -108,6 +115,7 @@ def strong_wolfe(
     wolfe = torch.zeros_like(searching)
     counts = torch.zeros(3, k, dtype=torch.long, device=x.device)  # evals, NaN, inf
     eps = torch.finfo(x.dtype).eps
+    value_tol = torch.as_tensor(value_tol, dtype=x.dtype, device=x.device).expand_as(f0)
     for _ in range(max_evals):
         idx = torch.nonzero(searching).flatten()
         if idx.numel() == 0:
@@ -119,7 +127,11 @@ def strong_wolfe(
         counts[:, idx] += torch.stack([torch.ones_like(nan), nan, ~finite & ~nan]).long()
         dp = (g * direction[idx]).sum(-1)
         a_lo, f_lo, dp_lo = (v[idx] for v in lo)
-        worse = ~finite | (f > f0[idx] + c1 * a * dphi0[idx]) | (f >= f_lo)
+        tol = value_tol[idx]
+        armijo = (f <= f0[idx] + c1 * a * dphi0[idx]) & (f < f_lo)
+        approximate = ((f <= f0[idx] + tol) & (f <= f_lo + tol)
+                       & (dp <= (2 * c1 - 1) * dphi0[idx]) & (tol > 0))
+        worse = ~finite | ~(armijo | approximate)
         curvature = ~worse & (dp.abs() <= -c2 * dphi0[idx])
         swap = ~worse & ~curvature & (dp * (hi[0][idx] - a_lo) >= 0)
         new_lo = ~worse & ~curvature
