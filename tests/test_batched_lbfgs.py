@@ -33,22 +33,22 @@ def autograd_objective(fn):
     return objective
 
 
-def random_quadratics(b, d, condition_numbers, dtype=F64, seed=0):
+def random_quadratics(b, d, condition_numbers, dtype=F64, device="cpu", seed=0):
     """``f_b(x) = (x - c_b)^T A_b (x - c_b) / 2`` with random rotations and eigenvalues spread
     log-uniformly over ``[1, condition_number_b]``; the optimum is ``c_b``."""
     gen = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(b, d, d, generator=gen, dtype=F64))
     frac = torch.linspace(0, 1, d, dtype=F64)
     eig = torch.as_tensor(condition_numbers, dtype=F64)[:, None] ** frac
-    a = (q * eig[:, None, :]) @ q.transpose(1, 2)
-    c = 3 * torch.randn(b, d, generator=gen, dtype=F64)
+    a = ((q * eig[:, None, :]) @ q.transpose(1, 2)).to(dtype=dtype, device=device)
+    c = (3 * torch.randn(b, d, generator=gen, dtype=F64)).to(dtype=dtype, device=device)
 
     def objective(x, rows):
-        r = (x - c[rows].to(x.dtype))
-        ar = (a[rows].to(x.dtype) @ r[..., None])[..., 0]
+        r = x - c[rows]
+        ar = (a[rows] @ r[..., None])[..., 0]
         return 0.5 * (r * ar).sum(-1), ar
 
-    return objective, c.to(dtype)
+    return objective, c
 
 
 def test_independent_quadratics_reach_their_analytic_optima():
@@ -175,6 +175,36 @@ def test_multistart_finds_both_modes_of_a_bimodal_target_and_keeps_the_better():
     assert torch.allclose(res.optima[1].x, means[1], atol=1e-7, rtol=0)
 
 
+def test_optima_of_equal_height_are_told_apart_by_position():
+    centres = torch.tensor([[-3.0], [3.0]], dtype=F64)
+
+    def log_p(x):  # two equal unit Gaussians 6 sigma apart: equal log-densities at both modes
+        return torch.logsumexp(-0.5 * (x[..., None, 0] - centres[:, 0]) ** 2, -1)
+
+    starts = torch.linspace(-6, 6, 10, dtype=F64)[:, None]
+    res = multistart(FunctionDensity(log_p, 1), starts, gtol=1e-9)
+    assert [o.count for o in res.optima] == [5, 5]
+    assert res.optima[0].log_density == pytest.approx(res.optima[1].log_density, abs=1e-12)
+    assert sorted(o.starts[0] < 5 for o in res.optima) == [False, True]
+
+
+def test_multistart_on_a_skyfit_posterior_agrees_with_fit_map():
+    truth, t, flux, err = simulate_gaussian_light_curves(1, seed=4)
+    lc = skyfit.GaussianLightCurve(t0=0.0, sigma=5.0, peak_flux=100.0)
+    lc.to_dynamic()
+    post = skyfit.Posterior(skyfit.PhotometryLikelihood(lc, t[0], flux[0], err[0]))
+    gen = torch.Generator().manual_seed(2)
+    starts = torch.stack([torch.linspace(-12, 12, 12, dtype=F64),
+                          torch.full((12,), 5.0, dtype=F64),
+                          80 + 40 * torch.rand(12, generator=gen, dtype=F64)], -1)
+    res = multistart(post, starts, gtol=1e-9)
+    single = fit_map(post, truth[0])
+    assert single.converged and res.best_converged
+    assert torch.allclose(res.best_x, single.x, rtol=1e-6, atol=0)
+    assert res.best_log_density == pytest.approx(single.log_density, abs=1e-9)
+    assert len(res.optima) == 1 and res.optima[0].count == 12  # one optimum in this window
+
+
 def test_float32_input_gives_float32_results_at_float32_precision():
     kappa = [1.0, 10.0, 100.0, 1000.0]
     objective, centres = random_quadratics(4, 3, kappa, dtype=torch.float32)
@@ -190,16 +220,11 @@ def test_float32_input_gives_float32_results_at_float32_precision():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_cuda_tensors():
-    objective, centres = random_quadratics(8, 4, [10.0] * 8)
-    rows_device = torch.zeros(8, 4, dtype=F64, device="cuda")
-
-    def on_device(x, rows):
-        f, g = objective(x.cpu(), rows.cpu())
-        return f.cuda(), g.cuda()
-
-    res = minimize_batched(on_device, rows_device, takes_rows=True, gtol=1e-10)
+    objective, centres = random_quadratics(8, 4, [10.0] * 8, device="cuda")
+    res = minimize_batched(objective, torch.zeros(8, 4, dtype=F64, device="cuda"),
+                           takes_rows=True, scale="curvature", gtol=1e-10, ftol=0.0)
     assert res.x.device.type == "cuda" and res.converged.all()
-    assert torch.allclose(res.x.cpu(), centres, atol=1e-8)
+    assert torch.allclose(res.x, centres, atol=1e-8, rtol=0)
 
 
 def test_a_row_that_stopped_is_frozen_and_never_evaluated_again():
