@@ -173,6 +173,8 @@ def test_multistart_finds_both_modes_of_a_bimodal_target_and_keeps_the_better():
     assert res.best_log_density == pytest.approx(math.log(0.7 / (2 * math.pi)), abs=1e-12)
     assert res.optima[1].log_density == pytest.approx(math.log(0.3 / (2 * math.pi)), abs=1e-12)
     assert torch.allclose(res.optima[1].x, means[1], atol=1e-7, rtol=0)
+    with pytest.raises(skyfit.errors.ParameterRangeError, match="on a bound for \\['b'\\]"):
+        multistart(density, torch.tensor([[0.0, 10.0]], dtype=F64))
 
 
 def test_optima_of_equal_height_are_told_apart_by_position():

@@ -62,6 +62,21 @@ def _next_trial(a_lo, f_lo, dp_lo, a_hi, f_hi, dp_hi, *, grow: float, backoff: f
     return torch.where(zooming, torch.where(finite_hi, cubic, shrink), grow * a_lo)
 
 
+def _classify(a, f, dp, finite, f0, dphi0, a_lo, f_lo, a_hi, value_tol, c1, c2):
+    """Per trial: ``worse`` (it becomes ``hi``), ``curvature`` (strong Wolfe: accept), ``swap``
+    (it becomes ``lo`` and the old ``lo`` becomes ``hi``). Sufficient decrease is Armijo's test,
+    or, for a value within ``value_tol`` (rounding) of ``f0`` and ``lo``, Hager & Zhang's
+    (2005, SIAM J. Optim. 16, 170) approximate-Wolfe slope test ``g.d <= (2 c1 - 1) g0.d``:
+    near an optimum f changes by less than rounding and Armijo's test fails for every step."""
+    armijo = (f <= f0 + c1 * a * dphi0) & (f < f_lo)
+    approximate = ((f <= f0 + value_tol) & (f <= f_lo + value_tol)
+                   & (dp <= (2 * c1 - 1) * dphi0) & (value_tol > 0))
+    worse = ~finite | ~(armijo | approximate)
+    curvature = ~worse & (dp.abs() <= -c2 * dphi0)
+    swap = ~worse & ~curvature & (dp * (a_hi - a_lo) >= 0)
+    return worse, curvature, swap
+
+
 def strong_wolfe(
     objective: BatchedObjective,
     rows: torch.Tensor,
@@ -90,10 +105,8 @@ def strong_wolfe(
     again. Rows that run out of evaluations without the curvature condition return ``lo`` if it
     is a decrease (``decreased`` but not ``wolfe``).
 
-    Near an optimum, differences of f are lost in rounding and the sufficient-decrease test
-    fails for every step. As Hager & Zhang (2005, SIAM J. Optim. 16, 170, "approximate Wolfe"),
-    a step whose value is within ``value_tol`` of ``f0`` (and of ``lo``) is then judged by its
-    slope instead: it counts as a sufficient decrease if ``g.d <= (2 c1 - 1) g0.d``.
+    Near an optimum f changes by less than rounding: then steps are judged by their slope
+    (:func:`_classify`).
 
     Arguments:
         objective: see :data:`BatchedObjective`. rows: problem index of each row of ``x``.
@@ -126,14 +139,8 @@ def strong_wolfe(
         finite = torch.isfinite(f) & torch.isfinite(g).all(-1)
         counts[:, idx] += torch.stack([torch.ones_like(nan), nan, ~finite & ~nan]).long()
         dp = (g * direction[idx]).sum(-1)
-        a_lo, f_lo, dp_lo = (v[idx] for v in lo)
-        tol = value_tol[idx]
-        armijo = (f <= f0[idx] + c1 * a * dphi0[idx]) & (f < f_lo)
-        approximate = ((f <= f0[idx] + tol) & (f <= f_lo + tol)
-                       & (dp <= (2 * c1 - 1) * dphi0[idx]) & (tol > 0))
-        worse = ~finite | ~(armijo | approximate)
-        curvature = ~worse & (dp.abs() <= -c2 * dphi0[idx])
-        swap = ~worse & ~curvature & (dp * (hi[0][idx] - a_lo) >= 0)
+        worse, curvature, swap = _classify(a, f, dp, finite, f0[idx], dphi0[idx], lo[0][idx],
+                                           lo[1][idx], hi[0][idx], value_tol[idx], c1, c2)
         new_lo = ~worse & ~curvature
         new = (a, torch.where(finite, f, inf[idx]), torch.where(finite, dp, inf[idx]))
         for end_hi, end_lo, value in zip(hi, lo, new):
@@ -141,9 +148,8 @@ def strong_wolfe(
             end_lo[idx] = torch.where(new_lo | curvature, value, end_lo[idx])
         g_lo[idx] = torch.where((new_lo | curvature)[:, None], g, g_lo[idx])
         wolfe[idx] = curvature
-        nxt = _next_trial(*(v[idx] for v in lo), *(v[idx] for v in hi), grow=grow,
-                          backoff=backoff)
-        trial[idx] = nxt
+        trial[idx] = _next_trial(*(v[idx] for v in lo), *(v[idx] for v in hi), grow=grow,
+                                 backoff=backoff)
         # a bracket narrower than rounding of the step cannot be refined
         collapsed = torch.isfinite(hi[0][idx]) & (
             (hi[0][idx] - lo[0][idx]).abs() <= 10 * eps * torch.maximum(hi[0][idx], lo[0][idx]))

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import torch
 
+from ...errors import ParameterRangeError
 from ..density import LogDensity
 from ..transforms import UnconstrainedDensity
 from .driver import BatchedResult, curvature_scales, minimize_batched
@@ -137,6 +138,12 @@ def multistart(
     if starts.ndim != 2:
         raise ValueError(f"starts must have shape (N, {density.dim}), got {tuple(starts.shape)}")
     density.check_inside(starts)
+    on_bound = (starts == density.lower) | (starts == density.upper)
+    if bool(on_bound.any()):
+        names = sorted({density.names[i] for i in torch.nonzero(on_bound)[:, 1].tolist()})
+        raise ParameterRangeError(
+            f"starts lie on a bound for {names}: the unconstrained transform maps a bound to "
+            f"infinity, where the gradient vanishes. Start strictly inside the bounds.")
     transform = UnconstrainedDensity(density)
     objective = _unconstrained_objective(density, transform)
     runs = minimize_batched(objective, transform.to_unconstrained(starts), scale=scale, **options)
