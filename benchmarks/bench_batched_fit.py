@@ -157,6 +157,11 @@ def main() -> None:
     report(f"scipy L-BFGS-B loop on {n} (same torch objective, scipy defaults)", n, cpu, wall,
            f"success {int(ok_s.sum())}/{n}; batched is {cpu / n / per_object['curvature']:.0f}x "
            f"faster (CPU); where both converged ({both}) max relative diff {rel:.2e}")
+    cpu, wall, r32 = run_batched(t.float(), flux.float(), err.float(), starts.float())
+    both, rel = agreement(to_x(r32.x.double()), r32.converged, x_batched, batched.converged)
+    report(f"batched float32 B={args.objects}", args.objects, cpu, wall,
+           f"converged {int(r32.converged.sum())}/{args.objects}; where both converged ({both}) "
+           f"max relative diff from float64 {rel:.2e}")
     for size in args.sizes:
         _, ts, fs, es, ss = simulate(size, seed=1)
         cpu, wall, res = run_batched(ts, fs, es, ss)
