@@ -97,7 +97,7 @@ def sample_nuts(
             :func:`~skyfit.inference.compile` (``torch.compile``). ``None``: when the run is
             long enough to pay for it: one batched eager gradient of the ``n_chains`` starts is
             timed and compiling is chosen when 16 gradients per iteration (NUTS at tree depth
-            4) over ``n_warmup + n_draws`` iterations would take over a minute eagerly. A
+            4) over ``n_warmup + n_draws`` iterations would take over five minutes eagerly. A
             density that is already compiled is used as it is.
 
     Returns:
