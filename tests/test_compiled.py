@@ -79,8 +79,9 @@ def test_no_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
         value, grad = fast.value_and_grad(point)
         want, want_grad = post.value_and_grad(point)
         assert torch.equal(value, want) and torch.equal(grad, want_grad)
-    # the wrapped density's own attributes pass through; errors stay the density's
-    assert fast.names == post.names and fast.unpack(x).keys() == post.unpack(x).keys()
+    # the density's names, bounds and errors
+    assert fast.names == post.names and fast.eager_density is post
+    assert torch.equal(fast.lower, post.lower) and torch.equal(fast.initial(), post.initial())
     with pytest.raises(skyfit.errors.ParameterVectorError):
         fast(torch.zeros(2, dtype=torch.float64))
     assert skyfit.compile(fast) is fast

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import CompileFallbackWarning, ParameterVectorError
 from .density import LogDensity
+from .transforms import UnconstrainedDensity
 
 __all__ = ["CompiledDensity", "compile", "compile_if_worth", "missing_compiler"]
 
@@ -62,7 +63,7 @@ class CompiledDensity(LogDensity):
             included), ``n_compiles`` (shapes compiled), ``shapes``, ``fallback`` (why it runs
             eagerly, or None).
 
-    Every other attribute (``unpack``, ``paths``, ...) is the eager density's.
+    A model's own methods (``unpack``, ``paths``, ...) are those of ``eager_density``.
 
     Example:
         >>> import torch
@@ -88,11 +89,6 @@ class CompiledDensity(LogDensity):
         else:
             self._compiled = torch.compile(self._rows_log_prob, backend=backend, mode=mode,
                                            dynamic=False)
-
-    def __getattr__(self, name):
-        if name == "eager_density":  # not yet set (e.g. while unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.eager_density, name)
 
     @property
     def periodic(self) -> torch.Tensor:
@@ -207,7 +203,8 @@ def compile_if_worth(density: LogDensity, compile_: bool | None, n_iterations: i
     if compile_ is False or isinstance(density, CompiledDensity):
         return density
     if compile_ is None:
-        probe = torch.zeros(n_chains, density.dim, dtype=density.dtype, device=density.device)
+        zeros = torch.zeros(n_chains, density.dim, dtype=density.dtype, device=density.device)
+        probe = UnconstrainedDensity(density).to_constrained(zeros)  # inside the bounds
         density.value_and_grad(probe)  # first calls pay one-off costs
         start = time.perf_counter()
         density.value_and_grad(probe)

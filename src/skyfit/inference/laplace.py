@@ -10,6 +10,7 @@ import torch
 
 from ..errors import HessianWarning, LogDensityError
 from .approximations import GaussianApproximation
+from .compiled import CompiledDensity
 from .density import LogDensity
 from .initialization import resolve_point
 from .results import Samples
@@ -22,7 +23,8 @@ def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
     vectorised over rows (``torch.func.jacrev(jacrev)``), one batched backward pass per level."""
     x = density.as_tensor(x).detach()
     # a compiled density gives first derivatives: the Hessian is taken on its eager density
-    density = getattr(density, "eager_density", density)
+    if isinstance(density, CompiledDensity):
+        density = density.eager_density
     f = lambda v: density.log_prob(v)  # noqa: E731
     try:
         H = torch.func.jacrev(torch.func.jacrev(f))(x)

@@ -176,19 +176,19 @@ def sample_hmc(
                    pool_mass, target_accept, checkpoint, checkpoint_every, resume, progress)
 
 
-def _unconstrained(density, compile_, n_iterations, n_chains) -> LogDensity:
-    # the whole unconstrained density (transform, Jacobian, model) compiled as one graph
-    u = UnconstrainedDensity(density)
-    if isinstance(density, CompiledDensity):
-        return u
-    return compile_if_worth(u, compile_, n_iterations, n_chains)
+def _unconstrained(density, compile_, n_iterations, n_chains) -> UnconstrainedDensity:
+    # the model compiled; the elementwise transform and Jacobian around it stay eager
+    if not isinstance(density, CompiledDensity):
+        density = compile_if_worth(density, compile_, n_iterations, n_chains)
+    return UnconstrainedDensity(density)
 
 
-def _compile_info(u) -> dict:
-    if not isinstance(u, CompiledDensity):
+def _compile_info(u: UnconstrainedDensity) -> dict:
+    if not isinstance(u.density, CompiledDensity):
         return dict(compiled=False, compile_s=0.0, compile_fallback=None)
-    return dict(compiled=u.info["fallback"] is None, compile_s=u.info["compile_s"],
-                compile_fallback=u.info["fallback"])
+    info = u.density.info
+    return dict(compiled=info["fallback"] is None, compile_s=info["compile_s"],
+                compile_fallback=info["fallback"])
 
 
 def _format_point(names, x) -> str:
