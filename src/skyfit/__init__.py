@@ -38,4 +38,4 @@ __all__ = sorted({name for module in (_errors, _generative, _inference, _instrum
                                       _lightcurves, _likelihoods, _params, plots, _posterior,
                                       _priors, _scenes, _sources)
                   for name in module.__all__})
-from ._version import __version__  # noqa: E402
+from ._version import __version__ as __version__  # noqa: E402

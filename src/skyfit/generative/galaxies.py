@@ -40,6 +40,7 @@ class GalaxySet:
 
     @property
     def size(self) -> int:
+        """Stamp side in pixels."""
         return self.images.shape[-1]
 
     def __getitem__(self, index) -> GalaxySet:

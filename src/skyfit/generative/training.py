@@ -54,9 +54,11 @@ class TrainingHistory:
 
     @property
     def best_val_loss(self) -> float:
+        """Validation loss at the best epoch (nan without validation data)."""
         return self.val_loss[self.best_epoch] if self.val_loss else math.nan
 
     def to_dict(self) -> dict:
+        """The history as a JSON-ready dict."""
         return {"train_loss": list(self.train_loss), "val_loss": list(self.val_loss),
                 "lr": list(self.lr), "best_epoch": self.best_epoch,
                 "stopped_early": self.stopped_early, "wall_time": self.wall_time}
@@ -351,6 +353,7 @@ class TrainingConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (tuples as lists)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 

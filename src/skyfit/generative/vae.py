@@ -44,6 +44,7 @@ class VAEConfig:
             raise ValueError(f"hidden must be positive, got {self.hidden}")
 
     def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (tuples as lists)."""
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
@@ -127,10 +128,12 @@ class GalaxyVAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
+        """Dimension of the latent space."""
         return self.config.latent_dim
 
     @property
     def size(self) -> int:
+        """Stamp side in pixels."""
         return self.config.size
 
     def _check_latent(self, z: torch.Tensor) -> None:
@@ -216,6 +219,7 @@ class GalaxyVAE(nn.Module):
         return self
 
     def extra_repr(self) -> str:
+        """Settings and parameter count shown by ``repr``."""
         c = self.config
         n = sum(p.numel() for p in self.parameters())
         return (f"size={c.size}, latent_dim={c.latent_dim}, channels={c.channels}, "

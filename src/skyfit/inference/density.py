@@ -27,14 +27,17 @@ class LogDensity(abc.ABC):
 
     @property
     def dim(self) -> int:
+        """Number of parameters (length of a parameter vector)."""
         return len(self.names)
 
     @property
     def dtype(self) -> torch.dtype:
+        """dtype of parameter vectors (that of the bounds)."""
         return self.lower.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of parameter vectors (that of the bounds)."""
         return self.lower.device
 
     @abc.abstractmethod
@@ -120,6 +123,7 @@ class FunctionDensity(LogDensity):
         self.batched = batched
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` at ``x`` of shape ``(..., dim)``; unbatched functions are ``torch.vmap``-ped."""
         if self.batched or x.ndim == 1:
             return self.fn(x)
         flat = x.reshape(-1, x.shape[-1])

@@ -50,10 +50,13 @@ class LaplaceResult:
 
     @property
     def std(self) -> torch.Tensor:
+        """Standard deviation of each parameter (square root of the covariance diagonal), in the
+        parameters' units."""
         return self.covariance.diagonal().sqrt()
 
     @property
     def correlation(self) -> torch.Tensor:
+        """Correlation matrix ``cov_ij / (std_i std_j)``."""
         s = self.std
         return self.covariance / (s[:, None] * s[None, :])
 

@@ -70,14 +70,17 @@ class Samples:
 
     @property
     def n_chains(self) -> int:
+        """Number of chains (walkers for emcee)."""
         return self.draws.shape[0]
 
     @property
     def n_draws(self) -> int:
+        """Draws per chain."""
         return self.draws.shape[1]
 
     @property
     def n_params(self) -> int:
+        """Number of parameters."""
         return self.draws.shape[2]
 
     def flat(self) -> np.ndarray:

@@ -21,7 +21,8 @@ def _centre(module: ck.Module, x0, y0) -> None:
 
 
 def _ellipse(module: ck.Module, q, phi) -> None:
-    module.q = lens_param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
+    module.q = lens_param("q", q, valid=(0.0, 1.0), units="dimensionless",
+                          description="axis ratio minor/major")
     module.phi = lens_param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
                             description="position angle of the major axis, ccw from +x")
 
@@ -69,14 +70,21 @@ class SIS(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, theta_E=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the singular isothermal sphere, arcsec, at sky
+        position ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in
+        front of ``x``."""
         return F.sis_deflection(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, theta_E=None):
+        """Convergence ``kappa`` (dimensionless) of the singular isothermal sphere at ``(x, y)``
+        (arcsec)."""
         return F.sis_convergence(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, theta_E=None):
+        """Lensing potential ``psi`` (arcsec^2) of the singular isothermal sphere at ``(x, y)``
+        (arcsec); its gradient is the deflection."""
         return F.sis_potential(x, y, *_b(x, x0, y0, theta_E))
 
 
@@ -106,14 +114,21 @@ class SIE(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the singular isothermal ellipsoid, arcsec, at sky
+        position ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in
+        front of ``x``."""
         return F.sie_deflection(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
+        """Convergence ``kappa`` (dimensionless) of the singular isothermal ellipsoid at ``(x, y)``
+        (arcsec)."""
         return F.sie_convergence(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
+        """Lensing potential ``psi`` (arcsec^2) of the singular isothermal ellipsoid at ``(x, y)``
+        (arcsec); its gradient is the deflection."""
         return F.sie_potential(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
 
@@ -148,14 +163,19 @@ class PointMass(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, theta_E=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the point mass, arcsec, at sky position ``(x, y)``
+        (arcsec), scaled to the system's source plane; Params broadcast in front of ``x``."""
         return F.point_mass_deflection(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, theta_E=None):
+        """Convergence ``kappa`` (dimensionless) of the point mass at ``(x, y)`` (arcsec)."""
         return F.point_mass_convergence(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, theta_E=None):
+        """Lensing potential ``psi`` (arcsec^2) of the point mass at ``(x, y)`` (arcsec); its
+        gradient is the deflection."""
         return F.point_mass_potential(x, y, *_b(x, x0, y0, theta_E))
 
 
@@ -178,22 +198,27 @@ class ExternalShear(ThinLens):
     def __init__(self, name: str | None = None, gamma1=0.0, gamma2=0.0, x0: float = 0.0,
                  y0: float = 0.0):
         super().__init__(name)
-        self.gamma1 = lens_param("gamma1", gamma1, valid=(-1.0, 1.0), units="",
+        self.gamma1 = lens_param("gamma1", gamma1, valid=(-1.0, 1.0), units="dimensionless",
                                  description="shear along x / y")
-        self.gamma2 = lens_param("gamma2", gamma2, valid=(-1.0, 1.0), units="",
+        self.gamma2 = lens_param("gamma2", gamma2, valid=(-1.0, 1.0), units="dimensionless",
                                  description="shear along the diagonals")
         self.origin = (float(x0), float(y0))
 
     @forward
     def deflection(self, x, y, gamma1=None, gamma2=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the external shear, arcsec, at sky position ``(x,
+        y)`` (arcsec), scaled to the system's source plane; Params broadcast in front of ``x``."""
         return F.shear_deflection(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
     @forward
     def convergence(self, x, y, gamma1=None, gamma2=None):
+        """Convergence ``kappa`` (dimensionless) of the external shear at ``(x, y)`` (arcsec)."""
         return F.shear_convergence(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
     @forward
     def potential(self, x, y, gamma1=None, gamma2=None):
+        """Lensing potential ``psi`` (arcsec^2) of the external shear at ``(x, y)`` (arcsec); its
+        gradient is the deflection."""
         return F.shear_potential(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
 
@@ -213,19 +238,26 @@ class MassSheet(ThinLens):
 
     def __init__(self, name: str | None = None, kappa=0.0, x0: float = 0.0, y0: float = 0.0):
         super().__init__(name)
-        self.kappa = lens_param("kappa", kappa, units="", description="convergence of the sheet")
+        self.kappa = lens_param("kappa", kappa, units="dimensionless",
+                                description="convergence of the sheet")
         self.origin = (float(x0), float(y0))
 
     @forward
     def deflection(self, x, y, kappa=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the uniform mass sheet, arcsec, at sky position
+        ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in front of
+        ``x``."""
         return F.mass_sheet_deflection(x, y, *self.origin, *_b(x, kappa))
 
     @forward
     def convergence(self, x, y, kappa=None):
+        """Convergence ``kappa`` (dimensionless) of the mass sheet at ``(x, y)`` (arcsec)."""
         return F.mass_sheet_convergence(x, y, *self.origin, *_b(x, kappa))
 
     @forward
     def potential(self, x, y, kappa=None):
+        """Lensing potential ``psi`` (arcsec^2) of the uniform mass sheet at ``(x, y)`` (arcsec);
+        its gradient is the deflection."""
         return F.mass_sheet_potential(x, y, *self.origin, *_b(x, kappa))
 
 
@@ -267,7 +299,7 @@ class NFW(ThinLens):
         lens.m200c = lens_param("m200c", m200c, valid=(0.0, None), units="Msun",
                                 description="mass inside r200c")
         lens.concentration = lens_param("concentration", concentration, valid=(0.0, None),
-                                        units="", description="r200c / scale radius")
+                                        units="dimensionless", description="r200c / scale radius")
         for i, name_ in enumerate(("Rs", "alpha_Rs")):
             setattr(lens, name_, lambda p, i=i: p.geometry.nfw_angles(p.m200c.value,
                                                                     p.concentration.value)[i])
@@ -279,14 +311,19 @@ class NFW(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the NFW halo, arcsec, at sky position ``(x, y)``
+        (arcsec), scaled to the system's source plane; Params broadcast in front of ``x``."""
         return F.nfw_deflection(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
+        """Convergence ``kappa`` (dimensionless) of the NFW halo at ``(x, y)`` (arcsec)."""
         return F.nfw_convergence(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
+        """Lensing potential ``psi`` (arcsec^2) of the NFW halo at ``(x, y)`` (arcsec); its gradient
+        is the deflection."""
         return F.nfw_potential(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
 
@@ -317,19 +354,25 @@ class EPL(ThinLens):
         _centre(self, x0, y0)
         _ellipse(self, q, phi)
         _einstein_radius(self, theta_E)
-        self.gamma = lens_param("gamma", gamma, valid=(1.0, 3.0), units="",
+        self.gamma = lens_param("gamma", gamma, valid=(1.0, 3.0), units="dimensionless",
                                 description="3-D density slope (2: isothermal)")
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
+        """Deflection ``(alpha_x, alpha_y)`` of the elliptical power law, arcsec, at sky position
+        ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in front of
+        ``x``."""
         return F.epl_deflection(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
+        """Convergence ``kappa`` (dimensionless) of the power law at ``(x, y)`` (arcsec)."""
         return F.epl_convergence(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
+        """Lensing potential ``psi`` (arcsec^2) of the elliptical power law at ``(x, y)`` (arcsec);
+        its gradient is the deflection."""
         return F.epl_potential(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
 
@@ -370,6 +413,9 @@ class CompositeLens(ThinLens):
 
     @forward
     def deflection(self, x, y):
+        """Deflection ``(alpha_x, alpha_y)`` of the sum of the lenses (deflections, convergences and
+        potentials add), arcsec, at sky position ``(x, y)`` (arcsec), scaled to the system's
+        source plane; Params broadcast in front of ``x``."""
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         ax = ay = torch.zeros((), dtype=x.dtype, device=x.device)
         for lens in self.lenses:
@@ -380,16 +426,21 @@ class CompositeLens(ThinLens):
 
     @forward
     def convergence(self, x, y):
+        """Convergence ``kappa`` (dimensionless) of the sum of the lenses (deflections, convergences
+        and potentials add) at ``(x, y)`` (arcsec)."""
         x = torch.as_tensor(x)
         k = self._sum("convergence", x, y)
         return k.expand(torch.broadcast_shapes(k.shape, x.shape))
 
     @forward
     def potential(self, x, y):
+        """Lensing potential ``psi`` (arcsec^2) of the sum of the lenses (deflections, convergences
+        and potentials add) at ``(x, y)`` (arcsec); its gradient is the deflection."""
         x = torch.as_tensor(x)
         p = self._sum("potential", x, y)
         return p.expand(torch.broadcast_shapes(p.shape, x.shape))
 
     @forward
     def centres(self):
+        """``[(x0, y0)]`` of the mass centres of all the lenses (arcsec), in order."""
         return [c for lens in self.lenses for c in lens.centres()]

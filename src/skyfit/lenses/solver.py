@@ -60,10 +60,12 @@ class LensImages:
 
     @property
     def n(self) -> int:
+        """Number of images found."""
         return int(self.x.shape[0])
 
     @property
     def parity(self) -> torch.Tensor:
+        """Sign of each image's magnification: +1 (minimum or maximum), -1 (saddle), int64."""
         return torch.sign(self.magnification).to(torch.int64)
 
 
