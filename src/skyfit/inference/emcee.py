@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from pathlib import Path
 
 import emcee
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from ..errors import ConvergenceWarning, LogDensityError, ParameterVectorError
 from .density import LogDensity
+from .emcee_backend import CheckedHDFBackend, verify_emcee_checkpoint
 from .results import Samples
 
 __all__ = ["sample_emcee"]
@@ -145,9 +147,12 @@ def sample_emcee(
         n_steps: stored steps after burn-in; n_burn: steps discarded first.
         seed: seeds a ``numpy.random.Generator`` that draws the start and seeds emcee's random
             state, so a run is reproducible.
-        checkpoint: path of an HDF5 file (``emcee.backends.HDFBackend``) written every step.
+        checkpoint: path of an HDF5 file (``emcee.backends.HDFBackend``) written every step,
+            with a checksum extended at each step.
         resume: continue the run stored in ``checkpoint`` (same walkers, same random state)
             until ``n_burn + n_steps`` steps are stored; without ``resume`` the file is reset.
+            A file that is empty, not emcee's, or fails its checksum raises
+            :class:`~skyfit.errors.CorruptFileError` (a missing file starts a new run).
         progress: tqdm progress bar.
         moves: emcee moves (default ``StretchMove``), e.g. ``[(emcee.moves.DEMove(), 0.8),
             (emcee.moves.DESnookerMove(), 0.2)]``.
@@ -199,7 +204,9 @@ def sample_emcee(
 
     backend = None
     if checkpoint is not None:
-        backend = emcee.backends.HDFBackend(str(checkpoint))
+        if resume and Path(checkpoint).exists():
+            verify_emcee_checkpoint(checkpoint)  # an empty or damaged file must not start over
+        backend = CheckedHDFBackend(str(checkpoint))
     resuming = resume and backend.initialized and backend.iteration > 0
     if resuming:
         if not walkers_given:
