@@ -36,7 +36,12 @@ def _fingerprint(config: TrainingConfig) -> str:
 
 
 def pretrained_path(name: str) -> Path:
-    """Where the package ships the weights of configuration ``name`` (may not exist)."""
+    """Where the package ships the weights of configuration ``name`` (may not exist).
+
+    Example:
+        >>> pretrained_path("galaxy32").name, pretrained_path("galaxy32").exists()
+        ('galaxy32.pt', True)
+    """
     return PACKAGE_DIR / f"{name}.pt"
 
 

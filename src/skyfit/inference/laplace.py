@@ -18,7 +18,16 @@ __all__ = ["log_density_hessian", "laplace", "LaplaceResult"]
 
 def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
     """Hessian ``d^2 log p / dx dx^T`` at ``x (dim,)``: reverse-over-reverse autograd,
-    vectorised over rows (``torch.func.jacrev(jacrev)``), one batched backward pass per level."""
+    vectorised over rows (``torch.func.jacrev(jacrev)``), one batched backward pass per level.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2 / torch.tensor([1.0, 4.0])).sum(-1), 2)
+        >>> log_density_hessian(d, torch.zeros(2))  # -1 / variance on the diagonal
+        tensor([[-1.0000,  0.0000],
+                [ 0.0000, -0.2500]], dtype=torch.float64)
+    """
     x = density.as_tensor(x).detach()
     f = lambda v: density.log_prob(v)  # noqa: E731
     try:
