@@ -331,6 +331,11 @@ class TrainingConfig:
         draws: draws of ``q(z|x)`` per training galaxy for the flows.
         flow_transforms, flow_hidden: flow architecture. flow_epochs: MAF maximum-likelihood
         epochs. distill_steps: IAF distillation steps. seed: the one seed of everything.
+
+    Example:
+        >>> config = TrainingConfig(epochs=3, n_train=256)
+        >>> config.epochs, config.to_dict()["snr"]  # JSON-ready
+        (3, [15.0, 50.0])
     """
 
     size: int = 32

@@ -23,6 +23,11 @@ class VAEConfig:
         channels: feature maps after each stride-2 convolution of the encoder (the decoder
             mirrors them), so the smallest feature map is ``size / 2 ** len(channels)`` pixels.
         hidden: width of the dense layer between the feature maps and the latent space.
+
+    Example:
+        >>> config = VAEConfig(size=32, latent_dim=8, channels=(16, 32))
+        >>> config.to_dict()["channels"], 32 // 2 ** len(config.channels)  # smallest feature map
+        ([16, 32], 8)
     """
 
     size: int = 32

@@ -49,6 +49,14 @@ class LaplaceResult:
         mean: the mode, ``(dim,)``. covariance: ``(-H)^-1``. std: marginal standard errors.
         correlation: correlation matrix. names: parameter names. hessian: ``H`` at the mode.
         repaired: True if ``-H`` was not positive definite and was repaired (see :func:`laplace`).
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity, laplace
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2 / torch.tensor([1.0, 9.0])).sum(-1), 2)
+        >>> lap = laplace(d, torch.zeros(2, dtype=torch.float64))
+        >>> [round(s, 6) for s in lap.std.tolist()]  # the standard deviations 1 and 3
+        [1.0, 3.0]
     """
 
     mean: torch.Tensor

@@ -34,6 +34,14 @@ class MAPResult:
             (nan if the Hessian was not used). converged: judged by the decrement (< 1e-6) when
             the Hessian is negative definite, else by ``grad_norm < gtol``; not by scipy alone.
         message: scipy's message. wall_time: seconds. density: the fitted density.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity, fit_map
+        >>> d = FunctionDensity(lambda x: -0.5 * ((x - torch.tensor([1.0, -2.0])) ** 2).sum(-1), 2)
+        >>> fit = fit_map(d, torch.zeros(2, dtype=torch.float64))
+        >>> fit.converged, [round(v, 6) for v in fit.values.values()]
+        (True, [1.0, -2.0])
     """
 
     x: torch.Tensor
