@@ -12,13 +12,17 @@ rewrites them at build time only, so the source keeps one form:
   name that is not in the signature (a stale docstring fails ``mkdocs build --strict``);
 - Sphinx roles become links to the API page that documents the name (from the subpackages'
   ``__all__``, so the links follow the namespace), or code spans where no page documents it;
-- a paragraph ending in ``::`` (reST literal block) ends in ``:``.
+- a paragraph ending in ``::`` (reST literal block) ends in ``:``;
+- a function whose docstring is set at import time (the mass models' ``deflection``,
+  ``convergence`` and ``potential``, from ``skyfit.lenses.base.MODEL_METHOD_DOCS``) gets that
+  docstring, which static analysis cannot see.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import re
 
 import griffe
@@ -32,7 +36,8 @@ DOCUMENTED_MODULES = [
 
 _ROLE = re.compile(r":(?:func|class|meth|attr|mod|data|obj|exc|py:\w+):`(~?)([^`]+)`")
 _HEADER = re.compile(r"^(\s*)([A-Z][A-Za-z ]*):\s*$")
-_ITEM = re.compile(r"^(\s*)((?:[*]{0,2}[A-Za-z_]\w*)(?:, [*]{0,2}[A-Za-z_]\w*)*)( \([^)]*\))?: (.*)$")
+_NAMES = r"(?:[*]{0,2}[A-Za-z_]\w*)(?:, [*]{0,2}[A-Za-z_]\w*)*"
+_ITEM = re.compile(rf"^(\s*)({_NAMES})( \([^)]*\))?: (.*)$")
 # a new item inside a line: after ". " or "; ", a name (or "a, b") then ": "
 _NEXT = re.compile(r"(?<=[.;]) (?=(?:[A-Za-z_]\w*)(?:, [A-Za-z_]\w*)*: )")
 _ITEM_SECTIONS = {"Arguments", "Args", "Parameters", "Attributes"}
@@ -99,7 +104,8 @@ def split_items(lines: list[str]) -> list[str]:
             indent = header.group(1) + "    "
             out.append(line)
             continue
-        if section is None or not line.startswith(indent) or line[len(indent):len(indent) + 1] == " ":
+        deeper = line[len(indent):len(indent) + 1] == " "  # an item's text going on
+        if section is None or not line.startswith(indent) or deeper:
             if section is not None and line.strip() and not line.startswith(indent):
                 section = None
             out.append(line)
@@ -129,6 +135,20 @@ def markdown_docstring(text: str, names: dict[str, str]) -> str:
     return "\n".join(split_items(text.split("\n")))
 
 
+def runtime_docstring(path: str) -> str | None:
+    """``__doc__`` of the object at dotted ``path``, imported (None if it cannot be reached)."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name, None)
+        return getattr(obj, "__doc__", None) if obj is not None else None
+    return None
+
+
 class SkyfitDocstrings(griffe.Extension):
     """Rewrites every docstring of the loaded package once it is loaded."""
 
@@ -142,6 +162,10 @@ class SkyfitDocstrings(griffe.Extension):
         if obj.path in seen:
             return
         seen.add(obj.path)
+        if obj.docstring is None and obj.is_function:
+            doc = runtime_docstring(obj.path)
+            if doc:
+                obj.docstring = griffe.Docstring(inspect.cleandoc(doc), parent=obj)
         if obj.docstring is not None:
             obj.docstring.value = markdown_docstring(obj.docstring.value, self.names)
         for member in obj.members.values():

@@ -78,9 +78,10 @@ def on_files(files, config):
     for page, (title, intro, modules) in API_PAGES.items():
         files.append(File.generated(config, f"api/{page}.md",
                                     content=api_page(title, intro, modules)))
-    files.append(File.generated(config, "benchmarks.md",
-                                content=benchmarks_page((ROOT / "benchmarks/RESULTS.md").read_text())))
-    files.append(File.generated(config, "changelog.md", content=(ROOT / "CHANGELOG.md").read_text()))
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    files.append(File.generated(config, "benchmarks.md", content=benchmarks_page(results)))
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    files.append(File.generated(config, "changelog.md", content=changelog))
     return files
 
 

@@ -22,16 +22,8 @@ from .flows import LatentFlow
 from .galaxies import GalaxySet, check_stamps
 from .vae import GalaxyVAE
 
-__all__ = [
-    "TrainingHistory",
-    "TrainingConfig",
-    "train_vae",
-    "vae_loss",
-    "encode_latents",
-    "fit_flow",
-    "distill_flow",
-    "train_galaxy_model",
-]
+__all__ = ["TrainingHistory", "TrainingConfig", "train_vae", "vae_loss", "encode_latents",
+           "fit_flow", "distill_flow", "train_galaxy_model"]
 
 
 @dataclass

@@ -70,21 +70,14 @@ class SIS(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, theta_E=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the singular isothermal sphere, arcsec, at sky
-        position ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in
-        front of ``x``."""
         return F.sis_deflection(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, theta_E=None):
-        """Convergence ``kappa`` (dimensionless) of the singular isothermal sphere at ``(x, y)``
-        (arcsec)."""
         return F.sis_convergence(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, theta_E=None):
-        """Lensing potential ``psi`` (arcsec^2) of the singular isothermal sphere at ``(x, y)``
-        (arcsec); its gradient is the deflection."""
         return F.sis_potential(x, y, *_b(x, x0, y0, theta_E))
 
 
@@ -114,21 +107,14 @@ class SIE(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the singular isothermal ellipsoid, arcsec, at sky
-        position ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in
-        front of ``x``."""
         return F.sie_deflection(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
-        """Convergence ``kappa`` (dimensionless) of the singular isothermal ellipsoid at ``(x, y)``
-        (arcsec)."""
         return F.sie_convergence(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
-        """Lensing potential ``psi`` (arcsec^2) of the singular isothermal ellipsoid at ``(x, y)``
-        (arcsec); its gradient is the deflection."""
         return F.sie_potential(x, y, *_b(x, x0, y0, q, phi, theta_E))
 
 
@@ -163,19 +149,14 @@ class PointMass(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, theta_E=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the point mass, arcsec, at sky position ``(x, y)``
-        (arcsec), scaled to the system's source plane; Params broadcast in front of ``x``."""
         return F.point_mass_deflection(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, theta_E=None):
-        """Convergence ``kappa`` (dimensionless) of the point mass at ``(x, y)`` (arcsec)."""
         return F.point_mass_convergence(x, y, *_b(x, x0, y0, theta_E))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, theta_E=None):
-        """Lensing potential ``psi`` (arcsec^2) of the point mass at ``(x, y)`` (arcsec); its
-        gradient is the deflection."""
         return F.point_mass_potential(x, y, *_b(x, x0, y0, theta_E))
 
 
@@ -206,19 +187,14 @@ class ExternalShear(ThinLens):
 
     @forward
     def deflection(self, x, y, gamma1=None, gamma2=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the external shear, arcsec, at sky position ``(x,
-        y)`` (arcsec), scaled to the system's source plane; Params broadcast in front of ``x``."""
         return F.shear_deflection(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
     @forward
     def convergence(self, x, y, gamma1=None, gamma2=None):
-        """Convergence ``kappa`` (dimensionless) of the external shear at ``(x, y)`` (arcsec)."""
         return F.shear_convergence(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
     @forward
     def potential(self, x, y, gamma1=None, gamma2=None):
-        """Lensing potential ``psi`` (arcsec^2) of the external shear at ``(x, y)`` (arcsec); its
-        gradient is the deflection."""
         return F.shear_potential(x, y, *self.origin, *_b(x, gamma1, gamma2))
 
 
@@ -244,20 +220,14 @@ class MassSheet(ThinLens):
 
     @forward
     def deflection(self, x, y, kappa=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the uniform mass sheet, arcsec, at sky position
-        ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in front of
-        ``x``."""
         return F.mass_sheet_deflection(x, y, *self.origin, *_b(x, kappa))
 
     @forward
     def convergence(self, x, y, kappa=None):
-        """Convergence ``kappa`` (dimensionless) of the mass sheet at ``(x, y)`` (arcsec)."""
         return F.mass_sheet_convergence(x, y, *self.origin, *_b(x, kappa))
 
     @forward
     def potential(self, x, y, kappa=None):
-        """Lensing potential ``psi`` (arcsec^2) of the uniform mass sheet at ``(x, y)`` (arcsec);
-        its gradient is the deflection."""
         return F.mass_sheet_potential(x, y, *self.origin, *_b(x, kappa))
 
 
@@ -311,19 +281,14 @@ class NFW(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the NFW halo, arcsec, at sky position ``(x, y)``
-        (arcsec), scaled to the system's source plane; Params broadcast in front of ``x``."""
         return F.nfw_deflection(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
-        """Convergence ``kappa`` (dimensionless) of the NFW halo at ``(x, y)`` (arcsec)."""
         return F.nfw_convergence(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, Rs=None, alpha_Rs=None):
-        """Lensing potential ``psi`` (arcsec^2) of the NFW halo at ``(x, y)`` (arcsec); its gradient
-        is the deflection."""
         return F.nfw_potential(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
 
@@ -359,20 +324,14 @@ class EPL(ThinLens):
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
-        """Deflection ``(alpha_x, alpha_y)`` of the elliptical power law, arcsec, at sky position
-        ``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast in front of
-        ``x``."""
         return F.epl_deflection(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
     @forward
     def convergence(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
-        """Convergence ``kappa`` (dimensionless) of the power law at ``(x, y)`` (arcsec)."""
         return F.epl_convergence(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
     @forward
     def potential(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
-        """Lensing potential ``psi`` (arcsec^2) of the elliptical power law at ``(x, y)`` (arcsec);
-        its gradient is the deflection."""
         return F.epl_potential(x, y, *_b(x, x0, y0, q, phi, theta_E, gamma))
 
 
@@ -413,9 +372,6 @@ class CompositeLens(ThinLens):
 
     @forward
     def deflection(self, x, y):
-        """Deflection ``(alpha_x, alpha_y)`` of the sum of the lenses (deflections, convergences and
-        potentials add), arcsec, at sky position ``(x, y)`` (arcsec), scaled to the system's
-        source plane; Params broadcast in front of ``x``."""
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         ax = ay = torch.zeros((), dtype=x.dtype, device=x.device)
         for lens in self.lenses:
@@ -426,16 +382,12 @@ class CompositeLens(ThinLens):
 
     @forward
     def convergence(self, x, y):
-        """Convergence ``kappa`` (dimensionless) of the sum of the lenses (deflections, convergences
-        and potentials add) at ``(x, y)`` (arcsec)."""
         x = torch.as_tensor(x)
         k = self._sum("convergence", x, y)
         return k.expand(torch.broadcast_shapes(k.shape, x.shape))
 
     @forward
     def potential(self, x, y):
-        """Lensing potential ``psi`` (arcsec^2) of the sum of the lenses (deflections, convergences
-        and potentials add) at ``(x, y)`` (arcsec); its gradient is the deflection."""
         x = torch.as_tensor(x)
         p = self._sum("potential", x, y)
         return p.expand(torch.broadcast_shapes(p.shape, x.shape))
