@@ -22,7 +22,7 @@ from skyfit.generative import (
 )
 from skyfit.inference import FunctionDensity, Samples, laplace, sample_emcee, sample_nuts
 from skyfit.inference.checkpoint import save_checkpoint
-from skyfit.inference.hmc import Metric
+from skyfit.inference.mcmc import Metric
 from skyfit.lenses import ThinLens
 
 GAUSS = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), 2)
