@@ -170,9 +170,11 @@ class FunctionDensity(LogDensity):
 
     @property
     def periodic(self) -> torch.Tensor:
+        """Which parameters are periodic (bool, ``(dim,)``), as given to the constructor."""
         return self._periodic
 
     def initial(self) -> torch.Tensor:
+        """The start point given to the constructor, else the base class's default."""
         if self._initial is None:
             return super().initial()
         return self._initial.clone()

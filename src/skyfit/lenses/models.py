@@ -385,4 +385,5 @@ class CompositeLens(ThinLens):
 
     @forward
     def centres(self):
+        """``[(x0, y0)]`` of the mass centres of all the lenses (arcsec), in order."""
         return [c for lens in self.lenses for c in lens.centres()]
