@@ -1,12 +1,13 @@
-# skyfit: `make demo` (set-up + the main job) and `make test` (set-up + the test suite).
+# skyfit: `make demo` (set-up + the main job) and `make test` (set-up + the test suite);
+# `make docs` builds the documentation site into site/ (warnings are errors).
 PYTHON ?= python3
 OUT ?= skyfit-demo
 
-.PHONY: setup demo test bench lint
+.PHONY: setup demo test bench lint docs
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==2.13.0"
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,docs]"
 
 demo: setup
 	$(PYTHON) -m skyfit demo --out $(OUT)
@@ -16,6 +17,9 @@ test: setup
 
 bench: setup
 	$(PYTHON) benchmarks/run.py
+
+docs: setup
+	$(PYTHON) -m mkdocs build --strict --site-dir site
 
 lint:
 	$(PYTHON) -m ruff check src tests benchmarks

@@ -7,7 +7,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skyfit", description=__doc__)
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="skyfit", description="skyfit: differentiable forward models for astronomy and the "
+        "inference that fits them. Run 'skyfit demo' for a complete fit (also 'python -m skyfit')."
+    )
+    parser.add_argument("--version", action="version", version=f"skyfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="simulate and fit the supernova light-curve problem")
     demo.add_argument("--out", default="skyfit-demo", help="output folder (default skyfit-demo/)")

@@ -153,6 +153,15 @@ class PoissonLikelihood(ck.Module):
         counts: observed counts (non-negative integers), same shape as the model output.
         exposure_time: seconds. sky: e-/s per pixel added to the model.
         mask: boolean, True where a pixel is used.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import PixelGrid, Scene, Gaussian
+        >>> scene = Scene(PixelGrid((8, 8), pixel_scale=0.1), [Gaussian(sigma=0.15, flux=50.0)])
+        >>> counts = torch.poisson(scene() * 10.0, generator=torch.Generator().manual_seed(0))
+        >>> L = PoissonLikelihood(scene, counts, exposure_time=10.0)  # counts in 10 s
+        >>> bool(torch.isfinite(L()))
+        True
     """
 
     def __init__(self, model: ck.Module, counts, exposure_time: float = 1.0, sky: float = 0.0,
@@ -193,6 +202,15 @@ class PhotometryLikelihood(ck.Module):
         lightcurve: Module with ``@forward flux(t, band=None)``.
         time: days, shape ``(N,)``. flux, flux_err: same shape, ``flux_err > 0``.
         band: integer band index per point (``(N,)``) for multi-band light curves, or None.
+
+    Example:
+        >>> import math, torch
+        >>> from skyfit import GaussianLightCurve
+        >>> lc = GaussianLightCurve(t0=0.0, sigma=3.0, peak_flux=10.0)
+        >>> t = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)  # days
+        >>> L = PhotometryLikelihood(lc, t, lc.flux(t).detach(), torch.full((3,), 0.5))
+        >>> round(L().item() + 1.5 * math.log(2 * math.pi * 0.25), 10)  # a perfect fit: chi^2 = 0
+        0.0
     """
 
     def __init__(self, lightcurve: ck.Module, time, flux, flux_err, band=None,

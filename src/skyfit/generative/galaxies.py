@@ -40,6 +40,7 @@ class GalaxySet:
 
     @property
     def size(self) -> int:
+        """Stamp side in pixels."""
         return self.images.shape[-1]
 
     def __getitem__(self, index) -> GalaxySet:
@@ -60,6 +61,14 @@ def check_stamps(images: torch.Tensor, sigma: torch.Tensor | None = None,
 
     ``images`` must be ``(n, size, size)`` (square; of the network's ``size`` when given), finite;
     ``sigma`` must hold one positive finite noise level per image.
+
+    Example:
+        >>> import torch
+        >>> check_stamps(torch.zeros(4, 16, 16), torch.ones(4))  # fine: returns None
+        >>> check_stamps(torch.zeros(4, 16, 8))
+        Traceback (most recent call last):
+            ...
+        skyfit.errors.ShapeError: ...
     """
     if images.ndim != 3 or images.shape[-1] != images.shape[-2]:
         raise ShapeError(f"stamps must be a (n, size, size) stack of square images, got shape "

@@ -51,12 +51,13 @@ class Sersic(Source):
         super().__init__(name)
         self.x0 = Param("x0", x0, units="arcsec", description="centre, x")
         self.y0 = Param("y0", y0, units="arcsec", description="centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio b/a")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="dimensionless",
+                       description="axis ratio b/a")
         self.phi = Param(
             "phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
             description="position angle of the major axis, ccw from +x",
         )
-        self.n = Param("n", n, valid=(0.2, 10.0), units="", description="Sersic index")
+        self.n = Param("n", n, valid=(0.2, 10.0), units="dimensionless", description="Sersic index")
         self.Re = Param(
             "Re", Re, valid=(0.0, None), units="arcsec",
             description="circularised half-light radius",
@@ -65,5 +66,7 @@ class Sersic(Source):
 
     @forward
     def brightness(self, x, y, x0=None, y0=None, q=None, phi=None, n=None, Re=None, flux=None):
+        """Surface brightness (flux / arcsec^2) at sky position ``(x, y)`` (arcsec); Params
+        broadcast in front of ``x``."""
         b = lambda p: batch_param(p, x)  # noqa: E731
         return b(flux) * sersic_profile(x, y, b(x0), b(y0), b(q), b(phi), b(n), b(Re))
