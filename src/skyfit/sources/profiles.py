@@ -76,7 +76,8 @@ def _series_prefactor_ratio(a, b, log_ak, lgamma_a1):
 
 
 def sersic_b_exact(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
-    """Sersic ``b(n)`` to machine precision, root of ``P(2n, b) = 1/2`` so that ``Re`` encloses half the light.
+    """Sersic ``b(n)`` to machine precision: the root of ``P(2n, b) = 1/2`` (``Re`` encloses half
+    the light).
 
     Starts from the Ciotti & Bertin (1999, A&A 352, 447; arXiv:astro-ph/9911078) expansion
     (within 10% at n = 0.2 and 5e-4 above n = 0.36; below n = 0.2, where it diverges, from the
