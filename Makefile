@@ -1,4 +1,5 @@
-# skyfit: `make demo` (set-up + the main job) and `make test` (set-up + the test suite).
+# skyfit: `make demo` (set-up + the main job), `make test` (set-up + the test suite) and
+# `make bench` (set-up + the benchmarks' peer codes, the `bench` extra, + the benchmarks).
 PYTHON ?= python3
 OUT ?= skyfit-demo
 
@@ -15,6 +16,7 @@ test: setup
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --durations=15 tests
 
 bench: setup
+	$(PYTHON) -m pip install -q -e ".[dev,bench]"
 	$(PYTHON) benchmarks/run.py
 
 lint:

@@ -3,9 +3,10 @@ ways of writing the joint supernova model; both render the host), value+gradient
 
 from __future__ import annotations
 
+import harness
 import problems
 import torch
-from harness import ROUNDS, Benchmark, best_times, median_of_rounds, spread
+from harness import Benchmark, best_times, median_of_rounds, spread
 
 
 def batched_vs_stack(quick: bool):
@@ -29,7 +30,7 @@ def batched_vs_stack(quick: bool):
            "bv": lambda: batched(xb), "sv": lambda: stack(xs)}
     ratio = lambda r: r["s"] / r["b"]  # noqa: E731
     value, t, rounds = median_of_rounds(lambda _: best_times(fns, repeat, number),
-                                        2 if quick else ROUNDS, ratio)
+                                        2 if quick else harness.ROUNDS, ratio)
     n = len(data.times)
     return value, dict(spread=spread(rounds, ratio), batched_ms=round(1e3 * t["b"], 3),
                        stack_ms=round(1e3 * t["s"], 3),

@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import harness
 import problems
 import torch
-from harness import ROUNDS, Benchmark, best_times, median_of_rounds, spread
+from harness import Benchmark, best_times, median_of_rounds, spread
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,7 +41,7 @@ def _timed_rounds(fns: dict, x, quick: bool, metric):
     def measure(_):
         return best_times({k: (lambda f=f: f(x)) for k, f in fns.items()}, repeat, number)
 
-    return median_of_rounds(measure, 2 if quick else ROUNDS, metric)
+    return median_of_rounds(measure, 2 if quick else harness.ROUNDS, metric)
 
 
 def overhead(quick: bool):
@@ -98,7 +99,7 @@ def value_grad_vs_limit(quick: bool):
             t = best_times({"vg": lambda: eager(x)}, 3 if quick else 5, 3 if quick else 10)
             return dict(rate=rate, vg=t["vg"], ratio=t["vg"] * rate / flops["value_and_grad"])
 
-        value, r, rounds = median_of_rounds(measure, 2 if quick else ROUNDS,
+        value, r, rounds = median_of_rounds(measure, 2 if quick else harness.ROUNDS,
                                             lambda r: r["ratio"])
     finally:
         torch.set_num_threads(threads)

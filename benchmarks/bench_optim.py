@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 import time
 
+import harness
 import numpy as np
 import problems
 import torch
-from harness import ROUNDS, Benchmark, median_of_rounds, spread
+from harness import Benchmark, median_of_rounds, spread
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
@@ -120,7 +121,8 @@ def map_vs_scipy(quick: bool):
         out["ratio"] = out[out["best"]]["seconds"] / out["skyfit_s"]
         return out
 
-    value, r, rounds = median_of_rounds(measure, 2 if quick else ROUNDS, lambda r: r["ratio"])
+    n_rounds = 2 if quick else harness.ROUNDS
+    value, r, rounds = median_of_rounds(measure, n_rounds, lambda r: r["ratio"])
     details = dict(spread=spread(rounds, lambda r: r["ratio"]), best_scipy=r["best"],
                    skyfit_s=round(r["skyfit_s"], 3), skyfit_evals=r["skyfit_evals"],
                    skyfit_to_convergence_and_polish_s=round(r["skyfit_full_s"], 3),

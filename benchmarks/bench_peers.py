@@ -12,11 +12,11 @@ NUTS's chain count, warm-up and draws, compile and warm-up timed.
 
 from __future__ import annotations
 
-
+import harness
 import numpy as np
 import problems
 import torch
-from harness import ROUNDS, Benchmark, median_of_rounds, spread
+from harness import Benchmark, median_of_rounds, spread
 from peers import EmceeRun, laplace_walkers, run_emcee_to_ess, run_skyfit_nuts, skyfit_start
 
 # skyfit's design point is many chains in one batched call (small models are bound by the
@@ -61,7 +61,8 @@ def nuts_vs_emcee(density, log_prob, quick: bool):
         e = run_emcee_to_ess(log_prob, n["lap"], lower, upper, goal, walkers, moves, seed=i)
         return dict(nuts=n, emcee=e, ratio=(n["ess"] / n["wall"]) / (e["ess"] / e["wall"]))
 
-    value, r, rounds = median_of_rounds(measure, 2 if quick else ROUNDS, lambda r: r["ratio"])
+    n_rounds = 2 if quick else harness.ROUNDS
+    value, r, rounds = median_of_rounds(measure, n_rounds, lambda r: r["ratio"])
     n, e = r["nuts"], r["emcee"]
     return value, dict(
         spread=spread(rounds, lambda r: r["ratio"]),
@@ -103,7 +104,8 @@ def _nuts_vs_peer(peer, quick: bool):
         p = peer(*args, seed=i, **settings)
         return dict(nuts=n, peer=p, ratio=(n["ess"] / n["wall"]) / (p["ess"] / p["wall"]))
 
-    value, r, rounds = median_of_rounds(measure, 2 if quick else ROUNDS, lambda r: r["ratio"])
+    n_rounds = 2 if quick else harness.ROUNDS
+    value, r, rounds = median_of_rounds(measure, n_rounds, lambda r: r["ratio"])
     n, p = r["nuts"], r["peer"]
     return value, dict(
         spread=spread(rounds, lambda r: r["ratio"]), chains=settings["n_chains"],
@@ -133,7 +135,8 @@ BENCHMARKS = [
               "walkers, best move set, 5 tau burn-in, same ESS up to 1e4), bump + line, 5 params"),
     Benchmark("nuts_vs_emcee_gauss10", "ess_per_s_ratio", ">=", 2, nuts_vs_emcee_gauss10,
               "NUTS (256 chains, dense mass, Laplace start timed) vs emcee on a numpy log-prob "
-              "(4x dim walkers, best move set, 5 tau burn-in, same ESS up to 1e4), 10-D AR(0.9) Gaussian"),
+              "(4x dim walkers, best move set, 5 tau burn-in, same ESS up to 1e4), 10-D AR(0.9) "
+              "Gaussian"),
     Benchmark("nuts_vs_numpyro_bump", "ess_per_s_ratio", ">=", 1, nuts_vs_numpyro_bump,
               "NUTS vs NumPyro NUTS (JAX CPU, vectorized chains, dense mass), 4 chains x 500 "
               "warm-up + 500 draws each, compile and Laplace start timed, bump + line"),

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-ROUNDS = 5  # interleaved rounds of every timed benchmark (full mode)
+ROUNDS = 5  # interleaved rounds of every timed benchmark (full mode; run.py --rounds)
+# rounds of the minutes-long time-to-result row: five would take ~half of the suite's 25 min
+LONG_ROUNDS = 3
 
 
 @dataclass

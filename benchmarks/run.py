@@ -20,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import harness  # noqa: E402
 from harness import Benchmark  # noqa: E402
 
 
@@ -83,8 +84,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and two rounds: a check that everything runs")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"interleaved rounds of every timed benchmark (default "
+                             f"{harness.ROUNDS}, {harness.LONG_ROUNDS} for time-to-result)")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args(argv)
+    if args.rounds is not None:  # read by the benchmarks when they run
+        harness.ROUNDS = harness.LONG_ROUNDS = args.rounds
     benches = discover()
     known = {b.name for b in benches}
     if args.names:
