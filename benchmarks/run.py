@@ -72,6 +72,9 @@ def update_results(rows: list[dict], quick: bool, known: set[str]) -> None:
             f"| {r['status']} | {r['mode']} | {r['date']} | {r.get('baseline', '')} | "
             f"{details} |"
         )
+    missing = sorted(known - set(previous))
+    if missing:  # a benchmark with no row yet (new, or its row dropped when its baseline changed)
+        lines += ["", "Not run yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
     lines += ["", f"Machine of the last run: {platform.platform()}, "
               f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads.", ""]
