@@ -89,7 +89,7 @@ def map_vs_scipy(quick: bool):
     x0 = post.initial()
     skyfit.fit_map(post, x0)  # warm-up of one-time autograd set-up, not the optimiser
     target = skyfit.fit_map(post, x0).log_density - 0.1
-    budget = 20.0 if quick else 60.0
+    budget = 10.0 if quick else 30.0  # seconds per scipy method and round (the best takes ~1)
 
     n_evals = 0
 
