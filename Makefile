@@ -1,5 +1,6 @@
-# skyfit: `make demo` (set-up + the main job) and `make test` (set-up + the test suite);
-# `make docs` builds the documentation site into site/ (warnings are errors).
+# skyfit: `make demo` (set-up + the main job), `make test` (set-up + the test suite),
+# `make docs` (the documentation site into site/, warnings are errors) and `make bench`
+# (set-up + the benchmarks' peer codes, the `bench` extra, + the benchmarks).
 PYTHON ?= python3
 OUT ?= skyfit-demo
 
@@ -16,6 +17,7 @@ test: setup
 	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --durations=15 tests
 
 bench: setup
+	$(PYTHON) -m pip install -q -e ".[dev,bench]"
 	$(PYTHON) benchmarks/run.py
 
 docs: setup

@@ -16,8 +16,8 @@ __all__ = ["Sersic"]
 class Sersic(Source):
     """Elliptical Sersic profile normalised to its total ``flux``.
 
-    ``I(R) = I_e exp(-b_n [(R / Re)^(1/n) - 1])`` with ``b_n`` exact (:func:`sersic_b`) and the
-    circularised elliptical radius ``R``; ``I_e`` follows from ``flux``.
+    ``I(R) = I_e exp(-b_n [(R / Re)^(1/n) - 1])`` with ``b_n`` from :func:`sersic_b` (4e-9
+    relative) and the circularised elliptical radius ``R``; ``I_e`` follows from ``flux``.
 
     References:
         Sersic (1963), Bol. Asoc. Argentina Astron. 6, 41.
