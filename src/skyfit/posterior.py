@@ -25,10 +25,12 @@ class _Joint(ck.Module):
     def __init__(self, likelihood: ck.Module):
         super().__init__("posterior")
         self.likelihood = likelihood
-        self.prior_modules = [
+        # a plain tuple, set past caskade's __setattr__: as a caskade NodeList (or NodeTuple) the
+        # modules would become its children under their own names, and a module named like a
+        # list attribute ("pop", "index", ...) would clash with it; they are in the graph already
+        object.__setattr__(self, "prior_modules", tuple(
             node for node in likelihood.topological_ordering()
-            if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))
-        ]
+            if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))))
 
     @forward
     def __call__(self):

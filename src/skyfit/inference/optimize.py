@@ -90,6 +90,22 @@ def _free(x: torch.Tensor, g: torch.Tensor, density: LogDensity) -> torch.Tensor
     return ~(at_low | at_high)
 
 
+def _exactly_flat(density: LogDensity, x: torch.Tensor, grad: torch.Tensor,
+                  free: torch.Tensor) -> list[str]:
+    """Names of free parameters whose gradient and Hessian diagonal are exactly 0 at ``x``: the
+    log-density does not change along them at all (underflow, or a parameter the model ignores),
+    which a stopping rule on the gradient would take for convergence."""
+    candidates = free & (grad == 0)
+    if not candidates.any():
+        return []
+    try:
+        curvature = log_density_hessian(density, x).diagonal()
+    except LogDensityError:
+        return []
+    flat = candidates & (curvature == 0)
+    return [n for n, f in zip(density.names, flat.tolist()) if f]
+
+
 def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor) -> torch.Tensor:
     """``1 / sqrt(-d2 log p / dx_i2)`` at ``x0`` from forward differences of the gradient
     (``grad0`` at ``x0``; the ``dim`` shifted points in one batched call, each stepping into the
@@ -166,6 +182,10 @@ def fit_map(
 
     def objective(v: np.ndarray):
         nonlocal n_evals
+        if method == "trust-exact":  # no bounds of its own: a step leaving them is rejected
+            x = x_ref + scale * torch.as_tensor(v, dtype=dtype, device=device)
+            if ((x < density.lower) | (x > density.upper)).any():
+                return np.inf, np.zeros_like(v)
         n_evals += 1
         logp, grad = density.value_and_grad(to_x(v))
         f = -logp.item()
@@ -185,10 +205,19 @@ def fit_map(
         kwargs["options"].update(gtol=gtol)
     else:
         def hessian(v: np.ndarray) -> np.ndarray:
+            # trust-exact evaluates the Hessian at a trial point before it judges the step; a
+            # trial point outside the bounds, or where log p is not finite, gets f = inf from
+            # `objective` and is rejected (the radius shrinks), so any finite matrix will do there
             nonlocal n_evals
+            x = x_ref + scale * torch.as_tensor(v, dtype=dtype, device=device)
+            if ((x < density.lower) | (x > density.upper)).any():
+                return np.eye(v.shape[0])
             n_evals += x0.shape[0]
-            return -(log_density_hessian(density, to_x(v))
-                     * scale[:, None] * scale[None, :]).cpu().numpy()
+            try:
+                H = log_density_hessian(density, to_x(v))
+            except LogDensityError:
+                return np.eye(v.shape[0])
+            return -(H * scale[:, None] * scale[None, :]).cpu().numpy()
 
         kwargs["hess"] = hessian
         kwargs["options"].update(gtol=gtol)
@@ -242,7 +271,15 @@ def fit_map(
         converged = decrement < 1e-6
     else:
         converged = grad_norm < max(gtol, 1e-8) * 1e3
-    if not converged:
+    flat = _exactly_flat(density, x, grad, free)
+    if flat:
+        converged = False
+        warnings.warn(ConvergenceWarning(
+            f"{method}: the log-density is exactly flat in {flat} (gradient and curvature exactly "
+            f"0): the model most likely underflowed (e.g. exponentials of MJD-sized times; "
+            f"subtract a reference epoch) or does not depend on them. A zero gradient from "
+            f"underflow is not convergence."), stacklevel=2)
+    elif not converged:
         warnings.warn(ConvergenceWarning(
             f"{method} stopped without converging (|grad|max={grad_norm:.3g}, Newton decrement="
             f"{decrement:.3g}, scipy: {res.message}). Try another start or method."), stacklevel=2)

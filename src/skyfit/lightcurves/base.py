@@ -75,7 +75,8 @@ class LightCurve(ck.Module):
             isinstance(band, (list, tuple)) and band and all(isinstance(b, str) for b in band)
         ):
             names = [band] if isinstance(band, str) else list(band)
-            missing = [b for b in names if b not in (self.bands or ())]
+            # distinct names, in order of first appearance: a table of 97 rows names each once
+            missing = list(dict.fromkeys(b for b in names if b not in (self.bands or ())))
             if missing:
                 raise ValueError(f"unknown band(s) {missing}; {self.name} has bands {self.bands}")
             index = torch.tensor([self.bands.index(b) for b in names])
