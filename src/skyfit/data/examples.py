@@ -15,7 +15,8 @@ EXAMPLES = {
     "LSQ12dlf": ("LSQ12dlf.csv", "SLSN-I", 0.25,
                  dict(system="Vega", vega_offsets=AB_MINUS_VEGA_BLANTON_ROWEIS_2007,
                       bands=("U", "B", "V", "R", "I"))),
-    "PS1-10jh": ("PS1-10jh.csv", "TDE", 0.1696, dict(system="AB", bands=("NUV", "g", "r", "i", "z"))),
+    "PS1-10jh": ("PS1-10jh.csv", "TDE", 0.1696,
+                 dict(system="AB", bands=("NUV", "g", "r", "i", "z"))),
 }
 
 

@@ -121,9 +121,9 @@ class Photometry:
 
     def __init__(self, time, band=None, flux=None, flux_err=None, mag=None, mag_err=None,
                  upper_limit=None, limit=None, *, zero_point: float = 25.0, system: str = "AB",
-                 vega_offsets: Mapping[str, float] | None = None, bands: Sequence[str] | None = None,
-                 reference: float | None = None, limit_sigma: float = 5.0,
-                 redshift: float | None = None):
+                 vega_offsets: Mapping[str, float] | None = None,
+                 bands: Sequence[str] | None = None, reference: float | None = None,
+                 limit_sigma: float = 5.0, redshift: float | None = None):
         mjd = _array(time, "time")
         if mjd.size == 0:
             raise DataError("the photometry table is empty: no rows to fit")
