@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import caskade as ck
+import numpy as np
 import torch
 
 from ._forward import forward
-from .data.photometry import _MAG_PER_LN, Photometry
+from .data.photometry import _MAG_PER_LN, Photometry, _array
 from .errors import DataError, ShapeError
 from .params import Param
 
@@ -33,8 +34,10 @@ def _student_t_terms(r, s, dof: float):
     return norm - torch.log(s) - 0.5 * (dof + 1) * torch.log1p(r**2 / dof)
 
 
-def _rows(name: str, value, n: int | None, mask, dtype=torch.float64) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=dtype)
+def _rows(name: str, value, n: int | None, mask) -> torch.Tensor:
+    if not torch.is_tensor(value):  # lists, numpy, pandas Series (by position), astropy Columns
+        value = np.array(_array(value, name))  # a writable copy
+    t = torch.as_tensor(value, dtype=torch.float64)
     if t.ndim != 1 or (n is not None and t.shape[0] != n):
         raise ShapeError(f"{name} must be one value per row, shape ({n},), got {tuple(t.shape)}")
     bad = ~torch.isfinite(t) & mask
@@ -125,7 +128,7 @@ class PhotometryLikelihood(ck.Module):
 
     def _from_arrays(self, time, flux, flux_err, band, mask, zero_point) -> None:
         self.photometry, self.zero_point = None, float(zero_point)
-        n = torch.as_tensor(time).reshape(-1).shape[0]
+        n = len(time)
         self.used = self._rows_used(mask, n)
         self.time = _rows("time", time, n, self.used)
         self.flux = _rows("flux", flux, n, self.used)
@@ -140,11 +143,15 @@ class PhotometryLikelihood(ck.Module):
         self._mag = (torch.where(positive, self.zero_point - _MAG_PER_LN * self.flux.log(),
                                  math.nan),
                      torch.where(positive, _MAG_PER_LN * self.flux_err / self.flux, math.nan))
-        if band is not None and not (isinstance(band, (list, tuple)) and band
-                                     and isinstance(band[0], str)):
-            band = torch.as_tensor(band)
-            if band.is_floating_point() or band.dtype == torch.bool:
+        if band is not None and not torch.is_tensor(band):
+            values = np.asarray(band.to_numpy() if hasattr(band, "to_numpy") else band)
+            # names (str, bytes, object) as a list; integer indices as a tensor
+            band = (_array(values, "band", dtype=None).tolist() if values.dtype.kind in "OUS"
+                    else torch.as_tensor(values))
+        if torch.is_tensor(band):
+            if band.is_floating_point() or band.is_complex() or band.dtype == torch.bool:
                 raise TypeError(f"band must hold integer band indices or names, got {band.dtype}")
+            band = band.long()
         self.band = self._band_indices(band)
         if self.band is not None and self.band.shape != (n,):
             raise ShapeError(f"band has shape {tuple(self.band.shape)}, time has ({n},)")
