@@ -18,11 +18,21 @@ __all__ = ["PhotometryLikelihood", "censored_log_likelihood"]
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def log_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """``log Phi(x)``, finite far into the lower tail (``log Phi(-40) = -804.6``): below 0 from
+    the scaled ``erfcx``, ``Phi(x) = erfcx(-x / sqrt 2) exp(-x^2 / 2) / 2``. Equal to
+    ``torch.special.log_ndtr``, which has no ``torch.vmap`` rule (a Posterior vmaps batches)."""
+    neg, pos = x.clamp(max=0.0), x.clamp(min=0.0)  # each branch sees only safe values
+    lower = math.log(0.5) + torch.log(torch.special.erfcx(-neg / math.sqrt(2))) - 0.5 * neg**2
+    upper = torch.log1p(-0.5 * torch.special.erfc(pos / math.sqrt(2)))
+    return torch.where(x < 0, lower, upper)
+
+
 def censored_log_likelihood(limit, model, sigma) -> torch.Tensor:
     """``log P(measured < limit) = log Phi((limit - model) / sigma)`` of a non-detection whose
     measurement would be Gaussian around ``model`` with standard deviation ``sigma`` (a censored
-    term; ``torch.special.log_ndtr`` keeps its far tail finite)."""
-    return torch.special.log_ndtr((limit - model) / sigma)
+    term)."""
+    return log_normal_cdf((limit - model) / sigma)
 
 
 def _gaussian_terms(r, s):
