@@ -92,3 +92,39 @@ def test_starts_from_the_data_and_default_priors_give_a_converged_fit():
     fit = post.unpack(fit_map(post).x)
     assert fit["Bazin.tau_fall"].item() == pytest.approx(25.0, rel=0.2)
     assert fit["Bazin.t0"].item() + offset == pytest.approx(2.0, abs=1.5)
+
+
+def test_non_centred_population_adds_the_standard_normal_offsets_to_the_posterior():
+    import caskade as ck
+    from scipy import stats
+
+    from skyfit.lightcurves import NonCentredPopulation
+
+    class Joint(ck.Module):
+        def __init__(self, likes):
+            super().__init__("joint")
+            self.likes = likes
+
+        @ck.forward
+        def __call__(self):
+            return sum(like() for like in self.likes)
+
+    widths = [3.0, 5.0, 4.0]
+    curves = [GaussianLightCurve(f"sn{i}", t0=0.0, sigma=w, peak_flux=10.0)
+              for i, w in enumerate(widths)]
+    data = [lc.flux(T).detach() for lc in curves]
+    likes = [PhotometryLikelihood(lc, T, d, torch.ones(26), name=f"like{i}")
+             for i, (lc, d) in enumerate(zip(curves, data))]
+    pop = NonCentredPopulation("width", 3, mu=1.4, tau=0.3, log=True)
+    pop.link([lc.sigma for lc in curves])
+    pop.to_dynamic()
+    post = Posterior(Joint(likes))
+    assert post.names == ["width.mu", "width.tau", "width.eta[0]", "width.eta[1]", "width.eta[2]"]
+    eta = torch.tensor([0.2, -1.0, 0.5], dtype=torch.float64)
+    x = torch.cat([torch.tensor([1.4, 0.3], dtype=torch.float64), eta])
+    sigma = torch.exp(1.4 + 0.3 * eta)
+    expected = sum(
+        stats.norm.logpdf(d.numpy(), GaussianLightCurve(
+            t0=0.0, sigma=s.item(), peak_flux=10.0).flux(T).numpy(), 1.0).sum()
+        for d, s in zip(data, sigma)) + stats.norm.logpdf(eta.numpy()).sum()
+    assert post(x).item() == pytest.approx(expected, rel=1e-10)
