@@ -191,11 +191,11 @@ class PhotometryLikelihood(ck.Module):
             value, error = mag, mag_err
         else:
             value, error = self.flux, self.flux_err
-        # safe stand-ins where a row is not a used detection, so no NaN reaches a gradient
-        self.value = torch.where(detected, value, torch.zeros_like(value))
-        self.error = torch.where(detected, error, torch.ones_like(error))
-        self.limit_value = torch.where(self.limited, self.limit, torch.zeros_like(self.limit))
-        self.limit_noise = torch.where(self.limited, self.flux_err, torch.ones_like(self.flux_err))
+        self.value, self.error = value, error
+        self._det = torch.nonzero(detected).flatten()
+        self._lim = torch.nonzero(self.limited).flatten()
+        self._value_d, self._error_d = value[self._det], error[self._det]
+        self._limit_l, self._limit_noise_l = self.limit[self._lim], self.flux_err[self._lim]
 
     def _set_jitter(self, jitter) -> None:
         self.has_jitter = bool(jitter)
@@ -235,13 +235,15 @@ class PhotometryLikelihood(ck.Module):
         return model
 
     def _scales(self, jitter):
+        """Standard deviations of the used detections and of the used limits."""
         if jitter is None:
-            return self.error, self.limit_noise
+            return self._error_d, self._limit_noise_l
+        jd = jl = jitter
         if jitter.ndim and self.band is not None:
-            jitter = jitter[..., self.band]
-        limit_jitter = jitter if self.space == "flux" else torch.zeros_like(jitter)
-        return ((self.error**2 + jitter**2).sqrt(),
-                (self.limit_noise**2 + limit_jitter**2).sqrt())
+            jd, jl = jitter[..., self.band[self._det]], jitter[..., self.band[self._lim]]
+        if self.space == "mag":  # a scatter in magnitudes says nothing of a limit's flux noise
+            jl = torch.zeros_like(jl)
+        return ((self._error_d**2 + jd**2).sqrt(), (self._limit_noise_l**2 + jl**2).sqrt())
 
     def _model_in_space(self, model: torch.Tensor) -> torch.Tensor:
         if self.space == "flux":
@@ -254,26 +256,30 @@ class PhotometryLikelihood(ck.Module):
         """``(data - model) / sigma`` per row in the fitted space (NaN for limits, unused rows)."""
         model = self._model_flux()
         scale, _ = self._scales(jitter)
-        r = (self.value - self._model_in_space(model)) / scale
-        return torch.where(self.detected, r, math.nan)
+        r = (self._value_d - self._model_in_space(model[..., self._det])) / scale
+        out = torch.full(model.shape, math.nan, dtype=r.dtype, device=r.device)
+        return out.index_copy(-1, self._det, r)
 
     @forward
     def chi2(self, jitter=None) -> torch.Tensor:
         """Sum of squared residuals of the used detections (limits not included)."""
-        r = self.residuals()
-        return torch.where(self.detected, r, 0.0).pow(2).sum()
+        model = self._model_flux()
+        scale, _ = self._scales(jitter)
+        r = (self._value_d - self._model_in_space(model[..., self._det])) / scale
+        return r.pow(2).sum(-1)
 
     @forward
     def __call__(self, jitter=None) -> torch.Tensor:
+        # the used detections and limits by index (fixed at construction, so vmap-safe): the
+        # terms of other rows are never computed
         model = self._model_flux()
         scale, limit_scale = self._scales(jitter)
-        r = (self.value - self._model_in_space(model)) / scale
+        r = (self._value_d - self._model_in_space(model[..., self._det])) / scale
         if self.noise == "gaussian":
-            terms = _gaussian_terms(r, scale)
+            total = _gaussian_terms(r, scale).sum(-1)
         else:
-            terms = _student_t_terms(r, scale, self.dof)
-        total = torch.where(self.detected, terms, torch.zeros_like(terms)).sum()
-        if self.n_limits:
-            cens = censored_log_likelihood(self.limit_value, model, limit_scale)
-            total = total + torch.where(self.limited, cens, torch.zeros_like(cens)).sum()
+            total = _student_t_terms(r, scale, self.dof).sum(-1)
+        if self._lim.numel():
+            cens = censored_log_likelihood(self._limit_l, model[..., self._lim], limit_scale)
+            total = total + cens.sum(-1)
         return total
