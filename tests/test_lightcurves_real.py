@@ -128,3 +128,19 @@ def test_non_centred_population_adds_the_standard_normal_offsets_to_the_posterio
             t0=0.0, sigma=s.item(), peak_flux=10.0).flux(T).numpy(), 1.0).sum()
         for d, s in zip(data, sigma)) + stats.norm.logpdf(eta.numpy()).sum()
     assert post(x).item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("model", ["bazin", "villar"])
+def test_joint_fits_of_the_sparse_rise_supernova_converge_from_the_default_start(model):
+    # LSQ12dlf: only some bands cover the rise, so one rise time is shared by all bands
+    from skyfit.data import load_example
+
+    phot = load_example("LSQ12dlf")
+    lc = from_photometry(model, phot, shared=["t0", "tau_rise"])
+    like = PhotometryLikelihood(lc, phot, space="mag")
+    post = Posterior(like, priors=default_priors(like))
+    res = fit_map(post)
+    assert res.converged
+    post.set(res.x)
+    assert like.chi2().item() / (like.n_detections - post.dim) < 2.5
+    assert (res.x > post.lower + 1e-3).all()  # nothing pinned at a bound (tau_rise at 0 was)

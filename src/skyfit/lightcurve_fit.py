@@ -23,7 +23,8 @@ __all__ = ["fit_photometry", "multistart_map"]
 def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
     """The best converged MAP fit from the posterior's start and ``n_starts - 1`` others drawn
     around it (each entry times ``exp(N(0, 0.5))`` if positive, else plus ``N(0, 0.5 |x|+1)``,
-    clamped into the bounds). Returns ``(best result, number of converged fits, all results)``."""
+    clamped into the bounds); a fit that stalls is continued with ``trust-exact``.
+    Returns ``(best result, number of converged fits, all results)``."""
     gen = torch.Generator().manual_seed(seed)
     x0 = post.initial()
     starts = [x0]
@@ -36,7 +37,10 @@ def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
         warnings.simplefilter("ignore", ConvergenceWarning)
         for x in starts:
             try:
-                fits.append(fit_map(post, x))
+                fit = fit_map(post, x)
+                if not fit.converged:  # a stalled quasi-Newton run: exact-Hessian trust region
+                    fit = fit_map(post, fit.x, method="trust-exact")
+                fits.append(fit)
             except (ValueError, RuntimeError):  # a start where the model cannot be evaluated
                 continue
     if not fits:

@@ -65,8 +65,9 @@ def _starts(kind: str, s: dict, z: float) -> dict:
         shape_at_peak = math.exp(-dt_peak / fall) / (1 + math.exp(-dt_peak / rise))
         return dict(t0=s["t_peak"] - dt_peak * (1 + z), A=peak / shape_at_peak,
                     tau_rise=rise, tau_fall=fall)
-    return dict(t0=s["t_peak"] - 3 * rise * (1 + z), A=peak * 1.05, beta=0.0,
-                gamma=max(1.0, 0.1 * fall), tau_rise=rise, tau_fall=fall)
+    # the rise sigmoid is 0.98 at the peak and 0.12 at the first detection
+    return dict(t0=s["t_peak"] - 2 * rise * (1 + z), A=peak * 1.02, beta=0.0,
+                gamma=max(1.0, 0.1 * fall), tau_rise=rise / 2, tau_fall=fall)
 
 
 def from_photometry(model: str, phot, shared: Sequence = ("t0",), baseline: bool = False,
