@@ -25,12 +25,16 @@ class _Joint(ck.Module):
     def __init__(self, likelihood: ck.Module):
         super().__init__("posterior")
         self.likelihood = likelihood
-        # a plain tuple, set past caskade's __setattr__: as a caskade NodeList (or NodeTuple) the
-        # modules would become its children under their own names, and a module named like a
-        # list attribute ("pop", "index", ...) would clash with it; they are in the graph already
-        object.__setattr__(self, "prior_modules", tuple(
-            node for node in likelihood.topological_ordering()
-            if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))))
+        modules = tuple(node for node in likelihood.topological_ordering() if isinstance(
+            node, ck.Module) and callable(getattr(node, "log_prior", None)))
+        # linked under fixed keys of a plain Module (which keeps the graph, hence the parameter
+        # order, as it was): in a caskade NodeList each module was a child under its own name,
+        # and a module named like a list attribute ("pop", "index", ...) clashed with it
+        if modules:
+            self.prior_terms = ck.Module("prior_terms")
+            for i, node in enumerate(modules):
+                self.prior_terms.link(f"term_{i}", node)
+        object.__setattr__(self, "prior_modules", modules)  # a plain tuple, no graph node
 
     @forward
     def __call__(self):
