@@ -15,12 +15,12 @@ from skyfit import (
     GaussianLightCurve,
     PhotometryLikelihood,
     Posterior,
-    censored_log_likelihood,
     fit_map,
 )
 from skyfit.data import Photometry
 from skyfit.errors import ConvergenceWarning, DataError, ShapeError
 from skyfit.inference import FunctionDensity
+from skyfit.likelihoods import censored_log_likelihood
 
 T = torch.linspace(-10.0, 20.0, 16, dtype=torch.float64)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._tensor import batch_param
 from ..errors import ShapeError
 from ..params import Param
-from ..sources.profiles import batch_param
 from .observed import distance_dimming, parse_shared, subset_entries
 
 __all__ = ["LightCurve"]
@@ -65,19 +65,18 @@ class LightCurve(ck.Module):
         """Number of bands (1 for a single-band light curve)."""
         return 1 if self.bands is None else len(self.bands)
 
-    def _declare(self, name: str, value, **meta) -> None:
-        """Create Param ``name``: shape ``(n_bands,)`` if per band, else scalar."""
+    def _per_band(self, name: str, value) -> tuple:
+        """``(value, shape)`` of Param ``name``: shape ``(n_bands,)`` if it holds one value per
+        band (a scalar value is repeated for every band), else ``()``."""
+        if self.bands is None or name in self.shared:
+            return value, ()
+        n = len(self.bands)
+        if name in self.shared_bands:  # shared by a band subset: one entry per group
+            self._entries[name] = subset_entries(self.bands, self.shared_bands[name])
+            n = int(self._entries[name].max()) + 1
         if value is not None and not callable(value) and not isinstance(value, ck.Param):
             if not isinstance(value, torch.Tensor):
                 value = torch.as_tensor(value, dtype=torch.float64)
-        if self.bands is None or name in self.shared:
-            setattr(self, name, ck.Param(name, value, shape=(), **meta))
-            return
-        n = len(self.bands)
-        if name in self.shared_bands:
-            self._entries[name] = subset_entries(self.bands, self.shared_bands[name])
-            n = int(self._entries[name].max()) + 1
-        if isinstance(value, torch.Tensor):
             if value.ndim == 0:
                 value = value.repeat(n)
             elif value.shape[-1] != n:
@@ -86,7 +85,7 @@ class LightCurve(ck.Module):
                     f"{n} for bands {self.bands} (shared: {self.shared_bands.get(name)}), got "
                     f"shape {tuple(value.shape)} (or name it in shared=...)"
                 )
-        setattr(self, name, ck.Param(name, value, shape=(n,), **meta))
+        return value, (n,)
 
     def _check_shared(self, names: tuple[str, ...]) -> None:
         unknown = (self.shared | set(self.shared_bands)) - set(names)
@@ -117,6 +116,13 @@ class LightCurve(ck.Module):
                 raise ValueError(f"band indices must lie in 0..{self.n_bands - 1} for "
                                  f"{self.name}'s bands {self.bands}, got {band.unique().tolist()}")
         return band
+
+    def _optional(self, name: str):
+        """The value of the optional Param ``name`` (``B``, ``redshift``) in the running model,
+        None if the model has none. Optional Params are read here, not taken as arguments of
+        ``flux``: an argument that names no Param would count as a positional input."""
+        param = self.children.get(name)
+        return param.value if isinstance(param, ck.Param) else None
 
     def _observed(self, flux: torch.Tensor, redshift) -> torch.Tensor:
         """The rest-frame model's flux as observed: times ``distance_dimming(z)`` if dimming."""

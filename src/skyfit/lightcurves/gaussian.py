@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._forward import forward
+from ..params import Param
 from .base import LightCurve
 from .functions import gaussian_light_curve
 
@@ -36,18 +37,19 @@ class GaussianLightCurve(LightCurve):
     def __init__(self, name: str | None = None, t0=0.0, sigma=10.0, peak_flux=1.0, B=None,
                  bands=None, shared=(), redshift=None, dimming: bool = False):
         super().__init__(name, bands, shared, redshift, dimming)
-        self._declare("t0", t0, units="day", description="peak time")
-        self._declare("sigma", sigma, valid=(0.0, None), units="day",
-                      description="standard deviation in time")
-        self._declare("peak_flux", peak_flux, valid=(0.0, None), units="flux",
-                      description="flux at the peak")
+        self.t0 = Param("t0", *self._per_band("t0", t0), units="day", description="peak time")
+        self.sigma = Param("sigma", *self._per_band("sigma", sigma),
+                           valid=(0.0, None), units="day", description="standard deviation in time")
+        self.peak_flux = Param("peak_flux", *self._per_band("peak_flux", peak_flux),
+                               valid=(0.0, None), units="flux", description="flux at the peak")
         if B is not None:
-            self._declare("B", B, units="flux", description="baseline flux")
+            self.B = Param("B", *self._per_band("B", B), units="flux", description="baseline flux")
         self._check_shared(("t0", "sigma", "peak_flux") + (("B",) if B is not None else ()))
 
     @forward
-    def flux(self, t, band=None, t0=None, sigma=None, peak_flux=None, B=None, redshift=None):
+    def flux(self, t, band=None, t0=None, sigma=None, peak_flux=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
+        B, redshift = self._optional("B"), self._optional("redshift")
         baseline = {} if B is None else {"B": B}
         t, p = self._inputs(t, band, redshift, t0=t0, sigma=sigma, peak_flux=peak_flux,
                             **baseline)

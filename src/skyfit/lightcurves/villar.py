@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._forward import forward
+from ..params import Param
 from .base import LightCurve
 from .functions import villar_light_curve
 
@@ -49,24 +50,28 @@ class Villar(LightCurve):
         if not transition_width > 0:
             raise ValueError(f"transition_width must be positive (days), got {transition_width}")
         self.transition_width = float(transition_width)
-        self._declare("t0", t0, units="day", description="start time of the rise")
-        self._declare("A", A, valid=(0.0, None), units="flux", description="amplitude")
-        self._declare("beta", beta, units="flux/day", description="plateau slope")
-        self._declare("gamma", gamma, valid=(0.0, None), units="day",
-                      description="plateau duration")
-        self._declare("tau_rise", tau_rise, valid=(0.0, None), units="day",
-                      description="rise time scale")
-        self._declare("tau_fall", tau_fall, valid=(0.0, None), units="day",
-                      description="decline time scale")
+        self.t0 = Param("t0", *self._per_band("t0", t0),
+                        units="day", description="start time of the rise")
+        self.A = Param("A", *self._per_band("A", A),
+                       valid=(0.0, None), units="flux", description="amplitude")
+        self.beta = Param("beta", *self._per_band("beta", beta),
+                          units="flux/day", description="plateau slope")
+        self.gamma = Param("gamma", *self._per_band("gamma", gamma),
+                           valid=(0.0, None), units="day", description="plateau duration")
+        self.tau_rise = Param("tau_rise", *self._per_band("tau_rise", tau_rise),
+                              valid=(0.0, None), units="day", description="rise time scale")
+        self.tau_fall = Param("tau_fall", *self._per_band("tau_fall", tau_fall),
+                              valid=(0.0, None), units="day", description="decline time scale")
         if B is not None:
-            self._declare("B", B, units="flux", description="baseline flux")
+            self.B = Param("B", *self._per_band("B", B), units="flux", description="baseline flux")
         self._check_shared(("t0", "A", "beta", "gamma", "tau_rise", "tau_fall")
                            + (("B",) if B is not None else ()))
 
     @forward
     def flux(self, t, band=None, t0=None, A=None, beta=None, gamma=None, tau_rise=None,
-             tau_fall=None, B=None, redshift=None):
+             tau_fall=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
+        B, redshift = self._optional("B"), self._optional("redshift")
         baseline = {} if B is None else {"B": B}
         t, p = self._inputs(t, band, redshift, t0=t0, A=A, beta=beta, gamma=gamma,
                             tau_rise=tau_rise, tau_fall=tau_fall, **baseline)
