@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..lenses.cosmology import _NODES, _WEIGHTS, constants
+# Gauss-Legendre nodes on [0, 1] for the comoving-distance integral (as skyfit.lenses.cosmology;
+# not imported from it: light curves sit below the lenses in the layers)
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(64)
+_NODES, _WEIGHTS = (_NODES + 1) / 2, _WEIGHTS / 2
+_C_KM_S = 299_792.458  # speed of light, km/s
 
 __all__ = ["parse_shared", "subset_entries", "distance_dimming"]
 
@@ -60,6 +64,6 @@ def distance_dimming(z: torch.Tensor, H0: float = 70.0, Om0: float = 0.3) -> tor
     nodes = torch.as_tensor(np.asarray(_NODES), dtype=z.dtype, device=z.device)
     weights = torch.as_tensor(np.asarray(_WEIGHTS), dtype=z.dtype, device=z.device)
     inv_e = 1 / torch.sqrt(Om0 * (1 + z[..., None] * nodes) ** 3 + 1 - Om0)
-    comoving = constants.c / 1e3 / H0 * z * (inv_e * weights).sum(-1)  # Mpc
+    comoving = _C_KM_S / H0 * z * (inv_e * weights).sum(-1)  # Mpc
     luminosity_pc = (1 + z) * comoving * 1e6
     return (1 + z) * (10.0 / luminosity_pc) ** 2
