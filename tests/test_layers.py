@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER_OF = {
     "skyfit.errors": "core",
     "skyfit.params": "core",
+    "skyfit.data": "core",  # observed tables (Photometry): no models
     "skyfit.instruments": "instruments",
     "skyfit.sources": "sources",
     "skyfit.lightcurves": "lightcurves",
@@ -28,11 +29,14 @@ LAYER_OF = {
     "skyfit.scenes": "scenes",
     "skyfit.inference": "inference",
     "skyfit.likelihoods": "posterior",
+    "skyfit.likelihoods_photometry": "posterior",
     "skyfit.priors": "posterior",
     "skyfit.posterior": "posterior",
     "skyfit.plots": "plots",
+    "skyfit.plots_photometry": "plots",
     "skyfit.examples": "examples",
     "skyfit.cli": "app",
+    "skyfit.lightcurve_fit": "app",
     "skyfit.__main__": "app",
     "skyfit": "namespace",  # the package's __init__: the public names, re-exported
 }
