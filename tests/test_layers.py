@@ -33,7 +33,6 @@ LAYER_OF = {
     "skyfit.priors": "posterior",
     "skyfit.posterior": "posterior",
     "skyfit.plots": "plots",
-    "skyfit.plots_photometry": "plots",
     "skyfit.examples": "examples",
     "skyfit.cli": "app",
     "skyfit.lightcurve_fit": "app",

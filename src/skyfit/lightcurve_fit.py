@@ -119,7 +119,7 @@ def _write_plot(phot, result, post, mag: bool, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots_photometry import plot_photometry
+    from .plots import plot_photometry
 
     fig = plot_photometry(phot, result, post, mag=mag)
     fig.savefig(path, dpi=110)
