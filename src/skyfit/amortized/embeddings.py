@@ -135,8 +135,10 @@ def interpolate_to_grid(time, band, flux, grid_time, grid_band) -> torch.Tensor:
 
     Example:
         >>> import torch
-        >>> t, b, f = torch.tensor([0., 2., 1.]), torch.tensor([0, 0, 1]), torch.tensor([0., 2., 5.])
-        >>> interpolate_to_grid(t, b, f, torch.tensor([1., 3., 0.]), torch.tensor([0, 0, 1])).tolist()
+        >>> t, f = torch.tensor([0., 2., 1.]), torch.tensor([0., 2., 5.])
+        >>> band = torch.tensor([0, 0, 1])
+        >>> grid_t, grid_band = torch.tensor([1., 3., 0.]), torch.tensor([0, 0, 1])
+        >>> interpolate_to_grid(t, band, f, grid_t, grid_band).tolist()
         [1.0, 2.0, 5.0]
     """
     time, flux, grid_time = (torch.as_tensor(a, dtype=torch.float64)

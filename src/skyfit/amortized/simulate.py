@@ -241,8 +241,8 @@ class _HDF5Writer:
     def write(self, start: int, theta: torch.Tensor, x: torch.Tensor) -> None:
         f = self.file
         if "theta" not in f:
-            chunk = theta.shape[0]
-            f.create_dataset("theta", shape=(self.n, theta.shape[1]), chunks=(chunk, theta.shape[1]),
+            chunk, dim = theta.shape
+            f.create_dataset("theta", shape=(self.n, dim), chunks=(chunk, dim),
                              dtype=theta.cpu().numpy().dtype)
             f.create_dataset("x", shape=(self.n, *x.shape[1:]), chunks=(chunk, *x.shape[1:]),
                              dtype=x.cpu().numpy().dtype)
