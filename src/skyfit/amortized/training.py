@@ -14,24 +14,75 @@ from ..posterior import Posterior
 from .npe import AmortizedPosterior
 from .simulate import TrainingSet, observation_of, simulate
 
-__all__ = ["train", "fit"]
+__all__ = ["maximise_likelihood", "train", "fit"]
 
 
-def _epoch_loss(post: AmortizedPosterior, w: torch.Tensor, x: torch.Tensor, batch_size: int,
-                optimizer: torch.optim.Optimizer | None, generator: torch.Generator) -> float:
-    n = w.shape[0]
-    order = torch.randperm(n, generator=generator) if optimizer is not None else torch.arange(n)
+def _epoch_loss(log_prob: Callable[[torch.Tensor], torch.Tensor], index: torch.Tensor,
+                batch_size: int, optimizer: torch.optim.Optimizer | None,
+                parameters: list[torch.nn.Parameter]) -> float:
     total = 0.0
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        loss = -post.log_prob_w(w[idx], post.context(x[idx])).mean()
+    for start in range(0, len(index), batch_size):
+        idx = index[start:start + batch_size]
+        loss = -log_prob(idx).mean()
         if optimizer is not None:
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(post.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)
             optimizer.step()
         total += float(loss.detach()) * len(idx)
-    return total / n
+    return total / len(index)
+
+
+def maximise_likelihood(model: torch.nn.Module, log_prob: Callable[[torch.Tensor], torch.Tensor],
+                        n: int, epochs: int = 200, batch_size: int = 256, lr: float = 1e-3,
+                        validation_fraction: float = 0.1, patience: int = 20, seed: int = 0,
+                        progress: bool = True, desc: str = "training") -> dict:
+    """Fit ``model`` by maximising ``log_prob(index)``, the log-density of the data rows
+    ``index`` (a closure over the data), with AdamW; returns the history.
+
+    The last ``validation_fraction`` of the ``n`` rows are held out; the learning rate is halved
+    when the validation loss has not improved for ``patience // 3`` epochs
+    (``ReduceLROnPlateau``), training stops after ``patience`` epochs without improvement, and
+    the weights of the best validation epoch are kept.
+    """
+    from tqdm.auto import tqdm
+
+    n_val = max(1, int(round(validation_fraction * n)))
+    if n - n_val < 2:
+        raise ValueError(f"{n} rows leave no training set after {n_val} for validation")
+    generator = torch.Generator().manual_seed(seed)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-5)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=0.5, patience=max(1, patience // 3))
+    history = {"train_loss": [], "val_loss": [], "lr": []}
+    best, best_state, since_best = math.inf, None, 0
+    start = time.perf_counter()
+    bar = tqdm(range(epochs), desc=desc, disable=not progress)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(n - n_val, generator=generator)
+        train_loss = _epoch_loss(log_prob, order, batch_size, optimizer, parameters)
+        model.eval()
+        with torch.no_grad():
+            val_loss = _epoch_loss(log_prob, torch.arange(n - n_val, n), 4096, None, parameters)
+        scheduler.step(val_loss)
+        for key, value in (("train_loss", train_loss), ("val_loss", val_loss),
+                           ("lr", optimizer.param_groups[0]["lr"])):
+            history[key].append(value)
+        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        if val_loss < best - 1e-4:
+            best, best_state, since_best = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history.update(best_val_loss=best, epochs=len(history["val_loss"]),
+                   train_time=time.perf_counter() - start, n_train=n - n_val, n_val=n_val)
+    return history
 
 
 def train(post: AmortizedPosterior, data: TrainingSet, epochs: int = 200,
@@ -39,53 +90,18 @@ def train(post: AmortizedPosterior, data: TrainingSet, epochs: int = 200,
           patience: int = 20, seed: int = 0, progress: bool = True) -> dict:
     """Maximise ``log q(theta | x)`` over the pairs; returns the training history.
 
-    The last ``validation_fraction`` of the pairs are held out; the learning rate is halved when
-    the validation loss has not improved for ``patience // 3`` epochs (``ReduceLROnPlateau``),
-    training stops after ``patience`` epochs without improvement, and the weights of the best
-    validation epoch are kept. The standardisation of ``theta`` and ``x`` is set from the
-    training part first.
+    The standardisation of ``theta`` and ``x`` is set from the training part first; see
+    :func:`maximise_likelihood` for the validation split, schedule and early stopping.
     """
-    from tqdm.auto import tqdm
-
     n_val = max(1, int(round(validation_fraction * len(data))))
-    if len(data) - n_val < 2:
-        raise ValueError(f"{len(data)} pairs leave no training set after {n_val} for validation")
     theta, x = data.theta, data.x.to(post.x_loc.dtype)
     post.standardise(theta[:-n_val], x[:-n_val])
     with torch.no_grad():
         w = post.to_w(theta).to(post.x_loc.dtype)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(post.parameters(), lr=lr, weight_decay=1e-5)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=max(1, patience // 3))
-    history = {"train_loss": [], "val_loss": [], "lr": []}
-    best, best_state, since_best = math.inf, None, 0
-    start = time.perf_counter()
-    bar = tqdm(range(epochs), desc="training", disable=not progress)
-    for _ in bar:
-        post.train()
-        train_loss = _epoch_loss(post, w[:-n_val], x[:-n_val], batch_size, optimizer, generator)
-        post.eval()
-        with torch.no_grad():
-            val_loss = _epoch_loss(post, w[-n_val:], x[-n_val:], 4096, None, generator)
-        scheduler.step(val_loss)
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        history["lr"].append(optimizer.param_groups[0]["lr"])
-        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-        if val_loss < best - 1e-4:
-            best, best_state, since_best = val_loss, copy.deepcopy(post.state_dict()), 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    if best_state is not None:
-        post.load_state_dict(best_state)
-    post.eval()
-    history.update(best_val_loss=best, epochs=len(history["val_loss"]),
-                   train_time=time.perf_counter() - start, n_train=len(data) - n_val,
-                   n_val=n_val)
-    return history
+    return maximise_likelihood(
+        post, lambda idx: post.log_prob_w(w[idx], post.context(x[idx])), len(data),
+        epochs=epochs, batch_size=batch_size, lr=lr, validation_fraction=validation_fraction,
+        patience=patience, seed=seed, progress=progress)
 
 
 def fit(posterior: Posterior, n_train: int = 10_000, kind: str = "nsf",
