@@ -36,7 +36,8 @@ class SpectrumDensity(nn.Module):
     def __init__(self, n_pixels: int, n_labels: int, components: int = 24, transforms: int = 3,
                  hidden=(128, 128), seed: int = 0):
         super().__init__()
-        self.n_pixels, self.n_labels, self.components = int(n_pixels), int(n_labels), int(components)
+        self.n_pixels, self.n_labels = int(n_pixels), int(n_labels)
+        self.components = int(components)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.flow = conditional_flow("nsf", self.components, self.n_labels, transforms,
@@ -80,7 +81,8 @@ class SpectrumDensity(nn.Module):
         self.label_scale.copy_(labels.std(0).clamp(min=1e-8))
 
     def log_prob(self, spectra, labels) -> torch.Tensor:
-        """``log p(spectrum | labels)`` for ``spectra (..., n_pixels)``, ``labels (..., n_labels)``."""
+        """``log p(spectrum | labels)`` for ``spectra (..., n_pixels)``, ``labels (..., n_labels)``
+        (the PCA-flow coefficients' density plus the residual's Gaussian; see the module)."""
         spectra, labels = self._check(spectra, labels)
         coef, r2 = self.compress(spectra)
         n_perp = self.n_pixels - self.components

@@ -112,10 +112,16 @@ class StellarSpectrum(ck.Module):
 
     @forward
     def __call__(self, teff=None, logg=None, abundances=None):
+        # fixed tensors follow the labels' dtype and device (float32 / CUDA runs stay there)
+        kw = dict(dtype=teff.dtype, device=teff.device)
         lines = self.lines
-        tau = line_optical_depth(abundances[..., lines.element], lines.log_gf, lines.excitation,
-                                 lines.ionized, teff, logg, LINE_STRENGTH_ZERO_POINT)
-        width = doppler_width(lines.center, teff, self.atomic_mass)
-        flux = planck_continuum(self.wavelength, teff, self.reference) * absorption_spectrum(
-            self.wavelength, lines.center, tau, width)
+        center = lines.center.to(**kw)
+        element = lines.element.to(teff.device)
+        wavelength = self.wavelength.to(**kw)
+        tau = line_optical_depth(abundances[..., element], lines.log_gf.to(**kw),
+                                 lines.excitation.to(**kw), lines.ionized.to(**kw), teff, logg,
+                                 LINE_STRENGTH_ZERO_POINT)
+        width = doppler_width(center, teff, self.atomic_mass.to(**kw))
+        flux = planck_continuum(wavelength, teff, self.reference) * absorption_spectrum(
+            wavelength, center, tau, width)
         return instrumental_broadening(flux, self.lsf_pixels)
