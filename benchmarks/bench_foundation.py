@@ -7,17 +7,17 @@ import time
 
 import torch
 from harness import Benchmark, best_times
-from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
-
-import skyfit
-from skyfit.demo import (
+from problems import (
     HOST_TRUTH,
     SN_TRUTH,
     linked_epoch_stack,
     simulate_supernova,
     supernova_light_curve_model,
 )
+from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
+
+import skyfit
 from skyfit.sources.profiles import sersic_b
 
 
@@ -101,7 +101,7 @@ def overhead(quick: bool):
 
 def _joint_model(data):
     """Seed-003 joint model: host + one SN position for all epochs + a free SN flux per epoch
-    (batched over epochs), started from the same perturbed values as the demo."""
+    (batched over epochs), started from the same perturbed values as the example's fits."""
     host = skyfit.Sersic("host", **{k: v * 1.05 for k, v in HOST_TRUTH.items()})
     sn = skyfit.PointSource("sn", x0=SN_TRUTH["x0"] + 0.02, y0=SN_TRUTH["y0"] - 0.02,
                             flux=data.true_fluxes.clamp(min=1.0) * 1.1)

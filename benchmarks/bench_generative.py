@@ -25,7 +25,7 @@ def _stamp_posterior(model: GalaxyModel, prior: str) -> tuple[skyfit.Posterior, 
 
 
 def _lens_posterior(model: GalaxyModel, prior: str) -> tuple[skyfit.Posterior, torch.Tensor]:
-    from skyfit.generative.lensing import lensed_galaxy_problem
+    from skyfit.examples import lensed_galaxy_problem
 
     prob = lensed_galaxy_problem(model, seed=0, prior=prior)
     return prob.posterior, prob.truth

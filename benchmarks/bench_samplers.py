@@ -224,7 +224,7 @@ def nuts_vs_pyro_bump(quick: bool):
 
 
 def nuts_vs_emcee_lightcurve(quick: bool):
-    from skyfit.demo import supernova_problem
+    from problems import supernova_problem
 
     post, _ = supernova_problem(3)
     # the image model costs ~7 ms per chain and gradient: few chains, short runs

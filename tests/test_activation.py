@@ -4,10 +4,10 @@ same values, same gradients, same graph state after a call, caskade's errors and
 import caskade as ck
 import pytest
 import torch
+from problems import supernova_problem
 
 import skyfit
 from skyfit._forward import forward
-from skyfit.demo import supernova_problem
 from skyfit.errors import ParameterVectorError
 
 

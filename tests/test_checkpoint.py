@@ -40,8 +40,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sampler):
         sampler(_density(kill_after=1200), checkpoint=path, checkpoint_every=25, **kw)
     state = load_checkpoint(path)
     assert state["iteration"] % 25 == 0 and 0 < state["iteration"] < 180
-    for key in ("position", "log_density", "rng_state", "step_size", "inv_mass", "stage",
-                "iteration", "dual_averaging", "welford"):
+    # the checkpoint is the states' fields: the kernel's (where the chains are) and the warm-up's
+    assert set(state["kernel_state"]) == {"position", "log_density", "grad"}
+    assert {"step_size", "inv_mass", "dual_averaging", "welford"} <= set(state["adaptation_state"])
+    for key in ("rng_state", "stage", "iteration"):
         assert key in state
     out = sampler(_density(), checkpoint=path, checkpoint_every=25, resume=True, **kw)
     assert out.info["resumed_from"] == state["iteration"]
@@ -78,7 +80,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 
 def test_interrupt_at_the_end_of_an_adaptation_window_resumes_exactly(tmp_path, monkeypatch):
-    import skyfit.inference.sampling as sampling
+    import skyfit.inference.adaptation.window_adaptation as sampling
 
     d = FunctionDensity(lambda x: -0.5 * ((x - 1) ** 2).sum(-1), 2)
     kw = dict(init=torch.ones(2), n_chains=2, n_warmup=150, n_draws=20, seed=0, progress=False)

@@ -76,15 +76,3 @@ def test_readme_example_recovers_truth():
     for i, name in enumerate(posterior.names):
         pull = (fit.x[i].item() - truth[name]) / lap.std[i].item()
         assert abs(pull) < 4, f"{name}: {fit.x[i].item():g} is {pull:.1f} sigma from the truth"
-
-
-def test_every_public_name_is_re_exported_at_the_top():
-    names = set(skyfit.__all__)
-    for sub in ("errors", "generative", "inference", "instruments", "lenses", "lightcurves",
-                "likelihoods", "params", "plots", "posterior", "priors", "scenes", "sources"):
-        module = importlib.import_module(f"skyfit.{sub}")
-        missing = set(module.__all__) - names
-        assert not missing, f"skyfit.{sub} names not re-exported: {sorted(missing)}"
-    assert all(hasattr(skyfit, name) for name in names)
-    # the inference helpers users reach for: diagnostics and checkpoints
-    assert {"rhat", "ess", "diagnostics_table", "save_checkpoint", "load_checkpoint"} <= names

@@ -6,8 +6,8 @@ import warnings
 import pytest
 
 import skyfit
+from skyfit.examples import lensed_galaxy_problem
 from skyfit.generative import load_pretrained
-from skyfit.generative.lensing import lensed_galaxy_problem
 
 THETA_E = 1.2
 
@@ -17,7 +17,7 @@ def fitted():
     problem = lensed_galaxy_problem(load_pretrained("galaxy32"), seed=0, theta_E=THETA_E,
                                     snr=30.0, free_source=("flux",))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", skyfit.ConvergenceWarning)
+        warnings.simplefilter("ignore", skyfit.errors.ConvergenceWarning)
         fit = skyfit.fit_map(problem.posterior, problem.start)
     return problem, fit, skyfit.laplace(problem.posterior, fit.x)
 
@@ -45,7 +45,7 @@ def test_nuts_and_svi_einstein_radius_posteriors_contain_the_truth_and_agree(fit
     assert std / mean < 0.02
     assert nuts.sample_stats["diverging"].sum() == 0
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", skyfit.ConvergenceWarning)
+        warnings.simplefilter("ignore", skyfit.errors.ConvergenceWarning)
         vi = skyfit.fit_vi(post, family="fullrank", n_steps=200, n_samples=4, init=lap, seed=0,
                            progress=False)
     te_vi = vi.sample(1000, seed=0)["SIE.theta_E"]

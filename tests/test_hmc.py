@@ -1,6 +1,5 @@
 """Batched HMC: metric, leapfrog geometry, dual averaging, Welford, fixed-trajectory sampler."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,9 +7,9 @@ import torch
 from scipy import stats
 from targets import assert_recovers, correlated_gaussian
 
-from skyfit.inference import FunctionDensity, sample_hmc
+from skyfit.inference import FunctionDensity, GaussianApproximation, sample_hmc
 from skyfit.inference.adaptation import DualAveraging, WelfordCovariance
-from skyfit.inference.hmc import HMC, Metric, ValueAndGrad, leapfrog
+from skyfit.inference.mcmc import HMC, KernelParams, Metric, ValueAndGrad, leapfrog
 
 
 def test_dense_metric_momenta_have_covariance_mass():
@@ -43,11 +42,12 @@ def test_leapfrog_is_reversible_and_conserves_energy_on_a_gaussian():
 
 
 def test_dual_averaging_reaches_target_acceptance():
-    da = DualAveraging(torch.ones(3, dtype=torch.float64), target=0.8)
+    da = DualAveraging(target=0.8)
+    state = da.init(torch.ones(3, dtype=torch.float64))
     for _ in range(2000):
-        eps = da.step_size
-        da.update(torch.exp(-2 * eps))  # acceptance exp(-2 eps): 0.8 at eps = 0.1116
-    assert torch.allclose(da.final_step_size(), torch.full((3,), -np.log(0.8) / 2,
+        eps = state.step_size
+        state = da.update(state, torch.exp(-2 * eps))  # acceptance exp(-2 eps): 0.8 at 0.1116
+    assert torch.allclose(da.final_step_size(state), torch.full((3,), -np.log(0.8) / 2,
                                                            dtype=torch.float64), rtol=0.03)
 
 
@@ -56,9 +56,10 @@ def test_dual_averaging_reaches_target_acceptance():
 def test_welford_matches_numpy(dense, pooled):
     x = torch.randn(50, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     w = WelfordCovariance(3, 4, dense=dense, pooled=pooled)
+    state = w.init()
     for row in x:
-        w.update(row)
-    cov = w.covariance()
+        state = w.update(state, row)
+    cov = w.covariance(state)
     data = x.reshape(-1, 4).numpy() if pooled else None
     for c in range(3):
         ref = np.cov(data if pooled else x[:, c].numpy(), rowvar=False)
@@ -68,12 +69,13 @@ def test_welford_matches_numpy(dense, pooled):
 
 def test_hmc_kernel_takes_the_same_steps_in_every_chain():
     vg = ValueAndGrad(FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), 3))
-    kernel = HMC(vg)
+    kernel = HMC(vg, n_leapfrog=7, jitter=False)
     state = kernel.init(torch.zeros(5, 3, dtype=torch.float64))
     gen = torch.Generator().manual_seed(0)
     calls = vg.n_calls
-    state, info = kernel.step(gen, state, torch.full((5,), 0.3, dtype=torch.float64),
-                              Metric(torch.ones(5, 3, dtype=torch.float64)), 7)
+    params = KernelParams(torch.full((5,), 0.3, dtype=torch.float64),
+                          Metric(torch.ones(5, 3, dtype=torch.float64)))
+    state, info = kernel.step(gen, state, params)
     assert vg.n_calls - calls == 7  # one batched gradient call per leapfrog step, all chains
 
 
@@ -95,7 +97,7 @@ def test_jittered_hmc_has_no_lockstep_waste_and_bounded_steps():
 @pytest.mark.slow
 def test_hmc_recovers_correlated_gaussian_10d():
     density, mean, cov = correlated_gaussian()
-    rough = SimpleNamespace(mean=mean, covariance=torch.diag(cov.diagonal()))
+    rough = GaussianApproximation(mean, torch.diag(cov.diagonal()), density.names)
     s = sample_hmc(density, init=rough, n_chains=16, n_warmup=200, n_draws=600, seed=4,
                    mass="dense", progress=False)
     assert s.info["n_divergent"] == 0

@@ -12,9 +12,9 @@ from skyfit import (
     PixelGrid,
     PointSource,
     ReadPoissonNoise,
-    ShapeError,
-    fft_convolve,
 )
+from skyfit.errors import ShapeError
+from skyfit.instruments import fft_convolve
 
 f64 = torch.float64
 
@@ -232,14 +232,15 @@ def test_fft_convolve_broadcasts_batches_and_conserves_flux_away_from_the_edge()
 def test_fixed_psf_kernel_cache_does_not_escape_torch_func_transforms():
     # the kernel FFT of a static PSF is cached; first built inside jacfwd (whose tensors are
     # wrapped for its level), a stored copy broke every later call ("escaped?" assertion)
+    from problems import HOST, SN, supernova_data
+
     import skyfit
-    from skyfit.demo import HOST_TRUTH, SN_TRUTH, simulate_supernova
 
-    data = simulate_supernova(0)
+    data = supernova_data(0)
 
-    def posterior():  # the demo's joint model, its PSF cache empty
-        host = skyfit.Sersic("host", **HOST_TRUTH)
-        sn = skyfit.PointSource("sn", x0=SN_TRUTH["x0"], y0=SN_TRUTH["y0"],
+    def posterior():  # a joint model of the epochs, its PSF cache empty
+        host = skyfit.Sersic("host", **HOST)
+        sn = skyfit.PointSource("sn", x0=SN["x0"], y0=SN["y0"],
                                 flux=data.true_fluxes.clamp(min=1.0))
         scene = skyfit.Scene(data.grid, [host], GaussianPSF(sigma=data.psf_sigma, size=15), [sn])
         host.to_dynamic()

@@ -143,8 +143,13 @@ def test_composite_sums_its_components_and_empty_is_identity():
         assert torch.allclose(s, u + v, rtol=0, atol=1e-15)
     ex, ey = skyfit.CompositeLens([]).deflection(x, y)
     assert ex.abs().max() == 0 and ey.abs().max() == 0
-    with pytest.raises(ValueError, match="distinct names"):
-        skyfit.CompositeLens([skyfit.SIE(), skyfit.SIE()])
+    # unnamed components of one class are told apart by position
+    twin = skyfit.CompositeLens([skyfit.SIE(theta_E=1.0), skyfit.SIE(x0=0.3, theta_E=0.5)])
+    sim = skyfit.LensedImage(skyfit.PixelGrid((8, 8), 0.2), twin, [skyfit.Sersic(Re=0.3)])
+    twin.to_dynamic(children_only=False)
+    like = skyfit.GaussianLikelihood(sim, torch.zeros(8, 8), variance=torch.ones(8, 8))
+    names = skyfit.Posterior(like).names
+    assert names[:2] == ["lenses.0.x0", "lenses.0.y0"] and "lenses.1.theta_E" in names
 
 
 def test_batched_lens_parameters_broadcast_in_front_of_coordinates():

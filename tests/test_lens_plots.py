@@ -2,6 +2,7 @@
 
 import math
 
+import matplotlib.pyplot as plt
 import torch
 
 import skyfit
@@ -39,4 +40,4 @@ def test_lens_figures_draw():
     model = skyfit.LensedImage(grid, lens, [skyfit.Sersic(Re=0.2)])().detach()
     fig = plots.plot_lens_model(model + 0.01, model, lens, grid, sigma=0.01, n=150)
     assert math.isclose(fig.axes[2].images[0].get_array().mean(), 1.0)
-    plots.plt.close("all")
+    plt.close("all")

@@ -128,7 +128,7 @@ def test_parameters_outside_valid_range_are_refused():
 
 def test_a_grid_too_coarse_for_the_source_warns():
     grid = skyfit.PixelGrid((20, 20), 0.05, supersample=2)
-    with pytest.warns(skyfit.ResolutionWarning, match="supersample >= 10"):
+    with pytest.warns(skyfit.scenes.ResolutionWarning, match="supersample >= 10"):
         skyfit.LensedImage(grid, skyfit.SIS(), [sersic(Re=0.005)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -110,7 +110,7 @@ def test_point_mass_images_follow_the_analytic_solution():
 def test_missing_images_raise_a_warning_that_says_so():
     lens, _, _ = sie_shear()
     # a window that cuts through the Einstein ring loses images: the count must not add up
-    with pytest.warns(skyfit.ImageCountWarning, match="missing"):
+    with pytest.warns(skyfit.lenses.ImageCountWarning, match="missing"):
         images = skyfit.find_images(lens, 0.05, 0.03, window=2.0, centre=(0.8, 0.8))
     assert images.n < 4
     with warnings.catch_warnings():

@@ -15,10 +15,10 @@ from skyfit import (
     PhotometryLikelihood,
     PixelGrid,
     PointSource,
-    ShapeError,
     Villar,
     link_flux_to_light_curve,
 )
+from skyfit.errors import ShapeError
 
 f64 = torch.float64
 

@@ -1,7 +1,6 @@
 """Batched NUTS: exactness of the tree bookkeeping, recovery of known posteriors, bad input."""
 
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,15 +8,22 @@ import torch
 from scipy import stats
 from targets import assert_recovers, correlated_gaussian
 
-from skyfit.errors import LogDensityError, ParameterVectorError
-from skyfit.inference import FunctionDensity, fit_vi, sample_hmc, sample_nuts
+from skyfit.errors import LogDensityError, ParameterRangeError
+from skyfit.inference import (
+    FunctionDensity,
+    GaussianApproximation,
+    fit_vi,
+    init_to_feasible,
+    sample_hmc,
+    sample_nuts,
+)
 from skyfit.inference.adaptation import warmup_windows
-from skyfit.inference.hmc import Metric, ValueAndGrad
-from skyfit.inference.nuts import NUTS, _checkpoint_tables
+from skyfit.inference.mcmc import NUTS, KernelParams, Metric, ValueAndGrad
+from skyfit.inference.mcmc.termination import checkpoint_tables
 
 
 def test_checkpoint_tables_span_exactly_the_subtrees_ending_at_each_leaf():
-    store, check, _ = _checkpoint_tables(6)
+    store, check, _ = checkpoint_tables(6)
     stored_at = {}  # level -> leaf index holding it
     for n in range(store.shape[0]):
         if n % 2 == 0:
@@ -38,7 +44,7 @@ def test_nuts_kernel_leaves_standard_normal_invariant():
     eps = torch.full((64,), 0.7, dtype=torch.float64)
     draws = []
     for _ in range(150):
-        state, info = kernel.step(gen, state, eps, metric)
+        state, info = kernel.step(gen, state, KernelParams(eps, metric))
         draws.append(state.position)
         assert (info.n_steps <= info.lockstep_steps).all()
         assert (info.n_steps <= 2**info.tree_depth.clamp(min=1) * 2).all()
@@ -59,7 +65,7 @@ def test_warmup_windows_follow_stan():
 def test_nuts_recovers_correlated_gaussian_10d():
     density, mean, cov = correlated_gaussian()
     # start from the variances only: the warm-up must learn the correlations (dense mass)
-    rough = SimpleNamespace(mean=mean, covariance=torch.diag(cov.diagonal()))
+    rough = GaussianApproximation(mean, torch.diag(cov.diagonal()), density.names)
     s = sample_nuts(density, init=rough, n_chains=16, n_warmup=200, n_draws=600, seed=1,
                     mass="dense", progress=False)
     assert s.info["n_divergent"] == 0
@@ -138,17 +144,18 @@ def test_non_finite_log_density_at_start_names_the_parameters(bad):
 def test_init_outside_the_valid_range_is_rejected():
     d = FunctionDensity(lambda x: -(x**2).sum(-1), ["flux", "sigma"], lower=[0.0, 0.0],
                         upper=[10.0, 1.0])
-    with pytest.raises(ParameterVectorError, match="sigma"):
+    with pytest.raises(ParameterRangeError, match=r"sigma=2 not in \[0, 1\]"):
         sample_nuts(d, init=torch.tensor([1.0, 2.0]), progress=False)
-    with pytest.raises(ValueError, match="initial"):
+    with pytest.raises(NotImplementedError, match="no initial.*init_to_feasible"):
         sample_nuts(d, init=None, progress=False)
 
 
 def test_laplace_init_sets_starts_inside_bounds_and_the_mass_matrix():
     d = FunctionDensity(lambda x: -0.5 * ((x - 1) ** 2 / 0.04).sum(-1), ["a", "b"],
                         lower=[0.0, -torch.inf], upper=[2.0, torch.inf])
-    lap = SimpleNamespace(mean=torch.tensor([1.0, 1.0]),
-                          covariance=torch.diag(torch.tensor([0.04, 0.09])))
+    lap = GaussianApproximation(torch.tensor([1.0, 1.0], dtype=torch.float64),
+                                torch.diag(torch.tensor([0.04, 0.09], dtype=torch.float64)),
+                                d.names)
     s = sample_nuts(d, init=lap, n_chains=6, n_warmup=0, n_draws=5, seed=0, progress=False)
     # z = logit(x / 2) has dz/dx = 2 at x = 1: var_z(a) = 4 * 0.04; b is unbounded
     assert np.allclose(s.info["inv_mass_matrix"], [0.16, 0.09])
@@ -193,7 +200,7 @@ def test_nuts_kernel_leaves_a_banana_invariant(depth, step, dense):
     metric = Metric(inv_mass.clone())
     eps = torch.full((C,), step, dtype=torch.float64)
     for _ in range(5):
-        state, info = kernel.step(g, state, eps, metric)
+        state, info = kernel.step(g, state, KernelParams(eps, metric))
     assert info.tree_depth.double().mean() > 1.5  # real trajectories, not single steps
     reference = exact(200000, g)
     for i in range(2):
@@ -212,6 +219,16 @@ def test_a_vi_result_starts_nuts_in_the_unconstrained_space():
     bounded = FunctionDensity(lambda x: torch.zeros(x.shape[:-1], dtype=x.dtype), ["u"], 2.0, 5.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vi2 = fit_vi(bounded, n_steps=200, progress=False)
+        vi2 = fit_vi(bounded, n_steps=200, progress=False, init=init_to_feasible())
         s2 = sample_nuts(bounded, init=vi2, n_warmup=10, n_draws=5, progress=False)
     assert np.all((s2.draws > 2.0) & (s2.draws < 5.0))
+
+
+def test_nan_region_is_rejected_and_counted():
+    # log p is NaN beyond x = 1.5: the sampler must reject those points, never keep them
+    d = FunctionDensity(lambda x: torch.where(x[..., 0] < 1.5, -0.5 * (x**2).sum(-1),
+                                              torch.nan), ["x", "y"])
+    s = sample_nuts(d, init=torch.zeros(2), n_chains=2, n_warmup=100, n_draws=100, seed=1,
+                    progress=False)
+    assert (s.draws[..., 0] < 1.5).all()
+    assert s.info["n_nonfinite"] > 0 and s.info["n_divergent"] + s.info["n_divergent_warmup"] > 0

@@ -13,6 +13,7 @@ from skyfit.errors import (
     ParameterRangeError,
     ParameterVectorError,
 )
+from skyfit.inference import FunctionDensity
 
 
 def linear_flux_problem(seed=0):
@@ -66,7 +67,7 @@ def test_delta_method_for_a_nonlinear_vector_function():
                      dtype=torch.float64)
     mu = torch.tensor([2.0, 3.0, 5.0], dtype=torch.float64)
     P = torch.linalg.inv(C)
-    d = skyfit.FunctionDensity(lambda x: -0.5 * (((x - mu) @ P) * (x - mu)).sum(-1), 3)
+    d = FunctionDensity(lambda x: -0.5 * (((x - mu) @ P) * (x - mu)).sum(-1), 3)
     lap = skyfit.laplace(d, mu)
     value, cov = lap.propagate(lambda x: torch.stack([x[0] * x[1], torch.log(x[2])]))
     J = torch.tensor([[3.0, 2.0, 0.0], [0.0, 0.0, 1 / 5.0]], dtype=torch.float64)
@@ -78,10 +79,19 @@ def test_delta_method_for_a_nonlinear_vector_function():
                                                        / 20000**0.5)
 
 
-def test_check_valid_names_the_bad_value_of_a_batch():
+def test_check_inside_names_the_bad_value_of_a_batch():
     post, *_ = linear_flux_problem()
     with pytest.raises(ParameterRangeError, match=r"point 1 of 2.*a.flux=-1"):
-        post.check_valid(torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]], dtype=torch.float64))
+        post.check_inside(torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]], dtype=torch.float64))
+
+
+def test_periodic_marks_the_entries_of_cyclic_params():
+    post, *_ = linear_flux_problem()
+    assert post.periodic.tolist() == [False, False, False]
+    post.likelihood.model.sources[1].phi.to_dynamic()  # valid (0, pi), declared cyclic
+    post = skyfit.Posterior(post.likelihood)
+    assert post.periodic.tolist() == [n.endswith(".phi") for n in post.names]
+    assert post.periodic.sum() == 1
 
 
 def test_autograd_gradient_matches_finite_differences():
@@ -92,7 +102,7 @@ def test_autograd_gradient_matches_finite_differences():
     x = post.initial()
     x = torch.where(x >= 1.0 - 1e-9, x - 0.1, x * 1.01)  # inside q <= 1, off the optimum
     x[[i for i, n in enumerate(post.names) if n.endswith(".phi")]] = 0.3  # away from the bounds
-    post.check_valid(x)
+    post.check_inside(x)
     _, grad = post.value_and_grad(x)
     h = 1e-6
     fd = torch.stack([(post(x + h * e) - post(x - h * e)) / (2 * h)
@@ -177,7 +187,7 @@ def test_bad_vectors_and_values_raise_clear_errors():
 
 
 def test_nan_log_density_at_start_names_parameters():
-    d = skyfit.FunctionDensity(lambda x: torch.log(x[..., 0] - 1.0).sum(-1) * 0 + torch.log(
+    d = FunctionDensity(lambda x: torch.log(x[..., 0] - 1.0).sum(-1) * 0 + torch.log(
         x[..., 0] - 1.0), ["alpha", "beta"])
     with pytest.raises(LogDensityError, match="alpha=0.*beta=0"):
         skyfit.fit_map(d, torch.zeros(2, dtype=torch.float64))
@@ -230,20 +240,20 @@ def test_preconditioned_fit_reaches_the_analytic_optimum_of_a_badly_scaled_probl
     # of this quadratic is known exactly, with and without preconditioning
     mean = torch.tensor([0.3, -2.0, 4.0e3], dtype=torch.float64)
     prec = torch.tensor([1e6, 1.0, 1e-6], dtype=torch.float64)
-    batched = skyfit.FunctionDensity(lambda x: -0.5 * (prec * (x - mean) ** 2).sum(-1), 3)
+    batched = FunctionDensity(lambda x: -0.5 * (prec * (x - mean) ** 2).sum(-1), 3)
 
     def one_point_only(x):
         if x.ndim != 1:
             raise RuntimeError("this model takes one point at a time")
         return -0.5 * (prec * (x - mean) ** 2).sum(-1)
 
-    unbatched = skyfit.FunctionDensity(one_point_only, 3)
+    unbatched = FunctionDensity(one_point_only, 3)
     x0 = torch.tensor([0.0, 0.0, 1.0e3], dtype=torch.float64)
     res = skyfit.fit_map(batched, x0)
     assert res.converged
     torch.testing.assert_close(res.x, mean, rtol=1e-9, atol=1e-9)
     # a model that fails on a batch: no preconditioning, a warning saying why, same optimum
-    with pytest.warns(skyfit.ConvergenceWarning, match="no preconditioning"):
+    with pytest.warns(skyfit.errors.ConvergenceWarning, match="no preconditioning"):
         res = skyfit.fit_map(unbatched, x0)
     torch.testing.assert_close(res.x, mean, rtol=1e-9, atol=1e-9)
     # evaluation counts include the start and the dim points of the preconditioning call
@@ -271,7 +281,7 @@ def test_a_prior_outside_its_support_gives_minus_infinity():
 def test_laplace_does_not_repair_a_definite_hessian_of_mixed_units():
     # curvatures 1e7 .. 1e-7 (arcsec-sized and flux-sized parameters): exactly invertible
     prec = torch.tensor([1e7, 1.0, 1e-7], dtype=torch.float64)
-    d = skyfit.FunctionDensity(lambda x: -0.5 * (prec * x**2).sum(-1), ["pos", "b", "flux"])
+    d = FunctionDensity(lambda x: -0.5 * (prec * x**2).sum(-1), ["pos", "b", "flux"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", HessianWarning)
         lap = skyfit.laplace(d, torch.zeros(3, dtype=torch.float64))
@@ -282,12 +292,12 @@ def test_laplace_does_not_repair_a_definite_hessian_of_mixed_units():
 
 def test_laplace_warns_for_a_parameter_pinned_at_its_bound():
     # the density rises towards flux < 0, so the fit stops at the bound: not a mode
-    d = skyfit.FunctionDensity(
+    d = FunctionDensity(
         lambda x: -0.5 * ((x - torch.tensor([-1.0, 2.0], dtype=x.dtype)) ** 2).sum(-1),
         ["flux", "b"], lower=torch.tensor([0.0, -10.0], dtype=torch.float64))
     with pytest.warns(HessianWarning, match="flux=0 at the bound"):
         skyfit.laplace(d, torch.tensor([0.0, 2.0], dtype=torch.float64))
-    inward = skyfit.FunctionDensity(
+    inward = FunctionDensity(
         lambda x: -0.5 * ((x - torch.tensor([1.0, 2.0], dtype=x.dtype)) ** 2).sum(-1),
         ["flux", "b"], lower=torch.tensor([0.0, -10.0], dtype=torch.float64))
     with warnings.catch_warnings():

@@ -21,7 +21,7 @@ from skyfit.generative import (
     make_galaxies,
 )
 from skyfit.inference import FunctionDensity, Samples, laplace, sample_emcee, sample_nuts
-from skyfit.inference.hmc import Metric
+from skyfit.inference.mcmc import Metric
 from skyfit.lenses import ThinLens
 
 GAUSS = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), 2)

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from skyfit import plots
 from skyfit.errors import ConvergenceWarning
 from skyfit.inference import Samples
 from skyfit.inference.diagnostics import (
@@ -87,6 +88,23 @@ def test_check_warns_on_high_rhat_low_ess_and_divergences():
         s.summary()
 
 
+def test_check_flags_an_ensemble_shorter_than_50_autocorrelation_times():
+    rng = np.random.default_rng(0)
+    good = Samples(rng.normal(size=(4, 1000, 2)), ["a", "b"], np.zeros((4, 1000)), "nuts",
+                   info={"autocorr_time": np.array([1.0, 1.2])})
+    assert good.check(warn=False) == []
+    # a random walk of 100 steps with tau = 60: too short, and too few effective draws
+    walk = np.cumsum(rng.normal(size=(32, 100, 1)), axis=1)
+    short = Samples(walk, ["a"], np.zeros((32, 100)), "emcee",
+                    info={"autocorr_time": np.array([60.0])})
+    text = " ".join(short.check(warn=False))
+    assert "100 steps < 50 autocorrelation times (3000)" in text
+    assert "R-hat > 1.01" in text and "ESS < 400" in text
+    # tau not estimable (nan) counts as too short
+    short.info["autocorr_time"] = np.array([np.nan])
+    assert any("autocorrelation times" in p for p in short.check(warn=False))
+
+
 def test_to_arviz_keeps_names_and_sample_stats():
     s = iid_samples(sample_stats={"diverging": np.zeros((4, 1000), dtype=int),
                                   "tree_depth": np.full((4, 1000), 3)})
@@ -142,11 +160,11 @@ def test_concatenate_stacks_chains_and_checks_names():
 
 def test_corner_and_trace_plots_show_every_parameter():
     s = iid_samples()
-    fig = s.corner(truths={"a": 0.0, "b": 5.0})
+    fig = plots.corner_plot(s, truths={"a": 0.0, "b": 5.0})
     assert len(fig.axes) == 4
     assert fig.axes[2].get_xlabel() == "a" and fig.axes[2].get_ylabel() == "b"
     plt.close(fig)
-    fig = s.trace_plot()
+    fig = plots.trace_plot(s)
     assert len(fig.axes) == 4 and fig.axes[0].get_ylabel() == "a"
     assert len(fig.axes[0].lines) == 4  # one line per chain
     plt.close(fig)

@@ -10,6 +10,7 @@ import torch
 from torch.distributions import LogNormal, Normal
 
 from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior, sample_emcee
+from skyfit.inference import fit_map, laplace
 from skyfit.inference.diagnostics import sbc_chi2, sbc_ranks
 
 F64 = dict(dtype=torch.float64)
@@ -44,8 +45,11 @@ def replicate(seed: int):
     post = Posterior(PhotometryLikelihood(lc, time, flux, flux_err), priors=prior)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: emcee's "fewer than 50 tau" warning
-        s = sample_emcee(post, n_walkers=16, n_steps=4 * THIN, n_burn=48, seed=seed,
-                         progress=False)  # starts from the MAP's Laplace approximation
+        # start from the MAP's Laplace approximation, not from the Params' values (the truth):
+        # a start at the truth would correlate the draws with it
+        lap = laplace(post, fit_map(post))
+        s = sample_emcee(post, init=lap, n_walkers=16, n_steps=4 * THIN, n_burn=48, seed=seed,
+                         progress=False)
     draws = s.draws[:, THIN - 1::THIN].reshape(-1, 3)[:N_RANK_DRAWS]
     return truth.numpy(), draws
 

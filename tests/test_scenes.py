@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from problems import HOST, epoch_stack, supernova_data, supernova_problem
 
 import skyfit
-from skyfit.demo import HOST_TRUTH, linked_epoch_stack, simulate_supernova
 
 
 def test_scene_image_sums_to_total_flux_of_what_it_shows():
@@ -28,10 +28,10 @@ def test_point_sources_need_a_psf():
 
 
 def build_stack_and_batched(data):
-    host = skyfit.Sersic("host", **HOST_TRUTH)
+    host = skyfit.Sersic("host", **HOST)
     host.to_dynamic()
-    stack = linked_epoch_stack(data, host, -0.35, -0.2, data.true_fluxes.tolist())
-    host_b = skyfit.Sersic("host", **HOST_TRUTH)
+    stack = epoch_stack(data, host)
+    host_b = skyfit.Sersic("host", **HOST)
     sn_b = skyfit.PointSource("sn", x0=-0.35, y0=-0.2, flux=data.true_fluxes)
     batched = skyfit.Scene(data.grid, [host_b], skyfit.GaussianPSF(sigma=data.psf_sigma, size=15),
                            [sn_b])
@@ -39,13 +39,13 @@ def build_stack_and_batched(data):
 
 
 def test_stack_and_batched_epochs_give_identical_images():
-    data = simulate_supernova(0)
+    data = supernova_data(0)
     stack, batched = build_stack_and_batched(data)
     assert torch.allclose(stack(stack.get_values()), batched(), rtol=1e-12, atol=1e-14)
 
 
 def test_linked_position_is_one_parameter():
-    data = simulate_supernova(0)
+    data = supernova_data(0)
     stack, _ = build_stack_and_batched(data)
     post = skyfit.Posterior(skyfit.GaussianLikelihood(stack, data.images, noise=data.noise))
     assert sum(n.endswith(".x0") and n.startswith("sn") for n in post.names) == 1
@@ -70,8 +70,7 @@ def test_scene_works_in_float32_and_float64(dtype):
 
 
 def test_vmap_over_parameter_vectors_equals_loop():
-    data = simulate_supernova(0)
-    post, _ = skyfit.demo.supernova_light_curve_model(data)
+    post, _ = supernova_problem(0)
     x = post.initial()
     xs = x * (1 + 0.01 * torch.randn(4, x.shape[0], generator=torch.Generator().manual_seed(0),
                                      dtype=torch.float64))

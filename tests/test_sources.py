@@ -13,10 +13,8 @@ from skyfit import (
     Pixelated,
     PixelGrid,
     Sersic,
-    gaussian_profile,
-    sersic_b,
-    sersic_total_flux,
 )
+from skyfit.sources import gaussian_profile, sersic_b, sersic_total_flux
 
 f64 = torch.float64
 

@@ -1,41 +1,82 @@
 """skyfit: differentiable forward models for astronomy and the inference that fits them.
 
-Every name in a subpackage's ``__all__`` is re-exported here, so ``from skyfit import Sersic``.
-The building blocks beneath them stay in their modules: the pure torch functions
-(``skyfit.sources.profiles``, ``skyfit.lenses.functions``), the sampler kernels
-(``skyfit.inference.hmc``, ``.nuts``, ``.adaptation``) and the demo problem (``skyfit.demo``).
+The names a model-and-fit needs are here (``skyfit.Sersic``, ``skyfit.fit_map``, ...); the rest
+stays in its subpackage: the pure torch functions (``skyfit.sources.profiles``,
+``skyfit.lenses.functions``, ``skyfit.lightcurves``), result types, diagnostics and checkpoints
+(``skyfit.inference``), sampler kernels (``skyfit.inference.mcmc``,
+``skyfit.inference.adaptation``), generative-model training (``skyfit.generative``), figures
+(``skyfit.plots``), exceptions (``skyfit.errors``), and the example problems and demo
+(``skyfit.examples``, not imported here).
 """
 
-from . import errors as _errors
-from . import errors as errors
-from . import generative as _generative
-from . import inference as _inference
-from . import instruments as _instruments
-from . import lenses as _lenses
-from . import lightcurves as _lightcurves
-from . import likelihoods as _likelihoods
-from . import params as _params
-from . import plots as plots
-from . import posterior as _posterior
-from . import priors as _priors
-from . import scenes as _scenes
-from . import sources as _sources
-from .errors import *  # noqa: F403
-from .generative import *  # noqa: F403
-from .inference import *  # noqa: F403
-from .instruments import *  # noqa: F403
-from .lenses import *  # noqa: F403
-from .lightcurves import *  # noqa: F403
-from .likelihoods import *  # noqa: F403
-from .params import *  # noqa: F403
-from .plots import *  # noqa: F403
-from .posterior import *  # noqa: F403
-from .priors import *  # noqa: F403
-from .scenes import *  # noqa: F403
-from .sources import *  # noqa: F403
+from . import (
+    errors,
+    generative,
+    inference,
+    instruments,
+    lenses,
+    lightcurves,
+    plots,
+    scenes,
+    sources,
+)
+from .generative import GalaxyModel, load_pretrained
+from .inference import (
+    LogDensity,
+    Samples,
+    fit_map,
+    fit_vi,
+    laplace,
+    sample_emcee,
+    sample_hmc,
+    sample_nuts,
+)
+from .instruments import GaussianPSF, PixelatedPSF, PixelGrid, ReadPoissonNoise
+from .lenses import (
+    EPL,
+    NFW,
+    SIE,
+    SIS,
+    CompositeLens,
+    ExternalShear,
+    FlatLambdaCDM,
+    LensedPointSource,
+    LensedSupernova,
+    LensGeometry,
+    MassSheet,
+    PointMass,
+    critical_curves,
+    find_images,
+)
+from .lightcurves import Bazin, GaussianLightCurve, Villar, link_flux_to_light_curve
+from .likelihoods import GaussianLikelihood, PhotometryLikelihood, PoissonLikelihood
+from .params import Param
+from .posterior import Posterior
+from .scenes import ImageStack, LensedImage, LensedSource, Scene
+from .sources import Gaussian, Pixelated, PointSource, Sersic, VAESource
 
-__all__ = sorted({name for module in (_errors, _generative, _inference, _instruments, _lenses,
-                                      _lightcurves, _likelihoods, _params, plots, _posterior,
-                                      _priors, _scenes, _sources)
-                  for name in module.__all__})
+__all__ = [
+    # subpackages
+    "errors", "generative", "inference", "instruments", "lenses", "lightcurves", "plots",
+    "scenes", "sources",
+    # parameters
+    "Param",
+    # instruments
+    "PixelGrid", "GaussianPSF", "PixelatedPSF", "ReadPoissonNoise",
+    # light sources and light curves
+    "Sersic", "Gaussian", "PointSource", "Pixelated", "VAESource",
+    "GaussianLightCurve", "Bazin", "Villar", "link_flux_to_light_curve",
+    # lenses
+    "SIS", "SIE", "EPL", "NFW", "PointMass", "ExternalShear", "MassSheet", "CompositeLens",
+    "FlatLambdaCDM", "LensGeometry", "find_images", "critical_curves", "LensedPointSource",
+    "LensedSupernova",
+    # scenes, likelihoods, posterior
+    "Scene", "ImageStack", "LensedImage", "LensedSource",
+    "GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood", "Posterior",
+    # inference
+    "LogDensity", "fit_map", "laplace", "fit_vi", "sample_emcee", "sample_nuts", "sample_hmc",
+    "Samples",
+    # neural source priors
+    "GalaxyModel", "load_pretrained",
+]
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from .demo import run_demo
+        from .examples.demo import run_demo
 
         samplers = None if args.samplers == "none" else args.samplers
         summary = run_demo(args.out, seed=args.seed, progress=not args.quiet, samplers=samplers)

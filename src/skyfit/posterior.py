@@ -11,7 +11,8 @@ from torch.distributions import Distribution
 
 from ._activation import Activation
 from ._forward import forward
-from .errors import ParameterRangeError, ParameterVectorError
+from ._graph import ModuleList, param_paths, short_names
+from .errors import ParameterVectorError
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
 
@@ -25,10 +26,12 @@ class _Joint(ck.Module):
     def __init__(self, likelihood: ck.Module):
         super().__init__("posterior")
         self.likelihood = likelihood
-        self.prior_modules = [
+        # linked by position: unnamed modules of one class do not collide (the link also fixes
+        # caskade's order of the parameters, which checkpoints and fitted vectors rely on)
+        self.prior_modules = ModuleList([
             node for node in likelihood.topological_ordering()
             if isinstance(node, ck.Module) and callable(getattr(node, "log_prior", None))
-        ]
+        ], name="prior_modules")
 
     @forward
     def __call__(self):
@@ -42,10 +45,22 @@ class Posterior(LogDensity):
     """``log p(x | data) = log L(x) + log prior(x)`` for the flat vector ``x`` of dynamic Params.
 
     The vector follows caskade's ``get_values()`` order of the likelihood graph's dynamic
-    parameters; :attr:`names` gives ``"module.param"`` (``"module.param[i]"`` for vector
-    entries). Bounds come from each Param's ``valid``; outside them the log-density is ``-inf``.
+    parameters. Bounds come from each Param's ``valid``; outside them the log-density is ``-inf``.
 
-    Priors: ``priors={param_or_name: torch.distributions.Distribution}``; a Param without one
+    Names (:attr:`names`, ``"name[i]"`` for the entries of a vector Param) are read off the
+    module graph, so the same model gets the same names in every process. Each Param has a
+    path from the likelihood: one segment per module, its name, or, when a sibling module has
+    the same name, the key it is linked under (``sources.1`` for element 1 of a container).
+    A Param's name is the shortest suffix of its path, at least ``module.param``, that no other
+    parameter's path ends with: ``"Sersic.flux"`` while one Sersic is free,
+    ``"sources.0.flux"`` and ``"sources.1.flux"`` for two unnamed Sersics of one Scene,
+    ``"scenes.0.Sersic.flux"`` for the Sersic of the first of two unnamed Scenes of an
+    ``ImageStack``, ``"epoch1.host.flux"`` when they are named. :attr:`paths` maps each name to
+    its full path.
+
+    Priors: ``priors={param_or_name: torch.distributions.Distribution}``, keyed by the Param, its
+    name, or any dotted end of its path that is unique (``"ImageStack.scenes.1.Sersic.flux"``);
+    a Param without one
     gets the default: uniform within ``valid`` when both bounds are finite, otherwise flat
     (improper; say so in a paper, or give a prior). Modules may also add their own prior term by
     defining a ``@forward log_prior()`` (used by :class:`~skyfit.VAESource`).
@@ -84,11 +99,10 @@ class Posterior(LogDensity):
         # without module prior terms the joint's own forward call adds nothing to the likelihood
         self._body = self.joint if self.joint.prior_modules else likelihood
         self.names, self.slices, lowers, uppers = [], {}, [], []
-        labels = [self._label(p) for p in params]
+        paths = param_paths(likelihood, params)
+        self.paths = dict(zip(short_names(paths), paths))  # name -> path segments (a tuple)
         pos = 0
-        for p, label in zip(params, labels):
-            if labels.count(label) > 1:
-                label = f"{label}#{id(p) % 10000}"
+        for p, label in zip(params, self.paths):
             shape = tuple(p.shape)
             size = max(1, math.prod(shape))
             lo, hi = param_bounds(p, dtype, device)
@@ -102,6 +116,9 @@ class Posterior(LogDensity):
             pos += size
         self.lower = torch.cat(lowers)
         self.upper = torch.cat(uppers)
+        # entries of Params declared cyclic=True (angles) wrap around their bounds
+        self._periodic = torch.cat([torch.full((max(1, math.prod(p.shape)),), bool(p.cyclic),
+                                               device=self.lower.device) for p in params])
         self.priors = {}
         for key, dist in (priors or {}).items():
             label = self._resolve(key)
@@ -117,17 +134,26 @@ class Posterior(LogDensity):
                                          self.upper[sl].reshape(shape)))
             for label, (sl, shape, _) in self.slices.items() if label not in self.priors)
 
-    @staticmethod
-    def _label(p: ck.Param) -> str:
-        parents = sorted(p.parents, key=lambda n: n.name)
-        return f"{parents[0].name}.{p.name}" if parents else p.name
-
     def _resolve(self, key) -> str:
+        # a Param, its name, or any suffix of its path that no other parameter's path ends with
         for label, (_, _, p) in self.slices.items():
             if key is p or key == label:
                 return label
+        if isinstance(key, str):
+            matches = [label for label, path in self.paths.items()
+                       if f".{'.'.join(path)}".endswith(f".{key}")]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise KeyError(f"prior given for {key!r}, which names several parameters "
+                               f"{matches}: use one of these names")
         raise KeyError(f"prior given for {key!r}, which is not a dynamic parameter; "
                        f"parameters are {list(self.slices)}")
+
+    @property
+    def periodic(self) -> torch.Tensor:
+        """``(dim,)`` mask of the entries whose Param is declared ``cyclic=True``."""
+        return self._periodic
 
     # -- values ---------------------------------------------------------------------------
     def initial(self) -> torch.Tensor:
@@ -136,27 +162,13 @@ class Posterior(LogDensity):
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device).reshape(-1)
         if x.shape[-1] != self.dim:
             raise ParameterVectorError("some dynamic parameters have no value; set them first")
-        self.check_valid(x)
+        self.check_inside(x)
         return x
-
-    def check_valid(self, x) -> None:
-        """Raise :class:`ParameterRangeError` naming every entry of ``x`` outside ``valid``."""
-        x = self.as_tensor(x)
-        rows = x.reshape(-1, self.dim)
-        bad = (rows < self.lower) | (rows > self.upper)
-        if bad.any():
-            r = int(torch.nonzero(bad.any(1))[0])  # the first offending point of a batch
-            v = rows[r]
-            msg = ", ".join(f"{self.names[i]}={v[i].item():g} not in "
-                            f"[{self.lower[i].item():g}, {self.upper[i].item():g}]"
-                            for i in torch.nonzero(bad[r]).flatten().tolist())
-            where = f" (point {r} of {rows.shape[0]})" if rows.shape[0] > 1 else ""
-            raise ParameterRangeError(f"parameter values outside their valid range{where}: {msg}")
 
     def set(self, x) -> None:
         """Write ``x`` into the model's dynamic Params (they stay dynamic)."""
         x = self.as_tensor(x)
-        self.check_valid(x)
+        self.check_inside(x)
         self.joint.set_values(x.detach())
 
     def unpack(self, x) -> dict[str, torch.Tensor]:

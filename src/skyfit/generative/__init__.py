@@ -7,7 +7,6 @@ works without it.
 
 from .flows import LatentFlow
 from .galaxies import GalaxySet, check_stamps, make_galaxies
-from .lensing import LensProblem, lensed_galaxy_problem
 from .model import GalaxyModel
 from .pretrained import PRETRAINED, load_pretrained, pretrained_path
 from .training import (
@@ -30,8 +29,6 @@ __all__ = [
     "GalaxyVAE",
     "LatentFlow",
     "GalaxyModel",
-    "LensProblem",
-    "lensed_galaxy_problem",
     "TrainingConfig",
     "TrainingHistory",
     "train_vae",

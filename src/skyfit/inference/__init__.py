@@ -4,12 +4,23 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 """
 
 from . import checkpoint, diagnostics
+from .approximations import GaussianApproximation
 from .checkpoint import *  # noqa: F403
 from .density import FunctionDensity, LogDensity
 from .diagnostics import *  # noqa: F403
 from .emcee import sample_emcee
+from .initialization import (
+    as_start,
+    init_to_feasible,
+    init_to_initial,
+    init_to_sample,
+    init_to_uniform,
+    init_to_value,
+    resolve_start,
+)
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .optimize import MAPResult, fit_map
+from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
 from .sampling import sample_hmc, sample_nuts
 from .transforms import UnconstrainedDensity
@@ -27,9 +38,21 @@ __all__ = [
     "Samples",
     "fit_map",
     "MAPResult",
+    "minimize_batched",
+    "BatchedResult",
+    "multistart",
+    "MultistartResult",
     "laplace",
     "LaplaceResult",
     "log_density_hessian",
+    "GaussianApproximation",
+    "as_start",
+    "init_to_feasible",
+    "init_to_initial",
+    "init_to_sample",
+    "init_to_uniform",
+    "init_to_value",
+    "resolve_start",
     *diagnostics.__all__,
     *checkpoint.__all__,
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..errors import ParameterVectorError
+from ..errors import ParameterRangeError, ParameterVectorError
 
 __all__ = ["LogDensity", "FunctionDensity"]
 
@@ -15,10 +15,15 @@ __all__ = ["LogDensity", "FunctionDensity"]
 class LogDensity(abc.ABC):
     """A (possibly unnormalised) log-density ``log p(x)`` of a flat vector ``x`` of ``dim`` entries.
 
-    Inference code only sees this interface, never a model. Subclasses set ``names`` (one per
-    entry of ``x``), ``lower`` / ``upper`` (support bounds, ``-inf`` / ``inf`` where open) and
-    implement :meth:`log_prob` for ``x`` of shape ``(..., dim)`` returning shape ``(...)``:
-    a batch of points is evaluated in one call.
+    This is the whole interface the inference layer sees, never a model. Subclasses set
+    ``names`` (one per entry of ``x``), ``lower`` / ``upper`` (support bounds, ``-inf`` / ``inf``
+    where open) and implement :meth:`log_prob` for ``x`` of shape ``(..., dim)`` returning shape
+    ``(...)``: a batch of points is evaluated in one call. They may override :meth:`initial`
+    (a default start, e.g. a model's current values) and set :attr:`periodic`.
+
+    The interface: :attr:`names`, :attr:`lower`, :attr:`upper`, :attr:`periodic`,
+    :meth:`initial`, :meth:`check_inside` (the one support check, raising
+    :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`.
     """
 
     names: list[str]
@@ -36,6 +41,27 @@ class LogDensity(abc.ABC):
     @property
     def device(self) -> torch.device:
         return self.lower.device
+
+    @property
+    def periodic(self) -> torch.Tensor:
+        """``(dim,)`` bool mask of the entries that wrap around their bounds (angles); none by
+        default. Samplers and optimisers do not use it yet: they treat every entry as bounded."""
+        return torch.zeros(self.dim, dtype=torch.bool, device=self.device)
+
+    def initial(self) -> torch.Tensor:
+        """A default start point ``(dim,)`` inside the support (used by ``init=None``).
+
+        The base class has none: pass ``init=`` a point, a named dict, a previous result or a
+        strategy such as :func:`~skyfit.inference.init_to_feasible`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no initial() start point: pass init= a ({self.dim},) "
+            "vector, a {name: value} dict, a previous result (MAPResult, LaplaceResult, "
+            "VIResult, Samples) or a strategy such as init_to_feasible()")
+
+    def set(self, x) -> None:
+        """Write ``x`` into the model behind the density; a density without a model has none."""
+        raise TypeError(f"{type(self).__name__} has no model to write values into")
 
     @abc.abstractmethod
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,17 +96,26 @@ class LogDensity(abc.ABC):
                 grad = torch.zeros_like(x)
         return logp.detach(), grad
 
-    def check_inside(self, x: torch.Tensor) -> None:
-        """Raise :class:`ParameterVectorError` naming the entries of ``x`` outside the support."""
+    def check_inside(self, x) -> None:
+        """Raise :class:`~skyfit.errors.ParameterRangeError` if a point of ``x (..., dim)`` lies
+        outside ``[lower, upper]``, naming every offending entry with its value and bounds, and
+        the offending points of a batch (the first three)."""
         x = self.as_tensor(x)
-        bad = (x < self.lower) | (x > self.upper)
-        if bad.any():
-            idx = sorted(set(torch.nonzero(bad)[:, -1].tolist()))
-            msg = ", ".join(
-                f"{self.names[i]} (bounds [{self.lower[i].item():g}, {self.upper[i].item():g}])"
-                for i in idx
-            )
-            raise ParameterVectorError(f"parameter values outside their valid range: {msg}")
+        rows = x.reshape(-1, self.dim)
+        bad = (rows < self.lower) | (rows > self.upper)
+        if not bool(bad.any()):
+            return
+        parts = []
+        bad_rows = torch.nonzero(bad.any(1)).flatten().tolist()
+        for r in bad_rows[:3]:
+            v = rows[r]
+            msg = ", ".join(f"{self.names[i]}={v[i].item():g} not in "
+                            f"[{self.lower[i].item():g}, {self.upper[i].item():g}]"
+                            for i in torch.nonzero(bad[r]).flatten().tolist())
+            parts.append(f"point {r} of {rows.shape[0]}: {msg}" if rows.shape[0] > 1 else msg)
+        more = f" (and {len(bad_rows) - 3} more points)" if len(bad_rows) > 3 else ""
+        raise ParameterRangeError(
+            "parameter values outside their valid range: " + "; ".join(parts) + more)
 
 
 class FunctionDensity(LogDensity):
@@ -91,6 +126,9 @@ class FunctionDensity(LogDensity):
             ``(dim,)`` vector and is vectorised with ``torch.vmap``.
         names: parameter names, or an int ``dim`` for ``x0, x1, ...``.
         lower, upper: support bounds (default unbounded).
+        initial: the default start point returned by :meth:`initial` (default: none, so
+            ``init=None`` asks for a start).
+        periodic: names (or a ``(dim,)`` bool mask) of entries that wrap around their bounds.
 
     Example:
         >>> import torch
@@ -108,6 +146,8 @@ class FunctionDensity(LogDensity):
         batched: bool = True,
         dtype: torch.dtype = torch.float64,
         device=None,
+        initial=None,
+        periodic=None,
     ):
         self.names = [f"x{i}" for i in range(names)] if isinstance(names, int) else list(names)
         d = len(self.names)
@@ -118,6 +158,21 @@ class FunctionDensity(LogDensity):
         self.upper = torch.as_tensor(upper, **kw).expand(d).clone()
         self.fn = fn
         self.batched = batched
+        self._initial = None if initial is None else self.as_tensor(initial).reshape(d)
+        if periodic is None:
+            periodic = torch.zeros(d, dtype=torch.bool)
+        elif not isinstance(periodic, torch.Tensor):
+            periodic = torch.tensor([n in set(periodic) for n in self.names])
+        self._periodic = periodic.to(dtype=torch.bool, device=self.lower.device).reshape(d)
+
+    @property
+    def periodic(self) -> torch.Tensor:
+        return self._periodic
+
+    def initial(self) -> torch.Tensor:
+        if self._initial is None:
+            return super().initial()
+        return self._initial.clone()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.batched or x.ndim == 1:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import arviz as az
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "rhat",
@@ -37,6 +35,7 @@ def _as_3d(draws) -> tuple[np.ndarray, bool]:
 
 
 def _dataset(a: np.ndarray, names: Sequence[str] | None = None):
+    import arviz as az
     names = list(names) if names is not None else [f"x{i}" for i in range(a.shape[-1])]
     if len(set(names)) != len(names):  # arviz needs unique variable names
         names = [f"{n}#{i}" for i, n in enumerate(names)]
@@ -50,6 +49,7 @@ def _per_param(ds, names, squeeze):
 
 def rhat(draws) -> np.ndarray:
     """Rank-normalised split R-hat per parameter (``arviz.rhat(method="rank")``)."""
+    import arviz as az
     a, squeeze = _as_3d(draws)
     ds, names = _dataset(a)
     return _per_param(az.rhat(ds, method="rank"), names, squeeze)
@@ -58,6 +58,7 @@ def rhat(draws) -> np.ndarray:
 def ess(draws, method: str = "bulk") -> np.ndarray:
     """Effective sample size per parameter: ``"bulk"`` (rank-normalised), ``"tail"`` (5% / 95%
     quantiles) or any other ``arviz.ess`` method (``"mean"``, ``"sd"``, ...)."""
+    import arviz as az
     a, squeeze = _as_3d(draws)
     ds, names = _dataset(a)
     return _per_param(az.ess(ds, method=method), names, squeeze)
@@ -65,6 +66,7 @@ def ess(draws, method: str = "bulk") -> np.ndarray:
 
 def mcse(draws, method: str = "mean") -> np.ndarray:
     """Monte Carlo standard error per parameter of the posterior ``"mean"`` or ``"sd"``."""
+    import arviz as az
     a, squeeze = _as_3d(draws)
     ds, names = _dataset(a)
     if method == "sd":  # arviz.mcse(method="sd") breaks under numba + numpy 2; summary's does not
@@ -78,6 +80,7 @@ def diagnostics_table(draws, names: Sequence[str] | None = None,
                       quantiles: Sequence[float] = (0.05, 0.5, 0.95)):
     """A ``pandas.DataFrame`` with one row per parameter: mean, sd, the given quantiles,
     ``mcse_mean``, ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat`` (ArviZ's ``summary``)."""
+    import arviz as az
     a, _ = _as_3d(draws)
     ds, keys = _dataset(a, names)
     table = az.summary(ds, kind="diagnostics", round_to="none")
@@ -95,6 +98,7 @@ def ks_uniform(x, lower: float = 0.0, upper: float = 1.0) -> float:
 
     The test assumes independent draws: thin MCMC output by its autocorrelation time first.
     """
+    from scipy import stats
     x = np.asarray(x, dtype=np.float64).ravel()
     return float(stats.kstest(x, "uniform", args=(lower, upper - lower)).pvalue)
 
@@ -126,6 +130,7 @@ def sbc_chi2(ranks, n_draws: int, n_bins: int = 10) -> np.ndarray:
     expected count is proportional to the number of rank values it holds (exact also when
     ``n_bins`` does not divide ``n_draws + 1``). Keep the expected count per bin >= 5.
     """
+    from scipy import stats
     ranks = np.asarray(ranks)
     if ranks.ndim == 1:
         ranks = ranks[:, None]

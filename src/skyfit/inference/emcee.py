@@ -2,105 +2,163 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
+from collections.abc import Callable
 
-import emcee
 import numpy as np
 import torch
 
-from ..errors import ConvergenceWarning, LogDensityError, ParameterVectorError
+from ..errors import ConvergenceWarning, LogDensityError
 from .density import LogDensity
-from .results import Samples
+from .initialization import RandomSource, as_strategy, resolve_start
+from .results import AUTOCORR_TIMES_MIN, Samples
 
 __all__ = ["sample_emcee"]
 
 
-_VI_START_DRAWS = 4096
-# a run shorter than this many autocorrelation times gives unreliable tau and draws (emcee docs,
-# "Autocorrelation analysis & convergence"; Sokal 1997)
-AUTOCORR_TIMES_MIN = 50
 
 
-def _numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy().astype(np.float64)
 
 
-def _check_start(density: LogDensity, x: np.ndarray) -> None:
-    """The start point must be inside the support with a finite log-density."""
-    xt = torch.as_tensor(x, dtype=density.dtype, device=density.device)
-    getattr(density, "check_valid", density.check_inside)(xt)
-    with torch.no_grad():
-        logp = float(density.log_prob(xt))
-    if not math.isfinite(logp):
-        values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, x.tolist()))
-        raise LogDensityError(
-            f"log-density is {logp} at the start point ({values}); start inside the support "
-            "where the model is defined (for instance from fit_map)")
+def _ball_scale(density: LogDensity) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Spread of the walkers around a single start point: 1e-3 of each bound width, or of
+    ``max(|x|, 1)`` where a bound is open."""
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        width = density.upper - density.lower
+        return 1e-3 * torch.where(torch.isfinite(width), width, x.abs().clamp(min=1.0))
+    return scale
 
 
-def _start_center(density: LogDensity, init):
-    """(center, covariance or None, explicit walker positions or None) from ``init``."""
-    if init is None:
-        if not hasattr(density, "initial"):
-            raise ValueError("give init (a vector, a MAPResult or a LaplaceResult): this density "
-                             "has no initial() values to start from")
-        from .laplace import laplace
-        from .optimize import fit_map
-        x0 = density.initial()
-        _check_start(density, _numpy(x0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                init = laplace(density, fit_map(density, x0).x)
-            except Exception:  # noqa: BLE001 -- fall back to a ball around initial()
-                return _numpy(x0), None, None
-    if hasattr(init, "elbo_history"):  # a VIResult: its Gaussian lives in the unconstrained space
-        walkers = init.sample(_VI_START_DRAWS, seed=0).draws[0]
-        return walkers.mean(0), np.cov(walkers, rowvar=False).reshape(walkers.shape[1], -1), None
-    if hasattr(init, "mean") and hasattr(init, "covariance") and not callable(init.mean):
-        return _numpy(init.mean).reshape(-1), _numpy(init.covariance), None
-    if hasattr(init, "x"):  # MAPResult
-        return _numpy(init.x).reshape(-1), None, None
-    x = _numpy(init)
-    if x.ndim == 2:
-        return x.mean(0), None, x
-    return x.reshape(-1), None, None
-
-
-def _initial_walkers(density, center, cov, n_walkers, rng, log_prob_np) -> np.ndarray:
-    """Walkers from N(center, cov) (or a small ball), redrawn until inside the support with a
-    finite log-density; stragglers are pulled towards the center."""
-    dim = center.shape[0]
-    lo, hi = _numpy(density.lower), _numpy(density.upper)
-    if cov is not None:
-        cov = 0.5 * (cov + cov.T)
-        evals, evecs = np.linalg.eigh(cov)
-        root = evecs * np.sqrt(np.clip(evals, 0.0, None))
-    else:
-        width = np.where(np.isfinite(hi - lo), hi - lo, np.maximum(np.abs(center), 1.0))
-        root = np.diag(1e-3 * width)
-    pos = center + rng.standard_normal((n_walkers, dim)) @ root.T
+def _initial_walkers(density: LogDensity, init, n_walkers: int, rng: np.random.Generator,
+                     log_prob_np) -> np.ndarray:
+    """Walkers from the start resolver (:func:`resolve_start` in the constrained space);
+    walkers of a drawn start where the log-density is not finite are redrawn, then pulled
+    towards the best walker. Explicit walkers are used as given."""
+    strategy = as_strategy(init)
+    random = RandomSource.from_numpy(rng, density.dtype, density.device)
+    scale = _ball_scale(density)
+    pos = _numpy(resolve_start(density, strategy, n_walkers, random, "constrained",
+                               scale).position)
+    if strategy.n_points is not None:
+        return pos
     ok = np.isfinite(log_prob_np(pos))
     for _ in range(50):
         if ok.all():
             break
         bad = ~ok
-        pos[bad] = center + rng.standard_normal((int(bad.sum()), dim)) @ root.T
+        pos[bad] = _numpy(resolve_start(density, strategy, int(bad.sum()), random,
+                                        "constrained", scale).position)
         ok[bad] = np.isfinite(log_prob_np(pos[bad]))
-    shrink = 0.5
-    while not ok.all() and shrink > 1e-8:
-        bad = ~ok
-        pos[bad] = center + shrink * (pos[bad] - center)
-        ok[bad] = np.isfinite(log_prob_np(pos[bad]))
-        shrink *= 0.5
+    if ok.any() and not ok.all():
+        best = pos[ok][0]
+        shrink = 0.5
+        while not ok.all() and shrink > 1e-8:
+            bad = ~ok
+            pos[bad] = best + shrink * (pos[bad] - best)
+            ok[bad] = np.isfinite(log_prob_np(pos[bad]))
+            shrink *= 0.5
     if not ok.all():
         raise LogDensityError(f"could not place {int((~ok).sum())} walkers where the "
-                              "log-density is finite around the start point")
+                              "log-density is finite around the start")
     return pos
+
+
+def _numpy_log_prob(density: LogDensity, counts: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """emcee's batched log-probability: ``-inf`` outside the support (not evaluated) and for
+    NaN (counted); +inf is an error naming the point."""
+    dtype, device = density.dtype, density.device
+    lo, hi = _numpy(density.lower), _numpy(density.upper)
+
+    def log_prob_np(x: np.ndarray) -> np.ndarray:
+        x = np.atleast_2d(x)
+        inside = np.all((x >= lo) & (x <= hi), axis=-1) & np.all(np.isfinite(x), axis=-1)
+        out = np.full(x.shape[0], -np.inf)
+        if not inside.any():
+            return out
+        # points outside the support are not evaluated: an inside point stands in for them
+        xe = np.where(inside[:, None], x, x[inside][0])
+        with torch.no_grad():
+            lp = density.log_prob(torch.as_tensor(xe, dtype=dtype, device=device))
+        lp = _numpy(lp).reshape(-1)
+        counts["evals"] += int(inside.sum())
+        if np.isposinf(lp[inside]).any():
+            bad = x[inside][np.isposinf(lp[inside])][0]
+            raise LogDensityError("log-density is +inf at " + ", ".join(
+                f"{n}={v:g}" for n, v in zip(density.names, bad.tolist())))
+        nan = inside & np.isnan(lp)
+        counts["nan"] += int(nan.sum())
+        out[inside] = np.where(np.isnan(lp[inside]), -np.inf, lp[inside])
+        return out
+
+    return log_prob_np
+
+
+def _autocorrelation(sampler, n_burn: int, counts: dict) -> tuple[np.ndarray, int]:
+    """emcee's autocorrelation times after burn-in and the kept steps; warns when the run is
+    shorter than AUTOCORR_TIMES_MIN times or had NaN proposals."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tau = np.asarray(sampler.get_autocorr_time(discard=n_burn, tol=0), dtype=float)
+    n_kept = sampler.iteration - n_burn
+    tau_max = float(np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
+    if not n_kept >= AUTOCORR_TIMES_MIN * tau_max:  # also when tau is nan (too few steps)
+        warnings.warn(ConvergenceWarning(
+            f"emcee: {n_kept} steps are fewer than {AUTOCORR_TIMES_MIN} autocorrelation times "
+            f"(max tau = {tau_max:.1f} steps); the estimate of tau and the draws are "
+            "unreliable: run longer (n_steps)"), stacklevel=3)
+    if counts["nan"]:
+        warnings.warn(ConvergenceWarning(
+            f"emcee: log-density was NaN at {counts['nan']} proposals (treated as -inf)"),
+            stacklevel=3)
+    return tau, n_kept
+
+
+def _walker_count(dim: int, init, n_walkers: int | None) -> int:
+    """The ensemble size: as given, else as many as explicit walkers, else ``max(32, 4 dim)``
+    rounded up to even; at least ``2 dim``."""
+    if n_walkers is None:
+        n_walkers = as_strategy(init).n_points
+    if n_walkers is None:
+        n_walkers = max(32, 4 * dim)
+        n_walkers += n_walkers % 2
+    if n_walkers < 2 * dim:
+        raise ValueError(f"emcee needs at least 2 * dim = {2 * dim} walkers, got {n_walkers}; "
+                         "pass n_walkers >= 2 * dim")
+    return n_walkers
+
+
+def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, seed,
+                  checkpoint, resume, progress, moves):
+    """Run emcee to ``total`` stored steps: from resolved starts, or on from the walkers and
+    random state stored in ``checkpoint`` when resuming. Returns ``(sampler, resuming)``."""
+    import emcee  # with h5py and scipy.stats: kept out of `import skyfit`
+
+    dim = density.dim
+    backend = None if checkpoint is None else emcee.backends.HDFBackend(str(checkpoint))
+    resuming = resume and backend.initialized and backend.iteration > 0
+    if resuming:
+        if not walkers_given:
+            n_walkers = int(backend.shape[0])
+        if backend.shape != (n_walkers, dim):
+            raise ValueError(f"checkpoint {checkpoint} holds {backend.shape} (walkers, dim), "
+                             f"asked for ({n_walkers}, {dim})")
+    else:
+        rng = np.random.default_rng(seed)
+        p0 = _initial_walkers(density, init, n_walkers, rng, log_prob_np)
+        if backend is not None:
+            backend.reset(n_walkers, dim)
+    sampler = emcee.EnsembleSampler(n_walkers, dim, log_prob_np, moves=moves, backend=backend,
+                                    vectorize=True)
+    if resuming:
+        if total - backend.iteration > 0:
+            sampler.run_mcmc(None, total - backend.iteration, progress=progress)
+    else:
+        sampler.random_state = np.random.RandomState(int(rng.integers(2**32 - 1))).get_state()
+        sampler.run_mcmc(p0, total, progress=progress)
+    return sampler, resuming
 
 
 def sample_emcee(
@@ -126,21 +184,19 @@ def sample_emcee(
     ``vectorize=True``); points outside ``[lower, upper]`` get ``-inf`` without being evaluated.
     The sampler works in the constrained space, so no Jacobian is involved.
 
-    The returned :class:`~skyfit.inference.Samples` has the walkers as its "chains". Walkers of
-    one ensemble are *not* independent chains: R-hat and ESS across them are only indicative;
-    ``info["autocorr_time"]`` (emcee's integrated autocorrelation time, in steps, per parameter)
-    and ``info["ess_autocorr"]`` (``n_walkers * n_steps / tau``) are the ensemble's own measures.
-    emcee asks for ``n_steps`` of at least ~50 autocorrelation times; fewer gives a
-    :class:`~skyfit.errors.ConvergenceWarning`.
+    The walkers are the :class:`~skyfit.inference.Samples`' "chains", but *not* independent
+    chains: R-hat and ESS across them are only indicative; ``info["autocorr_time"]`` (per
+    parameter, in steps) and ``info["ess_autocorr"]`` (``n_walkers * n_steps / tau``) are the
+    ensemble's own measures. Fewer than ~50 autocorrelation times give a ConvergenceWarning.
 
     Arguments:
         density: any :class:`~skyfit.inference.LogDensity`.
-        init: where walkers start. ``None``: MAP (:func:`fit_map` from ``density.initial()``)
-            then its Laplace covariance. Anything with ``.mean`` and ``.covariance`` (a
-            :class:`LaplaceResult`, or a :class:`VIResult` via its draws): walkers drawn from
-            ``N(mean, covariance)`` truncated to the support. A vector or a
-            :class:`MAPResult`: a small ball (1e-3 of each bound width or of ``max(|x|, 1)``)
-            around it. An array ``(n_walkers, dim)``: the walkers themselves.
+        init: where walkers start, resolved by :func:`~skyfit.inference.resolve_start` (the
+            same rules as every sampler; no fit is run). ``None``: ``density.initial()``. A
+            vector, a ``{name: value}`` dict or a :class:`MAPResult`: a small ball (1e-3 of
+            each bound width or of ``max(|x|, 1)``) around it. A Gaussian result (Laplace,
+            VI): walkers drawn from it inside the support. An array ``(n_walkers, dim)``: the
+            walkers themselves. Or an ``init_to_*`` strategy.
         n_walkers: ensemble size (default ``max(32, 4 dim)``, even); at least ``2 dim``.
         n_steps: stored steps after burn-in; n_burn: steps discarded first.
         seed: seeds a ``numpy.random.Generator`` that draws the start and seeds emcee's random
@@ -149,8 +205,7 @@ def sample_emcee(
         resume: continue the run stored in ``checkpoint`` (same walkers, same random state)
             until ``n_burn + n_steps`` steps are stored; without ``resume`` the file is reset.
         progress: tqdm progress bar.
-        moves: emcee moves (default ``StretchMove``), e.g. ``[(emcee.moves.DEMove(), 0.8),
-            (emcee.moves.DESnookerMove(), 0.2)]``.
+        moves: emcee moves (default ``StretchMove``), e.g. ``[(DEMove(), 0.8), ...]``.
         thin: keep every ``thin``-th step.
 
     Example:
@@ -161,128 +216,27 @@ def sample_emcee(
         >>> s.draws.shape
         (32, 200, 2)
     """
-    t_start = time.perf_counter()
-    dim = density.dim
-    walkers_given = n_walkers is not None
-    if n_walkers is None:
-        n_walkers = max(32, 4 * dim)
-        n_walkers += n_walkers % 2
-    if n_walkers < 2 * dim:
-        raise ValueError(f"emcee needs at least 2 * dim = {2 * dim} walkers, got {n_walkers}; "
-                         "pass n_walkers >= 2 * dim")
+    t_start, walkers_given = time.perf_counter(), n_walkers is not None
+    n_walkers = _walker_count(density.dim, init, n_walkers)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint file to resume from")
-    dtype, device = density.dtype, density.device
-    lo, hi = _numpy(density.lower), _numpy(density.upper)
     counts = {"evals": 0, "nan": 0}
-    safe = None  # a point inside the support, evaluated in place of points outside it
-
-    def log_prob_np(x: np.ndarray) -> np.ndarray:
-        x = np.atleast_2d(x)
-        inside = np.all((x >= lo) & (x <= hi), axis=-1) & np.all(np.isfinite(x), axis=-1)
-        out = np.full(x.shape[0], -np.inf)
-        if not inside.any():
-            return out
-        xe = np.where(inside[:, None], x, safe)
-        with torch.no_grad():
-            lp = density.log_prob(torch.as_tensor(xe, dtype=dtype, device=device))
-        lp = _numpy(lp).reshape(-1)
-        counts["evals"] += int(inside.sum())
-        if np.isposinf(lp[inside]).any():
-            bad = x[inside][np.isposinf(lp[inside])][0]
-            raise LogDensityError("log-density is +inf at " + ", ".join(
-                f"{n}={v:g}" for n, v in zip(density.names, bad.tolist())))
-        nan = inside & np.isnan(lp)
-        counts["nan"] += int(nan.sum())
-        out[inside] = np.where(np.isnan(lp[inside]), -np.inf, lp[inside])
-        return out
-
-    backend = None
-    if checkpoint is not None:
-        backend = emcee.backends.HDFBackend(str(checkpoint))
-    resuming = resume and backend.initialized and backend.iteration > 0
-    if resuming:
-        if not walkers_given:
-            n_walkers = int(backend.shape[0])
-        if backend.shape != (n_walkers, dim):
-            raise ValueError(f"checkpoint {checkpoint} holds {backend.shape} (walkers, dim), "
-                             f"asked for ({n_walkers}, {dim})")
-        safe = backend.get_last_sample().coords[
-            int(np.argmax(backend.get_last_sample().log_prob))]
-    else:
-        rng = np.random.default_rng(seed)
-        center, cov, walkers = _start_center(density, init)
-        if center.shape[0] != dim:
-            raise ParameterVectorError(f"init has {center.shape[0]} entries, expected {dim} "
-                                       f"({', '.join(density.names)})")
-        if walkers is not None:
-            if not walkers_given:
-                n_walkers = walkers.shape[0]
-            if walkers.shape != (n_walkers, dim):
-                raise ParameterVectorError(f"walker positions {walkers.shape}, expected "
-                                           f"({n_walkers}, {dim})")
-            getattr(density, "check_valid", density.check_inside)(
-                torch.as_tensor(walkers, dtype=dtype, device=device))
-            safe = walkers[0]
-            p0 = walkers.copy()
-            finite = np.isfinite(log_prob_np(p0))
-            if not finite.all():
-                _check_start(density, p0[~finite][0])
-        else:
-            _check_start(density, center)
-            safe = center
-            p0 = _initial_walkers(density, center, cov, n_walkers, rng, log_prob_np)
-        if backend is not None:
-            backend.reset(n_walkers, dim)
-
-    sampler = emcee.EnsembleSampler(n_walkers, dim, log_prob_np, moves=moves, backend=backend,
-                                    vectorize=True)
-    total = n_burn + n_steps
-    if resuming:
-        todo = total - backend.iteration
-        if todo > 0:
-            sampler.run_mcmc(None, todo, progress=progress)
-    else:
-        sampler.random_state = np.random.RandomState(
-            int(rng.integers(2**32 - 1))).get_state()
-        sampler.run_mcmc(p0, total, progress=progress)
-
+    sampler, resuming = _run_ensemble(density, init, n_walkers, walkers_given,
+                                      _numpy_log_prob(density, counts), n_burn + n_steps, seed,
+                                      checkpoint, resume, progress, moves)
     chain = sampler.get_chain(discard=n_burn, thin=thin)  # (step, walker, dim)
     logp = sampler.get_log_prob(discard=n_burn, thin=thin)
     if chain.shape[0] == 0:
         raise ValueError(f"no draws kept: n_steps={n_steps} after n_burn={n_burn}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tau = np.asarray(sampler.get_autocorr_time(discard=n_burn, tol=0), dtype=float)
-    n_kept = sampler.iteration - n_burn
-    tau_max = float(np.max(tau)) if np.all(np.isfinite(tau)) else float("nan")
-    if not n_kept >= AUTOCORR_TIMES_MIN * tau_max:  # also when tau is nan (too few steps)
-        warnings.warn(ConvergenceWarning(
-            f"emcee: {n_kept} steps are fewer than {AUTOCORR_TIMES_MIN} autocorrelation times "
-            f"(max tau = "
-            f"{tau_max:.1f} steps); the estimate of tau and the draws are unreliable: run "
-            "longer (n_steps)"), stacklevel=2)
-    if counts["nan"]:
-        warnings.warn(ConvergenceWarning(
-            f"emcee: log-density was NaN at {counts['nan']} proposals (treated as -inf)"),
-            stacklevel=2)
-    info = {
-        "wall_time": time.perf_counter() - t_start,
-        "n_evals": counts["evals"],
-        "n_walkers": n_walkers,
-        "n_steps": int(n_kept),
-        "n_burn": n_burn,
-        "thin": thin,
-        "seed": seed,
-        "autocorr_time": tau,
-        "ess_autocorr": n_walkers * n_kept / tau,
-        "acceptance_fraction": np.asarray(sampler.acceptance_fraction, dtype=float),
-        "n_nan": counts["nan"],
-        "moves": repr(moves) if moves is not None else "StretchMove",
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "resumed": bool(resuming),
-    }
+    tau, n_kept = _autocorrelation(sampler, n_burn, counts)
+    n_walkers = sampler.nwalkers
+    info = dict(
+        wall_time=time.perf_counter() - t_start, n_evals=counts["evals"], n_walkers=n_walkers,
+        n_steps=int(n_kept), n_burn=n_burn, thin=thin, seed=seed, autocorr_time=tau,
+        ess_autocorr=n_walkers * n_kept / tau,
+        acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
+        n_nan=counts["nan"], moves=repr(moves) if moves is not None else "StretchMove",
+        checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
-                   names=list(density.names),
-                   log_density=np.ascontiguousarray(logp.T),
+                   names=list(density.names), log_density=np.ascontiguousarray(logp.T),
                    sampler="emcee", info=info)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import HessianWarning, LogDensityError
+from .approximations import GaussianApproximation
 from .density import LogDensity
+from .initialization import resolve_point
 from .results import Samples
 
 __all__ = ["log_density_hessian", "laplace", "LaplaceResult"]
@@ -33,61 +34,24 @@ def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class LaplaceResult:
-    """Gaussian approximation ``N(mean, covariance)`` of a posterior around its mode.
+class LaplaceResult(GaussianApproximation):
+    """Gaussian approximation ``N(mean, covariance)`` of a posterior around its mode, in the
+    constrained (physical) space.
 
-    Attributes:
-        mean: the mode, ``(dim,)``. covariance: ``(-H)^-1``. std: marginal standard errors.
-        correlation: correlation matrix. names: parameter names. hessian: ``H`` at the mode.
-        repaired: True if ``-H`` was not positive definite and was repaired (see :func:`laplace`).
+    Attributes (beyond :class:`GaussianApproximation`'s ``mean``, ``covariance``, ``names``,
+    ``space``, ``std``, ``correlation``):
+        hessian: ``H`` at the mode. repaired: True if ``-H`` was not positive definite and was
+        repaired (see :func:`laplace`).
     """
 
-    mean: torch.Tensor
-    covariance: torch.Tensor
-    names: list[str]
-    hessian: torch.Tensor
+    hessian: torch.Tensor = None
     repaired: bool = False
-
-    @property
-    def std(self) -> torch.Tensor:
-        return self.covariance.diagonal().sqrt()
-
-    @property
-    def correlation(self) -> torch.Tensor:
-        s = self.std
-        return self.covariance / (s[:, None] * s[None, :])
-
-    def propagate(self, fn: Callable[[torch.Tensor], torch.Tensor]):
-        """Delta method: mean and covariance of ``fn(x)`` for ``x ~ N(mean, covariance)``.
-
-        ``fn`` maps the flat vector to any tensor (a derived quantity such as a peak time or a
-        magnification); returns ``(value, covariance)`` with ``covariance = J C J^T`` where ``J``
-        is the autograd Jacobian of ``fn`` at the mean (flattened output).
-        """
-        value = fn(self.mean)
-        J = torch.autograd.functional.jacobian(lambda v: fn(v).reshape(-1), self.mean)
-        J = J.reshape(-1, self.mean.shape[-1])
-        return value.detach(), J @ self.covariance @ J.T
 
     def sample(self, n: int = 4000, seed: int = 0) -> Samples:
         """Draws from the Gaussian approximation, as one chain of :class:`Samples`."""
-        g = torch.Generator(device=self.mean.device).manual_seed(seed)
-        L = torch.linalg.cholesky(self.covariance)
-        eps = torch.randn(n, self.mean.shape[0], generator=g, dtype=self.mean.dtype,
-                          device=self.mean.device)
-        draws = self.mean + eps @ L.T
+        draws = self.draw(n, seed)
         return Samples(draws=draws[None].cpu().numpy(), names=list(self.names),
                        log_density=np.full((1, n), np.nan), sampler="laplace")
-
-    def table(self, truth: dict | None = None) -> str:
-        """Plain-text table of value +- standard error (and truth when given)."""
-        rows = [f"{'parameter':<28}{'value':>14}{'+-':>12}" + (f"{'truth':>14}" if truth else "")]
-        for name, v, s in zip(self.names, self.mean.tolist(), self.std.tolist()):
-            line = f"{name:<28}{v:>14.6g}{s:>12.3g}"
-            if truth:
-                line += f"{truth.get(name, float('nan')):>14.6g}"
-            rows.append(line)
-        return "\n".join(rows)
 
 
 def _warn_at_bounds(density: LogDensity, x: torch.Tensor) -> None:
@@ -106,7 +70,7 @@ def _warn_at_bounds(density: LogDensity, x: torch.Tensor) -> None:
             "quote a limit (e.g. from samples) for these parameters"), stacklevel=3)
 
 
-def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
+def laplace(density: LogDensity, x=None, tol: float = 1e-12) -> LaplaceResult:
     """Laplace approximation at a mode ``x`` of ``density``.
 
     The covariance is ``(-H)^-1`` with ``H`` the Hessian of ``log p`` at ``x``. Positive
@@ -119,6 +83,12 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
     saddle-free Newton, Dauphin et al. 2014, arXiv:1406.2572) and flat directions get a very
     large but finite variance. Treat the uncertainties along those directions as meaningless.
 
+    Arguments:
+        density: any :class:`~skyfit.inference.LogDensity`.
+        x: the mode: a :class:`MAPResult`, a ``(dim,)`` vector, a ``{name: value}`` dict or an
+            ``init_to_*`` strategy (resolved by :func:`~skyfit.inference.resolve_point`;
+            ``None``: ``density.initial()``).
+
     Example:
         >>> import torch
         >>> from skyfit.inference import FunctionDensity
@@ -128,7 +98,7 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
         >>> torch.allclose(laplace(d, torch.zeros(2)).covariance, C)
         True
     """
-    x = density.as_tensor(x).detach()
+    x = resolve_point(density, x)
     _warn_at_bounds(density, x)
     H = log_density_hessian(density, x)
     precision = -H
@@ -161,5 +131,5 @@ def laplace(density: LogDensity, x, tol: float = 1e-12) -> LaplaceResult:
     L = torch.linalg.cholesky(precision)
     covariance = torch.cholesky_inverse(L)
     covariance = 0.5 * (covariance + covariance.T)
-    return LaplaceResult(mean=x, covariance=covariance, names=list(density.names), hessian=H,
-                         repaired=repaired)
+    return LaplaceResult(mean=x, covariance=covariance, names=list(density.names),
+                         space="constrained", hessian=H, repaired=repaired)

@@ -5,68 +5,20 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
+from .approximations import MAPResult
 from .density import LogDensity
+from .initialization import resolve_point
 from .laplace import log_density_hessian
 
 __all__ = ["fit_map", "MAPResult"]
 
 METHODS = ("L-BFGS-B", "BFGS", "trust-exact")
-
-
-@dataclass
-class MAPResult:
-    """The outcome of :func:`fit_map`.
-
-    Attributes:
-        x: the optimum, ``(dim,)``. names: parameter names. log_density: ``log p`` at ``x``.
-        n_evals: log-density (+ gradient) evaluations, counted as work: a batched call of ``k``
-            points counts ``k``, an exact Hessian ``dim``. grad_norm: max |gradient| (free
-            entries).
-        newton_decrement: ``g^T (-H)^-1 g / 2``, the log-density still to gain by a Newton step
-            (nan if the Hessian was not used). converged: judged by the decrement (< 1e-6) when
-            the Hessian is negative definite, else by ``grad_norm < gtol``; not by scipy alone.
-        message: scipy's message. wall_time: seconds. density: the fitted density.
-    """
-
-    x: torch.Tensor
-    names: list[str]
-    log_density: float
-    n_evals: int
-    grad_norm: float
-    newton_decrement: float
-    converged: bool
-    message: str
-    wall_time: float
-    density: LogDensity = field(repr=False)
-
-    @property
-    def values(self) -> dict[str, float]:
-        """``{name: value}`` of the optimum."""
-        return dict(zip(self.names, self.x.tolist()))
-
-    def apply(self) -> None:
-        """Write the optimum into the model's Params (for a :class:`~skyfit.Posterior`)."""
-        if not hasattr(self.density, "set"):
-            raise TypeError(f"{type(self.density).__name__} has no model to write values into")
-        self.density.set(self.x)
-
-
-def _start_point(density: LogDensity, x0) -> torch.Tensor:
-    if x0 is None:
-        if not hasattr(density, "initial"):
-            raise ValueError("give x0: this density has no initial() values")
-        x0 = density.initial()
-    x0 = density.as_tensor(x0).detach().clone()
-    getattr(density, "check_valid", density.check_inside)(x0)
-    return x0
 
 
 def check_finite_start(density: LogDensity, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +63,47 @@ def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor)
     return torch.where(ok, curv.clamp(min=1e-300).rsqrt(), torch.ones_like(x0))
 
 
+class _Objective:
+    """``-log p`` and its gradient (and Hessian) in rescaled coordinates
+    ``v = (x - x_ref) / scale``, counting gradient evaluations as work."""
+
+    def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor):
+        self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
+
+    def to_x(self, v: np.ndarray) -> torch.Tensor:
+        # clamp: rescaled bounds can round to just outside the true ones
+        d = self.density
+        x = self.x_ref + self.scale * torch.as_tensor(v, dtype=d.dtype, device=d.device)
+        return torch.clamp(x, d.lower, d.upper)
+
+    def __call__(self, v: np.ndarray):
+        self.n_evals += 1
+        logp, grad = self.density.value_and_grad(self.to_x(v))
+        f = -logp.item()
+        if not math.isfinite(f):
+            return np.inf, np.zeros_like(v)
+        return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
+
+    def hessian(self, v: np.ndarray) -> np.ndarray:
+        self.n_evals += self.x_ref.shape[0]
+        s = self.scale
+        return -(log_density_hessian(self.density, self.to_x(v)) * s[:, None] * s[None, :]
+                 ).cpu().numpy()
+
+
+def _scipy_options(density, method, maxiter, gtol, polish, x_ref, scale) -> dict:
+    """``minimize`` arguments: L-BFGS-B gets the rescaled box bounds (``None`` where open)."""
+    kwargs = dict(method=method, jac=True, options=dict(maxiter=maxiter, gtol=gtol))
+    if method == "L-BFGS-B":
+        lo = ((density.lower - x_ref) / scale).tolist()
+        hi = ((density.upper - x_ref) / scale).tolist()
+        kwargs["bounds"] = [(a if math.isfinite(a) else None, b if math.isfinite(b) else None)
+                            for a, b in zip(lo, hi)]
+        # with the Newton polish after it, L-BFGS only needs to get close
+        kwargs["options"].update(ftol=1e-15 if not polish else 1e-12, maxcor=30)
+    return kwargs
+
+
 def fit_map(
     density: LogDensity,
     x0=None,
@@ -132,7 +125,9 @@ def fit_map(
 
     Arguments:
         density: any :class:`~skyfit.inference.LogDensity` (e.g. a :class:`~skyfit.Posterior`).
-        x0: start vector (default ``density.initial()``); must be inside the bounds.
+        x0: the start, resolved by :func:`~skyfit.inference.resolve_point`: ``None``
+            (``density.initial()``), a ``(dim,)`` vector, a ``{name: value}`` dict, a previous
+            result or an ``init_to_*`` strategy; must be inside the bounds.
 
     Example:
         >>> import torch
@@ -142,100 +137,34 @@ def fit_map(
         >>> [round(v, 6) for v in res.x.tolist()], res.converged
         ([3.0, 3.0], True)
     """
+    from scipy.optimize import minimize  # kept out of `import skyfit`
+
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t_start = time.perf_counter()
-    x0 = _start_point(density, x0)
+    x0 = resolve_point(density, x0)
     _, grad0 = check_finite_start(density, x0)
-    dtype, device = density.dtype, density.device
-    n_evals = 1
-    # Diagonal preconditioning: optimise u = (x - x0) / scale with scale ~ 1 / sqrt(curvature),
-    # from forward differences of the gradient (one batched call of dim points). Parameters
-    # of very different sizes (positions in arcsec, fluxes in thousands) otherwise cost
-    # quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
-    scale = torch.ones_like(x0)
-    if precondition:
-        scale = _diagonal_scales(density, x0, grad0)
-        n_evals += x0.shape[0]  # one batched call, but dim gradient evaluations of work
-    x_ref = x0.clone()
-
-    def to_x(v: np.ndarray) -> torch.Tensor:
-        # clamp: rescaled bounds can round to just outside the true ones
-        x = x_ref + scale * torch.as_tensor(v, dtype=dtype, device=device)
-        return torch.clamp(x, density.lower, density.upper)
-
-    def objective(v: np.ndarray):
-        nonlocal n_evals
-        n_evals += 1
-        logp, grad = density.value_and_grad(to_x(v))
-        f = -logp.item()
-        if not math.isfinite(f):
-            return np.inf, np.zeros_like(v)
-        return f, -(grad * scale).cpu().numpy().astype(np.float64)
-
-    kwargs = dict(method=method, jac=True, options=dict(maxiter=maxiter))
-    if method == "L-BFGS-B":
-        lo = ((density.lower - x_ref) / scale).tolist()
-        hi = ((density.upper - x_ref) / scale).tolist()
-        kwargs["bounds"] = [(a if math.isfinite(a) else None, b if math.isfinite(b) else None)
-                            for a, b in zip(lo, hi)]
-        # with the Newton polish after it, L-BFGS only needs to get close
-        kwargs["options"].update(ftol=1e-15 if not polish else 1e-12, gtol=gtol, maxcor=30)
-    elif method == "BFGS":
-        kwargs["options"].update(gtol=gtol)
-    else:
-        def hessian(v: np.ndarray) -> np.ndarray:
-            nonlocal n_evals
-            n_evals += x0.shape[0]
-            return -(log_density_hessian(density, to_x(v))
-                     * scale[:, None] * scale[None, :]).cpu().numpy()
-
-        kwargs["hess"] = hessian
-        kwargs["options"].update(gtol=gtol)
+    # Diagonal preconditioning: optimise v = (x - x0) / scale with scale ~ 1 / sqrt(curvature).
+    # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
+    # cost quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
+    scale = _diagonal_scales(density, x0, grad0) if precondition else torch.ones_like(x0)
+    objective = _Objective(density, x0.clone(), scale)
+    objective.n_evals = 1 + (x0.shape[0] if precondition else 0)  # dim gradients of work
+    kwargs = _scipy_options(density, method, maxiter, gtol, polish, objective.x_ref, scale)
+    if method == "trust-exact":
+        kwargs["hess"] = objective.hessian
     # scipy's optimisers call BLAS on dim-length vectors, where threads only hurt: OpenBLAS's
-    # idle threads spin and take the cores torch's threads need for the log-density (measured
-    # 2x slower gradient evaluations inside L-BFGS-B on a 2-core machine)
+    # idle threads spin and take the cores torch's threads need for the log-density
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(objective, np.zeros(x0.shape[0]), **kwargs)
-    x = to_x(res.x)
+    x = objective.to_x(res.x)
     logp, grad = density.value_and_grad(x)
-    n_evals += 1
+    n_evals = objective.n_evals + 1
 
     decrement = float("nan")
     if polish:
-        # Newton steps with one exact Hessian (recomputed only if a step fails): near the mode
-        # the Hessian barely changes, and it costs tens of gradient evaluations
-        L, free_at_H, fresh = None, None, False
-        for _ in range(8):
-            free = _free(x, grad, density)
-            if L is None or not torch.equal(free, free_at_H):
-                H = log_density_hessian(density, x)[free][:, free]
-                n_evals += x.shape[0]  # a Hessian is dim gradient evaluations of work
-                L, info = torch.linalg.cholesky_ex(-H)
-                free_at_H, fresh = free, True
-                if int(info) != 0:
-                    decrement = float("nan")
-                    break
-            step_free = torch.cholesky_solve(grad[free][:, None], L)[:, 0]
-            decrement = 0.5 * float(grad[free] @ step_free)
-            if decrement < 1e-18:
-                break
-            step = torch.zeros_like(x)
-            step[free] = step_free
-            accepted = False
-            for t in (1.0, 0.5, 0.25, 0.125):
-                x_try = torch.clamp(x + t * step, density.lower, density.upper)
-                logp_try, grad_try = density.value_and_grad(x_try)
-                n_evals += 1
-                if torch.isfinite(logp_try) and logp_try >= logp - 1e-12:
-                    x, logp, grad, accepted = x_try, logp_try, grad_try, True
-                    break
-            if accepted:
-                fresh = False
-            elif fresh:
-                break
-            else:
-                L = None  # retry with an exact Hessian at this point
+        x, logp, grad, decrement, n_polish = _newton_polish(density, x, logp, grad)
+        n_evals += n_polish
     free = _free(x, grad, density)
     grad_norm = float(grad[free].abs().max()) if free.any() else 0.0
     if math.isfinite(decrement):
@@ -250,3 +179,43 @@ def fit_map(
                      n_evals=n_evals, grad_norm=grad_norm, newton_decrement=decrement,
                      converged=bool(converged), message=str(res.message),
                      wall_time=time.perf_counter() - t_start, density=density)
+
+
+def _newton_polish(density: LogDensity, x, logp, grad):
+    """Up to eight safeguarded Newton steps from ``x`` with an exact Hessian of the free
+    entries, recomputed only if a step fails: near the mode the Hessian barely changes, and it
+    costs ``dim`` gradient evaluations. Returns ``(x, logp, grad, decrement, n_evals)``; the
+    decrement is NaN if ``-H`` is not positive definite."""
+    decrement, n_evals = float("nan"), 0
+    L, free_at_H, fresh = None, None, False
+    for _ in range(8):
+        free = _free(x, grad, density)
+        if L is None or not torch.equal(free, free_at_H):
+            H = log_density_hessian(density, x)[free][:, free]
+            n_evals += x.shape[0]  # a Hessian is dim gradient evaluations of work
+            L, info = torch.linalg.cholesky_ex(-H)
+            free_at_H, fresh = free, True
+            if int(info) != 0:
+                decrement = float("nan")
+                break
+        step_free = torch.cholesky_solve(grad[free][:, None], L)[:, 0]
+        decrement = 0.5 * float(grad[free] @ step_free)
+        if decrement < 1e-18:
+            break
+        step = torch.zeros_like(x)
+        step[free] = step_free
+        accepted = False
+        for t in (1.0, 0.5, 0.25, 0.125):
+            x_try = torch.clamp(x + t * step, density.lower, density.upper)
+            logp_try, grad_try = density.value_and_grad(x_try)
+            n_evals += 1
+            if torch.isfinite(logp_try) and logp_try >= logp - 1e-12:
+                x, logp, grad, accepted = x_try, logp_try, grad_try, True
+                break
+        if accepted:
+            fresh = False
+        elif fresh:
+            break
+        else:
+            L = None  # retry with an exact Hessian at this point
+    return x, logp, grad, decrement, n_evals

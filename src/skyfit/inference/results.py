@@ -15,6 +15,9 @@ __all__ = ["Samples"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
+# a run shorter than this many autocorrelation times gives unreliable tau and draws (emcee docs,
+# "Autocorrelation analysis & convergence"; Sokal 1997)
+AUTOCORR_TIMES_MIN = 50
 _FORMAT = "skyfit.Samples"
 
 
@@ -135,8 +138,9 @@ class Samples:
         """Convergence problems as messages, each also emitted as a
         :class:`~skyfit.errors.ConvergenceWarning` (unless ``warn=False``).
 
-        Flags R-hat > ``rhat_max`` (1.01), bulk or tail ESS < ``ess_min`` (400) and any divergent
-        transition. Returns ``[]`` when nothing is flagged.
+        Flags R-hat > ``rhat_max`` (1.01), bulk or tail ESS < ``ess_min`` (400), any divergent
+        transition and, where ``info["autocorr_time"]`` is known (emcee), a run shorter than
+        ``AUTOCORR_TIMES_MIN`` (50) autocorrelation times. Returns ``[]`` when nothing is flagged.
         """
         from .diagnostics import diagnostics_table
         table = diagnostics_table(self.draws, self.names, quantiles=())
@@ -158,6 +162,12 @@ class Samples:
             problems.append(f"{self.n_divergent} divergent transitions (of "
                             f"{self.n_chains * self.n_draws}): the posterior has regions the "
                             "sampler cannot resolve; reparametrise or raise target_accept")
+        tau = self.info.get("autocorr_time")
+        if tau is not None:
+            need = AUTOCORR_TIMES_MIN * float(np.max(tau))
+            if not self.n_draws >= need:  # also when tau is nan (too few steps to estimate it)
+                problems.append(f"{self.n_draws} steps < {AUTOCORR_TIMES_MIN} autocorrelation "
+                                f"times ({need:.0f}): run longer")
         if problems and self.sampler.startswith("emcee"):
             problems.append("(emcee walkers are not independent chains: R-hat across them is "
                             "only indicative; check info['autocorr_time'])")
@@ -175,7 +185,7 @@ class Samples:
         self._check_table(table, RHAT_MAX, ESS_MIN, warn)
         return table
 
-    # -- conversion and plots --------------------------------------------------------------
+    # -- conversion -----------------------------------------------------------------------
     def to_arviz(self):
         """An ``arviz.InferenceData`` with ``posterior`` (one variable per parameter) and
         ``sample_stats`` (``lp`` = log-density, plus every ``(chain, draw)`` statistic)."""
@@ -188,16 +198,6 @@ class Samples:
                 stats[key] = value.astype(bool) if key == "diverging" else value
         return az.from_dict(posterior=posterior, sample_stats=stats,
                             attrs={"sampler": self.sampler})
-
-    def corner(self, truths=None, **kwargs):
-        """Corner plot of all draws (``corner`` package); see :func:`skyfit.plots.corner_plot`."""
-        from ..plots import corner_plot
-        return corner_plot(self, truths=truths, **kwargs)
-
-    def trace_plot(self, names: Sequence[str] | None = None, **kwargs):
-        """Trace and marginal per parameter; see :func:`skyfit.plots.trace_plot`."""
-        from ..plots import trace_plot
-        return trace_plot(self, names=names, **kwargs)
 
     # -- combining -------------------------------------------------------------------------
     @classmethod

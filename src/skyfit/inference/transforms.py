@@ -58,8 +58,8 @@ class UnconstrainedDensity(LogDensity):
 
     def log_abs_det_jacobian(self, z: torch.Tensor) -> torch.Tensor:
         width = torch.where(self._both, self._hi - self._lo, torch.ones_like(self._lo))
-        # -softplus(-z) = log sigmoid(z); F.logsigmoid is multithreaded even for tiny tensors
-        # and costs milliseconds per call on a busy CPU
+        # -softplus(-z) = log sigmoid(z); F.logsigmoid is avoided because it is multithreaded
+        # even for tiny tensors, which contends with the log-density's own threads
         both = torch.log(width) - F.softplus(-z) - F.softplus(z)
         one_sided = z
         terms = torch.where(self._both, both,

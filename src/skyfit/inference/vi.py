@@ -12,158 +12,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConvergenceWarning, LogDensityError, ParameterVectorError
+from ..errors import ConvergenceWarning, LogDensityError
+from .approximations import GaussianApproximation
 from .density import LogDensity
+from .initialization import resolve_gaussian
 from .results import Samples
 from .transforms import UnconstrainedDensity
+from .variational_families import FlowFamily, GaussianFamily, make_flow, require_zuko
 
 __all__ = ["fit_vi", "VIResult"]
 
 FAMILIES = ("fullrank", "meanfield", "flow")
 
 
-class GaussianFamily(nn.Module):
-    """``q(z) = N(loc, L L^T)`` in a whitened parametrisation around a reference ``(c, R)``:
-    ``loc = c + R a``, ``L = R diag(exp(s)) (I + strictly-lower(B))``; the trained numbers are
-    ``a``, ``s`` and ``B`` (``B`` only if ``fullrank``; ``R`` is then diagonal-free lower
-    triangular, else diagonal).
-
-    :meth:`recenter` moves the current ``q`` into the reference and zeroes ``a, s, B`` without
-    changing ``q``: Adam then works in coordinates where ``q`` is a unit Gaussian, so its steps
-    are scale-free however differently scaled and correlated the parameters are.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor, fullrank: bool):
-        super().__init__()
-        dim = loc.shape[0]
-        self.fullrank = fullrank
-        ref = scale_tril if fullrank else torch.diag(scale_tril.diagonal())
-        self.register_buffer("ref_loc", loc.detach().clone())
-        self.register_buffer("ref_tril", ref.detach().clone())
-        self.a = nn.Parameter(torch.zeros_like(loc))
-        self.s = nn.Parameter(torch.zeros_like(loc))
-        if fullrank:
-            self.B = nn.Parameter(torch.zeros(dim, dim, dtype=loc.dtype, device=loc.device))
-
-    @property
-    def loc(self) -> torch.Tensor:
-        return self.ref_loc + self.ref_tril @ self.a
-
-    def _inner(self) -> torch.Tensor:
-        d = self.s.exp()
-        if not self.fullrank:
-            return torch.diag(d)
-        eye = torch.eye(d.shape[0], dtype=d.dtype, device=d.device)
-        return d[:, None] * (eye + self.B.tril(-1))
-
-    def scale_tril(self) -> torch.Tensor:
-        return self.ref_tril @ self._inner()
-
-    def log_det(self) -> torch.Tensor:
-        return self.ref_tril.diagonal().abs().log().sum() + self.s.sum()
-
-    def rsample(self, n: int) -> torch.Tensor:
-        eps = torch.randn(n, self.a.shape[0], dtype=self.a.dtype, device=self.a.device)
-        return self.loc + eps @ self.scale_tril().T
-
-    def log_prob(self, z: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        L, loc, log_det = self.scale_tril(), self.loc, self.log_det()
-        if detach:
-            L, loc, log_det = L.detach(), loc.detach(), log_det.detach()
-        eps = torch.linalg.solve_triangular(L, (z - loc).unsqueeze(-1), upper=False).squeeze(-1)
-        d = z.shape[-1]
-        return -0.5 * (eps**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
-
-    def rsample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # "sticking the landing" (Roeder et al. 2017, arXiv:1703.09194): log q with its
-        # parameters detached (z is not), so the gradient is exactly zero once q equals the
-        # posterior
-        z = self.rsample(n)
-        return z, self.log_prob(z, detach=True)
-
-    @torch.no_grad()
-    def recenter(self) -> None:
-        loc, L = self.loc.clone(), self.scale_tril().clone()
-        self.ref_loc.copy_(loc)
-        self.ref_tril.copy_(L)
-        for p in self.parameters():
-            p.zero_()
-
-
-class FlowFamily(nn.Module):
-    """``z = loc + L u`` with ``u`` from a zuko flow: a fixed affine standardisation from the
-    start (``L`` lower triangular), so the flow itself starts near a standard normal."""
-
-    def __init__(self, flow: nn.Module, loc: torch.Tensor, scale_tril: torch.Tensor):
-        super().__init__()
-        self.flow = flow
-        self.register_buffer("shift", loc.detach().clone())
-        self.register_buffer("tril", scale_tril.detach().clone())
-
-    def _log_det(self) -> torch.Tensor:
-        return self.tril.diagonal().abs().log().sum()
-
-    def rsample_and_log_prob(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        u, log_q = self.flow().rsample_and_log_prob((n,))
-        return self.shift + u @ self.tril.T, log_q - self._log_det()
-
-    def rsample(self, n: int) -> torch.Tensor:
-        return self.rsample_and_log_prob(n)[0]
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        u = torch.linalg.solve_triangular(self.tril, (z - self.shift).unsqueeze(-1),
-                                          upper=False).squeeze(-1)
-        return self.flow().log_prob(u) - self._log_det()
-
-
-def _import_zuko():
-    try:
-        import zuko
-    except ImportError as err:
-        raise ImportError("family='flow' needs zuko, the optional 'ml' extra: pip install "
-                          "'skyfit[ml]' (or pip install zuko); or use family='fullrank'") from err
-    return zuko
-
-
-def _make_flow(dim: int, dtype, device, flow_kwargs: dict) -> nn.Module:
-    zuko = _import_zuko()
-    kwargs = dict(transforms=3, hidden_features=(64, 64))
-    kwargs.update(flow_kwargs)
-    kind = kwargs.pop("kind", "NSF")
-    flow = getattr(zuko.flows, kind)(dim, 0, **kwargs)
-    return flow.to(dtype=dtype, device=device)
-
-
 @dataclass
-class VIResult:
+class VIResult(GaussianApproximation):
     """A fitted variational approximation ``q(z)`` in the unconstrained space of ``density``.
 
-    Attributes:
+    Attributes (beyond :class:`GaussianApproximation`'s, whose ``space`` is
+    ``"unconstrained"``):
+        mean, covariance: torch tensors, of the Gaussian ``q``; for a flow, the moments of 4096
+            of its draws (seed 0). For parameters without bounds this is the physical space.
         family: ``"fullrank"``, ``"meanfield"`` or ``"flow"``.
-        names: parameter names.
         elbo_history: the ELBO estimate at each step (``n_samples`` draws each).
         elbo: the final ELBO, from 4096 fresh draws.
-        mean, covariance: of the Gaussian ``q`` in the unconstrained space (``None`` for flows);
-            for parameters without bounds this is the physical space.
         density: the :class:`~skyfit.inference.UnconstrainedDensity` that was fitted.
         q: the fitted torch module (``rsample``, ``log_prob``, ``rsample_and_log_prob``).
         info: ``wall_time``, ``n_evals``, ``n_steps``, ``lr``, ``n_nonfinite`` (skipped steps).
     """
 
-    family: str
-    names: list[str]
-    elbo_history: np.ndarray
-    elbo: float
-    mean: np.ndarray | None
-    covariance: np.ndarray | None
-    density: UnconstrainedDensity = field(repr=False)
-    q: nn.Module = field(repr=False)
+    family: str = "fullrank"
+    elbo_history: np.ndarray = None
+    elbo: float = float("nan")
+    density: UnconstrainedDensity = field(default=None, repr=False)
+    q: nn.Module = field(default=None, repr=False)
     info: dict = field(default_factory=dict)
-
-    @property
-    def std(self) -> np.ndarray | None:
-        """Marginal standard deviations of the Gaussian ``q`` (unconstrained space)."""
-        return None if self.covariance is None else np.sqrt(np.diag(self.covariance))
 
     def sample(self, n: int = 4000, seed: int = 0) -> Samples:
         """``n`` independent draws of ``q`` mapped to the constrained space, as one chain.
@@ -214,53 +97,21 @@ def _rng_devices(device: torch.device) -> list:
     return [device] if device.type == "cuda" else []
 
 
-def _start(u: UnconstrainedDensity, init) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loc, scale_tril) in the unconstrained space from ``init``."""
-    density = u.density
-    dim, kw = u.dim, dict(dtype=u.dtype, device=u.device)
-    if isinstance(init, VIResult) and init.covariance is not None:  # already unconstrained
-        loc = torch.as_tensor(init.mean, **kw)
-        return loc, torch.linalg.cholesky(torch.as_tensor(init.covariance, **kw))
-    if isinstance(init, VIResult):  # a flow: moment-match its draws in the unconstrained space
-        with torch.random.fork_rng(devices=_rng_devices(u.device)), torch.no_grad():
-            torch.manual_seed(0)  # a reproducible start
-            z = init.q.rsample_and_log_prob(4096)[0].to(**kw)
-        cov = torch.cov(z.T).reshape(dim, dim)
-        cov = cov + 1e-10 * cov.diagonal().mean() * torch.eye(dim, **kw)
-        return z.mean(0), torch.linalg.cholesky(cov)
-    cov = None
-    if init is None:
-        x0 = density.initial() if hasattr(density, "initial") else None
-    elif hasattr(init, "mean") and hasattr(init, "covariance") and not callable(init.mean):
-        x0, cov = init.mean, torch.as_tensor(init.covariance, **kw)
-    elif hasattr(init, "x"):
-        x0 = init.x
-    else:
-        x0 = init
-    if x0 is None:
-        z0 = torch.zeros(dim, **kw)  # the middle of each bounded range, or 0 / bound + 1
-        x0 = u.to_constrained(z0)
-    x0 = torch.as_tensor(x0, **kw).reshape(-1)
-    if x0.shape[0] != dim:
-        raise ParameterVectorError(f"init has {x0.shape[0]} entries, expected {dim} "
-                                   f"({', '.join(u.names)})")
-    getattr(density, "check_valid", density.check_inside)(x0)
+def _start(density: LogDensity, init) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loc, scale_tril) in the unconstrained space from ``init`` (see :func:`resolve_gaussian`);
+    a start without a covariance gets the unit matrix. The start must have a finite density."""
+    loc, cov = resolve_gaussian(density, init)
+    u = UnconstrainedDensity(density)
+    x0 = u.to_constrained(loc)
     with torch.no_grad():
         logp = float(density.log_prob(x0))
     if not math.isfinite(logp):
-        values = ", ".join(f"{n}={v:g}" for n, v in zip(u.names, x0.tolist()))
+        values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, x0.tolist()))
         raise LogDensityError(f"log-density is {logp} at the start point ({values}); start "
                               "inside the support where the model is defined")
-    z0 = u.to_unconstrained(x0)
     if cov is None:
-        return z0, torch.eye(dim, **kw)
-    dxdz = torch.func.jacfwd(u.to_constrained)(z0).diagonal()
-    cov_z = cov / (dxdz[:, None] * dxdz[None, :])
-    cov_z = 0.5 * (cov_z + cov_z.T)
-    L, info = torch.linalg.cholesky_ex(cov_z)
-    if int(info) != 0:
-        L = torch.diag(cov_z.diagonal().clamp(min=1e-12).sqrt())
-    return z0, L
+        return loc, torch.eye(u.dim, dtype=u.dtype, device=u.device)
+    return loc, torch.linalg.cholesky(cov)
 
 
 def fit_vi(
@@ -302,11 +153,12 @@ def fit_vi(
         n_steps: Adam steps. lr: initial learning rate. n_samples: draws per ELBO estimate.
         seed: seeds the draws (and the flow's initial weights); the global torch RNG is left
             as it was.
-        init: ``None`` (``density.initial()`` if it has one, else the middle of the bounds /
-            0), a vector, a :class:`MAPResult`, a :class:`VIResult` (its Gaussian), or anything
-            with ``.mean`` and ``.covariance`` (a :class:`LaplaceResult`: the Gaussian starts
-            there, mapped to the unconstrained space). Without a covariance the start is a unit
-            Gaussian in the unconstrained space.
+        init: resolved by :func:`~skyfit.inference.resolve_gaussian`: ``None``
+            (``density.initial()``), a vector, a ``{name: value}`` dict, a :class:`MAPResult`,
+            a Gaussian result (Laplace or VI: ``q`` starts as that Gaussian, mapped to the
+            unconstrained space), :class:`Samples` (their moments) or an ``init_to_*``
+            strategy. Without a covariance the start is a unit Gaussian in the unconstrained
+            space.
         progress: tqdm progress bar showing the ELBO.
         flow_kwargs: for ``family="flow"``: ``kind`` (``"NSF"`` default, ``"MAF"``, ...) and
             zuko's arguments (``transforms=3``, ``hidden_features=(64, 64)``).
@@ -315,99 +167,132 @@ def fit_vi(
         >>> import torch
         >>> from skyfit.inference import FunctionDensity
         >>> d = FunctionDensity(lambda x: -0.5 * ((x - 1.0) ** 2 / 4.0).sum(-1), 2)
-        >>> res = fit_vi(d, n_steps=500, progress=False)
+        >>> res = fit_vi(d, n_steps=500, init=torch.zeros(2), progress=False)
         >>> [round(v, 2) for v in res.mean.tolist()], [round(v, 2) for v in res.std.tolist()]
         ([1.0, 1.0], [2.0, 2.0])
     """
+    _check_settings(family, n_samples)
+    t_start = time.perf_counter()
+    u = UnconstrainedDensity(density)
+    loc, scale_tril = _start(density, init)
+    pre_evals = 0  # a flow without a start covariance is standardised by a Gaussian fit
+    if family == "flow" and resolve_gaussian(density, init)[1] is None:
+        loc, scale_tril, pre_evals = _flow_reference(density, init, n_steps, lr, n_samples, seed)
+    with torch.random.fork_rng(devices=_rng_devices(u.device)):
+        torch.manual_seed(seed)
+        q = (FlowFamily(make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {})), loc,
+                        scale_tril) if family == "flow"
+             else GaussianFamily(loc, scale_tril, fullrank=family == "fullrank"))
+        history, n_bad = _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress)
+        final, terms = _final_elbo(q, u)
+    k = _pareto_k(terms)
+    _warn_fit(family, n_bad, n_steps, k)
+    mean, cov = _moments(q, u, family)
+    info = dict(wall_time=time.perf_counter() - t_start, n_steps=n_steps, n_samples=n_samples,
+                n_evals=n_steps * n_samples + 4096 + pre_evals, lr=lr, seed=seed,
+                n_nonfinite=n_bad, pareto_k=k)
+    return VIResult(mean=mean, covariance=cov, names=list(u.names), space="unconstrained",
+                    family=family, elbo_history=history, elbo=final, density=u, q=q, info=info)
+
+
+def _check_settings(family: str, n_samples: int) -> None:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if int(n_samples) < 1:
         raise ValueError(f"n_samples (draws per ELBO estimate) must be at least 1, got {n_samples}")
-    from tqdm import tqdm
-
     if family == "flow":
-        _import_zuko()
-    t_start = time.perf_counter()
-    u = density if isinstance(density, UnconstrainedDensity) else UnconstrainedDensity(density)
-    loc, scale_tril = _start(u, init)
-    pre_evals = 0
-    if family == "flow" and not isinstance(init, VIResult) and not hasattr(init, "covariance"):
-        # standardise the flow's space by a quick full-rank Gaussian fit first
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            pre = fit_vi(u, "fullrank", n_steps=max(n_steps // 4, 200), lr=lr,
-                         n_samples=n_samples, seed=seed, init=init, progress=False)
-        pre_evals = pre.info["n_evals"]
-        loc = torch.as_tensor(pre.mean, dtype=u.dtype, device=u.device)
-        scale_tril = torch.linalg.cholesky(torch.as_tensor(pre.covariance, dtype=u.dtype,
-                                                           device=u.device))
-    with torch.random.fork_rng(devices=_rng_devices(u.device)):
-        torch.manual_seed(seed)
-        if family == "flow":
-            flow = _make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {}))
-            q = FlowFamily(flow, loc, scale_tril)
-        else:
-            q = GaussianFamily(loc, scale_tril, fullrank=family == "fullrank")
-        opt = torch.optim.Adam(q.parameters(), lr=lr)
-        recenter_at = _recenter_steps(n_steps) if family != "flow" else set()
-        history = np.full(n_steps, np.nan)
-        n_bad, run_bad = 0, 0
-        bar = tqdm(range(n_steps), disable=not progress, desc=f"VI ({family})")
-        for step in bar:
-            for group in opt.param_groups:  # cosine decay from lr to lr / 100
-                group["lr"] = lr / 100 + (lr - lr / 100) * 0.5 * (1 + math.cos(
-                    math.pi * step / max(n_steps, 1)))
-            if step in recenter_at:
-                q.recenter()
-                opt.state.clear()
-            z, log_q = q.rsample_and_log_prob(n_samples)
-            log_p = u.log_prob(z)
-            elbo_terms = log_p - log_q
-            elbo = elbo_terms.mean()
-            if not torch.isfinite(elbo):
-                n_bad += 1
-                run_bad += 1
-                if step == 0 or run_bad >= 50:
-                    i = int(torch.nonzero(~torch.isfinite(elbo_terms))[0])
-                    x = u.to_constrained(z[i].detach())
-                    values = ", ".join(f"{n}={v:g}" for n, v in zip(u.names, x.tolist()))
-                    raise LogDensityError(
-                        f"VI: log-density is {log_p[i].item()} at a draw of q ({values}) "
-                        f"{'at the first step' if step == 0 else f'for {run_bad} steps in a row'}"
-                        "; the model is undefined somewhere inside the parameter bounds "
-                        "(tighten the Params' valid ranges) or lower lr")
-                opt.zero_grad(set_to_none=True)
-                continue
-            run_bad = 0
-            opt.zero_grad(set_to_none=True)
-            (-elbo).backward()
-            opt.step()
-            history[step] = elbo.item()
-            if progress and step % 50 == 0:
-                bar.set_postfix(elbo=f"{history[step]:.4g}")
-        bar.close()
-        with torch.no_grad():
-            z, log_q = q.rsample_and_log_prob(4096)
-            terms = u.log_prob(z) - log_q
-            final = float(terms[torch.isfinite(terms)].mean())
+        require_zuko()
+
+
+@torch.no_grad()
+def _final_elbo(q, u) -> tuple[float, torch.Tensor]:
+    """The ELBO from 4096 fresh draws (finite terms), and the terms ``log p - log q``."""
+    z, log_q = q.rsample_and_log_prob(4096)
+    terms = u.log_prob(z) - log_q
+    return float(terms[torch.isfinite(terms)].mean()), terms
+
+
+def _flow_reference(density, init, n_steps, lr, n_samples, seed):
+    """A flow's standardising ``(loc, scale_tril)`` from a quick full-rank Gaussian fit (its
+    ConvergenceWarnings are not the flow's), and that fit's evaluations."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pre = fit_vi(density, "fullrank", n_steps=max(n_steps // 4, 200), lr=lr,
+                     n_samples=n_samples, seed=seed, init=init, progress=False)
+    return pre.mean, torch.linalg.cholesky(pre.covariance), pre.info["n_evals"]
+
+
+def _warn_fit(family: str, n_bad: int, n_steps: int, k: float) -> None:
     if n_bad:
         warnings.warn(ConvergenceWarning(
             f"VI: {n_bad} of {n_steps} steps had a non-finite ELBO and were skipped"),
-            stacklevel=2)
-    k = _pareto_k(terms)
+            stacklevel=3)
     if k > 0.7:
         warnings.warn(ConvergenceWarning(
             f"VI ({family}): Pareto k = {k:.2f} > 0.7 for the importance weights p/q, so q is "
             "a poor fit of the posterior (too narrow somewhere): the family cannot represent it "
             "(try 'fullrank' or 'flow') or the fit has not converged (raise n_steps)"),
-            stacklevel=2)
-    mean = cov = None
+            stacklevel=3)
+
+
+def _moments(q: nn.Module, u: UnconstrainedDensity, family: str):
+    """Mean and covariance of ``q``: exact for a Gaussian, from 4096 draws (seed 0) of a flow."""
     if family != "flow":
         L = q.scale_tril().detach()
-        mean = q.loc.detach().cpu().numpy().astype(np.float64)
-        cov = (L @ L.T).cpu().numpy().astype(np.float64)
-    info = {"wall_time": time.perf_counter() - t_start,
-            "n_evals": n_steps * n_samples + 4096 + pre_evals, "n_steps": n_steps,
-            "n_samples": n_samples, "lr": lr, "seed": seed, "n_nonfinite": n_bad, "pareto_k": k}
-    return VIResult(family=family, names=list(u.names), elbo_history=history, elbo=final,
-                    mean=mean, covariance=cov, density=u, q=q, info=info)
+        return q.loc.detach().clone(), L @ L.T
+    with torch.random.fork_rng(devices=_rng_devices(u.device)), torch.no_grad():
+        torch.manual_seed(0)
+        z = q.rsample_and_log_prob(4096)[0]
+    cov = torch.cov(z.T).reshape(u.dim, u.dim)
+    cov = cov + 1e-10 * cov.diagonal().mean() * torch.eye(u.dim, dtype=u.dtype, device=u.device)
+    return z.mean(0), cov
+
+
+def _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress):
+    """Adam on the negative ELBO with a cosine learning-rate decay from ``lr`` to ``lr / 100``;
+    returns the ELBO history and the number of skipped (non-finite) steps."""
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.Adam(q.parameters(), lr=lr)
+    recenter_at = _recenter_steps(n_steps) if family != "flow" else set()
+    history = np.full(n_steps, np.nan)
+    n_bad, run_bad = 0, 0
+    bar = tqdm(range(n_steps), disable=not progress, desc=f"VI ({family})")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr / 100 + (lr - lr / 100) * 0.5 * (1 + math.cos(
+                math.pi * step / max(n_steps, 1)))
+        if step in recenter_at:
+            q.recenter()
+            opt.state.clear()
+        z, log_q = q.rsample_and_log_prob(n_samples)
+        log_p = u.log_prob(z)
+        elbo_terms = log_p - log_q
+        elbo = elbo_terms.mean()
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(elbo):
+            n_bad += 1
+            run_bad += 1
+            if step == 0 or run_bad >= 50:
+                _raise_nonfinite(u, z, log_p, elbo_terms,
+                                 "at the first step" if step == 0 else f"for {run_bad} steps "
+                                 "in a row")
+            continue
+        run_bad = 0
+        (-elbo).backward()
+        opt.step()
+        history[step] = elbo.item()
+        if progress and step % 50 == 0:
+            bar.set_postfix(elbo=f"{history[step]:.4g}")
+    bar.close()
+    return history, n_bad
+
+
+def _raise_nonfinite(u, z, log_p, elbo_terms, when: str):
+    i = int(torch.nonzero(~torch.isfinite(elbo_terms))[0])
+    x = u.to_constrained(z[i].detach())
+    values = ", ".join(f"{n}={v:g}" for n, v in zip(u.names, x.tolist()))
+    raise LogDensityError(
+        f"VI: log-density is {log_p[i].item()} at a draw of q ({values}) {when}; the model is "
+        "undefined somewhere inside the parameter bounds (tighten the Params' valid ranges) "
+        "or lower lr")

@@ -7,15 +7,7 @@ import torch
 
 from .._forward import forward
 
-__all__ = ["ThinLens", "lens_param"]
-
-
-def lens_param(name: str, value, **meta) -> ck.Param:
-    """A Param whose plain-number value is stored in float64 (lens equations need the digits)."""
-    plain = not isinstance(value, (ck.Param, torch.Tensor))
-    if value is not None and not callable(value) and plain:
-        value = torch.as_tensor(value, dtype=torch.float64)
-    return ck.Param(name, value, **meta)
+__all__ = ["ThinLens"]
 
 
 class ThinLens(ck.Module):
@@ -32,9 +24,9 @@ class ThinLens(ck.Module):
     :meth:`magnification`, :meth:`shear` and :meth:`hessian`, so a new mass model only writes its
     deflection (and convergence and potential, for maps and time delays).
 
-    Calling convention (caskade's): when a lens has dynamic parameters, a call's last positional
-    argument is taken as the parameter vector, so either pass it (``lens.deflection(x, y, params)``)
-    or give the coordinates by keyword (``lens.deflection(x=x, y=y)`` uses the current values).
+    Calling convention: the coordinates go by position or keyword, with static or dynamic
+    Params alike (``lens.deflection(x, y)`` uses the current values); a parameter vector for
+    the dynamic Params goes by keyword, ``lens.deflection(x, y, params=x_vec)``.
 
     Models with a mass centre ``(x0, y0)`` list it in :meth:`centres`, where the image finder
     looks for (and accounts for) central images (see :func:`~skyfit.find_images`).

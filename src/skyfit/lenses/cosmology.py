@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .._forward import forward
-from .base import lens_param
+from ..params import Param
 
 __all__ = ["FlatLambdaCDM", "constants"]
 
@@ -57,10 +57,10 @@ class FlatLambdaCDM(ck.Module):
 
     def __init__(self, name: str | None = None, H0=70.0, Om0=0.3):
         super().__init__(name)
-        self.H0 = lens_param("H0", H0, valid=(0.0, None), units="km/s/Mpc",
-                             description="Hubble constant")
-        self.Om0 = lens_param("Om0", Om0, valid=(0.0, 1.0), units="",
-                              description="matter density today")
+        self.H0 = Param("H0", H0, valid=(0.0, None), units="km/s/Mpc",
+                        description="Hubble constant")
+        self.Om0 = Param("Om0", Om0, valid=(0.0, 1.0), units="",
+                         description="matter density today")
 
     @forward
     def comoving_distance(self, z, H0=None, Om0=None):

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import caskade as ck
 import torch
 
 from .._forward import forward
-from ..sources.profiles import batch_param
+from .._graph import ModuleList
+from .._tensor import batch_param
+from ..params import Param
 from . import functions as F
-from .base import ThinLens, lens_param
+from .base import ThinLens
 
 __all__ = ["SIS", "SIE", "PointMass", "ExternalShear", "MassSheet", "NFW", "EPL", "CompositeLens"]
-
-
-def _centre(module: ck.Module, x0, y0) -> None:
-    module.x0 = lens_param("x0", x0, units="arcsec", description="mass centre, x")
-    module.y0 = lens_param("y0", y0, units="arcsec", description="mass centre, y")
-
-
-def _ellipse(module: ck.Module, q, phi) -> None:
-    module.q = lens_param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
-    module.phi = lens_param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
-                            description="position angle of the major axis, ccw from +x")
-
-
-def _einstein_radius(module: ck.Module, theta_E) -> None:
-    module.theta_E = lens_param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
-                                description="Einstein radius (intermediate-axis convention)")
 
 
 def _b(x, *params):
@@ -50,8 +35,10 @@ class SIS(ThinLens):
 
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, theta_E=1.0):
         super().__init__(name)
-        _centre(self, x0, y0)
-        _einstein_radius(self, theta_E)
+        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
+        self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
+                             description="Einstein radius (intermediate-axis convention)")
 
     @classmethod
     def from_velocity_dispersion(cls, sigma_v, geometry, name: str | None = None, x0=0.0, y0=0.0):
@@ -60,8 +47,8 @@ class SIS(ThinLens):
         (a :class:`~skyfit.LensGeometry`). ``theta_E`` becomes a function of the new Param
         ``sigma_v`` and of the geometry's Params (redshifts, cosmology)."""
         lens = cls(name, x0=x0, y0=y0, theta_E=None)
-        lens.sigma_v = lens_param("sigma_v", sigma_v, valid=(0.0, None), units="km/s",
-                                  description="velocity dispersion")
+        lens.sigma_v = Param("sigma_v", sigma_v, valid=(0.0, None), units="km/s",
+                             description="velocity dispersion")
         lens.theta_E = lambda p: p.geometry.sis_einstein_radius(p.sigma_v.value)
         lens.theta_E.link("sigma_v", lens.sigma_v)
         lens.theta_E.link("geometry", geometry)
@@ -80,7 +67,22 @@ class SIS(ThinLens):
         return F.sis_potential(x, y, *_b(x, x0, y0, theta_E))
 
 
-class SIE(ThinLens):
+class _Elliptical:
+    """Mixed in before :class:`ThinLens` by elliptical mass models: declares their common Params
+    (centre, axis ratio, position angle, Einstein radius) in its own ``__init__``."""
+
+    def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0):
+        super().__init__(name)
+        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
+        self.phi = Param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
+                         description="position angle of the major axis, ccw from +x")
+        self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
+                             description="Einstein radius (intermediate-axis convention)")
+
+
+class SIE(_Elliptical, ThinLens):
     """Singular isothermal ellipsoid: ``kappa = theta_E / (2 sqrt(q x'^2 + y'^2 / q))``.
 
     ``theta_E`` is the Einstein radius of the intermediate axis (lenstronomy's convention): the
@@ -97,12 +99,6 @@ class SIE(ThinLens):
         >>> round(lens.convergence(torch.tensor(0.8), torch.tensor(0.4)).item(), 6)
         0.790933
     """
-
-    def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0):
-        super().__init__(name)
-        _centre(self, x0, y0)
-        _ellipse(self, q, phi)
-        _einstein_radius(self, theta_E)
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None):
@@ -132,15 +128,17 @@ class PointMass(ThinLens):
 
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, theta_E=1.0):
         super().__init__(name)
-        _centre(self, x0, y0)
-        _einstein_radius(self, theta_E)
+        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
+        self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
+                             description="Einstein radius (intermediate-axis convention)")
 
     @classmethod
     def from_mass(cls, mass, geometry, name: str | None = None, x0=0.0, y0=0.0):
         """A point mass parametrised by its ``mass`` in solar masses (``theta_E`` follows from
         ``geometry``, a :class:`~skyfit.LensGeometry`)."""
         lens = cls(name, x0=x0, y0=y0, theta_E=None)
-        lens.mass = lens_param("mass", mass, valid=(0.0, None), units="Msun", description="mass")
+        lens.mass = Param("mass", mass, valid=(0.0, None), units="Msun", description="mass")
         lens.theta_E = lambda p: p.geometry.point_mass_einstein_radius(p.mass.value)
         lens.theta_E.link("mass", lens.mass)
         lens.theta_E.link("geometry", geometry)
@@ -178,10 +176,10 @@ class ExternalShear(ThinLens):
     def __init__(self, name: str | None = None, gamma1=0.0, gamma2=0.0, x0: float = 0.0,
                  y0: float = 0.0):
         super().__init__(name)
-        self.gamma1 = lens_param("gamma1", gamma1, valid=(-1.0, 1.0), units="",
-                                 description="shear along x / y")
-        self.gamma2 = lens_param("gamma2", gamma2, valid=(-1.0, 1.0), units="",
-                                 description="shear along the diagonals")
+        self.gamma1 = Param("gamma1", gamma1, valid=(-1.0, 1.0), units="",
+                            description="shear along x / y")
+        self.gamma2 = Param("gamma2", gamma2, valid=(-1.0, 1.0), units="",
+                            description="shear along the diagonals")
         self.origin = (float(x0), float(y0))
 
     @forward
@@ -213,7 +211,7 @@ class MassSheet(ThinLens):
 
     def __init__(self, name: str | None = None, kappa=0.0, x0: float = 0.0, y0: float = 0.0):
         super().__init__(name)
-        self.kappa = lens_param("kappa", kappa, units="", description="convergence of the sheet")
+        self.kappa = Param("kappa", kappa, units="", description="convergence of the sheet")
         self.origin = (float(x0), float(y0))
 
     @forward
@@ -251,11 +249,12 @@ class NFW(ThinLens):
 
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, Rs=1.0, alpha_Rs=1.0):
         super().__init__(name)
-        _centre(self, x0, y0)
-        self.Rs = lens_param("Rs", Rs, valid=(0.0, None), units="arcsec",
-                             description="scale radius")
-        self.alpha_Rs = lens_param("alpha_Rs", alpha_Rs, valid=(0.0, None), units="arcsec",
-                                   description="deflection at the scale radius")
+        self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
+        self.Rs = Param("Rs", Rs, valid=(0.0, None), units="arcsec",
+                        description="scale radius")
+        self.alpha_Rs = Param("alpha_Rs", alpha_Rs, valid=(0.0, None), units="arcsec",
+                              description="deflection at the scale radius")
 
     @classmethod
     def from_m200c(cls, m200c, concentration, geometry, name: str | None = None, x0=0.0, y0=0.0):
@@ -264,10 +263,10 @@ class NFW(ThinLens):
         r200c / r_s``; ``Rs`` and ``alpha_Rs`` follow from ``geometry`` (a
         :class:`~skyfit.LensGeometry`) as in lenstronomy's ``LensCosmo.nfw_physical2angle``."""
         lens = cls(name, x0=x0, y0=y0, Rs=None, alpha_Rs=None)
-        lens.m200c = lens_param("m200c", m200c, valid=(0.0, None), units="Msun",
-                                description="mass inside r200c")
-        lens.concentration = lens_param("concentration", concentration, valid=(0.0, None),
-                                        units="", description="r200c / scale radius")
+        lens.m200c = Param("m200c", m200c, valid=(0.0, None), units="Msun",
+                           description="mass inside r200c")
+        lens.concentration = Param("concentration", concentration, valid=(0.0, None),
+                                   units="", description="r200c / scale radius")
         for i, name_ in enumerate(("Rs", "alpha_Rs")):
             setattr(lens, name_, lambda p, i=i: p.geometry.nfw_angles(p.m200c.value,
                                                                     p.concentration.value)[i])
@@ -290,7 +289,7 @@ class NFW(ThinLens):
         return F.nfw_potential(x, y, *_b(x, x0, y0, Rs, alpha_Rs))
 
 
-class EPL(ThinLens):
+class EPL(_Elliptical, ThinLens):
     """Elliptical power law: ``kappa = (3 - gamma)/2 (theta_E / sqrt(q x'^2 + y'^2/q))^(gamma-1)``.
 
     ``gamma`` is the 3-D density slope (2 is isothermal: then this is the :class:`SIE`).
@@ -313,12 +312,9 @@ class EPL(ThinLens):
 
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0,
                  gamma=2.0):
-        super().__init__(name)
-        _centre(self, x0, y0)
-        _ellipse(self, q, phi)
-        _einstein_radius(self, theta_E)
-        self.gamma = lens_param("gamma", gamma, valid=(1.0, 3.0), units="",
-                                description="3-D density slope (2: isothermal)")
+        super().__init__(name, x0, y0, q, phi, theta_E)
+        self.gamma = Param("gamma", gamma, valid=(1.0, 3.0), units="",
+                           description="3-D density slope (2: isothermal)")
 
     @forward
     def deflection(self, x, y, x0=None, y0=None, q=None, phi=None, theta_E=None, gamma=None):
@@ -354,12 +350,7 @@ class CompositeLens(ThinLens):
             if not isinstance(lens, ThinLens):
                 raise TypeError(f"component {i} of CompositeLens is a {type(lens).__name__}, "
                                 "not a ThinLens mass model")
-        names = [lens.name for lens in lenses]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"components of a CompositeLens need distinct names; {repeated} "
-                             "repeat: name them, e.g. SIE(name='main'), SIE(name='satellite')")
-        self.lenses = lenses
+        self.lenses = ModuleList(lenses, name="lenses")
         self.update_graph()  # caskade builds its bookkeeping on linking; an empty lens links none
 
     def _sum(self, method: str, x, y):

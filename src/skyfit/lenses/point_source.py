@@ -6,7 +6,8 @@ import caskade as ck
 import torch
 
 from .._forward import forward
-from .base import ThinLens, lens_param
+from ..params import Param
+from .base import ThinLens
 from .geometry import LensGeometry
 from .solver import LensImages, find_images
 
@@ -47,11 +48,11 @@ class LensedPointSource(ck.Module):
         super().__init__(name)
         self.lens = lens
         self.geometry = geometry
-        self.x0 = lens_param("x0", x0, units="arcsec", description="source-plane position, x")
-        self.y0 = lens_param("y0", y0, units="arcsec", description="source-plane position, y")
+        self.x0 = Param("x0", x0, units="arcsec", description="source-plane position, x")
+        self.y0 = Param("y0", y0, units="arcsec", description="source-plane position, y")
         if flux is not None:  # (a LensedSupernova takes its flux from a light curve)
-            self.flux = lens_param("flux", flux, valid=(0.0, None), units="flux",
-                                   description="unlensed flux")
+            self.flux = Param("flux", flux, valid=(0.0, None), units="flux",
+                              description="unlensed flux")
         self.search = dict(window=window, resolution=resolution, r_min=r_min)
 
     @forward
@@ -128,7 +129,7 @@ class LensedSupernova(LensedPointSource):
         times = torch.as_tensor(times, dtype=torch.float64)
         if times.ndim != 1:
             raise ValueError(f"times must be a vector (n_epochs,), got shape {tuple(times.shape)}")
-        self.times = ck.Param("times", times, units="day", description="observation epochs")
+        self.times = Param("times", times, units="day", description="observation epochs")
 
     @forward
     def light_curves(self, images: LensImages | None = None, times=None) -> torch.Tensor:

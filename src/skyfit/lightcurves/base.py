@@ -5,8 +5,8 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._tensor import batch_param
 from ..errors import ShapeError
-from ..sources.profiles import batch_param
 
 __all__ = ["LightCurve"]
 
@@ -43,16 +43,15 @@ class LightCurve(ck.Module):
         """Number of bands (1 for a single-band light curve)."""
         return 1 if self.bands is None else len(self.bands)
 
-    def _declare(self, name: str, value, **meta) -> None:
-        """Create Param ``name``: shape ``(n_bands,)`` if per band, else scalar."""
+    def _per_band(self, name: str, value) -> tuple:
+        """``(value, shape)`` of Param ``name``: shape ``(n_bands,)`` if it holds one value per
+        band (a scalar value is repeated for every band), else ``()``."""
+        if self.bands is None or name in self.shared:
+            return value, ()
+        n = len(self.bands)
         if value is not None and not callable(value) and not isinstance(value, ck.Param):
             if not isinstance(value, torch.Tensor):
                 value = torch.as_tensor(value, dtype=torch.float64)
-        if self.bands is None or name in self.shared:
-            setattr(self, name, ck.Param(name, value, shape=(), **meta))
-            return
-        n = len(self.bands)
-        if isinstance(value, torch.Tensor):
             if value.ndim == 0:
                 value = value.repeat(n)
             elif value.shape[-1] != n:
@@ -61,7 +60,7 @@ class LightCurve(ck.Module):
                     f"{n} for bands {self.bands}, got shape {tuple(value.shape)} (or name it in "
                     f"shared=...)"
                 )
-        setattr(self, name, ck.Param(name, value, shape=(n,), **meta))
+        return value, (n,)
 
     def _check_shared(self, names: tuple[str, ...]) -> None:
         unknown = self.shared - set(names)

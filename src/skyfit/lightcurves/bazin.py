@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._forward import forward
+from ..params import Param
 from .base import LightCurve
 from .functions import bazin_light_curve
 
@@ -36,13 +37,15 @@ class Bazin(LightCurve):
     def __init__(self, name: str | None = None, t0=0.0, A=1.0, tau_rise=3.0, tau_fall=20.0,
                  B=0.0, bands=None, shared=()):
         super().__init__(name, bands, shared)
-        self._declare("t0", t0, units="day", description="reference time of the rise")
-        self._declare("A", A, valid=(0.0, None), units="flux", description="amplitude")
-        self._declare("tau_rise", tau_rise, valid=(0.0, None), units="day",
-                      description="rise time scale")
-        self._declare("tau_fall", tau_fall, valid=(0.0, None), units="day",
-                      description="decline time scale")
-        self._declare("B", B, units="flux", description="baseline flux")
+        self.t0 = Param("t0", *self._per_band("t0", t0),
+                        units="day", description="reference time of the rise")
+        self.A = Param("A", *self._per_band("A", A),
+                       valid=(0.0, None), units="flux", description="amplitude")
+        self.tau_rise = Param("tau_rise", *self._per_band("tau_rise", tau_rise),
+                              valid=(0.0, None), units="day", description="rise time scale")
+        self.tau_fall = Param("tau_fall", *self._per_band("tau_fall", tau_fall),
+                              valid=(0.0, None), units="day", description="decline time scale")
+        self.B = Param("B", *self._per_band("B", B), units="flux", description="baseline flux")
         self._check_shared(("t0", "A", "tau_rise", "tau_fall", "B"))
 
     @forward

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._forward import forward
+from ..params import Param
 from .base import LightCurve
 from .functions import gaussian_light_curve
 
@@ -29,11 +30,11 @@ class GaussianLightCurve(LightCurve):
     def __init__(self, name: str | None = None, t0=0.0, sigma=10.0, peak_flux=1.0, bands=None,
                  shared=()):
         super().__init__(name, bands, shared)
-        self._declare("t0", t0, units="day", description="peak time")
-        self._declare("sigma", sigma, valid=(0.0, None), units="day",
-                      description="standard deviation in time")
-        self._declare("peak_flux", peak_flux, valid=(0.0, None), units="flux",
-                      description="flux at the peak")
+        self.t0 = Param("t0", *self._per_band("t0", t0), units="day", description="peak time")
+        self.sigma = Param("sigma", *self._per_band("sigma", sigma),
+                           valid=(0.0, None), units="day", description="standard deviation in time")
+        self.peak_flux = Param("peak_flux", *self._per_band("peak_flux", peak_flux),
+                               valid=(0.0, None), units="flux", description="flux at the peak")
         self._check_shared(("t0", "sigma", "peak_flux"))
 
     @forward

@@ -6,6 +6,7 @@ import caskade as ck
 import torch
 
 from ..errors import ShapeError
+from ..params import Param
 from .base import LightCurve
 
 __all__ = ["link_flux_to_light_curve"]
@@ -56,7 +57,7 @@ def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, b
             t = t.to(torch.float64)
         if t.ndim != 1:
             raise ShapeError(f"times must be a vector (n_epochs,), got shape {tuple(t.shape)}")
-        times = ck.Param("times", t, units="day", description="epoch of each observation")
+        times = Param("times", t, units="day", description="epoch of each observation")
     if band is not None and isinstance(lightcurve, LightCurve):
         band = lightcurve.band_index(band)
         n = band.shape[-1] if times.value is None else times.value.shape[-1]  # unknown: no check

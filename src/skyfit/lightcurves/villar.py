@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._forward import forward
+from ..params import Param
 from .base import LightCurve
 from .functions import villar_light_curve
 
@@ -40,15 +41,18 @@ class Villar(LightCurve):
         if not transition_width > 0:
             raise ValueError(f"transition_width must be positive (days), got {transition_width}")
         self.transition_width = float(transition_width)
-        self._declare("t0", t0, units="day", description="start time of the rise")
-        self._declare("A", A, valid=(0.0, None), units="flux", description="amplitude")
-        self._declare("beta", beta, units="flux/day", description="plateau slope")
-        self._declare("gamma", gamma, valid=(0.0, None), units="day",
-                      description="plateau duration")
-        self._declare("tau_rise", tau_rise, valid=(0.0, None), units="day",
-                      description="rise time scale")
-        self._declare("tau_fall", tau_fall, valid=(0.0, None), units="day",
-                      description="decline time scale")
+        self.t0 = Param("t0", *self._per_band("t0", t0),
+                        units="day", description="start time of the rise")
+        self.A = Param("A", *self._per_band("A", A),
+                       valid=(0.0, None), units="flux", description="amplitude")
+        self.beta = Param("beta", *self._per_band("beta", beta),
+                          units="flux/day", description="plateau slope")
+        self.gamma = Param("gamma", *self._per_band("gamma", gamma),
+                           valid=(0.0, None), units="day", description="plateau duration")
+        self.tau_rise = Param("tau_rise", *self._per_band("tau_rise", tau_rise),
+                              valid=(0.0, None), units="day", description="rise time scale")
+        self.tau_fall = Param("tau_fall", *self._per_band("tau_fall", tau_fall),
+                              valid=(0.0, None), units="day", description="decline time scale")
         self._check_shared(("t0", "A", "beta", "gamma", "tau_rise", "tau_fall"))
 
     @forward

@@ -10,6 +10,7 @@ import caskade as ck
 import torch
 
 from .._forward import forward
+from .._graph import ModuleList
 from ..errors import ParameterRangeError
 from ..instruments.grid import PixelGrid
 from ..instruments.psf import PSF
@@ -46,7 +47,7 @@ class LensedSource(Source):
         if not isinstance(lens, ThinLens):
             raise TypeError(f"lens must be a ThinLens mass model, got {type(lens).__name__}")
         self.lens = lens
-        self.sources = list(sources)
+        self.sources = ModuleList(sources, name="sources")
 
     @forward
     def brightness(self, x, y):
@@ -67,7 +68,7 @@ class LensedImage(ck.Module):
     position with its magnified flux. To simulate many parameter sets at once, ``torch.vmap``
     over flat parameter vectors (point sources excepted: their number of images varies). On a
     CPU, ``torch.compile(torch.vmap(sim))`` fuses the ray tracing and the light profiles into one
-    loop (3-5x faster than eager in ``benchmarks/RESULTS.md``); call it on chunks of a few
+    loop (the speed-up over eager is in ``benchmarks/RESULTS.md``); call it on chunks of a few
     parameter sets (about a million sub-pixels per call) so the supersampled images stay in
     cache until the PSF is applied (see ``benchmarks/bench_lensing.py``).
 
@@ -115,7 +116,7 @@ class LensedImage(ck.Module):
             if ps.lens is not lens:
                 raise ValueError(f"point source {ps.name} is behind another lens than this "
                                  "image's: build it with the same lens object")
-        self.point_sources = list(point_sources)
+        self.point_sources = ModuleList(point_sources, name="point_sources")
         check_valid_values([lens, *sources, *lens_light, *point_sources])
         check_resolution(grid, sources + lens_light)
 

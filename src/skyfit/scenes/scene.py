@@ -8,6 +8,7 @@ import caskade as ck
 import torch
 
 from .._forward import forward
+from .._graph import ModuleList
 from ..errors import ShapeError
 from ..instruments.grid import PixelGrid
 from ..instruments.psf import PSF
@@ -58,8 +59,8 @@ class Scene(ck.Module):
         if psf is None and len(point_sources) > 0:
             raise ValueError("point sources are drawn by the PSF: give the Scene a `psf`")
         self.grid = grid
-        self.sources = list(sources)
-        self.point_sources = list(point_sources)
+        self.sources = ModuleList(sources, name="sources")
+        self.point_sources = ModuleList(point_sources, name="point_sources")
         self.psf = psf
         pad = psf.size // 2 if psf is not None else 0
         if pad and pad * 2 + 1 > 2 * max(grid.shape) + 1:
@@ -120,7 +121,7 @@ class ImageStack(ck.Module):
         super().__init__(name)
         if len(scenes) == 0:
             raise ValueError("ImageStack needs at least one scene")
-        self.scenes = list(scenes)
+        self.scenes = ModuleList(scenes, name="scenes")
 
     @forward
     def __call__(self) -> torch.Tensor:

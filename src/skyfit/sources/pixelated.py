@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from .._forward import forward
+from .._tensor import batch_param
 from ..params import Param
 from .base import Source
-from .profiles import batch_param, bilinear_interpolate
+from .profiles import bilinear_interpolate
 
 __all__ = ["Pixelated"]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from .._forward import forward
+from .._tensor import batch_param
 from ..params import Param
 from .base import Source
-from .profiles import batch_param, sersic_profile
+from .profiles import sersic_profile
 
 __all__ = ["Sersic"]
 

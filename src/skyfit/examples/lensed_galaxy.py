@@ -1,4 +1,5 @@
-"""A mock strong lens whose source is a held-out synthetic galaxy, fitted with a VAESource."""
+"""Example problem: a mock strong lens whose source is a held-out synthetic galaxy, fitted with a
+VAESource."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..instruments.grid import PixelGrid
-from ..instruments.psf import GaussianPSF
-from ..lenses.models import SIE
-from ..likelihoods import GaussianLikelihood
-from ..posterior import Posterior
-from ..scenes.lensed import LensedImage
-from ..sources.pixelated import Pixelated
-from ..sources.vae import VAESource
-from .galaxies import make_galaxies
+from .. import (
+    SIE,
+    GaussianLikelihood,
+    GaussianPSF,
+    LensedImage,
+    Pixelated,
+    PixelGrid,
+    Posterior,
+    VAESource,
+)
+from ..generative import make_galaxies
 
 __all__ = ["LensProblem", "lensed_galaxy_problem"]
 

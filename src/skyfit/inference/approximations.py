@@ -1,0 +1,136 @@
+"""Point and Gaussian approximations of a posterior: the results of fit_map, laplace and fit_vi.
+
+They are plain data (tensors, names, settings). :class:`GaussianApproximation` is the one type
+of Gaussian result: :func:`~skyfit.inference.laplace` returns it in the constrained (physical)
+space, :func:`~skyfit.inference.fit_vi` in the unconstrained space of
+:class:`~skyfit.inference.UnconstrainedDensity`; both hold torch tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .density import LogDensity
+from .results import Samples
+
+__all__ = ["MAPResult", "GaussianApproximation", "SPACES"]
+
+SPACES = ("constrained", "unconstrained")
+
+
+@dataclass
+class MAPResult:
+    """The outcome of :func:`~skyfit.inference.fit_map`.
+
+    Attributes:
+        x: the optimum, ``(dim,)``. names: parameter names. log_density: ``log p`` at ``x``.
+        n_evals: log-density (+ gradient) evaluations, counted as work: a batched call of ``k``
+            points counts ``k``, an exact Hessian ``dim``. grad_norm: max |gradient| (free
+            entries).
+        newton_decrement: ``g^T (-H)^-1 g / 2``, the log-density still to gain by a Newton step
+            (nan if the Hessian was not used). converged: judged by the decrement (< 1e-6) when
+            the Hessian is negative definite, else by ``grad_norm < gtol``; not by scipy alone.
+        message: scipy's message. wall_time: seconds. density: the fitted density.
+    """
+
+    x: torch.Tensor
+    names: list[str]
+    log_density: float
+    n_evals: int
+    grad_norm: float
+    newton_decrement: float
+    converged: bool
+    message: str
+    wall_time: float
+    density: LogDensity = field(repr=False)
+
+    @property
+    def values(self) -> dict[str, float]:
+        """``{name: value}`` of the optimum."""
+        return dict(zip(self.names, self.x.tolist()))
+
+    def apply(self) -> None:
+        """Write the optimum into the model's Params (:meth:`LogDensity.set`)."""
+        self.density.set(self.x)
+
+
+@dataclass
+class GaussianApproximation:
+    """``N(mean, covariance)`` approximating a posterior, in an explicit parameter space.
+
+    Attributes:
+        mean: ``(dim,)`` tensor. covariance: ``(dim, dim)`` tensor. names: parameter names.
+        space: ``"constrained"`` (the density's own parameters, e.g. a Laplace approximation)
+            or ``"unconstrained"`` (the space of :class:`UnconstrainedDensity`, e.g. VI).
+
+    Example:
+        >>> import torch
+        >>> g = GaussianApproximation(torch.zeros(2, dtype=torch.float64),
+        ...                           torch.eye(2, dtype=torch.float64), ["a", "b"])
+        >>> g.sample(1000, seed=0).draws.shape, g.std.tolist()
+        ((1, 1000, 2), [1.0, 1.0])
+    """
+
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    names: list[str]
+    space: str = "constrained"
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        dim = len(self.names)
+        if tuple(self.mean.shape) != (dim,) or tuple(self.covariance.shape) != (dim, dim):
+            raise ValueError(f"mean {tuple(self.mean.shape)} and covariance "
+                             f"{tuple(self.covariance.shape)} do not fit {dim} names")
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Marginal standard deviations, ``(dim,)``."""
+        return self.covariance.diagonal().sqrt()
+
+    @property
+    def correlation(self) -> torch.Tensor:
+        s = self.std
+        return self.covariance / (s[:, None] * s[None, :])
+
+    def propagate(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        """Delta method: mean and covariance of ``fn(x)`` for ``x ~ N(mean, covariance)``.
+
+        ``fn`` maps the flat vector (in this approximation's space) to any tensor (a derived
+        quantity such as a peak time or a magnification); returns ``(value, covariance)`` with
+        ``covariance = J C J^T`` where ``J`` is the autograd Jacobian of ``fn`` at the mean.
+        """
+        value = fn(self.mean)
+        J = torch.autograd.functional.jacobian(lambda v: fn(v).reshape(-1), self.mean)
+        J = J.reshape(-1, self.mean.shape[-1])
+        return value.detach(), J @ self.covariance @ J.T
+
+    def draw(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` draws ``(n, dim)`` of ``N(mean, covariance)`` in this approximation's space."""
+        g = torch.Generator(device=self.mean.device).manual_seed(seed)
+        L = torch.linalg.cholesky(self.covariance)
+        eps = torch.randn(n, self.mean.shape[0], generator=g, dtype=self.mean.dtype,
+                          device=self.mean.device)
+        return self.mean + eps @ L.T
+
+    def sample(self, n: int = 4000, seed: int = 0) -> Samples:
+        """Draws from the Gaussian, as one chain of :class:`Samples` (in its own space)."""
+        draws = self.draw(n, seed)
+        return Samples(draws=draws[None].cpu().numpy(), names=list(self.names),
+                       log_density=np.full((1, n), np.nan), sampler="gaussian")
+
+    def table(self, truth: dict | None = None) -> str:
+        """Plain-text table of mean +- standard deviation (and truth when given)."""
+        head = "value" if self.space == "constrained" else "value (unconstr.)"
+        rows = [f"{'parameter':<28}{head:>14}{'+-':>12}" + (f"{'truth':>14}" if truth else "")]
+        for name, v, s in zip(self.names, self.mean.tolist(), self.std.tolist()):
+            line = f"{name:<28}{v:>14.6g}{s:>12.3g}"
+            if truth:
+                line += f"{truth.get(name, float('nan')):>14.6g}"
+            rows.append(line)
+        return "\n".join(rows)

@@ -1,0 +1,89 @@
+"""Image stacks (data / model / residuals) and light curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ._arrays import _np
+
+__all__ = ["plot_image_stack", "plot_light_curve"]
+
+
+def plot_image_stack(data, model, sigma=None, extent=None, titles: Sequence[str] | None = None,
+                     cmap: str = "magma"):
+    """Data, model and residual panels, one column per image.
+
+    Arguments:
+        data, model: ``(n, ny, nx)`` or ``(ny, nx)`` images (flux per pixel).
+        sigma: per-pixel noise; residuals are then ``(data - model) / sigma`` (else data - model).
+        extent: ``grid.extent`` for axes in arcsec. titles: one per image.
+    """
+    import matplotlib.pyplot as plt
+
+    data, model = _np(data), _np(model)
+    if data.ndim == 2:  # one image: one column (np.atleast_3d would append the axis instead)
+        data, model = data[None], model[None]
+    if sigma is not None and np.ndim(_np(sigma)) == 2:
+        sigma = _np(sigma)[None]
+    if data.shape != model.shape:
+        raise ValueError(f"data {data.shape} and model {model.shape} differ in shape")
+    resid = data - model
+    label = "data - model"
+    if sigma is not None:
+        resid = resid / np.broadcast_to(_np(sigma), resid.shape)
+        label = "(data - model) / sigma"
+    n = data.shape[0]
+    fig, axes = plt.subplots(3, n, figsize=(2.4 * n + 0.6, 7.2), squeeze=False)
+    vmin, vmax = np.percentile(model, [1, 99.7])
+    rmax = max(np.abs(resid).max(), 1e-12) if sigma is None else 4.0
+    for i in range(n):
+        kw = dict(origin="lower", extent=extent)
+        im0 = axes[0, i].imshow(data[i], cmap=cmap, vmin=vmin, vmax=vmax, **kw)
+        im1 = axes[1, i].imshow(model[i], cmap=cmap, vmin=vmin, vmax=vmax, **kw)
+        im2 = axes[2, i].imshow(resid[i], cmap="RdBu_r", vmin=-rmax, vmax=rmax, **kw)
+        if titles:
+            axes[0, i].set_title(titles[i], fontsize=9)
+        for ax in axes[:, i]:
+            ax.tick_params(labelsize=7)
+    for row, (name, im) in enumerate((("data", im0), ("model", im1), (label, im2))):
+        axes[row, 0].set_ylabel(name + ("\n[arcsec]" if extent is not None else ""), fontsize=9)
+        fig.colorbar(im, ax=axes[row, :].tolist(), shrink=0.8, pad=0.01)
+    return fig
+
+
+def plot_light_curve(times, points: Mapping[str, Sequence] | None = None, curve=None,
+                     truth=None, ax=None, ylabel: str = "flux [e-/s]"):
+    """A light curve: per-epoch flux estimates, a fitted model with its 1-sigma band, the truth.
+
+    Arguments:
+        times: epochs (days) of the ``points``.
+        points: ``{label: [(value, error), ...]}``, one pair per epoch.
+        curve: ``(t, flux, flux_err)`` of the fitted model (``flux_err`` may be None).
+        truth: ``(t, flux)`` of the true light curve.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    else:
+        fig = ax.figure
+    times = _np(times)
+    offsets = np.linspace(-0.15, 0.15, max(len(points or {}), 1))
+    for off, (label, rows) in zip(offsets, (points or {}).items()):
+        rows = np.asarray(rows, dtype=float)
+        ax.errorbar(times + off, rows[:, 0], rows[:, 1], fmt="o", ms=4, capsize=2, label=label)
+    if curve is not None:
+        t, f, e = curve
+        t, f = _np(t), _np(f)
+        ax.plot(t, f, color="C3", label="light-curve model (MAP)")
+        if e is not None:
+            e = _np(e)
+            ax.fill_between(t, f - e, f + e, color="C3", alpha=0.25, lw=0, label="1-sigma")
+    if truth is not None:
+        ax.plot(_np(truth[0]), _np(truth[1]), "k--", lw=1, label="truth")
+    ax.set_xlabel("time [days]")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig
