@@ -214,10 +214,12 @@ class PhotometryLikelihood(ck.Module):
 
     @property
     def n_detections(self) -> int:
+        """Number of points used as detections (not upper limits, not masked)."""
         return int(self.detected.sum())
 
     @property
     def n_limits(self) -> int:
+        """Number of points used as upper limits (censored terms)."""
         return int(self.limited.sum())
 
     # -- model ----------------------------------------------------------------------------

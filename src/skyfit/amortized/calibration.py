@@ -17,7 +17,8 @@ from .simulate import observation_of
 
 __all__ = ["calibration", "importance_weights", "refine", "PARETO_K_MAX"]
 
-PARETO_K_MAX = 0.7  # above it PSIS estimates are unreliable (Vehtari et al. 2024, arXiv:1507.02646)
+PARETO_K_MAX = 0.7
+"""Largest Pareto k for trustworthy PSIS estimates (Vehtari et al. 2024, arXiv:1507.02646)."""
 
 
 def calibration(post: AmortizedPosterior, theta, x, n_draws: int = 199,

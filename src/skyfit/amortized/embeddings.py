@@ -49,6 +49,7 @@ class MLPEmbedding(nn.Module):
         self.linear = nn.Linear(math.prod(self.shape), self.features, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The summary vector of each observation in ``x``."""
         n = len(self.shape)
         if tuple(x.shape[x.ndim - n:]) != self.shape:
             raise ShapeError(f"observation of shape {tuple(x.shape[x.ndim - n:])}, the embedding "
@@ -101,6 +102,7 @@ class StampEmbedding(nn.Module):
         self.head = _mlp(c2 * (h // 4) * (w // 4), (128,), self.features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The summary vector of each stamp in ``x``."""
         n = len(self.shape)
         if tuple(x.shape[x.ndim - n:]) != self.shape:
             raise ShapeError(f"stamp of shape {tuple(x.shape[x.ndim - n:])}, the embedding was "

@@ -23,6 +23,7 @@ from torch import nn
 __all__ = ["FLOW_KINDS", "SoftClampAffineTransform", "conditional_flow"]
 
 FLOW_KINDS = ("nsf", "glow")
+"""Flow families: zuko's neural spline flow and the GLOW-style invertible network."""
 
 
 def _zuko():

@@ -74,6 +74,7 @@ class AmortizedPosterior(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Number of inferred parameters."""
         return len(self.names)
 
     # -- standardisation ------------------------------------------------------------------
@@ -172,5 +173,6 @@ class AmortizedPosterior(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> AmortizedPosterior:
+        """An untrained posterior network built from :meth:`config`'s dictionary."""
         c = dict(config)
         return cls(c.pop("names"), c.pop("lower"), c.pop("upper"), c.pop("data_shape"), **c)

@@ -18,6 +18,7 @@ EXAMPLES = {
     "PS1-10jh": ("PS1-10jh.csv", "TDE", 0.1696,
                  dict(system="AB", bands=("NUV", "g", "r", "i", "z"))),
 }
+"""The shipped light curves: name -> (file, class, redshift, Photometry keywords)."""
 
 
 def load_example(name: str, **kwargs) -> Photometry:

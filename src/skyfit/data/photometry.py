@@ -18,6 +18,7 @@ __all__ = ["Photometry", "AB_MINUS_VEGA_BLANTON_ROWEIS_2007"]
 #: Table 1. A documented example for ``vega_offsets=``: check the values for your own filters.
 AB_MINUS_VEGA_BLANTON_ROWEIS_2007 = {"U": 0.79, "B": -0.09, "V": 0.02, "R": 0.21, "I": 0.45,
                                      "J": 0.91, "H": 1.39, "Ks": 1.85}
+"""AB minus Vega magnitude per band, mag (Blanton & Roweis 2007, AJ 133, 734, table 1)."""
 
 _DEFAULT_COLUMNS = dict(time="mjd", band="band", flux="flux", flux_err="flux_err", mag="mag",
                         mag_err="mag_err", upper_limit="upper_limit", limit="limit")
@@ -284,6 +285,7 @@ class Photometry:
 
     @property
     def n_bands(self) -> int:
+        """Number of distinct bands (1 for single-band photometry)."""
         return 1 if self.bands is None else len(self.bands)
 
     @property
@@ -293,6 +295,7 @@ class Photometry:
 
     @property
     def detected(self) -> torch.Tensor:
+        """Boolean mask, True for detections (rows that are not upper limits)."""
         return ~self.upper_limit
 
     @property

@@ -48,10 +48,14 @@ class NonCentredPopulation(ck.Module):
     def __init__(self, name: str | None, n: int, mu=0.0, tau=1.0, eta=None, log: bool = False):
         super().__init__(name)
         self.n, self.log = int(n), bool(log)
-        self.mu = Param("mu", mu, shape=(), description="population mean")
-        self.tau = Param("tau", tau, shape=(), valid=(0.0, None), description="population scale")
+        # mu and tau carry the units of the linked parameter (or of its log with log=True)
+        self.mu = Param("mu", mu, shape=(), units="as the linked parameter",
+                        description="population mean")
+        self.tau = Param("tau", tau, shape=(), valid=(0.0, None),
+                         units="as the linked parameter", description="population scale")
         eta = torch.zeros(self.n, dtype=torch.float64) if eta is None else eta
-        self.eta = Param("eta", eta, shape=(self.n,), description="standardised offsets")
+        self.eta = Param("eta", eta, shape=(self.n,), units="dimensionless",
+                         description="standardised offsets")
 
     @forward
     def members(self, mu=None, tau=None, eta=None) -> torch.Tensor:

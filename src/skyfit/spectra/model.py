@@ -23,6 +23,7 @@ __all__ = ["LineList", "synthetic_line_list", "StellarSpectrum", "ATOMIC_MASS"]
 # many lines are saturated (here the strongest few, as in a solar spectrum near 5100 A)
 LINE_STRENGTH_ZERO_POINT = 1.5
 ATOMIC_MASS = {"Fe": 55.85, "Mg": 24.31, "Si": 28.09, "Ca": 40.08, "Ti": 47.87, "Ba": 137.33}
+"""Atomic mass per element, in atomic mass units (for thermal Doppler widths)."""
 
 
 @dataclass
