@@ -45,6 +45,13 @@ API_PAGES = {
                   ["skyfit.inference"]),
     "generative": ("Generative", "Synthetic galaxies, VAEs and normalising flows used as "
                    "source priors.", ["skyfit.generative"]),
+    "data": ("Data", "Observations as observers have them: photometry tables (flux or "
+             "magnitudes, upper limits) and the shipped real light curves.", ["skyfit.data"]),
+    "amortized": ("Amortised inference", "Neural posterior estimation trained on a Posterior's "
+                  "own simulator, calibration (SBC, coverage) and importance-weighted refinement.",
+                  ["skyfit.amortized"]),
+    "spectra": ("Spectra", "A differentiable stellar-spectrum simulator (continuum, absorption "
+                "lines, instrumental broadening).", ["skyfit.spectra"]),
     "plots": ("Plots", "Figures made from models and results (matplotlib).", ["skyfit.plots"]),
     "errors": ("Errors", "Exceptions and warnings raised by skyfit.", ["skyfit.errors"]),
 }
