@@ -193,10 +193,12 @@ class PhotometryLikelihood(ck.Module):
         lightcurve: Module with ``@forward flux(t, band=None)``.
         time: days, shape ``(N,)``. flux, flux_err: same shape, ``flux_err > 0``.
         band: integer band index per point (``(N,)``) for multi-band light curves, or None.
+        mask: boolean ``(N,)``, True where a point is used; masked points (e.g. the padding of
+            ragged light curves batched together) contribute exactly 0.
     """
 
     def __init__(self, lightcurve: ck.Module, time, flux, flux_err, band=None,
-                 name: str | None = None):
+                 name: str | None = None, mask=None):
         super().__init__(name)
         self.lightcurve = lightcurve
         self.time = _finite_tensor("time", time)
@@ -218,6 +220,7 @@ class PhotometryLikelihood(ck.Module):
         self.band = None if band is None else band.long()
         if self.band is not None and self.band.shape != n:
             raise ShapeError(f"band has shape {tuple(self.band.shape)}, time has {tuple(n)}")
+        self.mask = _check_mask(mask, n)
 
     @forward
     def __call__(self) -> torch.Tensor:
@@ -226,4 +229,7 @@ class PhotometryLikelihood(ck.Module):
         else:
             model = self.lightcurve.flux(self.time, self.band)
         var = self.flux_err**2
-        return -0.5 * (((self.flux - model) ** 2 / var) + torch.log(2 * math.pi * var)).sum()
+        terms = (self.flux - model) ** 2 / var + torch.log(2 * math.pi * var)
+        if self.mask is not None:
+            terms = torch.where(self.mask, terms, torch.zeros_like(terms))
+        return -0.5 * terms.sum()
