@@ -64,7 +64,7 @@ class SurveyNight:
 def simulate_survey_night(n_objects: int, seed: int = 0, n_min: int = 20,
                           n_max: int = 40) -> SurveyNight:
     """``n_objects`` supernovae with random Villar parameters, each observed at 20-40 random
-    times over 100 days in random bands, Gaussian noise of ``3 + 0.03 flux``."""
+    times over 130 days in random bands, Gaussian noise of ``1 + 0.02 flux``."""
     rng = np.random.default_rng(seed)
     n = n_objects
     truth = np.column_stack([
@@ -72,18 +72,18 @@ def simulate_survey_night(n_objects: int, seed: int = 0, n_min: int = 20,
         rng.uniform(80.0, 200.0, (n, 3)),                        # A per band
         -rng.uniform(0.0, 1.0, n),                               # beta
         rng.uniform(10.0, 40.0, n),                              # gamma
-        rng.uniform(1.0, 6.0, n),                                # tau_rise
+        rng.uniform(3.0, 8.0, n),                                # tau_rise
         rng.uniform(10.0, 50.0, n),                              # tau_fall
     ])
     sizes = rng.integers(n_min, n_max + 1, n)
     objects = []
     for i in range(n):
-        time = np.sort(rng.uniform(-10.0, 100.0, sizes[i]))
+        time = np.sort(rng.uniform(-20.0, 110.0, sizes[i]))
         band = rng.integers(0, 3, sizes[i])
         objects.append({"time": time, "band": band})
     stacked = stack_ragged(objects, length=n_max)
     model = villar_flux(truth, stacked["time"], stacked["band"])
-    flux_err = 3.0 + 0.03 * np.abs(model)
+    flux_err = 1.0 + 0.02 * np.abs(model)
     flux = model + flux_err * rng.standard_normal(model.shape)
     data = {"time": stacked["time"], "flux": flux, "flux_err": flux_err,
             "band": stacked["band"], "mask": stacked["mask"]}
@@ -92,12 +92,12 @@ def simulate_survey_night(n_objects: int, seed: int = 0, n_min: int = 20,
 
 
 def villar_starts(data: dict[str, np.ndarray]) -> np.ndarray:
-    """Data-driven starts ``(N, 8)``: ``t0`` 5 days before the brightest point, each band's
-    amplitude its brightest flux, a flat 20-day plateau, 3-day rise, 30-day decline."""
+    """Data-driven starts ``(N, 8)``: ``t0`` 15 days before the brightest point, each band's
+    amplitude its brightest flux, a flat 20-day plateau, 5-day rise, 30-day decline."""
     flux = np.where(data["mask"], data["flux"], -np.inf)
     peak = data["time"][np.arange(len(flux)), flux.argmax(1)]
     amplitude = np.stack([np.where(data["band"] == b, flux, -np.inf).max(1) for b in range(3)], 1)
     amplitude = np.clip(np.where(np.isfinite(amplitude), amplitude, 50.0), 1.0, None)
     n = len(flux)
-    return np.column_stack([peak - 5.0, amplitude, np.zeros(n), np.full(n, 20.0),
-                            np.full(n, 3.0), np.full(n, 30.0)])
+    return np.column_stack([peak - 15.0, amplitude, np.zeros(n), np.full(n, 20.0),
+                            np.full(n, 5.0), np.full(n, 30.0)])
