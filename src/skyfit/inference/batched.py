@@ -117,9 +117,14 @@ class ObjectRows(LogDensity):
 
     def __init__(self, batched: BatchedDensity, rows: torch.Tensor):
         self.batched = batched
-        self.rows = torch.as_tensor(rows, device=batched.device)
+        self.all_rows = torch.as_tensor(rows, device=batched.device)
+        self.rows = self.all_rows
         self.names = list(batched.names)
         self.lower, self.upper = batched.lower, batched.upper
+
+    def select(self, chains: torch.Tensor | None) -> None:
+        """Evaluate only the entries ``chains`` of the chain axis from now on (None: all)."""
+        self.rows = self.all_rows if chains is None else self.all_rows[chains]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)

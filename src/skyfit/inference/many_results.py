@@ -21,7 +21,7 @@ class ManyResult:
         messages: why each object's optimiser stopped. warnings: per object, a list of texts.
         rhat, ess: ``(N, dim)`` sampling diagnostics, or None. extra: further per-object
         tensors (``newton_decrement``, ``repaired``, ...), each becomes a column.
-        wall_time: seconds.
+        wall_time: seconds. draws: ``(N, chains, draws, dim)`` for sampled results, or None.
     """
 
     names: list[str]
@@ -35,6 +35,7 @@ class ManyResult:
     ess: torch.Tensor | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     wall_time: float = float("nan")
+    draws: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         n = self.x.shape[0]
