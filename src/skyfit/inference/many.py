@@ -30,12 +30,13 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
 
 
 def _objective(density: BatchedDensity, transform: UnconstrainedDensity):
+    # the optimiser's row r is start r // N of object r % N
     # -log p of the constrained point x(z) and its gradient in z: the optimiser moves freely
     # in z and never leaves the support (no Jacobian term: the mode in x is wanted)
     def objective(z: torch.Tensor, rows: torch.Tensor):
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            logp = density.log_prob_rows(transform.to_constrained(z), rows)
+            logp = density.log_prob_rows(transform.to_constrained(z), rows % density.n_objects)
             (g,) = torch.autograd.grad(logp.sum(), z)
         bad = ~torch.isfinite(logp)
         return -logp.detach(), torch.where(bad[:, None], torch.full_like(g, float("nan")), -g)
@@ -70,7 +71,6 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     starts = _starts(density, init)
     s, n, d = starts.shape
     transform = UnconstrainedDensity(ObjectRows(density, torch.arange(n, device=density.device)))
-    rows = torch.arange(n, device=density.device).repeat(s)
     runs = minimize_batched(_objective(density, transform),
                             transform.to_unconstrained(starts.reshape(s * n, d)),
                             takes_rows=True, scale="curvature", gtol=gtol, max_iter=max_iter)
