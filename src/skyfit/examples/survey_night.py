@@ -7,12 +7,15 @@ The factory is a plain function of arrays (picklable by reference), which is wha
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import caskade as ck
 import numpy as np
 import torch
 
-from .. import PhotometryLikelihood, Posterior, Villar
+from .. import Posterior, Villar
+from .._forward import forward
 from ..survey import stack_ragged
 
 __all__ = ["SurveyNight", "simulate_survey_night", "villar_posterior", "villar_starts",
@@ -23,12 +26,36 @@ SHARED = ("t0", "beta", "gamma", "tau_rise", "tau_fall")
 TRANSITION_WIDTH = 3.0
 
 
+class PaddedPhotometry(ck.Module):
+    """Gaussian log-likelihood of padded photometry: every row is computed and the rows with
+    ``mask`` False are zeroed by ``torch.where`` (fixed shapes, so objects with different masks
+    batch under ``vmap``; :class:`~skyfit.PhotometryLikelihood` selects its rows by index at
+    construction, which cannot differ between the objects of one batch)."""
+
+    def __init__(self, lightcurve, time, flux, flux_err, band, mask=None):
+        super().__init__("photometry")
+        self.lightcurve = lightcurve
+        as64 = dict(dtype=torch.float64)
+        self.time, self.flux = torch.as_tensor(time, **as64), torch.as_tensor(flux, **as64)
+        self.flux_err = torch.as_tensor(flux_err, **as64)
+        self.band = torch.as_tensor(band).long()
+        self.mask = torch.ones_like(self.time, dtype=torch.bool) if mask is None else (
+            torch.as_tensor(mask, dtype=torch.bool))
+
+    @forward
+    def __call__(self):
+        model = self.lightcurve.flux(self.time, band=self.band)
+        var = self.flux_err**2
+        terms = (self.flux - model) ** 2 / var + torch.log(2 * math.pi * var)
+        return -0.5 * torch.where(self.mask, terms, torch.zeros_like(terms)).sum()
+
+
 def villar_posterior(time, flux, flux_err, band, mask=None) -> Posterior:
     """One object's posterior: a three-band Villar light curve (``A`` per band, the shape
     shared) with flat priors inside each Param's ``valid`` range."""
     lc = Villar(bands=list(BANDS), shared=SHARED, transition_width=TRANSITION_WIDTH)
     lc.to_dynamic()
-    return Posterior(PhotometryLikelihood(lc, time, flux, flux_err, band=band, mask=mask))
+    return Posterior(PaddedPhotometry(lc, time, flux, flux_err, band, mask))
 
 
 def villar_flux(params: np.ndarray, time: np.ndarray, band: np.ndarray) -> np.ndarray:
