@@ -33,6 +33,7 @@ LAYER_OF = {
     "skyfit.likelihoods_photometry": "posterior",
     "skyfit.priors": "posterior",
     "skyfit.posterior": "posterior",
+    "skyfit.survey": "posterior",  # many objects of one Posterior; Dask over chunks
     "skyfit.plots": "plots",
     "skyfit.amortized": "amortized",
     "skyfit.examples": "examples",
@@ -67,7 +68,8 @@ MAY_IMPORT = {
 # below fails once one is no longer made, so that the exception is removed with it.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
 # Imported only inside the functions that use them: each is slow to import or optional.
-LAZY = ("arviz", "matplotlib", "h5py", "zuko", "corner", "graphviz", "pandas", "xarray")
+LAZY = ("arviz", "matplotlib", "h5py", "zuko", "corner", "graphviz", "pandas", "xarray",
+        "distributed", "dask", "pyarrow", "astropy")
 
 
 def layer_of(module: str) -> str:
