@@ -37,18 +37,22 @@ class BatchedDensity(abc.ABC):
 
     @property
     def dim(self) -> int:
+        """Number of parameters of one object."""
         return len(self.names)
 
     @property
     def n_objects(self) -> int:
+        """Number of objects N."""
         return next(iter(self.data.values())).shape[0]
 
     @property
     def dtype(self) -> torch.dtype:
+        """Floating-point dtype of the parameters."""
         return self.lower.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the parameters."""
         return self.lower.device
 
     @abc.abstractmethod
