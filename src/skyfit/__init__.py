@@ -33,6 +33,7 @@ from .inference import (
     sample_nuts,
 )
 from .instruments import GaussianPSF, PixelatedPSF, PixelGrid, ReadPoissonNoise
+from .io import load_model, register_module, save_model
 from .lenses import (
     EPL,
     NFW,
@@ -50,7 +51,6 @@ from .lenses import (
     find_images,
 )
 from .lightcurves import Bazin, GaussianLightCurve, Villar, link_flux_to_light_curve
-from .io import load_model, register_module, save_model
 from .likelihoods import GaussianLikelihood, PhotometryLikelihood, PoissonLikelihood
 from .params import Param
 from .posterior import Posterior

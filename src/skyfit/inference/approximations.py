@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .density import LogDensity
+from .result_files import load_result, save_result
 from .results import Samples
 
 __all__ = ["MAPResult", "GaussianApproximation", "SPACES"]
@@ -46,7 +47,7 @@ class MAPResult:
     converged: bool
     message: str
     wall_time: float
-    density: LogDensity = field(repr=False)
+    density: LogDensity | None = field(repr=False)
 
     @property
     def values(self) -> dict[str, float]:
@@ -55,7 +56,20 @@ class MAPResult:
 
     def apply(self) -> None:
         """Write the optimum into the model's Params (:meth:`LogDensity.set`)."""
+        if self.density is None:
+            raise ValueError("this result has no density (it was loaded from a file): pass "
+                             "density= to MAPResult.load")
         self.density.set(self.x)
+
+    def save(self, path) -> None:
+        """Write this result to the safetensors file ``path`` (JSON fields + tensors; the
+        density is not stored)."""
+        save_result(self, path)
+
+    @classmethod
+    def load(cls, path, density: LogDensity | None = None) -> MAPResult:
+        """The result :meth:`save` wrote; ``density`` (optional) is the fitted density."""
+        return load_result(cls, path, density=density)
 
 
 @dataclass
@@ -87,6 +101,17 @@ class GaussianApproximation:
         if tuple(self.mean.shape) != (dim,) or tuple(self.covariance.shape) != (dim, dim):
             raise ValueError(f"mean {tuple(self.mean.shape)} and covariance "
                              f"{tuple(self.covariance.shape)} do not fit {dim} names")
+
+    def save(self, path) -> None:
+        """Write this approximation to the safetensors file ``path`` (JSON fields + tensors;
+        a fitted density, and VI's torch module ``q``, are not stored)."""
+        save_result(self, path)
+
+    @classmethod
+    def load(cls, path, **not_data):
+        """The approximation :meth:`save` wrote, of this class; ``not_data``: ``density=``
+        (and VI's ``q=``) where needed (``VIResult.sample`` needs the density)."""
+        return load_result(cls, path, **not_data)
 
     @property
     def std(self) -> torch.Tensor:
