@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER_OF = {
     "skyfit.errors": "core",
     "skyfit.params": "core",
+    "skyfit.units": "core",
     "skyfit.instruments": "instruments",
     "skyfit.sources": "sources",
     "skyfit.lightcurves": "lightcurves",
@@ -63,7 +64,8 @@ MAY_IMPORT = {
 # below fails once one is no longer made, so that the exception is removed with it.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
 # Imported only inside the functions that use them: each is slow to import or optional.
-LAZY = ("arviz", "matplotlib", "h5py", "zuko", "corner", "graphviz", "pandas", "xarray")
+LAZY = ("astropy", "safetensors", "arviz", "matplotlib", "h5py", "zuko", "corner", "graphviz",
+        "pandas", "xarray")
 
 
 def layer_of(module: str) -> str:

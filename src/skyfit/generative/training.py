@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..errors import ConvergenceWarning
 from .flows import LatentFlow

@@ -5,12 +5,13 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from ..errors import ShapeError
 
 __all__ = ["PixelGrid"]
 
 
-class PixelGrid(ck.Module):
+class PixelGrid(ModuleDisplay, ck.Module):
     """A rectangular grid of square pixels on the sky.
 
     Conventions (used everywhere in skyfit):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..errors import ShapeError
 from ..params import Param
@@ -14,7 +15,7 @@ from .grid import PixelGrid
 __all__ = ["PSF", "GaussianPSF", "PixelatedPSF"]
 
 
-class PSF(ck.Module):
+class PSF(ModuleDisplay, ck.Module):
     """Base class: a PSF sampled on the image pixel grid as an odd ``size x size`` kernel.
 
     Subclasses define ``kernel(pixel_scale, dtype=torch.float64)`` (normalised to sum 1, computed in

@@ -5,12 +5,13 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 
 __all__ = ["ThinLens"]
 
 
-class ThinLens(ck.Module):
+class ThinLens(ModuleDisplay, ck.Module):
     """A mass distribution in one lens plane (the conventions are in :mod:`skyfit.lenses`).
 
     Subclasses define three ``@forward`` methods of sky coordinates ``x, y`` (arcsec):

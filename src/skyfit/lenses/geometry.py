@@ -7,6 +7,7 @@ import math
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 from .cosmology import FlatLambdaCDM, constants
@@ -14,7 +15,7 @@ from .cosmology import FlatLambdaCDM, constants
 __all__ = ["LensGeometry"]
 
 
-class LensGeometry(ck.Module):
+class LensGeometry(ModuleDisplay, ck.Module):
     """Lens redshift ``z_l``, source redshift ``z_s`` and a cosmology: the lens system's
     distances, and the conversions between physical and angular quantities.
 
