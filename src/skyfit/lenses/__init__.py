@@ -24,6 +24,7 @@ Conventions (stated here once for all of skyfit's lensing):
 
 from .base import ThinLens
 from .caustics import critical_curves
+from .astropy_cosmology import AstropyCosmology
 from .cosmology import FlatLambdaCDM
 from .geometry import LensGeometry
 from .models import EPL, NFW, SIE, SIS, CompositeLens, ExternalShear, MassSheet, PointMass
@@ -41,6 +42,7 @@ __all__ = [
     "EPL",
     "CompositeLens",
     "FlatLambdaCDM",
+    "AstropyCosmology",
     "LensGeometry",
     "find_images",
     "LensImages",

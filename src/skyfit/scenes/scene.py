@@ -70,7 +70,7 @@ class Scene(ModuleDisplay, ck.Module):
         ny, nx = grid.shape
         render_grid = (
             PixelGrid((ny + 2 * pad, nx + 2 * pad), grid.pixel_scale, grid.center,
-                      grid.supersample, grid.dtype, grid.device)
+                      grid.supersample, grid.dtype, grid.device, rotation=grid.rotation)
             if pad else grid
         )
         # a private helper grid, not a node of the model graph
