@@ -22,9 +22,9 @@ Conventions (stated here once for all of skyfit's lensing):
   arrives first.
 """
 
+from .astropy_cosmology import AstropyCosmology
 from .base import ThinLens
 from .caustics import critical_curves
-from .astropy_cosmology import AstropyCosmology
 from .cosmology import FlatLambdaCDM
 from .geometry import LensGeometry
 from .models import EPL, NFW, SIE, SIS, CompositeLens, ExternalShear, MassSheet, PointMass
