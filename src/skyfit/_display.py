@@ -99,6 +99,10 @@ class ModuleDisplay:
     """Mixin of skyfit's modules: ``repr`` and the notebook's HTML are the parameter table."""
 
     def __repr__(self) -> str:
+        # torch's transforms call repr(module) while tracing (vmap names its function): no
+        # values can be read then
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return f"{type(self).__name__}({self.name})"
         return str(module_table(self))
 
     def _repr_html_(self) -> str:
