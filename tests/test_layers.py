@@ -21,24 +21,29 @@ LAYER_OF = {
     "skyfit.errors": "core",
     "skyfit.params": "core",
     "skyfit.units": "core",
+    "skyfit.data": "core",  # observed tables (Photometry): no models
     "skyfit.instruments": "instruments",
     "skyfit.sources": "sources",
     "skyfit.lightcurves": "lightcurves",
+    "skyfit.spectra": "spectra",
     "skyfit.lenses": "lenses",
     "skyfit.generative": "generative",
     "skyfit.scenes": "scenes",
     "skyfit.inference": "inference",
     "skyfit.likelihoods": "posterior",
+    "skyfit.likelihoods_photometry": "posterior",
     "skyfit.priors": "posterior",
     "skyfit.posterior": "posterior",
     "skyfit.plots": "plots",
     "skyfit.io": "io",
+    "skyfit.amortized": "amortized",
     "skyfit.examples": "examples",
     "skyfit.cli": "app",
+    "skyfit.lightcurve_fit": "app",
     "skyfit.__main__": "app",
     "skyfit": "namespace",  # the package's __init__: the public names, re-exported
 }
-_MODULES = {"instruments", "sources", "lightcurves", "lenses", "generative"}
+_MODULES = {"instruments", "sources", "lightcurves", "spectra", "lenses", "generative"}
 _BELOW_EXAMPLES = {"core", *_MODULES, "scenes", "inference", "posterior", "plots"}
 # What each layer may import besides itself. The inference layer sees a LogDensity and plain
 # arrays only: no astronomy, no plots; a posterior implements its LogDensity interface.
@@ -47,6 +52,7 @@ MAY_IMPORT = {
     "instruments": {"core"},
     "sources": {"core"},
     "lightcurves": {"core"},
+    "spectra": {"core"},
     "lenses": {"core"},
     "generative": {"core", "instruments", "sources"},  # training stamps are Sersic profiles
     "scenes": {"core", *_MODULES - {"generative"}},
@@ -55,6 +61,8 @@ MAY_IMPORT = {
     "plots": {"core", *_MODULES, "scenes", "inference"},  # figures of results and modules
     # files of models and results: every module class, and the result types
     "io": {"core", *_MODULES, "scenes", "inference", "posterior"},
+    # simulates from a Posterior, trains flows, checks them against its exact density
+    "amortized": {"core", *_MODULES, "scenes", "inference", "posterior"},
     "namespace": _BELOW_EXAMPLES | {"io", "namespace"},
     # the public API and its modules
     "examples": _BELOW_EXAMPLES | {"io", "namespace", "examples"},

@@ -109,11 +109,11 @@ def lookup(key: str, kind: str, allow: Iterable[str] = ()) -> type:
 
 def _register_skyfit() -> None:
     """Register every module and pointer-function class of skyfit."""
-    from .. import instruments, lenses, lightcurves, likelihoods, scenes, sources
+    from .. import instruments, lenses, lightcurves, likelihoods, scenes, sources, spectra
     from ..lenses import pointers
     from ..lightcurves.link import LightCurveFlux
 
-    for package in (instruments, lenses, lightcurves, scenes, sources, likelihoods):
+    for package in (instruments, lenses, lightcurves, scenes, sources, spectra, likelihoods):
         for name in package.__all__:
             obj = getattr(package, name)
             if isinstance(obj, type) and issubclass(obj, ck.Module):
