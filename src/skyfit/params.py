@@ -53,9 +53,13 @@ class Param(ck.Param):
                      doc=ck.Param.value.__doc__)
 
     def to_static(self, value=ck.param.NULL):
+        """Make the Param static (fixed), optionally with a new value (a Quantity is converted
+        to the declared units); caskade's ``to_static`` otherwise."""
         return super().to_static(_from_quantity(self, value))
 
     def to_dynamic(self, value=ck.param.NULL):
+        """Make the Param dynamic (fitted), optionally with a new default value (a Quantity is
+        converted to the declared units); caskade's ``to_dynamic`` otherwise."""
         return super().to_dynamic(_from_quantity(self, value))
 
     def quantity(self):

@@ -18,10 +18,13 @@ from .errors import UnitsError
 __all__ = ["astropy_unit", "is_quantity", "to_quantity", "from_quantity"]
 
 UNIT_STRINGS = {  # skyfit's string -> astropy's spelling of it
-    "": "", "arcsec": "arcsec", "rad": "rad", "day": "day", "s": "s", "Msun": "solMass",
+    "": "", "dimensionless": "", "arcsec": "arcsec", "rad": "rad", "day": "day", "s": "s",
+    "Msun": "solMass",
     "km/s": "km/s", "km/s/Mpc": "km/(s Mpc)", "e-": "electron",
     "e-/s/pixel": "electron/(s pix)", "flux": "flux", "flux/arcsec^2": "flux/arcsec2",
-    "flux/day": "flux/day",
+    "flux/day": "flux/day", "e-/s": "electron/s", "e-/s per pixel": "electron/(s pix)",
+    "K": "K", "mag": "mag", "dex": "dex", "log10(cm s^-2)": "dex(cm/s2)",
+    "10 M_sun": "10 solMass", "500 R_sun": "500 solRad", "1e51 erg": "1e51 erg",
 }
 
 

@@ -26,11 +26,23 @@ class AstropyCosmology(ModuleDisplay, ck.Module):
     :class:`~skyfit.FlatLambdaCDM` to fit ``H0`` or ``Om0``).
 
     Arguments:
-        cosmology: an ``astropy.cosmology.Cosmology`` instance.
+        cosmology: an ``astropy.cosmology.Cosmology`` instance (default astropy's default
+            cosmology, ``astropy.cosmology.default_cosmology.get()``).
+
+    Example:
+        >>> from astropy.cosmology import Planck18
+        >>> from skyfit import LensGeometry
+        >>> geometry = LensGeometry(z_l=0.5, z_s=2.0, cosmology=Planck18)
+        >>> round(geometry.distances()[0].item(), 1)  # D_l, Mpc
+        1297.6
     """
 
-    def __init__(self, cosmology, name: str | None = None):
+    def __init__(self, cosmology=None, name: str | None = None):
         super().__init__(name)
+        if cosmology is None:
+            from astropy.cosmology import default_cosmology
+
+            cosmology = default_cosmology.get()
         if not is_astropy_cosmology(cosmology):
             raise TypeError(f"expected an astropy cosmology, got {type(cosmology).__name__}")
         self.__dict__["astropy"] = cosmology  # not a graph node
