@@ -54,3 +54,12 @@ class HessianWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """An optimiser or sampler stopped without meeting its convergence criterion."""
+
+
+class ModelFileError(SkyfitError, ValueError):
+    """A saved model or result cannot be written or read: an unregistered class, a value with no
+    file form, a file that is not a skyfit model file."""
+
+
+class UnitsError(SkyfitError, ValueError):
+    """A Quantity's units cannot be converted to the units a parameter is declared in."""

@@ -11,7 +11,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
-from .approximations import MAPResult
+from .approximations import MAPResult, units_of
 from .density import LogDensity
 from .initialization import resolve_point
 from .laplace import log_density_hessian
@@ -218,6 +218,7 @@ def fit_map(
             f"{method} stopped without converging (|grad|max={grad_norm:.3g}, Newton decrement="
             f"{decrement:.3g}, scipy: {res.message}). Try another start or method."), stacklevel=2)
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
+                     units=units_of(density),
                      n_evals=n_evals, grad_norm=grad_norm, newton_decrement=decrement,
                      converged=bool(converged), message=str(res.message),
                      wall_time=time.perf_counter() - t_start, density=density)
