@@ -26,11 +26,7 @@ SPACES = ("constrained", "unconstrained")
 
 def units_of(density) -> dict[str, str]:
     """``{name: units}`` of a density's parameters, where it knows them (a Posterior does)."""
-    for candidate in (density, getattr(density, "base", None)):
-        units = getattr(candidate, "units", None)
-        if isinstance(units, dict):
-            return dict(units)
-    return {}
+    return dict(density.units)
 
 
 def _quantity(names: list[str], values: torch.Tensor, units: dict, name: str):
