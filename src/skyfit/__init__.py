@@ -14,6 +14,7 @@ from . import (
     generative,
     inference,
     instruments,
+    io,
     lenses,
     lightcurves,
     plots,
@@ -33,6 +34,7 @@ from .inference import (
     sample_nuts,
 )
 from .instruments import GaussianPSF, PixelatedPSF, PixelGrid, ReadPoissonNoise
+from .io import load_model, register_module, save_model
 from .lenses import (
     EPL,
     NFW,
@@ -58,7 +60,7 @@ from .sources import Gaussian, Pixelated, PointSource, Sersic, VAESource
 
 __all__ = [
     # subpackages
-    "errors", "generative", "inference", "instruments", "lenses", "lightcurves", "plots",
+    "errors", "generative", "inference", "instruments", "io", "lenses", "lightcurves", "plots",
     "scenes", "sources",
     # parameters
     "Param",
@@ -78,7 +80,9 @@ __all__ = [
     "LogDensity", "compile", "fit_map", "laplace", "fit_vi", "sample_emcee", "sample_nuts",
     "sample_hmc",
     "Samples",
+    # saving and loading models
+    "save_model", "load_model", "register_module",
     # neural source priors
     "GalaxyModel", "load_pretrained",
 ]
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # noqa: E402

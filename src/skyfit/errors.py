@@ -7,6 +7,8 @@ __all__ = [
     "ParameterRangeError",
     "ParameterVectorError",
     "LogDensityError",
+    "CorruptFileError",
+    "DataMismatchError",
     "HessianWarning",
     "ConvergenceWarning",
     "CompileFallbackWarning",
@@ -37,12 +39,31 @@ class LogDensityError(SkyfitError, RuntimeError):
     """A log-density that is NaN or +inf where it must be finite (for instance at a start point)."""
 
 
+class CorruptFileError(SkyfitError, ValueError):
+    """A file that is not what it should be: empty, truncated, of another kind, or changed since
+    it was written (its checksum does not match). The message names the file and the mismatch."""
+
+
+class DataMismatchError(SkyfitError, ValueError):
+    """A file written for other data or another model than the one at hand (its fingerprint of
+    data shapes, data hashes or parameter names differs), e.g. a checkpoint resumed on new data."""
+
+
 class HessianWarning(UserWarning):
     """The Hessian at an optimum is not negative definite; the covariance was repaired."""
 
 
 class ConvergenceWarning(UserWarning):
     """An optimiser or sampler stopped without meeting its convergence criterion."""
+
+
+class ModelFileError(SkyfitError, ValueError):
+    """A saved model or result cannot be written or read: an unregistered class, a value with no
+    file form, a file that is not a skyfit model file."""
+
+
+class UnitsError(SkyfitError, ValueError):
+    """A Quantity's units cannot be converted to the units a parameter is declared in."""
 
 
 class CompileFallbackWarning(UserWarning):

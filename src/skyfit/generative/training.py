@@ -12,26 +12,18 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..errors import ConvergenceWarning
 from .flows import LatentFlow
 from .galaxies import GalaxySet, check_stamps
 from .vae import GalaxyVAE
 
-__all__ = [
-    "TrainingHistory",
-    "TrainingConfig",
-    "train_vae",
-    "vae_loss",
-    "encode_latents",
-    "fit_flow",
-    "distill_flow",
-    "train_galaxy_model",
-]
+__all__ = ["TrainingHistory", "TrainingConfig", "train_vae", "vae_loss", "encode_latents",
+           "fit_flow", "distill_flow", "train_galaxy_model"]
 
 
 @dataclass
@@ -54,12 +46,12 @@ class TrainingHistory:
 
     @property
     def best_val_loss(self) -> float:
+        """Validation loss at the best epoch (nan without validation data)."""
         return self.val_loss[self.best_epoch] if self.val_loss else math.nan
 
     def to_dict(self) -> dict:
-        return {"train_loss": list(self.train_loss), "val_loss": list(self.val_loss),
-                "lr": list(self.lr), "best_epoch": self.best_epoch,
-                "stopped_early": self.stopped_early, "wall_time": self.wall_time}
+        """The history as a JSON-ready dict."""
+        return asdict(self)
 
 
 def _fit(model: torch.nn.Module, n_train: int, batch_loss: Callable, val_loss: Callable,
@@ -329,6 +321,11 @@ class TrainingConfig:
         draws: draws of ``q(z|x)`` per training galaxy for the flows.
         flow_transforms, flow_hidden: flow architecture. flow_epochs: MAF maximum-likelihood
         epochs. distill_steps: IAF distillation steps. seed: the one seed of everything.
+
+    Example:
+        >>> config = TrainingConfig(epochs=3, n_train=256)
+        >>> config.epochs, config.to_dict()["snr"]  # JSON-ready
+        (3, [15.0, 50.0])
     """
 
     size: int = 32
@@ -351,6 +348,7 @@ class TrainingConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (tuples as lists)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
@@ -394,10 +392,8 @@ def train_galaxy_model(config: TrainingConfig = TrainingConfig(), progress: bool
             "val_nll_per_dim_iaf": -iaf.log_prob(z_val).mean().item() / d,
         }
     info = {"config": c.to_dict(), "metrics": metrics, "torch": str(torch.__version__),
-            "threads": torch.get_num_threads(),
-            # the CPU's vector kernels set the summation order, so bit-identical retraining
-            # needs the same capability too (AVX2 and AVX-512 builds round differently)
+            "threads": torch.get_num_threads(), "wall_time": time.perf_counter() - t0,
+            # AVX2 and AVX-512 kernels sum in other orders: bit-identical retraining needs both
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "wall_time": time.perf_counter() - t0,
             "history": {"vae": h_vae.to_dict(), "maf": h_maf.to_dict(), "iaf": h_iaf.to_dict()}}
     return GalaxyModel(vae, iaf, maf, info)

@@ -92,12 +92,20 @@ class CompiledDensity(LogDensity):
 
     @property
     def periodic(self) -> torch.Tensor:
+        """The eager density's periodic mask."""
         return self.eager_density.periodic
 
+    @property
+    def units(self) -> dict[str, str]:
+        """The eager density's ``{name: units}``."""
+        return self.eager_density.units
+
     def initial(self) -> torch.Tensor:
+        """The eager density's start point."""
         return self.eager_density.initial()
 
     def set(self, x) -> None:
+        """Set the eager density's model to ``x`` (where it has a model)."""
         self.eager_density.set(x)
 
     def _fall_back(self, reason: str) -> None:
@@ -149,12 +157,15 @@ class CompiledDensity(LogDensity):
         return self._compiled(rows)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x)`` for ``x (..., dim)`` through the compiled graph of its (bucketed) shape."""
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
         rows, n = self._rows(x)
         key = (tuple(rows.shape), torch.is_grad_enabled() and rows.requires_grad)
         return self._first_call(key, lambda: self._evaluate(rows))[:n].reshape(x.shape[:-1])
 
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x), grad log p(x))`` for ``x (..., dim)``, the gradient from the compiled
+        backward graph."""
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
         rows, n = self._rows(x.detach())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -137,7 +138,13 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
     import emcee  # with h5py and scipy.stats: kept out of `import skyfit`
 
     dim = density.dim
-    backend = None if checkpoint is None else emcee.backends.HDFBackend(str(checkpoint))
+    from .emcee_backend import CheckedHDFBackend, verify_emcee_checkpoint
+
+    backend = None
+    if checkpoint is not None:
+        if resume and Path(checkpoint).exists():
+            verify_emcee_checkpoint(checkpoint)  # an empty or damaged file must not start over
+        backend = CheckedHDFBackend(str(checkpoint))
     resuming = resume and backend.initialized and backend.iteration > 0
     if resuming:
         if not walkers_given:
@@ -154,11 +161,23 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
                                     vectorize=True)
     if resuming:
         if total - backend.iteration > 0:
-            sampler.run_mcmc(None, total - backend.iteration, progress=progress)
+            sampler.run_mcmc(None, total - backend.iteration, **_progress(progress, resuming))
     else:
         sampler.random_state = np.random.RandomState(int(rng.integers(2**32 - 1))).get_state()
-        sampler.run_mcmc(p0, total, progress=progress)
+        sampler.run_mcmc(p0, total, **_progress(progress, resuming))
     return sampler, resuming
+
+
+def _progress(progress: bool, resuming: bool) -> dict:
+    """emcee's progress arguments: a labelled bar, a notebook widget where ``tqdm.auto``
+    would pick one (emcee itself uses plain ``tqdm``)."""
+    if not progress:
+        return {"progress": False}
+    from tqdm.auto import tqdm
+
+    widget = tqdm.__module__.startswith("tqdm.notebook") or tqdm.__module__ == "tqdm.autonotebook"
+    return {"progress": "notebook" if widget else True,
+            "progress_kwargs": {"desc": "emcee (resumed)" if resuming else "emcee"}}
 
 
 def sample_emcee(
@@ -201,9 +220,12 @@ def sample_emcee(
         n_steps: stored steps after burn-in; n_burn: steps discarded first.
         seed: seeds a ``numpy.random.Generator`` that draws the start and seeds emcee's random
             state, so a run is reproducible.
-        checkpoint: path of an HDF5 file (``emcee.backends.HDFBackend``) written every step.
+        checkpoint: path of an HDF5 file (``emcee.backends.HDFBackend``) written every step,
+            with a checksum extended at each step.
         resume: continue the run stored in ``checkpoint`` (same walkers, same random state)
             until ``n_burn + n_steps`` steps are stored; without ``resume`` the file is reset.
+            A file that is empty, not emcee's, or fails its checksum raises
+            :class:`~skyfit.errors.CorruptFileError` (a missing file starts a new run).
         progress: tqdm progress bar.
         moves: emcee moves (default ``StretchMove``), e.g. ``[(DEMove(), 0.8), ...]``.
         thin: keep every ``thin``-th step.

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import HessianWarning, LogDensityError
-from .approximations import GaussianApproximation
+from .approximations import GaussianApproximation, units_of
 from .compiled import CompiledDensity
 from .density import LogDensity
 from .initialization import resolve_point
@@ -37,7 +37,7 @@ def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
     return H
 
 
-@dataclass
+@dataclass(repr=False)
 class LaplaceResult(GaussianApproximation):
     """Gaussian approximation ``N(mean, covariance)`` of a posterior around its mode, in the
     constrained (physical) space.
@@ -50,6 +50,9 @@ class LaplaceResult(GaussianApproximation):
 
     hessian: torch.Tensor = None
     repaired: bool = False
+
+    def _summary_extra(self) -> str:
+        return ", -H repaired to positive definite" if self.repaired else ""
 
     def sample(self, n: int = 4000, seed: int = 0) -> Samples:
         """Draws from the Gaussian approximation, as one chain of :class:`Samples`."""
@@ -136,4 +139,5 @@ def laplace(density: LogDensity, x=None, tol: float = 1e-12) -> LaplaceResult:
     covariance = torch.cholesky_inverse(L)
     covariance = 0.5 * (covariance + covariance.T)
     return LaplaceResult(mean=x, covariance=covariance, names=list(density.names),
+                         units=units_of(density),
                          space="constrained", hessian=H, repaired=repaired)

@@ -11,7 +11,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
-from .approximations import MAPResult
+from .approximations import MAPResult, units_of
 from .density import LogDensity
 from .initialization import resolve_point
 from .laplace import log_density_hessian
@@ -42,6 +42,22 @@ def _free(x: torch.Tensor, g: torch.Tensor, density: LogDensity) -> torch.Tensor
     return ~(at_low | at_high)
 
 
+def _exactly_flat(density: LogDensity, x: torch.Tensor, grad: torch.Tensor,
+                  free: torch.Tensor) -> list[str]:
+    """Names of free parameters whose gradient and Hessian diagonal are exactly 0 at ``x``: the
+    log-density does not change along them at all (underflow, or a parameter the model ignores),
+    which a stopping rule on the gradient would take for convergence."""
+    candidates = free & (grad == 0)
+    if not candidates.any():
+        return []
+    try:
+        curvature = log_density_hessian(density, x).diagonal()
+    except LogDensityError:
+        return []
+    flat = candidates & (curvature == 0)
+    return [n for n, f in zip(density.names, flat.tolist()) if f]
+
+
 def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor) -> torch.Tensor:
     """``1 / sqrt(-d2 log p / dx_i2)`` at ``x0`` from forward differences of the gradient
     (``grad0`` at ``x0``; the ``dim`` shifted points in one batched call, each stepping into the
@@ -67,8 +83,16 @@ class _Objective:
     """``-log p`` and its gradient (and Hessian) in rescaled coordinates
     ``v = (x - x_ref) / scale``, counting gradient evaluations as work."""
 
-    def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor):
+    def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor,
+                 reject_outside: bool = False):
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
+        # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
+        self.reject_outside = reject_outside
+
+    def _outside(self, v: np.ndarray) -> bool:
+        d = self.density
+        x = self.x_ref + self.scale * torch.as_tensor(v, dtype=d.dtype, device=d.device)
+        return bool(((x < d.lower) | (x > d.upper)).any())
 
     def to_x(self, v: np.ndarray) -> torch.Tensor:
         # clamp: rescaled bounds can round to just outside the true ones
@@ -77,6 +101,8 @@ class _Objective:
         return torch.clamp(x, d.lower, d.upper)
 
     def __call__(self, v: np.ndarray):
+        if self.reject_outside and self._outside(v):
+            return np.inf, np.zeros_like(v)
         self.n_evals += 1
         logp, grad = self.density.value_and_grad(self.to_x(v))
         f = -logp.item()
@@ -85,10 +111,18 @@ class _Objective:
         return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
 
     def hessian(self, v: np.ndarray) -> np.ndarray:
+        # trust-exact evaluates the Hessian at a trial point before it judges the step; a trial
+        # point outside the bounds, or where log p is not finite, gets f = inf from __call__ and
+        # is rejected (the radius shrinks), so any finite matrix will do there
+        if self._outside(v):
+            return np.eye(v.shape[0])
         self.n_evals += self.x_ref.shape[0]
+        try:
+            H = log_density_hessian(self.density, self.to_x(v))
+        except LogDensityError:
+            return np.eye(v.shape[0])
         s = self.scale
-        return -(log_density_hessian(self.density, self.to_x(v)) * s[:, None] * s[None, :]
-                 ).cpu().numpy()
+        return -(H * s[:, None] * s[None, :]).cpu().numpy()
 
 
 def _scipy_options(density, method, maxiter, gtol, polish, x_ref, scale) -> dict:
@@ -148,7 +182,7 @@ def fit_map(
     # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
     # cost quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
     scale = _diagonal_scales(density, x0, grad0) if precondition else torch.ones_like(x0)
-    objective = _Objective(density, x0.clone(), scale)
+    objective = _Objective(density, x0.clone(), scale, reject_outside=method == "trust-exact")
     objective.n_evals = 1 + (x0.shape[0] if precondition else 0)  # dim gradients of work
     kwargs = _scipy_options(density, method, maxiter, gtol, polish, objective.x_ref, scale)
     if method == "trust-exact":
@@ -171,11 +205,20 @@ def fit_map(
         converged = decrement < 1e-6
     else:
         converged = grad_norm < max(gtol, 1e-8) * 1e3
-    if not converged:
+    flat = _exactly_flat(density, x, grad, free)
+    if flat:
+        converged = False
+        warnings.warn(ConvergenceWarning(
+            f"{method}: the log-density is exactly flat in {flat} (gradient and curvature exactly "
+            f"0): the model most likely underflowed (e.g. exponentials of MJD-sized times; "
+            f"subtract a reference epoch) or does not depend on them. A zero gradient from "
+            f"underflow is not convergence."), stacklevel=2)
+    elif not converged:
         warnings.warn(ConvergenceWarning(
             f"{method} stopped without converging (|grad|max={grad_norm:.3g}, Newton decrement="
             f"{decrement:.3g}, scipy: {res.message}). Try another start or method."), stacklevel=2)
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
+                     units=units_of(density),
                      n_evals=n_evals, grad_norm=grad_norm, newton_decrement=decrement,
                      converged=bool(converged), message=str(res.message),
                      wall_time=time.perf_counter() - t_start, density=density)

@@ -12,6 +12,7 @@ from .._tensor import batch_param
 from ..params import Param
 from . import functions as F
 from .base import ThinLens
+from .pointers import NFWAngle, PointMassEinsteinRadius, SISEinsteinRadius
 
 __all__ = ["SIS", "SIE", "PointMass", "ExternalShear", "MassSheet", "NFW", "EPL", "CompositeLens"]
 
@@ -49,7 +50,7 @@ class SIS(ThinLens):
         lens = cls(name, x0=x0, y0=y0, theta_E=None)
         lens.sigma_v = Param("sigma_v", sigma_v, valid=(0.0, None), units="km/s",
                              description="velocity dispersion")
-        lens.theta_E = lambda p: p.geometry.sis_einstein_radius(p.sigma_v.value)
+        lens.theta_E = SISEinsteinRadius()
         lens.theta_E.link("sigma_v", lens.sigma_v)
         lens.theta_E.link("geometry", geometry)
         return lens
@@ -75,7 +76,8 @@ class _Elliptical:
         super().__init__(name)
         self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
         self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="dimensionless",
+                       description="axis ratio minor/major")
         self.phi = Param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
                          description="position angle of the major axis, ccw from +x")
         self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
@@ -139,7 +141,7 @@ class PointMass(ThinLens):
         ``geometry``, a :class:`~skyfit.LensGeometry`)."""
         lens = cls(name, x0=x0, y0=y0, theta_E=None)
         lens.mass = Param("mass", mass, valid=(0.0, None), units="Msun", description="mass")
-        lens.theta_E = lambda p: p.geometry.point_mass_einstein_radius(p.mass.value)
+        lens.theta_E = PointMassEinsteinRadius()
         lens.theta_E.link("mass", lens.mass)
         lens.theta_E.link("geometry", geometry)
         return lens
@@ -176,9 +178,9 @@ class ExternalShear(ThinLens):
     def __init__(self, name: str | None = None, gamma1=0.0, gamma2=0.0, x0: float = 0.0,
                  y0: float = 0.0):
         super().__init__(name)
-        self.gamma1 = Param("gamma1", gamma1, valid=(-1.0, 1.0), units="",
+        self.gamma1 = Param("gamma1", gamma1, valid=(-1.0, 1.0), units="dimensionless",
                             description="shear along x / y")
-        self.gamma2 = Param("gamma2", gamma2, valid=(-1.0, 1.0), units="",
+        self.gamma2 = Param("gamma2", gamma2, valid=(-1.0, 1.0), units="dimensionless",
                             description="shear along the diagonals")
         self.origin = (float(x0), float(y0))
 
@@ -211,7 +213,8 @@ class MassSheet(ThinLens):
 
     def __init__(self, name: str | None = None, kappa=0.0, x0: float = 0.0, y0: float = 0.0):
         super().__init__(name)
-        self.kappa = Param("kappa", kappa, units="", description="convergence of the sheet")
+        self.kappa = Param("kappa", kappa, units="dimensionless",
+                           description="convergence of the sheet")
         self.origin = (float(x0), float(y0))
 
     @forward
@@ -266,10 +269,9 @@ class NFW(ThinLens):
         lens.m200c = Param("m200c", m200c, valid=(0.0, None), units="Msun",
                            description="mass inside r200c")
         lens.concentration = Param("concentration", concentration, valid=(0.0, None),
-                                   units="", description="r200c / scale radius")
+                                   units="dimensionless", description="r200c / scale radius")
         for i, name_ in enumerate(("Rs", "alpha_Rs")):
-            setattr(lens, name_, lambda p, i=i: p.geometry.nfw_angles(p.m200c.value,
-                                                                    p.concentration.value)[i])
+            setattr(lens, name_, NFWAngle(i))
             param = getattr(lens, name_)
             param.link("m200c", lens.m200c)
             param.link("concentration", lens.concentration)
@@ -313,7 +315,7 @@ class EPL(_Elliptical, ThinLens):
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0,
                  gamma=2.0):
         super().__init__(name, x0, y0, q, phi, theta_E)
-        self.gamma = Param("gamma", gamma, valid=(1.0, 3.0), units="",
+        self.gamma = Param("gamma", gamma, valid=(1.0, 3.0), units="dimensionless",
                            description="3-D density slope (2: isothermal)")
 
     @forward
@@ -383,4 +385,5 @@ class CompositeLens(ThinLens):
 
     @forward
     def centres(self):
+        """``[(x0, y0)]`` of the mass centres of all the lenses (arcsec), in order."""
         return [c for lens in self.lenses for c in lens.centres()]
