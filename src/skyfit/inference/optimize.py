@@ -15,6 +15,8 @@ from .approximations import MAPResult
 from .density import LogDensity
 from .initialization import resolve_point
 from .laplace import log_density_hessian
+from .nonfinite import NonfiniteTally
+from .verdict import convergence_verdict, pinned_mask
 
 __all__ = ["fit_map", "MAPResult"]
 
@@ -37,9 +39,18 @@ def check_finite_start(density: LogDensity, x0: torch.Tensor) -> tuple[torch.Ten
 
 def _free(x: torch.Tensor, g: torch.Tensor, density: LogDensity) -> torch.Tensor:
     # entries pinned at a bound with the gradient pushing outward are not free
-    at_low = (x <= density.lower) & (g < 0)
-    at_high = (x >= density.upper) & (g > 0)
-    return ~(at_low | at_high)
+    return ~pinned_mask(x, g, density)
+
+
+def _wrap_or_clamp(x: torch.Tensor, density: LogDensity) -> torch.Tensor:
+    """Periodic entries wrapped into ``[lower, upper)``, the others clamped to the bounds."""
+    clamped = torch.clamp(x, density.lower, density.upper)
+    periodic = density.periodic
+    if not bool(periodic.any()):
+        return clamped
+    lo = torch.where(periodic, density.lower, torch.zeros_like(x))
+    period = torch.where(periodic, density.upper - density.lower, torch.ones_like(x))
+    return torch.where(periodic, lo + torch.remainder(x - lo, period), clamped)
 
 
 def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor) -> torch.Tensor:
@@ -65,22 +76,28 @@ def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor)
 
 class _Objective:
     """``-log p`` and its gradient (and Hessian) in rescaled coordinates
-    ``v = (x - x_ref) / scale``, counting gradient evaluations as work."""
+    ``v = (x - x_ref) / scale``, counting gradient evaluations as work and the points where
+    the log-density or its gradient was not finite (:attr:`nonfinite`)."""
 
     def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor):
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
+        self.nonfinite = NonfiniteTally(density.names)
 
     def to_x(self, v: np.ndarray) -> torch.Tensor:
-        # clamp: rescaled bounds can round to just outside the true ones
+        # clamp: rescaled bounds can round to just outside the true ones; periodic entries are
+        # optimised unbounded and wrapped, so the optimiser sees no wall at their bounds
         d = self.density
         x = self.x_ref + self.scale * torch.as_tensor(v, dtype=d.dtype, device=d.device)
-        return torch.clamp(x, d.lower, d.upper)
+        return _wrap_or_clamp(x, d)
 
     def __call__(self, v: np.ndarray):
         self.n_evals += 1
-        logp, grad = self.density.value_and_grad(self.to_x(v))
+        x = self.to_x(v)
+        logp, grad = self.density.value_and_grad(x)
         f = -logp.item()
-        if not math.isfinite(f):
+        if not (math.isfinite(f) and bool(torch.isfinite(grad).all())):
+            if not f == math.inf:  # -inf outside the support is a wall, not a failure
+                self.nonfinite.add(x[None])
             return np.inf, np.zeros_like(v)
         return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
 
@@ -97,8 +114,10 @@ def _scipy_options(density, method, maxiter, gtol, polish, x_ref, scale) -> dict
     if method == "L-BFGS-B":
         lo = ((density.lower - x_ref) / scale).tolist()
         hi = ((density.upper - x_ref) / scale).tolist()
-        kwargs["bounds"] = [(a if math.isfinite(a) else None, b if math.isfinite(b) else None)
-                            for a, b in zip(lo, hi)]
+        periodic = density.periodic.tolist()
+        kwargs["bounds"] = [(None, None) if wraps else
+                            (a if math.isfinite(a) else None, b if math.isfinite(b) else None)
+                            for a, b, wraps in zip(lo, hi, periodic)]
         # with the Newton polish after it, L-BFGS only needs to get close
         kwargs["options"].update(ftol=1e-15 if not polish else 1e-12, maxcor=30)
     return kwargs
@@ -165,19 +184,16 @@ def fit_map(
     if polish:
         x, logp, grad, decrement, n_polish = _newton_polish(density, x, logp, grad)
         n_evals += n_polish
-    free = _free(x, grad, density)
-    grad_norm = float(grad[free].abs().max()) if free.any() else 0.0
-    if math.isfinite(decrement):
-        converged = decrement < 1e-6
-    else:
-        converged = grad_norm < max(gtol, 1e-8) * 1e3
-    if not converged:
+    verdict = convergence_verdict(density, x, logp, grad, scale, decrement, gtol)
+    if not verdict.converged:
         warnings.warn(ConvergenceWarning(
-            f"{method} stopped without converging (|grad|max={grad_norm:.3g}, Newton decrement="
-            f"{decrement:.3g}, scipy: {res.message}). Try another start or method."), stacklevel=2)
+            f"{method} stopped without converging: {verdict.reason} (scipy: {res.message})."),
+            stacklevel=2)
+    objective.nonfinite.warn("fit_map", objective.n_evals)
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
-                     n_evals=n_evals, grad_norm=grad_norm, newton_decrement=decrement,
-                     converged=bool(converged), message=str(res.message),
+                     n_evals=n_evals, grad_norm=verdict.grad_norm, newton_decrement=decrement,
+                     converged=verdict.converged, message=str(res.message),
+                     pinned=verdict.pinned, reason=verdict.reason,
                      wall_time=time.perf_counter() - t_start, density=density)
 
 
@@ -206,7 +222,7 @@ def _newton_polish(density: LogDensity, x, logp, grad):
         step[free] = step_free
         accepted = False
         for t in (1.0, 0.5, 0.25, 0.125):
-            x_try = torch.clamp(x + t * step, density.lower, density.upper)
+            x_try = _wrap_or_clamp(x + t * step, density)
             logp_try, grad_try = density.value_and_grad(x_try)
             n_evals += 1
             if torch.isfinite(logp_try) and logp_try >= logp - 1e-12:
