@@ -30,6 +30,12 @@ def _finite_tensor(name: str, value, dtype=None, device=None) -> torch.Tensor:
     return t
 
 
+def _nonempty(name: str, t: torch.Tensor) -> torch.Tensor:
+    if t.numel() == 0:
+        raise DataError(f"{name} is empty (shape {tuple(t.shape)}): there is nothing to fit")
+    return t
+
+
 def _check_mask(mask, shape) -> torch.Tensor | None:
     if mask is None:
         return None
@@ -93,7 +99,7 @@ class GaussianLikelihood(ck.Module):
             raise ValueError("give exactly one of `variance` (a sigma map squared) or `noise` "
                              "(a noise model such as ReadPoissonNoise)")
         self.model = model
-        self.data = _finite_tensor("data", data)
+        self.data = _nonempty("data", _finite_tensor("data", data))
         if variance is not None:
             v = _finite_tensor("variance", variance, self.data.dtype, self.data.device)
             if (v <= 0).any():
@@ -159,7 +165,7 @@ class PoissonLikelihood(ck.Module):
                  mask=None, name: str | None = None):
         super().__init__(name)
         self.model = model
-        counts = _finite_tensor("counts", counts)
+        counts = _nonempty("counts", _finite_tensor("counts", counts))
         if (counts < 0).any() or (counts != counts.round()).any():
             raise DataError("Poisson counts must be non-negative integers")
         if not exposure_time > 0:
@@ -199,7 +205,7 @@ class PhotometryLikelihood(ck.Module):
                  name: str | None = None):
         super().__init__(name)
         self.lightcurve = lightcurve
-        self.time = _finite_tensor("time", time)
+        self.time = _nonempty("time", _finite_tensor("time", time))
         self.flux = _finite_tensor("flux", flux, self.time.dtype)
         self.flux_err = _finite_tensor("flux_err", flux_err, self.time.dtype)
         n = self.time.shape

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConvergenceWarning, LogDensityError
+from ..errors import ConvergenceWarning, LogDensityError, NoFreeParameterError
 from .approximations import MAPResult
 from .density import LogDensity
 from .initialization import resolve_point
@@ -160,6 +160,8 @@ def fit_map(
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if density.dim == 0:
+        raise NoFreeParameterError("fit_map: the log-density has no free parameter to fit")
     t_start = time.perf_counter()
     x0 = resolve_point(density, x0)
     _, grad0 = check_finite_start(density, x0)
