@@ -394,6 +394,10 @@ def train_galaxy_model(config: TrainingConfig = TrainingConfig(), progress: bool
             "val_nll_per_dim_iaf": -iaf.log_prob(z_val).mean().item() / d,
         }
     info = {"config": c.to_dict(), "metrics": metrics, "torch": str(torch.__version__),
-            "threads": torch.get_num_threads(), "wall_time": time.perf_counter() - t0,
+            "threads": torch.get_num_threads(),
+            # the CPU's vector kernels set the summation order, so bit-identical retraining
+            # needs the same capability too (AVX2 and AVX-512 builds round differently)
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "wall_time": time.perf_counter() - t0,
             "history": {"vae": h_vae.to_dict(), "maf": h_maf.to_dict(), "iaf": h_iaf.to_dict()}}
     return GalaxyModel(vae, iaf, maf, info)

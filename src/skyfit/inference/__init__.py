@@ -20,6 +20,7 @@ from .initialization import (
 )
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .optimize import MAPResult, fit_map
+from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
 from .sampling import sample_hmc, sample_nuts
 from .transforms import UnconstrainedDensity
@@ -37,6 +38,10 @@ __all__ = [
     "Samples",
     "fit_map",
     "MAPResult",
+    "minimize_batched",
+    "BatchedResult",
+    "multistart",
+    "MultistartResult",
     "laplace",
     "LaplaceResult",
     "log_density_hessian",

@@ -1,0 +1,18 @@
+"""Optimisers for many independent problems at once (pure torch, any device).
+
+:func:`minimize_batched` runs a batched L-BFGS (:mod:`.lbfgs`, an ``init`` / ``step`` kernel with
+a lockstep strong-Wolfe line search) on B problems, one per row; :func:`multistart` runs it from
+many starts on one :class:`~skyfit.inference.LogDensity` and reports the distinct optima found.
+"""
+
+from .driver import BatchedResult, curvature_scales, minimize_batched
+from .lbfgs import LBFGSInfo, LBFGSOptions, LBFGSState, Status
+from .line_search import LineSearchResult, strong_wolfe
+from .multistart import MultistartResult, Optimum, group_optima, multistart
+
+__all__ = [
+    "multistart", "MultistartResult", "Optimum", "group_optima",
+    "minimize_batched", "BatchedResult", "curvature_scales",
+    "LBFGSOptions", "LBFGSState", "LBFGSInfo", "Status",
+    "strong_wolfe", "LineSearchResult",
+]
