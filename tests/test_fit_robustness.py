@@ -102,3 +102,30 @@ def test_refused_inputs():
         skyfit.Posterior(static)
     with pytest.raises(NoFreeParameterError):
         fit_map(FunctionDensity(lambda x: x.sum(-1), 0))
+
+
+def _two_peaks():
+    # the better peak at x = +3 (log height 0), the worse at x = -3 (log height -1), in [-10, 10]
+    def log_p(x):
+        return torch.logsumexp(torch.stack([-0.5 * ((x - 3) ** 2).sum(-1) / 0.25,
+                                            -0.5 * ((x + 3) ** 2).sum(-1) / 0.25 - 1.0]), 0)
+    return FunctionDensity(log_p, ["a"], -10.0, 10.0)
+
+
+def test_single_start_in_the_worse_basin_stays_there():
+    res = fit_map(_two_peaks(), _vec(-4.0))
+    assert float(res.x[0]) == pytest.approx(-3.0, abs=1e-6) and res.optima == []
+
+
+def test_multistart_finds_both_modes_and_keeps_the_best():
+    res = fit_map(_two_peaks(), _vec(-4.0), starts=16, seed=3)
+    assert res.converged
+    assert float(res.x[0]) == pytest.approx(3.0, abs=1e-6)
+    values = [round(v, 3) for v, _ in res.optima]
+    assert values[:2] == [pytest.approx(res.log_density, abs=1e-3),
+                          pytest.approx(res.log_density - 1.0, abs=1e-3)]
+    assert sum(count for _, count in res.optima) <= 16 and all(c >= 1 for _, c in res.optima)
+    # around the start with a small scale, every start stays in the worse basin
+    near = fit_map(_two_peaks(), _vec(-4.0), starts=8, start_scale=0.1)
+    assert float(near.x[0]) == pytest.approx(-3.0, abs=1e-6)
+    assert len(near.optima) == 1 and near.optima[0][1] == 8

@@ -15,6 +15,7 @@ from .approximations import MAPResult
 from .density import LogDensity
 from .initialization import resolve_point
 from .laplace import log_density_hessian
+from .multistart_fit import best_of_starts
 from .nonfinite import NonfiniteTally
 from .verdict import convergence_verdict, pinned_mask
 
@@ -67,7 +68,7 @@ def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor)
         # preconditioning is an optimisation: the fit goes on unpreconditioned, but says so
         warnings.warn(ConvergenceWarning(
             f"fit_map: no preconditioning, the log-density failed on a batch of points "
-            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=3)
+            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=4)
         return torch.ones_like(x0)
     curv = -(g.diagonal() - grad0) / (pts.diagonal() - x0)
     ok = torch.isfinite(curv) & (curv > 0)
@@ -131,6 +132,9 @@ def fit_map(
     gtol: float = 1e-6,
     polish: bool = True,
     precondition: bool = True,
+    starts: int = 1,
+    start_scale: float | None = None,
+    seed: int = 0,
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
 
@@ -147,6 +151,16 @@ def fit_map(
         x0: the start, resolved by :func:`~skyfit.inference.resolve_point`: ``None``
             (``density.initial()``), a ``(dim,)`` vector, a ``{name: value}`` dict, a previous
             result or an ``init_to_*`` strategy; must be inside the bounds.
+        starts: with ``N > 1``, ``N`` starts (``x0`` and ``N - 1`` drawn by
+            :func:`~skyfit.inference.multistart_fit.draw_starts`: from the broad default prior,
+            or with ``start_scale`` a Normal of that width around ``x0`` in the unconstrained
+            space; ``seed`` seeds them) run as ONE batched L-BFGS optimisation
+            (:func:`~skyfit.inference.multistart`, a vmapped value-and-gradient per line-search
+            trial); the best end point is then refined as a single start, and the distinct
+            optima found are reported in ``result.optima`` as ``(log p, count)``.
+
+    Periodic parameters (``density.periodic``, e.g. angles) are optimised unbounded and
+    wrapped: the optimiser sees no wall at their bounds, and results are in the canonical range.
 
     Example:
         >>> import torch
@@ -156,14 +170,31 @@ def fit_map(
         >>> [round(v, 6) for v in res.x.tolist()], res.converged
         ([3.0, 3.0], True)
     """
-    from scipy.optimize import minimize  # kept out of `import skyfit`
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if density.dim == 0:
         raise NoFreeParameterError("fit_map: the log-density has no free parameter to fit")
+    if int(starts) < 1:
+        raise ValueError(f"starts must be at least 1, got {starts}")
     t_start = time.perf_counter()
     x0 = resolve_point(density, x0)
+    optima, n_multistart = [], 0
+    if int(starts) > 1:
+        check_finite_start(density, x0)
+        x0, optima, n_multistart = best_of_starts(density, x0, int(starts), start_scale, seed)
+    result = _fit_from(density, x0, method, maxiter, gtol, polish, precondition)
+    result.n_evals += n_multistart
+    result.optima = optima
+    result.wall_time = time.perf_counter() - t_start
+    return result
+
+
+def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, gtol: float,
+              polish: bool, precondition: bool) -> MAPResult:
+    """One scipy run from ``x0``, the Newton polish, and the verdict."""
+    from scipy.optimize import minimize  # kept out of `import skyfit`
+
+    t_start = time.perf_counter()
     _, grad0 = check_finite_start(density, x0)
     # Diagonal preconditioning: optimise v = (x - x0) / scale with scale ~ 1 / sqrt(curvature).
     # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
@@ -190,8 +221,8 @@ def fit_map(
     if not verdict.converged:
         warnings.warn(ConvergenceWarning(
             f"{method} stopped without converging: {verdict.reason} (scipy: {res.message})."),
-            stacklevel=2)
-    objective.nonfinite.warn("fit_map", objective.n_evals)
+            stacklevel=3)
+    objective.nonfinite.warn("fit_map", objective.n_evals, stacklevel=4)
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
                      n_evals=n_evals, grad_norm=verdict.grad_norm, newton_decrement=decrement,
                      converged=verdict.converged, message=str(res.message),
