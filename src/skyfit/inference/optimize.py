@@ -14,6 +14,7 @@ from ..errors import ConvergenceWarning, LogDensityError, NoFreeParameterError
 from .approximations import MAPResult
 from .density import LogDensity
 from .initialization import resolve_point
+from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .laplace import log_density_hessian
 from .multistart_fit import best_of_starts
 from .nonfinite import NonfiniteTally
@@ -135,6 +136,7 @@ def fit_map(
     starts: int = 1,
     start_scale: float | None = None,
     seed: int = 0,
+    coordinates: str = "auto",
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
 
@@ -162,6 +164,14 @@ def fit_map(
     Periodic parameters (``density.periodic``, e.g. angles) are optimised unbounded and
     wrapped: the optimiser sees no wall at their bounds, and results are in the canonical range.
 
+    Ellipses are fitted in ``(e1, e2)`` by default (``coordinates="auto"``): every
+    ``<prefix>.q`` / ``<prefix>.phi`` pair (axis ratio in ``(lo, 1]``, angle periodic over
+    ``[0, pi)``: Sersic, Gaussian sources, the SIE lens) is optimised as
+    ``e1 = (1-q)/(1+q) cos 2phi``, ``e2 = (1-q)/(1+q) sin 2phi`` (lenstronomy's convention), so
+    ``q -> 1`` and an axis swap are smooth instead of a wall at ``q = 1``. This changes only the
+    optimiser's coordinates (no Jacobian): the optimum is the same point, returned as
+    ``(q, phi)``. ``coordinates="native"`` optimises ``(q, phi)`` as given.
+
     Example:
         >>> import torch
         >>> from skyfit.inference import FunctionDensity
@@ -176,13 +186,21 @@ def fit_map(
         raise NoFreeParameterError("fit_map: the log-density has no free parameter to fit")
     if int(starts) < 1:
         raise ValueError(f"starts must be at least 1, got {starts}")
+    if coordinates not in ("auto", "native"):
+        raise ValueError(f"coordinates must be 'auto' or 'native', got {coordinates!r}")
     t_start = time.perf_counter()
     x0 = resolve_point(density, x0)
+    check_finite_start(density, x0)
+    pairs = ellipse_pairs(density) if coordinates == "auto" else []
+    target = EllipticityCoordinates(density, pairs) if pairs else density
+    y0 = target.to_y(x0) if pairs else x0
     optima, n_multistart = [], 0
     if int(starts) > 1:
-        check_finite_start(density, x0)
-        x0, optima, n_multistart = best_of_starts(density, x0, int(starts), start_scale, seed)
-    result = _fit_from(density, x0, method, maxiter, gtol, polish, precondition)
+        y0, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
+    result = _fit_from(target, y0, method, maxiter, gtol, polish, precondition)
+    if pairs:  # back to the density's own (q, phi)
+        result.x = target.to_x(result.x).detach()
+        result.names, result.density = list(density.names), density
     result.n_evals += n_multistart
     result.optima = optima
     result.wall_time = time.perf_counter() - t_start
