@@ -7,8 +7,13 @@ import pytest
 import torch
 
 import skyfit
-from skyfit.errors import (ConvergenceWarning, DataError, LogDensityError, LogDensityWarning,
-                           NoFreeParameterError)
+from skyfit.errors import (
+    ConvergenceWarning,
+    DataError,
+    LogDensityError,
+    LogDensityWarning,
+    NoFreeParameterError,
+)
 from skyfit.inference import FunctionDensity, fit_map, laplace, sample_nuts
 
 

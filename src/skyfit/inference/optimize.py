@@ -13,8 +13,8 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConvergenceWarning, LogDensityError, NoFreeParameterError
 from .approximations import MAPResult
 from .density import LogDensity
-from .initialization import resolve_point
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
+from .initialization import resolve_point
 from .laplace import log_density_hessian
 from .multistart_fit import best_of_starts
 from .nonfinite import NonfiniteTally

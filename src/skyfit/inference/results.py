@@ -212,7 +212,7 @@ class Samples:
         table = diagnostics_table(self._unwrapped(), self.names, quantiles=quantiles)
         if self._periodic():
             table["mean"], table["sd"] = self.mean(), self.std()
-            for j, q in enumerate(quantiles):
+            for q in quantiles:
                 table[f"q{100 * q:g}%"] = self.quantile(q)
         self._check_table(table, RHAT_MAX, ESS_MIN, warn)
         return table

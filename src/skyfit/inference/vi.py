@@ -16,8 +16,8 @@ from ..errors import ConvergenceWarning, LogDensityError
 from .approximations import GaussianApproximation
 from .density import LogDensity
 from .initialization import resolve_gaussian
-from .results import Samples
 from .nonfinite import NonfiniteTally
+from .results import Samples
 from .transforms import UnconstrainedDensity
 from .variational_families import FlowFamily, GaussianFamily, make_flow, require_zuko
 
