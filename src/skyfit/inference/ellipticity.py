@@ -16,39 +16,10 @@ import math
 
 import torch
 
+from .._ellipticity import e1e2_to_q_phi, q_phi_to_e1e2
 from .density import LogDensity
 
 __all__ = ["q_phi_to_e1e2", "e1e2_to_q_phi", "EllipticityCoordinates", "ellipse_pairs"]
-
-# |e| is floored at this inside the square root, so that the map is differentiable at e = 0
-# (q = 1 - 2e-8 there, well inside any fit's precision)
-_E_FLOOR = 1e-8
-
-
-def q_phi_to_e1e2(q, phi) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(e1, e2)`` of axis ratio ``q`` and angle ``phi`` (lenstronomy's convention, above).
-
-    Example:
-        >>> import torch
-        >>> e1, e2 = q_phi_to_e1e2(torch.tensor(0.5), torch.tensor(0.0))
-        >>> round(float(e1), 6), round(float(e2), 6)
-        (0.333333, 0.0)
-    """
-    q, phi = torch.as_tensor(q), torch.as_tensor(phi)
-    c = (1 - q) / (1 + q)
-    return c * torch.cos(2 * phi), c * torch.sin(2 * phi)
-
-
-def e1e2_to_q_phi(e1, e2) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(q, phi)`` of ``(e1, e2)``, ``phi`` in ``[0, pi)``: the inverse of
-    :func:`q_phi_to_e1e2` (differentiable everywhere; at ``e = 0`` it gives ``q = 1 - 2e-8``,
-    ``phi = 0``)."""
-    e1, e2 = torch.as_tensor(e1), torch.as_tensor(e2)
-    c = torch.sqrt(e1**2 + e2**2 + _E_FLOOR**2)
-    at_zero = (e1 == 0) & (e2 == 0)
-    phi = 0.5 * torch.atan2(e2, torch.where(at_zero, torch.full_like(e1, _E_FLOOR), e1))
-    return (1 - c) / (1 + c), torch.remainder(phi, math.pi)
-
 
 def ellipse_pairs(density: LogDensity) -> list[tuple[int, int]]:
     """Indices ``(i_q, i_phi)`` of each ``<prefix>.q`` / ``<prefix>.phi`` pair of ``density``
