@@ -79,14 +79,19 @@ def test_sersic_fits_from_any_angle_agree(phi0, q0):
 
 @pytest.mark.parametrize("module", ["sersic", "sie"])
 def test_modules_accept_e1e2_with_the_same_output(module):
-    if module == "sersic":
-        make = lambda: skyfit.Sersic("host", x0=0.05, y0=-0.02, q=0.55, phi=2.8, n=2.0, Re=0.3,
-                                      flux=50.0)  # noqa: E731
-        out = lambda m: skyfit.Scene(skyfit.PixelGrid((24, 24), 0.05), [m])()  # noqa: E731
-    else:
-        make = lambda: skyfit.SIE("lens", x0=0.0, y0=0.0, theta_E=1.0, q=0.7, phi=0.1)  # noqa: E731
-        x = torch.linspace(-1.5, 1.5, 7, dtype=torch.float64)
-        out = lambda m: torch.stack(m.deflection(x, x.flip(0)))  # noqa: E731
+    x = torch.linspace(-1.5, 1.5, 7, dtype=torch.float64)
+
+    def make():
+        if module == "sersic":
+            return skyfit.Sersic("host", x0=0.05, y0=-0.02, q=0.55, phi=2.8, n=2.0, Re=0.3,
+                                 flux=50.0)
+        return skyfit.SIE("lens", x0=0.0, y0=0.0, theta_E=1.0, q=0.7, phi=0.1)
+
+    def out(m):
+        if module == "sersic":
+            return skyfit.Scene(skyfit.PixelGrid((24, 24), 0.05), [m])()
+        return torch.stack(m.deflection(x, x.flip(0)))
+
     ref = out(make()).detach()
     m = make()
     e1, e2 = skyfit.use_ellipticity(m)
