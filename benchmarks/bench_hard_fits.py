@@ -138,8 +138,10 @@ def _run_lbfgsb(p, x0, seed, quick):
 
 def _run_de(p, x0, seed, quick):
     from scipy.optimize import differential_evolution
+    # quick mode: a token run (a small population for a few generations), not a fair baseline
+    kw = dict(popsize=5, maxiter=5) if quick else dict(maxiter=300)
     return torch.tensor(differential_evolution(_negative_log_p(p.post), p.box, seed=seed,
-                                               maxiter=15 if quick else 300, tol=1e-8).x)
+                                               tol=1e-8, **kw).x)
 
 
 METHODS = {"skyfit": _run_skyfit, "lbfgsb_numgrad": _run_lbfgsb, "diff_evolution": _run_de}
@@ -184,7 +186,7 @@ def _solve(p, quick):
 
 
 def run(quick: bool):
-    n = 3 if quick else 20
+    n = 2 if quick else 20
     builders = [sersic_host, villar_two_band, supernova_joint, quad_lens]
     details, worst = {}, 1.0
     for build in builders:
