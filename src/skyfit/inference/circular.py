@@ -21,8 +21,8 @@ def circular_mean(x, lower: float, upper: float, axis: int = 0):
 
     Example:
         >>> import numpy as np
-        >>> round(float(circular_mean(np.array([0.1, np.pi - 0.1]), 0.0, np.pi)), 12)
-        0.0
+        >>> round(float(circular_mean(np.array([0.3, np.pi - 0.1]), 0.0, np.pi)), 12)
+        0.1
     """
     a = _angle(x, lower, upper)
     mean = np.arctan2(np.sin(a).mean(axis), np.cos(a).mean(axis))

@@ -87,7 +87,8 @@ def _check_finite_point(density: LogDensity, x: torch.Tensor) -> None:
         bad = [n for n, g in zip(density.names, grad.tolist()) if not np.isfinite(g)]
         values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, x.tolist()))
         raise LogDensityError(
-            f"laplace: log p = {float(logp):g} at the point ({values})"
+            f"laplace: log p or its gradient is NaN or inf at the point ({values}): "
+            f"log p = {float(logp):g}"
             + (f", non-finite gradient for {bad}" if bad else "")
             + ": no Gaussian approximation there; pass a converged mode (fit_map's result)")
 
