@@ -3,8 +3,9 @@ pass) versus through a MAF's inverse (one pass per latent dimension and layer)."
 
 from __future__ import annotations
 
+import harness
 import torch
-from harness import Benchmark, best_times
+from harness import Benchmark, best_times, median_of_rounds, spread
 
 import skyfit
 from skyfit.generative import GalaxyModel, GalaxyVAE, LatentFlow, load_pretrained
@@ -31,11 +32,15 @@ def _lens_posterior(model: GalaxyModel, prior: str) -> tuple[skyfit.Posterior, t
     return prob.posterior, prob.truth
 
 
-def _time_grads(problems: dict, quick: bool) -> dict[str, float]:
-    """ms per value+gradient of each ``name: (posterior, x)``, timed interleaved."""
+def _time_grads(problems: dict, quick: bool) -> tuple[dict[str, float], list]:
+    """ms per value+gradient of each ``name: (posterior, x)``, timed interleaved, in rounds:
+    the round of the median stamp ratio, and the spread of that ratio."""
     fns = {name: (lambda p=post, v=x: p.value_and_grad(v)) for name, (post, x) in problems.items()}
-    times = best_times(fns, repeat=5 if quick else 15, number=3 if quick else 10)
-    return {f"{name}_ms": 1e3 * t for name, t in times.items()}
+    ratio = lambda r: r["stamp_maf"] / r["stamp_iaf"]  # noqa: E731
+    _, times, rounds = median_of_rounds(
+        lambda _: best_times(fns, repeat=3 if quick else 5, number=3 if quick else 10),
+        2 if quick else harness.ROUNDS, ratio)
+    return {f"{name}_ms": 1e3 * t for name, t in times.items()}, spread(rounds, ratio)
 
 
 def vae_prior_gradient(quick: bool) -> tuple[float, dict]:
@@ -49,9 +54,9 @@ def vae_prior_gradient(quick: bool) -> tuple[float, dict]:
         problems[f"stamp_{prior}"] = _stamp_posterior(model, prior)
         problems[f"lens_{prior}"] = _lens_posterior(model, prior)
         problems[f"stamp8_{prior}"] = _stamp_posterior(narrow, prior)
-    times = _time_grads(problems, quick)
+    times, lo_hi = _time_grads(problems, quick)
     ratio = times["stamp_maf_ms"] / times["stamp_iaf_ms"]
-    details = dict(times)
+    details = dict(spread=lo_hi, **times)
     details["lens_ratio"] = times["lens_maf_ms"] / times["lens_iaf_ms"]
     details["stamp8_ratio"] = times["stamp8_maf_ms"] / times["stamp8_iaf_ms"]
     details["latent_dim"] = model.latent_dim

@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import time
 
+import harness
 import numpy as np
 import torch
-from harness import Benchmark, best_times
+from harness import Benchmark, best_times, median_of_rounds, spread
 
 import skyfit
 from skyfit.sources.profiles import sersic_total_flux
@@ -149,7 +150,11 @@ def _compare(supersample: int, psf: bool, quick: bool):
         fns = {"eager": run(eager), "theirs": run_theirs}
         if compiled is not None:
             fns["compiled"] = run(compiled)
-        best = best_times(fns, repeat=2 if quick else 4)  # interleaved: drifts hit all alike
+        key = "compiled" if compiled is not None else "eager"
+        ratio = lambda r: r["theirs"] / r[key]  # noqa: E731
+        # interleaved rounds: drifts hit all alike; the median round's times are reported
+        _, best, rounds = median_of_rounds(lambda _: best_times(fns, repeat=2),
+                                           2 if quick else harness.ROUNDS, ratio)
         t_eager, t_theirs = best["eager"], best["theirs"]
         t_compiled = best.get("compiled", float("nan"))
     finally:
@@ -161,6 +166,7 @@ def _compare(supersample: int, psf: bool, quick: bool):
     break_even = (compile_s / (1 / theirs_rate - 1 / compiled_rate)
                   if compiled is not None and compiled_rate > theirs_rate else float("nan"))
     return best / theirs_rate, {
+        "spread": spread(rounds, ratio),
         "skyfit_compiled_images_per_s": round(compiled_rate, 1),
         "skyfit_eager_images_per_s": round(eager_rate, 1),
         "lenstronomy_images_per_s": round(theirs_rate, 1),

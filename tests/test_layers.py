@@ -20,23 +20,28 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER_OF = {
     "skyfit.errors": "core",
     "skyfit.params": "core",
+    "skyfit.data": "core",  # observed tables (Photometry): no models
     "skyfit.instruments": "instruments",
     "skyfit.sources": "sources",
     "skyfit.lightcurves": "lightcurves",
+    "skyfit.spectra": "spectra",
     "skyfit.lenses": "lenses",
     "skyfit.generative": "generative",
     "skyfit.scenes": "scenes",
     "skyfit.inference": "inference",
     "skyfit.likelihoods": "posterior",
+    "skyfit.likelihoods_photometry": "posterior",
     "skyfit.priors": "posterior",
     "skyfit.posterior": "posterior",
     "skyfit.plots": "plots",
+    "skyfit.amortized": "amortized",
     "skyfit.examples": "examples",
     "skyfit.cli": "app",
+    "skyfit.lightcurve_fit": "app",
     "skyfit.__main__": "app",
     "skyfit": "namespace",  # the package's __init__: the public names, re-exported
 }
-_MODULES = {"instruments", "sources", "lightcurves", "lenses", "generative"}
+_MODULES = {"instruments", "sources", "lightcurves", "spectra", "lenses", "generative"}
 _BELOW_EXAMPLES = {"core", *_MODULES, "scenes", "inference", "posterior", "plots"}
 # What each layer may import besides itself. The inference layer sees a LogDensity and plain
 # arrays only: no astronomy, no plots; a posterior implements its LogDensity interface.
@@ -45,12 +50,15 @@ MAY_IMPORT = {
     "instruments": {"core"},
     "sources": {"core"},
     "lightcurves": {"core"},
+    "spectra": {"core"},
     "lenses": {"core"},
     "generative": {"core", "instruments", "sources"},  # training stamps are Sersic profiles
     "scenes": {"core", *_MODULES - {"generative"}},
     "inference": {"core"},
     "posterior": {"core", *_MODULES, "scenes", "inference"},
     "plots": {"core", *_MODULES, "scenes", "inference"},  # figures of results and modules
+    # simulates from a Posterior, trains flows, checks them against its exact density
+    "amortized": {"core", *_MODULES, "scenes", "inference", "posterior"},
     "namespace": _BELOW_EXAMPLES | {"namespace"},
     "examples": _BELOW_EXAMPLES | {"namespace", "examples"},  # the public API and its modules
     "app": _BELOW_EXAMPLES | {"namespace", "examples", "app"},

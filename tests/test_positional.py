@@ -64,6 +64,8 @@ FACTORIES = {
     "GaussianLikelihood": lambda: skyfit.GaussianLikelihood(_scene(), torch.ones(8, 8),
                                                             variance=torch.ones(8, 8)),
     "PoissonLikelihood": lambda: skyfit.PoissonLikelihood(_scene(), torch.ones(8, 8)),
+    "NonCentredPopulation": lambda: skyfit.lightcurves.NonCentredPopulation(
+        "pop", 3, mu=0.5, tau=0.2, eta=[0.1, -0.3, 0.2]),
     "PhotometryLikelihood": lambda: skyfit.PhotometryLikelihood(
         skyfit.GaussianLightCurve(), torch.linspace(-5, 5, 4, dtype=f64), torch.ones(4),
         torch.ones(4)),
@@ -93,6 +95,7 @@ INPUTS = {
     "flux": lambda m: torch.tensor(2.0, dtype=f64),
     "stamp": lambda m: m.stamp(),
     "images": lambda m: m.images(),
+    "i": lambda m: 1,
 }
 
 
@@ -175,7 +178,7 @@ def _assert_same(a, b, what: str):
 
 @pytest.mark.parametrize("name,method", CASES, ids=[f"{n}.{m}" for n, m in CASES])
 def test_inputs_by_position_with_static_and_dynamic_params(name, method):
-    module = FACTORIES.get(name, getattr(skyfit, name))()
+    module = FACTORIES[name]() if name in FACTORIES else getattr(skyfit, name)()
     inputs = _inputs(module, method)
     call = getattr(module, method)
 

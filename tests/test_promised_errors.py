@@ -21,6 +21,7 @@ from skyfit.generative import (
     make_galaxies,
 )
 from skyfit.inference import FunctionDensity, Samples, laplace, sample_emcee, sample_nuts
+from skyfit.inference.checkpoint import save_checkpoint
 from skyfit.inference.mcmc import Metric
 from skyfit.lenses import ThinLens
 
@@ -139,6 +140,9 @@ def test_files_of_another_kind_are_refused(tmp_path):
     torch.save({"format": "other"}, path)
     with pytest.raises(ValueError, match="not a skyfit.GalaxyVAE file"):
         GalaxyVAE.load(path)
+    with pytest.raises(ValueError, match="not a skyfit checkpoint"):
+        sample_nuts(GAUSS, init=torch.zeros(2), checkpoint=path, resume=True, progress=False)
+    save_checkpoint(path, {"format": "other"})
     with pytest.raises(ValueError, match="not a skyfit HMC/NUTS checkpoint"):
         sample_nuts(GAUSS, init=torch.zeros(2), checkpoint=path, resume=True, progress=False)
     _small_vae().save(path)

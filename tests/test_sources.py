@@ -14,7 +14,8 @@ from skyfit import (
     PixelGrid,
     Sersic,
 )
-from skyfit.sources import gaussian_profile, sersic_b, sersic_total_flux
+from skyfit.sources import gaussian_profile, profiles, sersic_b, sersic_total_flux
+from skyfit.sources.profiles import sersic_b_exact
 
 f64 = torch.float64
 
@@ -60,21 +61,21 @@ def test_image_on_a_supersampled_grid_sums_to_flux(name):
 # --------------------------------------------------------------------------- Sersic b_n, flux
 
 
-def test_sersic_b_matches_scipy_gammaincinv():
+def test_sersic_b_exact_matches_scipy_gammaincinv():
     n = torch.cat([torch.linspace(0.01, 0.2, 40, dtype=f64), torch.linspace(0.2, 20.0, 400,
                                                                              dtype=f64)])
     truth = scipy.special.gammaincinv(2 * n.numpy(), 0.5)
-    b64 = sersic_b(n)
+    b64 = sersic_b_exact(n)
     assert b64.dtype == f64
     np.testing.assert_allclose(b64.numpy(), truth, rtol=1e-13, atol=0)
-    b32 = sersic_b(n.float())
+    b32 = sersic_b_exact(n.float())
     assert b32.dtype == torch.float32
     np.testing.assert_allclose(b32.double().numpy(), truth, rtol=1e-5, atol=0)
 
 
-def test_sersic_b_derivative_matches_scipy_finite_difference():
+def test_sersic_b_exact_derivative_matches_scipy_finite_difference():
     n = torch.tensor([0.5, 1.0, 2.5, 4.0, 8.0], dtype=f64, requires_grad=True)
-    (db,) = torch.autograd.grad(sersic_b(n).sum(), n)
+    (db,) = torch.autograd.grad(sersic_b_exact(n).sum(), n)
     h = 1e-5
     nn = n.detach().numpy()
     fd = (scipy.special.gammaincinv(2 * (nn + h), 0.5)
@@ -82,13 +83,13 @@ def test_sersic_b_derivative_matches_scipy_finite_difference():
     np.testing.assert_allclose(db.numpy(), fd, rtol=1e-7)
 
 
-def test_sersic_b_second_derivative_matches_high_precision_values():
+def test_sersic_b_exact_second_derivative_matches_high_precision_values():
     # Laplace fits differentiate b(n) twice: the Halley iterations must carry exact Hessians.
     # Truth: mpmath (a dependency of torch, via sympy) at 40 digits
     mp = pytest.importorskip("mpmath")
     mp.mp.dps = 40
     n = torch.tensor([0.25, 1.0, 2.5, 8.0], dtype=f64, requires_grad=True)
-    (db,) = torch.autograd.grad(sersic_b(n).sum(), n, create_graph=True)
+    (db,) = torch.autograd.grad(sersic_b_exact(n).sum(), n, create_graph=True)
     (d2b,) = torch.autograd.grad(db.sum(), n)
 
     def b_of(v):
@@ -97,6 +98,59 @@ def test_sersic_b_second_derivative_matches_high_precision_values():
 
     truth = [float(mp.diff(b_of, mp.mpf(float(v)), 2)) for v in n.detach()]
     np.testing.assert_allclose(d2b.numpy(), truth, rtol=1e-7)
+
+
+def test_sersic_b_fit_within_4e_9_of_the_exact_root_on_a_dense_grid():
+    n = torch.linspace(0.2, 10.0, 200_001, dtype=f64)
+    rel = (sersic_b(n) / sersic_b_exact(n) - 1).abs()
+    assert rel.max().item() < 4e-9
+    # past the valid range it keeps Ciotti & Bertin's asymptotics (the exact series stops at 20)
+    big = torch.logspace(1, 4, 2001, dtype=f64)
+    truth = scipy.special.gammaincinv(2 * big.numpy(), 0.5)
+    np.testing.assert_allclose(sersic_b(big).numpy(), truth, rtol=4e-9)
+    b32 = sersic_b(n[:2000].float())
+    assert b32.dtype == torch.float32
+    np.testing.assert_allclose(b32.double().numpy(), sersic_b_exact(n[:2000]).numpy(), rtol=2e-6)
+
+
+def test_sersic_b_below_the_fit_range_is_the_series_first_term_within_10_percent():
+    n = torch.linspace(0.01, 0.199, 200, dtype=f64, requires_grad=True)
+    b = sersic_b(n)
+    truth = torch.as_tensor(scipy.special.gammaincinv(2 * n.detach().numpy(), 0.5))
+    rel = (b.detach() / truth - 1).abs()
+    assert rel.max().item() < 0.1 and rel[-1].item() > 0.05  # the first term (9.6% at 0.199)
+    (grad,) = torch.autograd.grad(b.sum(), n)
+    assert torch.isfinite(grad).all()
+
+
+def test_sersic_b_fit_derivatives_close_to_the_exact_ones():
+    n = torch.linspace(0.2, 10.0, 2001, dtype=f64, requires_grad=True)
+    grads = []
+    for f in (sersic_b, sersic_b_exact):
+        (db,) = torch.autograd.grad(f(n).sum(), n, create_graph=True)
+        (d2b,) = torch.autograd.grad(db.sum(), n)
+        grads.append((db.detach(), d2b))
+    np.testing.assert_allclose(grads[0][0].numpy(), grads[1][0].numpy(), rtol=3e-7)
+    # b'' (what Laplace fits see) to 1.2e-5 of its largest value (4.0 at n = 0.2); it falls to
+    # ~2e-5 at n = 10, so the comparison is on the scale of its largest values
+    np.testing.assert_allclose(grads[0][1].numpy(), grads[1][1].numpy(), rtol=0,
+                               atol=2e-5 * grads[1][1].abs().max().item())
+
+
+@pytest.mark.parametrize("n", [0.2, 0.5, 1.5, 4.0, 10.0])
+def test_sersic_images_with_the_fitted_b_within_1e_6_of_the_exact_b(n, monkeypatch):
+    grid = PixelGrid((48, 48), 0.04, supersample=3)
+    src = Sersic(x0=0.05, y0=-0.03, q=0.6, phi=0.5, n=n, Re=0.3, flux=100.0)
+    x, y = grid.coordinates()
+    fitted = src.brightness(x, y)
+    monkeypatch.setattr(profiles, "sersic_b", sersic_b_exact)
+    exact = src.brightness(x, y)
+    # per pixel wherever the profile is above 1e-12 of its peak; far out at n = 0.2 (1e-40 of
+    # the peak) the exponent b (R / Re)^5 reaches ~700 and turns 4e-9 in b into 2.5e-6
+    peak = exact.max()
+    seen = exact > 1e-12 * peak
+    assert ((fitted - exact)[seen].abs() / exact[seen]).max().item() < 1e-6
+    assert ((fitted - exact).abs() / peak).max().item() < 1e-8
 
 
 @pytest.mark.parametrize("n", [0.5, 1.0, 2.0, 4.0, 8.0])

@@ -81,4 +81,4 @@ __all__ = [
     # neural source priors
     "GalaxyModel", "load_pretrained",
 ]
-__version__ = "0.1.0"
+from ._version import __version__ as __version__  # noqa: E402

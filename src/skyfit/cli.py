@@ -1,4 +1,5 @@
-"""Command line: ``skyfit demo [--out DIR] [--seed N]`` (also ``python -m skyfit demo``)."""
+"""Command line: ``skyfit demo [--out DIR] [--seed N]`` (also ``python -m skyfit demo``) and
+``skyfit lightcurve FILE [--model villar|bazin|gaussian] [--shared t0 ...] [--mag] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skyfit", description=__doc__)
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="skyfit", description="skyfit: differentiable forward models for astronomy and the "
+        "inference that fits them. Run 'skyfit demo' for a complete fit (also 'python -m skyfit')."
+    )
+    parser.add_argument("--version", action="version", version=f"skyfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="simulate and fit the supernova light-curve problem")
     demo.add_argument("--out", default="skyfit-demo", help="output folder (default skyfit-demo/)")
@@ -15,7 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.add_argument("--samplers", choices=["full", "quick", "none"], default="full",
                       help="posterior sampling after the fits: full (default), quick, none")
+    _add_lightcurve_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "lightcurve":
+        from .lightcurve_fit import fit_photometry
+
+        summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,
+                                 out=args.out, nuts=not args.no_nuts, n_warmup=args.warmup,
+                                 n_draws=args.draws, zero_point=args.zero_point,
+                                 progress=not args.quiet)
+        return 0 if summary["converged"] else 1
     if args.command == "demo":
         import matplotlib
 
@@ -26,6 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_demo(args.out, seed=args.seed, progress=not args.quiet, samplers=samplers)
         return 0 if summary["converged"] else 1
     return 2
+
+
+def _add_lightcurve_parser(sub) -> None:
+    fit = sub.add_parser("lightcurve", help="fit a photometry table (CSV/ECSV/FITS): multi-start "
+                         "MAP, Laplace, NUTS; writes lightcurve.png and summary.json")
+    fit.add_argument("file", help="table with columns mjd, band, flux, flux_err (or mag, mag_err)"
+                     " [, upper_limit, limit]")
+    fit.add_argument("--model", choices=["villar", "bazin", "gaussian"], default="bazin")
+    fit.add_argument("--shared", nargs="*", default=["t0"],
+                     help="parameters shared by all bands (default: t0)")
+    fit.add_argument("--mag", action="store_true", help="fit in magnitudes (default: flux)")
+    fit.add_argument("--zero-point", type=float, default=25.0,
+                     help="AB magnitude of unit flux (default 25)")
+    fit.add_argument("--out", default="skyfit-lightcurve", help="output folder")
+    fit.add_argument("--no-nuts", action="store_true", help="MAP and Laplace only")
+    fit.add_argument("--warmup", type=int, default=500, help="NUTS warm-up per chain")
+    fit.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
+    fit.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 if __name__ == "__main__":

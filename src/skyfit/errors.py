@@ -7,6 +7,8 @@ __all__ = [
     "ParameterRangeError",
     "ParameterVectorError",
     "LogDensityError",
+    "CorruptFileError",
+    "DataMismatchError",
     "HessianWarning",
     "ConvergenceWarning",
     "LogDensityWarning",
@@ -36,6 +38,16 @@ class ParameterVectorError(SkyfitError, ValueError):
 
 class LogDensityError(SkyfitError, RuntimeError):
     """A log-density that is NaN or +inf where it must be finite (for instance at a start point)."""
+
+
+class CorruptFileError(SkyfitError, ValueError):
+    """A file that is not what it should be: empty, truncated, of another kind, or changed since
+    it was written (its checksum does not match). The message names the file and the mismatch."""
+
+
+class DataMismatchError(SkyfitError, ValueError):
+    """A file written for other data or another model than the one at hand (its fingerprint of
+    data shapes, data hashes or parameter names differs), e.g. a checkpoint resumed on new data."""
 
 
 class HessianWarning(UserWarning):

@@ -14,15 +14,23 @@ import torch
 
 from ._forward import forward
 from .errors import DataError, ShapeError
+from .likelihoods_photometry import PhotometryLikelihood, censored_log_likelihood
 
-__all__ = ["GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood"]
+__all__ = ["GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood",
+           "censored_log_likelihood"]
 
 
-def _finite_tensor(name: str, value, dtype=None, device=None) -> torch.Tensor:
+def _finite_tensor(name: str, value, dtype=None, device=None, mask=None,
+                   fill: float = 0.0) -> torch.Tensor:
+    """``value`` as a floating tensor; NaN or inf is an error where ``mask`` is True (or
+    anywhere without a mask) and becomes ``fill`` where the mask leaves it out."""
     t = torch.as_tensor(value, dtype=dtype, device=device)
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     bad = ~torch.isfinite(t)
+    if mask is not None and bad.any():
+        t = torch.where(bad & ~mask, torch.full_like(t, fill), t)
+        bad = bad & mask
     if bad.any():
         where = torch.nonzero(bad)[:5].tolist()
         raise DataError(f"{name} has {int(bad.sum())} NaN or inf values (first at indices "
@@ -99,9 +107,16 @@ class GaussianLikelihood(ck.Module):
             raise ValueError("give exactly one of `variance` (a sigma map squared) or `noise` "
                              "(a noise model such as ReadPoissonNoise)")
         self.model = model
-        self.data = _nonempty("data", _finite_tensor("data", data))
+        # the mask first: NaN data (or variance) in masked-out pixels is allowed
+        self.mask = _check_mask(mask, torch.as_tensor(data).shape)
+        self.data = _nonempty("data", _finite_tensor("data", data, mask=self.mask))
         if variance is not None:
-            v = _finite_tensor("variance", variance, self.data.dtype, self.data.device)
+            v_mask = self.mask if self.mask is not None and (
+                torch.as_tensor(variance).shape == self.mask.shape) else None
+            v = _finite_tensor("variance", variance, self.data.dtype, self.data.device,
+                               mask=v_mask, fill=1.0)
+            if v_mask is not None:
+                v = torch.where(v_mask, v, torch.ones_like(v))
             if (v <= 0).any():
                 raise DataError(f"variance must be positive; {int((v <= 0).sum())} values are <= 0 "
                                 f"(min {v.min().item():g}); mask those pixels instead")
@@ -120,7 +135,6 @@ class GaussianLikelihood(ck.Module):
                                 "would have zero variance; set a positive read noise or sky")
             self.variance = None
         self.noise = noise
-        self.mask = _check_mask(mask, self.data.shape)
 
     @forward
     def residuals(self) -> torch.Tensor:
@@ -159,13 +173,25 @@ class PoissonLikelihood(ck.Module):
         counts: observed counts (non-negative integers), same shape as the model output.
         exposure_time: seconds. sky: e-/s per pixel added to the model.
         mask: boolean, True where a pixel is used.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import PixelGrid, Scene, Gaussian
+        >>> scene = Scene(PixelGrid((8, 8), pixel_scale=0.1), [Gaussian(sigma=0.15, flux=50.0)])
+        >>> counts = torch.poisson(scene() * 10.0, generator=torch.Generator().manual_seed(0))
+        >>> L = PoissonLikelihood(scene, counts, exposure_time=10.0)  # counts in 10 s
+        >>> bool(torch.isfinite(L()))
+        True
     """
 
     def __init__(self, model: ck.Module, counts, exposure_time: float = 1.0, sky: float = 0.0,
                  mask=None, name: str | None = None):
         super().__init__(name)
         self.model = model
-        counts = _nonempty("counts", _finite_tensor("counts", counts))
+        self.mask = _check_mask(mask, torch.as_tensor(counts).shape)
+        counts = _nonempty("counts", _finite_tensor("counts", counts, mask=self.mask))
+        if self.mask is not None:
+            counts = torch.where(self.mask, counts, torch.zeros_like(counts))
         if (counts < 0).any() or (counts != counts.round()).any():
             raise DataError("Poisson counts must be non-negative integers")
         if not exposure_time > 0:
@@ -173,7 +199,6 @@ class PoissonLikelihood(ck.Module):
         self.counts = counts
         self.exposure_time = float(exposure_time)
         self.sky = float(sky)
-        self.mask = _check_mask(mask, counts.shape)
         self._log_factorial = torch.lgamma(counts + 1)
 
     @forward
@@ -187,49 +212,3 @@ class PoissonLikelihood(ck.Module):
         if self.mask is not None:
             terms = torch.where(self.mask, terms, torch.zeros_like(terms))
         return terms.sum()
-
-
-class PhotometryLikelihood(ck.Module):
-    """Gaussian likelihood of photometric points ``(time, flux, flux_err[, band])``.
-
-    Fits a light-curve model directly from a table: ``lightcurve.flux(time, band)`` is compared
-    with ``flux`` at each point.
-
-    Arguments:
-        lightcurve: Module with ``@forward flux(t, band=None)``.
-        time: days, shape ``(N,)``. flux, flux_err: same shape, ``flux_err > 0``.
-        band: integer band index per point (``(N,)``) for multi-band light curves, or None.
-    """
-
-    def __init__(self, lightcurve: ck.Module, time, flux, flux_err, band=None,
-                 name: str | None = None):
-        super().__init__(name)
-        self.lightcurve = lightcurve
-        self.time = _nonempty("time", _finite_tensor("time", time))
-        self.flux = _finite_tensor("flux", flux, self.time.dtype)
-        self.flux_err = _finite_tensor("flux_err", flux_err, self.time.dtype)
-        n = self.time.shape
-        for label, arr in (("flux", self.flux), ("flux_err", self.flux_err)):
-            if arr.shape != n:
-                raise ShapeError(f"{label} has shape {tuple(arr.shape)}, time has {tuple(n)}")
-        if (self.flux_err <= 0).any():
-            bad = torch.nonzero(self.flux_err <= 0).flatten()[:5].tolist()
-            raise DataError(f"flux_err must be positive; non-positive at rows {bad}")
-        if band is not None and callable(getattr(lightcurve, "band_index", None)):
-            band = lightcurve.band_index(band)  # names -> indices; checks type and range
-        elif band is not None:
-            band = torch.as_tensor(band)
-            if band.is_floating_point() or band.dtype == torch.bool:
-                raise TypeError(f"band must hold integer band indices, got dtype {band.dtype}")
-        self.band = None if band is None else band.long()
-        if self.band is not None and self.band.shape != n:
-            raise ShapeError(f"band has shape {tuple(self.band.shape)}, time has {tuple(n)}")
-
-    @forward
-    def __call__(self) -> torch.Tensor:
-        if self.band is None:
-            model = self.lightcurve.flux(self.time)
-        else:
-            model = self.lightcurve.flux(self.time, self.band)
-        var = self.flux_err**2
-        return -0.5 * (((self.flux - model) ** 2 / var) + torch.log(2 * math.pi * var)).sum()

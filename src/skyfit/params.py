@@ -25,6 +25,11 @@ class Param(ck.Param):
     float64 inference slightly off (``0.06`` is ``0.0599999986`` in float32). Tensors keep their
     own dtype, so float32 models are built by passing float32 tensors or by
     ``module.to(dtype=...)``.
+
+    Example:
+        >>> p = Param("flux", 0.06, valid=(0.0, None), units="e-/s", description="total flux")
+        >>> p.value.dtype, p.units  # a Python number is stored in float64
+        (torch.float64, 'e-/s')
     """
 
     def __init__(self, name: str, value=None, *args, dtype=None, **kwargs):

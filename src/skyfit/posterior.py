@@ -206,6 +206,8 @@ class Posterior(LogDensity):
         return torch.vmap(self._joint_of_vector)(flat).reshape(x.shape[:-1])
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x | data)`` for ``x`` of shape ``(..., dim)``: ``-inf`` outside the bounds,
+        otherwise log-likelihood + log-prior, all points in one call."""
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
         if x.ndim == 0 or x.shape[-1] != self.dim:
             raise ParameterVectorError(f"parameter vector has trailing length "

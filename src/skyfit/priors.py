@@ -12,7 +12,13 @@ __all__ = ["param_bounds", "default_prior_log_prob", "prior_log_prob"]
 
 
 def param_bounds(param: ck.Param, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lower, upper)`` of a Param's ``valid`` range, broadcast to its shape (+-inf if open)."""
+    """``(lower, upper)`` of a Param's ``valid`` range, broadcast to its shape (+-inf if open).
+
+    Example:
+        >>> from skyfit import Sersic
+        >>> param_bounds(Sersic().q)  # axis ratio in (0, 1]
+        (tensor(0., dtype=torch.float64), tensor(1., dtype=torch.float64))
+    """
     shape = tuple(param.shape)
     lo, hi = param.valid
     kw = dict(dtype=dtype, device=device)
@@ -26,6 +32,12 @@ def default_prior_log_prob(value: torch.Tensor, lower: torch.Tensor, upper: torc
 
     ``value`` is ``(..., *param_shape)``; returns ``(...)``. Values outside the bounds are the
     caller's business (the Posterior returns -inf there).
+
+    Example:
+        >>> import math, torch
+        >>> lp = default_prior_log_prob(torch.tensor(0.5), torch.tensor(0.0), torch.tensor(2.0))
+        >>> round(lp.item(), 6) == round(-math.log(2.0), 6)  # uniform on [0, 2]
+        True
     """
     both = torch.isfinite(lower) & torch.isfinite(upper)
     width = torch.where(both, upper - lower, torch.ones_like(lower))

@@ -92,6 +92,7 @@ class LatentFlow(nn.Module):
     # ---- configuration ------------------------------------------------------------------------
     @property
     def config(self) -> dict:
+        """The constructor arguments as a JSON-ready dict; :meth:`from_config` rebuilds it."""
         return {"features": self.features, "kind": self.kind, "transforms": self.n_transforms,
                 "hidden": list(self.hidden)}
 
@@ -157,6 +158,8 @@ class LatentFlow(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location=None) -> LatentFlow:
+        """Read a flow written by :meth:`save` (``torch.load(weights_only=True)``), checking that
+        the weights fit its configuration."""
         from .vae import _read, load_checked_state
 
         blob = _read(path, "skyfit.LatentFlow", map_location)
@@ -166,11 +169,13 @@ class LatentFlow(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> LatentFlow:
+        """An untrained flow built from :attr:`config`."""
         c = dict(config)
         return cls(c["features"], kind=c["kind"], transforms=c["transforms"],
                    hidden=tuple(c["hidden"]))
 
     def extra_repr(self) -> str:
+        """Settings shown by ``repr``."""
         return (f"kind={self.kind}, features={self.features}, transforms={self.n_transforms}, "
                 f"hidden={self.hidden}, sampling passes/layer={self.sampling_passes}, "
                 f"density passes/layer={self.density_passes}")

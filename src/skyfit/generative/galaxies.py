@@ -9,7 +9,7 @@ import torch
 
 from ..errors import DataError, ShapeError
 from ..instruments.convolution import fft_convolve
-from ..sources.profiles import sersic_profile
+from ..sources.profiles import sersic_b_exact, sersic_profile
 
 __all__ = ["GalaxySet", "make_galaxies", "check_stamps"]
 
@@ -40,6 +40,7 @@ class GalaxySet:
 
     @property
     def size(self) -> int:
+        """Stamp side in pixels."""
         return self.images.shape[-1]
 
     def __getitem__(self, index) -> GalaxySet:
@@ -60,6 +61,14 @@ def check_stamps(images: torch.Tensor, sigma: torch.Tensor | None = None,
 
     ``images`` must be ``(n, size, size)`` (square; of the network's ``size`` when given), finite;
     ``sigma`` must hold one positive finite noise level per image.
+
+    Example:
+        >>> import torch
+        >>> check_stamps(torch.zeros(4, 16, 16), torch.ones(4))  # fine: returns None
+        >>> check_stamps(torch.zeros(4, 16, 8))
+        Traceback (most recent call last):
+            ...
+        skyfit.errors.ShapeError: ...
     """
     if images.ndim != 3 or images.shape[-1] != images.shape[-2]:
         raise ShapeError(f"stamps must be a (n, size, size) stack of square images, got shape "
@@ -165,8 +174,9 @@ def make_galaxies(
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
         e = lambda t: t[a:b, None, None].to(f32)  # noqa: E731, B023
+        # the exact b(n): the shipped galaxy32 weights were trained on these images bit for bit
         img = sersic_profile(x, y, e(p["x0"]), e(p["y0"]), e(p["q"]), e(p["phi"]), e(p["n"]),
-                             e(p["Re"]))
+                             e(p["Re"]), b=sersic_b_exact(e(p["n"])))
         disc[a:b] = img.reshape(b - a, size, s, size, s).mean((-3, -1)).to(f64)
     # clumps: Gaussians convolved with the Gaussian PSF analytically, integrated over pixels exactly
     psf_sig = psf_fwhm / (2 * math.sqrt(2 * math.log(2)))

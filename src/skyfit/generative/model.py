@@ -45,10 +45,12 @@ class GalaxyModel(nn.Module):
 
     @property
     def latent_dim(self) -> int:
+        """Dimension of the VAE's latent space."""
         return self.vae.latent_dim
 
     @property
     def size(self) -> int:
+        """Stamp side in pixels."""
         return self.vae.size
 
     def flow(self, prior: str) -> LatentFlow | None:

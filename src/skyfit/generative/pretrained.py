@@ -19,6 +19,13 @@ PRETRAINED: dict[str, TrainingConfig] = {
                            n_val=64, epochs=3, batch_size=32, draws=4, flow_transforms=2,
                            flow_hidden=(32, 32), flow_epochs=3, distill_steps=60),
 }
+"""Named training configurations of the galaxy prior: ``"galaxy32"`` (32x32 stamps, the model
+shipped with the package) and ``"tiny"`` (trains in seconds, for checks).
+
+Example:
+    >>> PRETRAINED["galaxy32"].size
+    32
+"""
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -29,7 +36,12 @@ def _fingerprint(config: TrainingConfig) -> str:
 
 
 def pretrained_path(name: str) -> Path:
-    """Where the package ships the weights of configuration ``name`` (may not exist)."""
+    """Where the package ships the weights of configuration ``name`` (may not exist).
+
+    Example:
+        >>> pretrained_path("galaxy32").name, pretrained_path("galaxy32").exists()
+        ('galaxy32.pt', True)
+    """
     return PACKAGE_DIR / f"{name}.pt"
 
 

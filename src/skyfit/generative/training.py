@@ -22,16 +22,8 @@ from .flows import LatentFlow
 from .galaxies import GalaxySet, check_stamps
 from .vae import GalaxyVAE
 
-__all__ = [
-    "TrainingHistory",
-    "TrainingConfig",
-    "train_vae",
-    "vae_loss",
-    "encode_latents",
-    "fit_flow",
-    "distill_flow",
-    "train_galaxy_model",
-]
+__all__ = ["TrainingHistory", "TrainingConfig", "train_vae", "vae_loss", "encode_latents",
+           "fit_flow", "distill_flow", "train_galaxy_model"]
 
 
 @dataclass
@@ -54,9 +46,11 @@ class TrainingHistory:
 
     @property
     def best_val_loss(self) -> float:
+        """Validation loss at the best epoch (nan without validation data)."""
         return self.val_loss[self.best_epoch] if self.val_loss else math.nan
 
     def to_dict(self) -> dict:
+        """The history as a JSON-ready dict."""
         return {"train_loss": list(self.train_loss), "val_loss": list(self.val_loss),
                 "lr": list(self.lr), "best_epoch": self.best_epoch,
                 "stopped_early": self.stopped_early, "wall_time": self.wall_time}
@@ -329,6 +323,11 @@ class TrainingConfig:
         draws: draws of ``q(z|x)`` per training galaxy for the flows.
         flow_transforms, flow_hidden: flow architecture. flow_epochs: MAF maximum-likelihood
         epochs. distill_steps: IAF distillation steps. seed: the one seed of everything.
+
+    Example:
+        >>> config = TrainingConfig(epochs=3, n_train=256)
+        >>> config.epochs, config.to_dict()["snr"]  # JSON-ready
+        (3, [15.0, 50.0])
     """
 
     size: int = 32
@@ -351,6 +350,7 @@ class TrainingConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (tuples as lists)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 

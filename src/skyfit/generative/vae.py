@@ -23,6 +23,11 @@ class VAEConfig:
         channels: feature maps after each stride-2 convolution of the encoder (the decoder
             mirrors them), so the smallest feature map is ``size / 2 ** len(channels)`` pixels.
         hidden: width of the dense layer between the feature maps and the latent space.
+
+    Example:
+        >>> config = VAEConfig(size=32, latent_dim=8, channels=(16, 32))
+        >>> config.to_dict()["channels"], 32 // 2 ** len(config.channels)  # smallest feature map
+        ([16, 32], 8)
     """
 
     size: int = 32
@@ -44,6 +49,7 @@ class VAEConfig:
             raise ValueError(f"hidden must be positive, got {self.hidden}")
 
     def to_dict(self) -> dict:
+        """The configuration as a JSON-ready dict (tuples as lists)."""
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
@@ -127,10 +133,12 @@ class GalaxyVAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
+        """Dimension of the latent space."""
         return self.config.latent_dim
 
     @property
     def size(self) -> int:
+        """Stamp side in pixels."""
         return self.config.size
 
     def _check_latent(self, z: torch.Tensor) -> None:
@@ -216,6 +224,7 @@ class GalaxyVAE(nn.Module):
         return self
 
     def extra_repr(self) -> str:
+        """Settings and parameter count shown by ``repr``."""
         c = self.config
         n = sum(p.numel() for p in self.parameters())
         return (f"size={c.size}, latent_dim={c.latent_dim}, channels={c.channels}, "

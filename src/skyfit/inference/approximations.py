@@ -103,6 +103,7 @@ class GaussianApproximation:
 
     @property
     def correlation(self) -> torch.Tensor:
+        """Correlation matrix ``cov_ij / (std_i std_j)``."""
         s = self.std
         return self.covariance / (s[:, None] * s[None, :])
 

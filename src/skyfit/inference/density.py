@@ -32,14 +32,17 @@ class LogDensity(abc.ABC):
 
     @property
     def dim(self) -> int:
+        """Number of parameters (length of a parameter vector)."""
         return len(self.names)
 
     @property
     def dtype(self) -> torch.dtype:
+        """dtype of parameter vectors (that of the bounds)."""
         return self.lower.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of parameter vectors (that of the bounds)."""
         return self.lower.device
 
     @property
@@ -167,14 +170,17 @@ class FunctionDensity(LogDensity):
 
     @property
     def periodic(self) -> torch.Tensor:
+        """Which parameters are periodic (bool, ``(dim,)``), as given to the constructor."""
         return self._periodic
 
     def initial(self) -> torch.Tensor:
+        """The start point given to the constructor, else the base class's default."""
         if self._initial is None:
             return super().initial()
         return self._initial.clone()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` at ``x`` of shape ``(..., dim)``; unbatched functions are ``torch.vmap``-ped."""
         if self.batched or x.ndim == 1:
             return self.fn(x)
         flat = x.reshape(-1, x.shape[-1])

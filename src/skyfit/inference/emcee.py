@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -137,7 +138,13 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
     import emcee  # with h5py and scipy.stats: kept out of `import skyfit`
 
     dim = density.dim
-    backend = None if checkpoint is None else emcee.backends.HDFBackend(str(checkpoint))
+    from .emcee_backend import CheckedHDFBackend, verify_emcee_checkpoint
+
+    backend = None
+    if checkpoint is not None:
+        if resume and Path(checkpoint).exists():
+            verify_emcee_checkpoint(checkpoint)  # an empty or damaged file must not start over
+        backend = CheckedHDFBackend(str(checkpoint))
     resuming = resume and backend.initialized and backend.iteration > 0
     if resuming:
         if not walkers_given:
@@ -201,9 +208,12 @@ def sample_emcee(
         n_steps: stored steps after burn-in; n_burn: steps discarded first.
         seed: seeds a ``numpy.random.Generator`` that draws the start and seeds emcee's random
             state, so a run is reproducible.
-        checkpoint: path of an HDF5 file (``emcee.backends.HDFBackend``) written every step.
+        checkpoint: path of an HDF5 file (``emcee.backends.HDFBackend``) written every step,
+            with a checksum extended at each step.
         resume: continue the run stored in ``checkpoint`` (same walkers, same random state)
             until ``n_burn + n_steps`` steps are stored; without ``resume`` the file is reset.
+            A file that is empty, not emcee's, or fails its checksum raises
+            :class:`~skyfit.errors.CorruptFileError` (a missing file starts a new run).
         progress: tqdm progress bar.
         moves: emcee moves (default ``StretchMove``), e.g. ``[(DEMove(), 0.8), ...]``.
         thin: keep every ``thin``-th step.

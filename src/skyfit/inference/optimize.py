@@ -55,6 +55,22 @@ def _wrap_or_clamp(x: torch.Tensor, density: LogDensity) -> torch.Tensor:
     return torch.where(periodic, lo + torch.remainder(x - lo, period), clamped)
 
 
+def _exactly_flat(density: LogDensity, x: torch.Tensor, grad: torch.Tensor,
+                  free: torch.Tensor) -> list[str]:
+    """Names of free parameters whose gradient and Hessian diagonal are exactly 0 at ``x``: the
+    log-density does not change along them at all (underflow, or a parameter the model ignores),
+    which a stopping rule on the gradient would take for convergence."""
+    candidates = free & (grad == 0)
+    if not candidates.any():
+        return []
+    try:
+        curvature = log_density_hessian(density, x).diagonal()
+    except LogDensityError:
+        return []
+    flat = candidates & (curvature == 0)
+    return [n for n, f in zip(density.names, flat.tolist()) if f]
+
+
 def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor) -> torch.Tensor:
     """``1 / sqrt(-d2 log p / dx_i2)`` at ``x0`` from forward differences of the gradient
     (``grad0`` at ``x0``; the ``dim`` shifted points in one batched call, each stepping into the
@@ -81,9 +97,18 @@ class _Objective:
     ``v = (x - x_ref) / scale``, counting gradient evaluations as work and the points where
     the log-density or its gradient was not finite (:attr:`nonfinite`)."""
 
-    def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor):
+    def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor,
+                 reject_outside: bool = False):
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
         self.nonfinite = NonfiniteTally(density.names)
+        # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
+        self.reject_outside = reject_outside
+
+    def _outside(self, v: np.ndarray) -> bool:
+        d = self.density
+        x = self.x_ref + self.scale * torch.as_tensor(v, dtype=d.dtype, device=d.device)
+        outside = (x < d.lower) | (x > d.upper)
+        return bool((outside & ~d.periodic).any())
 
     def to_x(self, v: np.ndarray) -> torch.Tensor:
         # clamp: rescaled bounds can round to just outside the true ones; periodic entries are
@@ -93,6 +118,8 @@ class _Objective:
         return _wrap_or_clamp(x, d)
 
     def __call__(self, v: np.ndarray):
+        if self.reject_outside and self._outside(v):
+            return np.inf, np.zeros_like(v)
         self.n_evals += 1
         x = self.to_x(v)
         logp, grad = self.density.value_and_grad(x)
@@ -104,10 +131,18 @@ class _Objective:
         return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
 
     def hessian(self, v: np.ndarray) -> np.ndarray:
+        # trust-exact evaluates the Hessian at a trial point before it judges the step; a trial
+        # point outside the bounds, or where log p is not finite, gets f = inf from __call__ and
+        # is rejected (the radius shrinks), so any finite matrix will do there
+        if self._outside(v):
+            return np.eye(v.shape[0])
         self.n_evals += self.x_ref.shape[0]
+        try:
+            H = log_density_hessian(self.density, self.to_x(v))
+        except LogDensityError:
+            return np.eye(v.shape[0])
         s = self.scale
-        return -(log_density_hessian(self.density, self.to_x(v)) * s[:, None] * s[None, :]
-                 ).cpu().numpy()
+        return -(H * s[:, None] * s[None, :]).cpu().numpy()
 
 
 def _scipy_options(density, method, maxiter, gtol, polish, x_ref, scale) -> dict:
@@ -218,7 +253,7 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
     # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
     # cost quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
     scale = _diagonal_scales(density, x0, grad0) if precondition else torch.ones_like(x0)
-    objective = _Objective(density, x0.clone(), scale)
+    objective = _Objective(density, x0.clone(), scale, reject_outside=method == "trust-exact")
     objective.n_evals = 1 + (x0.shape[0] if precondition else 0)  # dim gradients of work
     kwargs = _scipy_options(density, method, maxiter, gtol, polish, objective.x_ref, scale)
     if method == "trust-exact":
@@ -236,6 +271,13 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
         x, logp, grad, decrement, n_polish = _newton_polish(density, x, logp, grad)
         n_evals += n_polish
     verdict = convergence_verdict(density, x, logp, grad, scale, decrement, gtol)
+    flat = _exactly_flat(density, x, grad, ~pinned_mask(x, grad, density))
+    if flat and verdict.converged:
+        verdict = verdict._replace(converged=False, reason=(
+            f"the log-density is exactly flat in {flat} (gradient and curvature exactly 0): the "
+            "model most likely underflowed (e.g. exponentials of MJD-sized times; subtract a "
+            "reference epoch) or does not depend on them. A zero gradient from underflow is "
+            "not convergence"))
     if not verdict.converged:
         warnings.warn(ConvergenceWarning(
             f"{method} stopped without converging: {verdict.reason} (scipy: {res.message})."),

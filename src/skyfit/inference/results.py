@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, CorruptFileError
 from .circular import circular_mean, circular_std, unwrap_around, wrap
 
 __all__ = ["Samples"]
@@ -77,14 +77,17 @@ class Samples:
 
     @property
     def n_chains(self) -> int:
+        """Number of chains (walkers for emcee)."""
         return self.draws.shape[0]
 
     @property
     def n_draws(self) -> int:
+        """Draws per chain."""
         return self.draws.shape[1]
 
     @property
     def n_params(self) -> int:
+        """Number of parameters."""
         return self.draws.shape[2]
 
     def flat(self) -> np.ndarray:
@@ -264,8 +267,11 @@ class Samples:
     # -- storage ---------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write to an HDF5 file (h5py): draws, names, log-density, sample stats and ``info``
-        (arrays as datasets, other values as JSON attributes; anything else as its repr)."""
+        (arrays as datasets, other values as JSON attributes; anything else as its repr), then a
+        SHA-256 of all of it, which :meth:`load` checks."""
         import h5py
+
+        from .files import seal_hdf5
         with h5py.File(path, "w") as f:
             f.attrs["format"] = _FORMAT
             f.attrs["version"] = 1
@@ -275,15 +281,23 @@ class Samples:
             f.create_dataset("log_density", data=self.log_density)
             _write_tree(f.create_group("sample_stats"), self.sample_stats)
             _write_tree(f.create_group("info"), self.info)
+            seal_hdf5(f)
 
     @classmethod
     def load(cls, path) -> Samples:
-        """Read a file written by :meth:`save`."""
-        import h5py
-        with h5py.File(path, "r") as f:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            CorruptFileError: the file is empty, not HDF5, not a Samples file, truncated, or its
+                content does not match the checksum written with it.
+        """
+        from .files import open_hdf5, reading, verify_hdf5
+        what = "a skyfit Samples file"
+        with reading(path, what), open_hdf5(path, what) as f:
             if f.attrs.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a skyfit Samples file "
-                                 f"(format attribute {f.attrs.get('format')!r})")
+                raise CorruptFileError(f"{path} is not {what} "
+                                       f"(format attribute {f.attrs.get('format')!r})")
+            verify_hdf5(f, path, what)
             return cls(draws=f["draws"][()], names=json.loads(f.attrs["names"]),
                        log_density=f["log_density"][()], sampler=str(f.attrs["sampler"]),
                        sample_stats=_read_tree(f["sample_stats"]), info=_read_tree(f["info"]))

@@ -62,6 +62,8 @@ class UnconstrainedDensity(LogDensity):
         return torch.where(self._periodic, wrapped, x)
 
     def to_constrained(self, z: torch.Tensor) -> torch.Tensor:
+        """Map unconstrained ``z`` to parameters within the bounds: a scaled sigmoid between two
+        bounds, ``exp`` beside one bound, identity without bounds."""
         z = torch.as_tensor(z, dtype=self.dtype, device=self.device)
         both = self._lo + (self._hi - self._lo) * torch.sigmoid(z)
         low = self._lo + torch.exp(z)
@@ -73,6 +75,7 @@ class UnconstrainedDensity(LogDensity):
         return torch.where(self._periodic, self.wrap(z), x)
 
     def to_unconstrained(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_constrained` (logit / log), for points inside the bounds."""
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
         width = torch.where(self._both, self._hi - self._lo, torch.ones_like(self._lo))
         u = ((x - self._lo) / width).clamp(1e-300, 1 - 1e-16)
@@ -84,6 +87,7 @@ class UnconstrainedDensity(LogDensity):
         return torch.where(self._periodic, self.wrap(x), z)
 
     def log_abs_det_jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        """``log |d x / d z|`` of :meth:`to_constrained` at ``z``, summed over parameters."""
         width = torch.where(self._both, self._hi - self._lo, torch.ones_like(self._lo))
         # -softplus(-z) = log sigmoid(z); F.logsigmoid is avoided because it is multithreaded
         # even for tiny tensors, which contends with the log-density's own threads
@@ -99,4 +103,5 @@ class UnconstrainedDensity(LogDensity):
         return terms.sum(-1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-density of ``z``: the density at ``to_constrained(z)`` plus the log-Jacobian."""
         return self.density.log_prob(self.to_constrained(z)) + self.log_abs_det_jacobian(z)

@@ -14,6 +14,14 @@ def fft_convolve(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
     Zero-padded linear convolution cropped to the input size ("same"); batch dimensions of the
     image and the kernel broadcast. Cost ``O(H W log(H W))`` whatever the kernel size.
+
+    Example:
+        >>> import torch
+        >>> image = torch.zeros(9, 9, dtype=torch.float64); image[4, 4] = 1.0  # a point source
+        >>> kernel = torch.rand(5, 5, generator=torch.Generator().manual_seed(0)).double()
+        >>> out = fft_convolve(image, kernel)
+        >>> bool(torch.allclose(out[2:7, 2:7], kernel)), round((out.sum() / kernel.sum()).item(), 6)
+        (True, 1.0)
     """
     return fft_convolve_transformed(image, kernel_transform(kernel, image.shape[-2:]),
                                     kernel.shape[-2:])

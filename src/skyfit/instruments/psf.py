@@ -148,17 +148,22 @@ class PixelatedPSF(PSF):
             raise ValueError("PSF kernel must be finite with a positive sum")
         self.size = _check_size(kernel.shape[0])
         self.pixels = Param(
-            "pixels", kernel / kernel.sum(), shape=tuple(kernel.shape), units="",
+            "pixels", kernel / kernel.sum(), shape=tuple(kernel.shape), units="dimensionless",
             description="PSF image on the data pixel grid",
         )
 
     @forward
     def kernel(self, pixel_scale: float, dtype=torch.float64, pixels=None) -> torch.Tensor:
+        """The convolution kernel: the PSF image normalised to sum 1, in ``dtype`` (``pixel_scale``
+        must match the grid it was sampled on; it is not resampled)."""
         pixels = pixels.to(dtype)
         return pixels / pixels.sum(dim=(-2, -1), keepdim=True)
 
     @forward
     def point_image(self, grid: PixelGrid, x0, y0, flux, pixels=None) -> torch.Tensor:
+        """Image (flux per pixel) of point sources of total ``flux`` at ``(x0, y0)`` (arcsec) on
+        ``grid``: the PSF image shifted by a Fourier phase ramp, so positions are continuous
+        below a pixel."""
         x, y = grid.coordinates()
         ny, nx = grid.shape
         k = self.size

@@ -10,6 +10,17 @@ from .._forward import forward
 __all__ = ["ThinLens"]
 
 
+# the docstrings of the three methods of every mass model, given to a model's method without one
+MODEL_METHOD_DOCS = {
+    "deflection": "Deflection ``(alpha_x, alpha_y)`` of the {model} (arcsec) at sky position "
+                  "``(x, y)`` (arcsec), scaled to the system's source plane; Params broadcast "
+                  "in front of ``x``.",
+    "convergence": "Convergence ``kappa`` (dimensionless) of the {model} at ``(x, y)`` (arcsec).",
+    "potential": "Lensing potential ``psi`` (arcsec^2) of the {model} at ``(x, y)`` (arcsec); "
+                 "its gradient is the deflection.",
+}
+
+
 class ThinLens(ck.Module):
     """A mass distribution in one lens plane (the conventions are in :mod:`skyfit.lenses`).
 
@@ -36,10 +47,13 @@ class ThinLens(ck.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        missing = [m for m in ("deflection", "convergence", "potential")
-                   if not callable(getattr(cls, m, None))]
+        missing = [m for m in MODEL_METHOD_DOCS if not callable(getattr(cls, m, None))]
         if missing:
             raise TypeError(f"{cls.__name__} must define @forward methods {missing} (x, y)")
+        for name, doc in MODEL_METHOD_DOCS.items():  # one wording for every model's methods
+            method = cls.__dict__.get(name)
+            if method is not None and not method.__doc__:
+                method.__doc__ = doc.format(model=cls.__name__)
 
     @forward
     def centres(self) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -59,7 +59,7 @@ class FlatLambdaCDM(ck.Module):
         super().__init__(name)
         self.H0 = Param("H0", H0, valid=(0.0, None), units="km/s/Mpc",
                         description="Hubble constant")
-        self.Om0 = Param("Om0", Om0, valid=(0.0, 1.0), units="",
+        self.Om0 = Param("Om0", Om0, valid=(0.0, 1.0), units="dimensionless",
                          description="matter density today")
 
     @forward

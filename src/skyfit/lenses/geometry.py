@@ -41,8 +41,9 @@ class LensGeometry(ck.Module):
         if (not callable(z_l) and not callable(z_s) and z_l is not None and z_s is not None
                 and not bool(torch.all(torch.as_tensor(z_s) > torch.as_tensor(z_l)))):
             raise ValueError(f"the source must lie behind the lens: z_s = {z_s} <= z_l = {z_l}")
-        self.z_l = Param("z_l", z_l, valid=(0.0, None), units="", description="lens redshift")
-        self.z_s = Param("z_s", z_s, valid=(0.0, None), units="",
+        self.z_l = Param("z_l", z_l, valid=(0.0, None), units="dimensionless",
+                         description="lens redshift")
+        self.z_s = Param("z_s", z_s, valid=(0.0, None), units="dimensionless",
                          description="source redshift")
         self.cosmology = cosmology if cosmology is not None else FlatLambdaCDM()
 

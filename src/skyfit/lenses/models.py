@@ -75,7 +75,8 @@ class _Elliptical:
         super().__init__(name)
         self.x0 = Param("x0", x0, units="arcsec", description="mass centre, x")
         self.y0 = Param("y0", y0, units="arcsec", description="mass centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio minor/major")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="dimensionless",
+                       description="axis ratio minor/major")
         self.phi = Param("phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
                          description="position angle of the major axis, ccw from +x")
         self.theta_E = Param("theta_E", theta_E, valid=(0.0, None), units="arcsec",
@@ -176,9 +177,9 @@ class ExternalShear(ThinLens):
     def __init__(self, name: str | None = None, gamma1=0.0, gamma2=0.0, x0: float = 0.0,
                  y0: float = 0.0):
         super().__init__(name)
-        self.gamma1 = Param("gamma1", gamma1, valid=(-1.0, 1.0), units="",
+        self.gamma1 = Param("gamma1", gamma1, valid=(-1.0, 1.0), units="dimensionless",
                             description="shear along x / y")
-        self.gamma2 = Param("gamma2", gamma2, valid=(-1.0, 1.0), units="",
+        self.gamma2 = Param("gamma2", gamma2, valid=(-1.0, 1.0), units="dimensionless",
                             description="shear along the diagonals")
         self.origin = (float(x0), float(y0))
 
@@ -211,7 +212,8 @@ class MassSheet(ThinLens):
 
     def __init__(self, name: str | None = None, kappa=0.0, x0: float = 0.0, y0: float = 0.0):
         super().__init__(name)
-        self.kappa = Param("kappa", kappa, units="", description="convergence of the sheet")
+        self.kappa = Param("kappa", kappa, units="dimensionless",
+                           description="convergence of the sheet")
         self.origin = (float(x0), float(y0))
 
     @forward
@@ -266,7 +268,7 @@ class NFW(ThinLens):
         lens.m200c = Param("m200c", m200c, valid=(0.0, None), units="Msun",
                            description="mass inside r200c")
         lens.concentration = Param("concentration", concentration, valid=(0.0, None),
-                                   units="", description="r200c / scale radius")
+                                   units="dimensionless", description="r200c / scale radius")
         for i, name_ in enumerate(("Rs", "alpha_Rs")):
             setattr(lens, name_, lambda p, i=i: p.geometry.nfw_angles(p.m200c.value,
                                                                     p.concentration.value)[i])
@@ -313,7 +315,7 @@ class EPL(_Elliptical, ThinLens):
     def __init__(self, name: str | None = None, x0=0.0, y0=0.0, q=0.8, phi=0.0, theta_E=1.0,
                  gamma=2.0):
         super().__init__(name, x0, y0, q, phi, theta_E)
-        self.gamma = Param("gamma", gamma, valid=(1.0, 3.0), units="",
+        self.gamma = Param("gamma", gamma, valid=(1.0, 3.0), units="dimensionless",
                            description="3-D density slope (2: isothermal)")
 
     @forward
@@ -383,4 +385,5 @@ class CompositeLens(ThinLens):
 
     @forward
     def centres(self):
+        """``[(x0, y0)]`` of the mass centres of all the lenses (arcsec), in order."""
         return [c for lens in self.lenses for c in lens.centres()]

@@ -140,5 +140,7 @@ class LensedSupernova(LensedPointSource):
 
     @forward
     def position_flux(self):
+        """Image positions ``x, y`` (arcsec, ``(n_images,)``) and their light curves (flux,
+        ``(n_times, n_images)``: magnified and delayed), as a Scene's point source takes them."""
         images = self.images()
         return images.x, images.y, self.light_curves(images)

@@ -49,6 +49,13 @@ class LensImages:
         unresolved_centres: mass centres ``(x0, y0)`` around which the lens mapping winds once
             with no image found: a singular centre or a central image closer than ``r_min``.
         winding: winding number of ``beta(theta) - beta_s`` along the window edge.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import SIS, find_images
+        >>> images = find_images(SIS(theta_E=1.0), torch.tensor(0.3), torch.tensor(0.0))
+        >>> images.n, [round(x, 4) for x in images.x.tolist()], images.parity.tolist()
+        (2, [1.3, -0.7], [1, -1])
     """
 
     x: torch.Tensor
@@ -60,10 +67,12 @@ class LensImages:
 
     @property
     def n(self) -> int:
+        """Number of images found."""
         return int(self.x.shape[0])
 
     @property
     def parity(self) -> torch.Tensor:
+        """Sign of each image's magnification: +1 (minimum or maximum), -1 (saddle), int64."""
         return torch.sign(self.magnification).to(torch.int64)
 
 

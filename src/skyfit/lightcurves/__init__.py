@@ -5,6 +5,8 @@ from .bazin import Bazin
 from .functions import bazin_light_curve, gaussian_light_curve, villar_light_curve
 from .gaussian import GaussianLightCurve
 from .link import link_flux_to_light_curve
+from .population import NonCentredPopulation
+from .starts import default_priors, from_photometry, light_curve_scales
 from .villar import Villar
 
 __all__ = [
@@ -16,4 +18,8 @@ __all__ = [
     "bazin_light_curve",
     "villar_light_curve",
     "link_flux_to_light_curve",
+    "from_photometry",
+    "default_priors",
+    "light_curve_scales",
+    "NonCentredPopulation",
 ]

@@ -7,6 +7,8 @@ import torch
 
 from .._tensor import batch_param
 from ..errors import ShapeError
+from ..params import Param
+from .observed import distance_dimming, parse_shared, subset_entries
 
 __all__ = ["LightCurve"]
 
@@ -26,17 +28,37 @@ class LightCurve(ck.Module):
     names) broadcastable to ``t``; the result has the broadcast shape, with the batch dimensions of
     the parameters (if any) in front. Its dtype is that of ``t`` promoted with the parameters', so
     float64 parameter vectors give float64 fluxes. For MJD-sized times keep ``t`` (and ``t0``) in
-    float64, or subtract a reference epoch: float32 resolves only ~0.004 day at t ~ 60000.
+    float64, or subtract a reference epoch: float32 resolves only ~0.004 day at t ~ 60000
+    (:class:`~skyfit.data.Photometry` does).
+
+    ``shared`` may also name a band subset: ``shared=["t0", ("tau_rise", ("g", "r"))]`` gives one
+    ``t0``, one ``tau_rise`` for g and r together and one for every other band (entries follow the
+    bands, the subset's value at the place of its first band; see
+    :func:`~skyfit.lightcurves.observed.subset_entries`).
+
+    ``redshift``: the source's redshift (a static Param ``redshift``; make it dynamic to fit it).
+    The model's time scales are then rest-frame: observed time = rest time x (1 + z), about
+    ``t0``. With ``dimming=True`` the amplitude is the flux at 10 pc and the observed flux is
+    times :func:`~skyfit.lightcurves.observed.distance_dimming` (flat Lambda-CDM, H0 = 70,
+    Om0 = 0.3; no K-correction). A baseline ``B`` is not dimmed.
     """
 
-    def __init__(self, name: str | None = None, bands=None, shared=()):
+    def __init__(self, name: str | None = None, bands=None, shared=(), redshift=None,
+                 dimming: bool = False):
         super().__init__(name)
         if bands is not None:
             bands = tuple(str(b) for b in bands)
             if len(bands) == 0 or len(set(bands)) != len(bands):
                 raise ValueError(f"bands must be distinct names, at least one, got {bands}")
         self.bands = bands
-        self.shared = frozenset(shared)
+        self.shared, self.shared_bands = parse_shared(shared, bands)
+        self._entries = {}  # parameter shared by a band subset -> entry index of each band
+        self.dimming = bool(dimming)
+        if dimming and redshift is None:
+            raise ValueError("dimming=True needs a redshift")
+        if redshift is not None:
+            self.redshift = Param("redshift", redshift, shape=(), valid=(0.0, None),
+                                  description="redshift: observed time = rest time x (1 + z)")
 
     @property
     def n_bands(self) -> int:
@@ -49,6 +71,9 @@ class LightCurve(ck.Module):
         if self.bands is None or name in self.shared:
             return value, ()
         n = len(self.bands)
+        if name in self.shared_bands:  # shared by a band subset: one entry per group
+            self._entries[name] = subset_entries(self.bands, self.shared_bands[name])
+            n = int(self._entries[name].max()) + 1
         if value is not None and not callable(value) and not isinstance(value, ck.Param):
             if not isinstance(value, torch.Tensor):
                 value = torch.as_tensor(value, dtype=torch.float64)
@@ -57,13 +82,13 @@ class LightCurve(ck.Module):
             elif value.shape[-1] != n:
                 raise ShapeError(
                     f"{self.name}.{name} is per band: expected a scalar or a last dimension of "
-                    f"{n} for bands {self.bands}, got shape {tuple(value.shape)} (or name it in "
-                    f"shared=...)"
+                    f"{n} for bands {self.bands} (shared: {self.shared_bands.get(name)}), got "
+                    f"shape {tuple(value.shape)} (or name it in shared=...)"
                 )
         return value, (n,)
 
     def _check_shared(self, names: tuple[str, ...]) -> None:
-        unknown = self.shared - set(names)
+        unknown = (self.shared | set(self.shared_bands)) - set(names)
         if unknown:
             raise ValueError(f"shared names {sorted(unknown)} are not parameters of "
                              f"{type(self).__name__}; its parameters are {list(names)}")
@@ -74,7 +99,8 @@ class LightCurve(ck.Module):
             isinstance(band, (list, tuple)) and band and all(isinstance(b, str) for b in band)
         ):
             names = [band] if isinstance(band, str) else list(band)
-            missing = [b for b in names if b not in (self.bands or ())]
+            # distinct names, in order of first appearance: a table of 97 rows names each once
+            missing = list(dict.fromkeys(b for b in names if b not in (self.bands or ())))
             if missing:
                 raise ValueError(f"unknown band(s) {missing}; {self.name} has bands {self.bands}")
             index = torch.tensor([self.bands.index(b) for b in names])
@@ -91,7 +117,30 @@ class LightCurve(ck.Module):
                                  f"{self.name}'s bands {self.bands}, got {band.unique().tolist()}")
         return band
 
-    def _inputs(self, t, band, **params):
+    def _optional(self, name: str):
+        """The value of the optional Param ``name`` (``B``, ``redshift``) in the running model,
+        None if the model has none. Optional Params are read here, not taken as arguments of
+        ``flux``: an argument that names no Param would count as a positional input."""
+        param = self.children.get(name)
+        return param.value if isinstance(param, ck.Param) else None
+
+    def _observed(self, flux: torch.Tensor, redshift) -> torch.Tensor:
+        """The rest-frame model's flux as observed: times ``distance_dimming(z)`` if dimming."""
+        if not self.dimming:
+            return flux
+        z = torch.as_tensor(redshift, dtype=flux.dtype, device=flux.device)
+        return flux * distance_dimming(z).reshape(z.shape + (1,) * (flux.ndim - z.ndim))
+
+    def _inputs(self, t, band, redshift=None, **params):
+        """Each parameter's value for each ``t`` (broadcast with ``band``), and ``t`` itself,
+        converted to rest-frame time about ``t0`` when the model has a redshift."""
+        t, out = self._broadcast(t, band, **params)
+        if redshift is not None:  # observed time = rest time x (1 + z), about t0
+            z = batch_param(redshift, t)
+            t = out["t0"] + (t - out["t0"]) / (1 + z)
+        return t, out
+
+    def _broadcast(self, t, band, **params):
         """Broadcast ``t``, ``band`` and the parameters: each parameter's value for each ``t``."""
         t = torch.as_tensor(t)
         if not t.is_floating_point():
@@ -124,5 +173,10 @@ class LightCurve(ck.Module):
         t, band = t.expand(shape), band.expand(shape)
         out = {}
         for k, v in params.items():
-            out[k] = batch_param(v, t) if k in self.shared else v[..., band]
+            if k in self.shared:
+                out[k] = batch_param(v, t)
+            elif k in self._entries:  # shared by a band subset: each band's entry
+                out[k] = v[..., self._entries[k].to(band.device)[band]]
+            else:
+                out[k] = v[..., band]
         return t, out

@@ -24,7 +24,13 @@ class Bazin(LightCurve):
     Arguments:
         t0: reference time (day). A: amplitude (flux). tau_rise, tau_fall: rise and decline
         time scales (day). B: baseline flux (may be negative on difference images).
-        bands: band names, or None for one band. shared: parameters common to all bands.
+        bands: band names, or None for one band. shared: parameters common to all bands (or to
+        a band subset). redshift, dimming: see :class:`LightCurve`.
+
+    Default priors (:func:`~skyfit.lightcurves.default_priors`): ``t0`` normal around the
+    data-driven start (sd: a third of the data's time span), ``tau_rise`` and ``tau_fall``
+    log-normal around the data's rise and decline scales (sd 1 in ln), ``A`` log-normal around
+    the start (sd 1), ``B`` normal around 0 (sd: 3 median flux errors).
 
     Example:
         >>> import math, torch
@@ -35,8 +41,8 @@ class Bazin(LightCurve):
     """
 
     def __init__(self, name: str | None = None, t0=0.0, A=1.0, tau_rise=3.0, tau_fall=20.0,
-                 B=0.0, bands=None, shared=()):
-        super().__init__(name, bands, shared)
+                 B=0.0, bands=None, shared=(), redshift=None, dimming: bool = False):
+        super().__init__(name, bands, shared, redshift, dimming)
         self.t0 = Param("t0", *self._per_band("t0", t0),
                         units="day", description="reference time of the rise")
         self.A = Param("A", *self._per_band("A", A),
@@ -51,5 +57,10 @@ class Bazin(LightCurve):
     @forward
     def flux(self, t, band=None, t0=None, A=None, tau_rise=None, tau_fall=None, B=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
-        t, p = self._inputs(t, band, t0=t0, A=A, tau_rise=tau_rise, tau_fall=tau_fall, B=B)
-        return bazin_light_curve(t, **p)
+        redshift = self._optional("redshift")
+        t, p = self._inputs(t, band, redshift, t0=t0, A=A, tau_rise=tau_rise, tau_fall=tau_fall,
+                            B=B)
+        if not self.dimming:
+            return bazin_light_curve(t, **p)
+        B = p.pop("B")
+        return self._observed(bazin_light_curve(t, **p, B=0.0), redshift) + B

@@ -15,7 +15,13 @@ __all__ = ["gaussian_light_curve", "bazin_light_curve", "villar_light_curve"]
 
 
 def gaussian_light_curve(t, t0, sigma, peak_flux):
-    """``peak_flux * exp(-(t - t0)^2 / (2 sigma^2))``: peaks at ``t0`` with ``peak_flux``."""
+    """``peak_flux * exp(-(t - t0)^2 / (2 sigma^2))``: peaks at ``t0`` with ``peak_flux``.
+
+    Example:
+        >>> import torch
+        >>> gaussian_light_curve(torch.tensor([0.0, 2.0]), 0.0, 2.0, 10.0)  # days, flux
+        tensor([10.0000,  6.0653])
+    """
     return peak_flux * torch.exp(-0.5 * ((t - t0) / sigma) ** 2)
 
 
@@ -25,6 +31,14 @@ def bazin_light_curve(t, t0, A, tau_rise, tau_fall, B):
 
     For ``tau_fall > tau_rise`` it peaks at ``t0 + tau_rise ln(tau_fall / tau_rise - 1)`` and tends
     to the baseline ``B`` far before and after the peak.
+
+    Example:
+        >>> import math, torch
+        >>> t_peak = 0.0 + 2.0 * math.log(20.0 / 2.0 - 1)  # days
+        >>> t = torch.tensor([t_peak - 0.1, t_peak, t_peak + 0.1], dtype=torch.float64)
+        >>> f = bazin_light_curve(t, 0.0, 100.0, 2.0, 20.0, 5.0)
+        >>> bool(f[1] > f[0] and f[1] > f[2])  # the maximum is at t_peak
+        True
     """
     dt = t - t0
     return A * torch.exp(-dt / tau_fall + F.logsigmoid(dt / tau_rise)) + B
@@ -46,6 +60,13 @@ def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_wid
     gradient-based fit needs. At ``t1`` the blend equals the piecewise value exactly; more than a
     few widths away from ``t1`` it equals the piecewise model; as the width tends to 0 it tends to
     the piecewise model everywhere.
+
+    Example:
+        >>> import torch
+        >>> t = torch.tensor([-50.0, 10.0, 200.0], dtype=torch.float64)  # days
+        >>> f = villar_light_curve(t, 0.0, 100.0, -0.5, 30.0, 2.0, 20.0)
+        >>> [round(v, 2) for v in f.tolist()]  # before the rise, on the plateau, long after
+        [0.0, 94.54, 0.02]
     """
     dt = t - t0
     log_rise = F.logsigmoid(dt / tau_rise)

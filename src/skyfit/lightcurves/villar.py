@@ -25,7 +25,15 @@ class Villar(LightCurve):
         t0: start time (day). A: amplitude (flux). beta: plateau slope (flux / day, usually
         negative). gamma: plateau duration (day). tau_rise, tau_fall: rise and decline time scales
         (day). transition_width: fixed width of the plateau-end blend (day; not a parameter).
-        bands: band names, or None for one band. shared: parameters common to all bands.
+        B: baseline flux per band (None: no baseline Param; 0.0 to fit one).
+        bands: band names, or None for one band. shared: parameters common to all bands (or to
+        a band subset). redshift, dimming: see :class:`LightCurve`.
+
+    Default priors (:func:`~skyfit.lightcurves.default_priors`): ``t0`` normal around the
+    data-driven start (sd: a third of the data's time span), ``tau_rise``, ``tau_fall`` and
+    ``gamma`` log-normal around the data's scales (sd 1 in ln), ``A`` log-normal around the
+    start (sd 1), ``beta`` normal around 0 (sd: A / 100 days), ``B`` normal around 0 (sd: 3
+    median flux errors).
 
     Example:
         >>> import torch
@@ -36,8 +44,9 @@ class Villar(LightCurve):
     """
 
     def __init__(self, name: str | None = None, t0=0.0, A=1.0, beta=0.0, gamma=30.0, tau_rise=3.0,
-                 tau_fall=30.0, transition_width: float = 3.0, bands=None, shared=()):
-        super().__init__(name, bands, shared)
+                 tau_fall=30.0, B=None, transition_width: float = 3.0, bands=None, shared=(),
+                 redshift=None, dimming: bool = False):
+        super().__init__(name, bands, shared, redshift, dimming)
         if not transition_width > 0:
             raise ValueError(f"transition_width must be positive (days), got {transition_width}")
         self.transition_width = float(transition_width)
@@ -53,12 +62,19 @@ class Villar(LightCurve):
                               valid=(0.0, None), units="day", description="rise time scale")
         self.tau_fall = Param("tau_fall", *self._per_band("tau_fall", tau_fall),
                               valid=(0.0, None), units="day", description="decline time scale")
-        self._check_shared(("t0", "A", "beta", "gamma", "tau_rise", "tau_fall"))
+        if B is not None:
+            self.B = Param("B", *self._per_band("B", B), units="flux", description="baseline flux")
+        self._check_shared(("t0", "A", "beta", "gamma", "tau_rise", "tau_fall")
+                           + (("B",) if B is not None else ()))
 
     @forward
     def flux(self, t, band=None, t0=None, A=None, beta=None, gamma=None, tau_rise=None,
              tau_fall=None):
         """Flux at times ``t`` (days) in bands ``band``; shape: batch + broadcast(t, band)."""
-        t, p = self._inputs(t, band, t0=t0, A=A, beta=beta, gamma=gamma, tau_rise=tau_rise,
-                            tau_fall=tau_fall)
-        return villar_light_curve(t, transition_width=self.transition_width, **p)
+        B, redshift = self._optional("B"), self._optional("redshift")
+        baseline = {} if B is None else {"B": B}
+        t, p = self._inputs(t, band, redshift, t0=t0, A=A, beta=beta, gamma=gamma,
+                            tau_rise=tau_rise, tau_fall=tau_fall, **baseline)
+        B = p.pop("B", 0.0)
+        flux = villar_light_curve(t, transition_width=self.transition_width, **p)
+        return self._observed(flux, redshift) + B

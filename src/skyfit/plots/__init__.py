@@ -7,11 +7,13 @@ Figure; matplotlib (and ``corner``, graphviz) are imported only when a figure is
 from .files import save_figure, save_model_graph
 from .images import plot_image_stack, plot_light_curve
 from .lensing import plot_critical_curves, plot_lens_model
+from .photometry import plot_photometry
 from .posterior import corner_plot, trace_plot
 
 __all__ = [
     "plot_image_stack",
     "plot_light_curve",
+    "plot_photometry",
     "corner_plot",
     "trace_plot",
     "plot_critical_curves",

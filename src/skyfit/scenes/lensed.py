@@ -51,6 +51,9 @@ class LensedSource(Source):
 
     @forward
     def brightness(self, x, y):
+        """Surface brightness (flux / arcsec^2) seen at image-plane ``(x, y)`` (arcsec): the sources
+        evaluated at the ray-traced source-plane positions (lensing conserves surface
+        brightness)."""
         bx, by = self.lens.raytrace(x, y)
         total = torch.zeros((), dtype=bx.dtype, device=bx.device)
         for source in self.sources:

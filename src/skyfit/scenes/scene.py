@@ -115,6 +115,14 @@ class ImageStack(ck.Module):
     ``stack.scenes[i].point_sources[0].x0 = stack.scenes[0].point_sources[0].x0``. Simple and
     flexible (each scene may differ in anything), but it calls every module once per image: for
     many epochs of one grid prefer a single :class:`Scene` with an epoch axis on the parameters.
+
+    Example:
+        >>> from skyfit import Gaussian, PixelGrid, Scene
+        >>> grid = PixelGrid((16, 16), pixel_scale=0.1)
+        >>> galaxy = Gaussian(sigma=0.2, flux=10.0)  # in both scenes: its Params are shared
+        >>> stack = ImageStack([Scene(grid, [galaxy], name="a"), Scene(grid, [galaxy], name="b")])
+        >>> tuple(stack().shape)
+        (2, 16, 16)
     """
 
     def __init__(self, scenes: Sequence[ck.Module], name: str | None = None):

@@ -8,6 +8,7 @@ from .profiles import (
     bilinear_interpolate,
     gaussian_profile,
     sersic_b,
+    sersic_b_exact,
     sersic_profile,
     sersic_total_flux,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "gaussian_profile",
     "sersic_profile",
     "sersic_b",
+    "sersic_b_exact",
     "sersic_total_flux",
     "bilinear_interpolate",
 ]

@@ -45,7 +45,8 @@ class Gaussian(Source):
         super().__init__(name)
         self.x0 = Param("x0", x0, units="arcsec", description="centre, x")
         self.y0 = Param("y0", y0, units="arcsec", description="centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio b/a")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="dimensionless",
+                       description="axis ratio b/a")
         self.phi = Param(
             "phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
             description="position angle of the major axis, ccw from +x",
@@ -58,6 +59,8 @@ class Gaussian(Source):
 
     @forward
     def brightness(self, x, y, x0=None, y0=None, q=None, phi=None, sigma=None, flux=None):
+        """Surface brightness (flux / arcsec^2) at sky position ``(x, y)`` (arcsec); Params
+        broadcast in front of ``x``."""
         b = lambda p: batch_param(p, x)  # noqa: E731
         profile = gaussian_profile(x, y, b(x0), b(y0), b(q), b(phi), b(sigma))
         return b(flux) * profile

@@ -53,5 +53,7 @@ class Pixelated(Source):
 
     @forward
     def brightness(self, x, y, values=None, x0=None, y0=None):
+        """Surface brightness (flux / arcsec^2) at ``(x, y)`` (arcsec), bilinearly interpolated in
+        the stamp ``values``; zero outside the stamp."""
         return bilinear_interpolate(values, x, y, batch_param(x0, x), batch_param(y0, x),
                                     self.pixel_scale)

@@ -24,6 +24,7 @@ __all__ = [
     "elliptical_radius_squared",
     "gaussian_profile",
     "sersic_b",
+    "sersic_b_exact",
     "sersic_profile",
     "sersic_total_flux",
 ]
@@ -50,7 +51,17 @@ def elliptical_radius_squared(x, y, x0, y0, q, phi):
 
 
 def gaussian_profile(x, y, x0, y0, q, phi, sigma):
-    """Unit-flux elliptical Gaussian surface brightness (1 / arcsec^2); integrates to 1."""
+    """Unit-flux elliptical Gaussian surface brightness (1 / arcsec^2); integrates to 1.
+
+    Example:
+        >>> import torch
+        >>> axis = torch.linspace(-2, 2, 401, dtype=torch.float64)  # arcsec, 0.01 apart
+        >>> x, y = torch.meshgrid(axis, axis, indexing="xy")
+        >>> x0, y0, q, phi, sigma = torch.tensor([0.0, 0.0, 0.7, 0.3, 0.2], dtype=torch.float64)
+        >>> sb = gaussian_profile(x, y, x0, y0, q, phi, sigma)  # 1 / arcsec^2
+        >>> round((sb.sum() * 0.01**2).item(), 6)  # times the pixel area (arcsec^2): unit flux
+        1.0
+    """
     scale = -0.5 / sigma**2  # folded into the coefficients: one pass less over the arrays
     a, b, d = (scale * c for c in _quadratic_form_coefficients(q, phi))
     return torch.exp(_quadratic_form(x, y, x0, y0, a, b, d) - torch.log(2 * math.pi * sigma**2))
@@ -66,8 +77,9 @@ def _series_prefactor_ratio(a, b, log_ak, lgamma_a1):
     return b / a * (series - 0.5 * torch.exp(lgamma_a1 + b - a * log_b))
 
 
-def sersic_b(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
-    """Sersic ``b(n)``, root of ``P(2n, b) = 1/2`` so that ``Re`` encloses half the light.
+def sersic_b_exact(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
+    """Sersic ``b(n)`` to machine precision: the root of ``P(2n, b) = 1/2`` (``Re`` encloses half
+    the light).
 
     Starts from the Ciotti & Bertin (1999, A&A 352, 447; arXiv:astro-ph/9911078) expansion
     (within 10% at n = 0.2 and 5e-4 above n = 0.36; below n = 0.2, where it diverges, from the
@@ -76,8 +88,11 @@ def sersic_b(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
     machine precision: relative error < 1e-13 in float64 against ``scipy.special.gammaincinv``
     for 0.01 <= n <= 20 (the Sersic ``n`` Param's ``valid`` range is 0.2-10).
 
+    About 300 torch operations per call (the 160-term series, twice): :func:`sersic_b` gives
+    ``b(n)`` to 4e-9 relative for ``n >= 0.2`` in about 20 and is what the profiles use.
+
     Example:
-        >>> round(sersic_b(torch.tensor(4.0, dtype=torch.float64)).item(), 6)
+        >>> round(sersic_b_exact(torch.tensor(4.0, dtype=torch.float64)).item(), 6)
         7.669249
     """
     n = torch.as_tensor(n)
@@ -97,21 +112,80 @@ def sersic_b(n: torch.Tensor, steps: int = 2, terms: int = 160) -> torch.Tensor:
         b = b - ratio / (1 - 0.5 * ratio * ((a - 1) / b - 1))
     return b
 
+# sersic_b's rational function in x = 1/n: b = 2n - 1/3 + x N(x) / D(x), N and D of degree 4
+# (coefficients from the constant term up). Fitted by weighted linear least squares (iterated
+# denominator weights) to the relative error of b against scipy.special.gammaincinv(2n, 1/2) on
+# 3300 points of n in [0.2, 1e4]; its poles are complex (|x| > 2.5), away from [0, 5]. N(0)
+# equals Ciotti & Bertin's 4/405 to 2e-6, so the fit keeps their expansion's large-n accuracy.
+_SERSIC_B_NUM = (0.009876565175569934, 0.007313878847327634, 0.0031689846394522586,
+                 0.0005394715914794994, -6.390213970543755e-06)
+_SERSIC_B_DEN = (1.0, 0.5579803817515483, 0.21090804412910488, 0.018762782447543105,
+                 0.0010414589760707458)
+SERSIC_B_FIT_MIN_N = 0.2  # below this n the fit's error grows (1e-5 at 0.15, 0.4% at 0.1)
+
+
+def _horner(x: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    out = coefficients[-1] * x + coefficients[-2]
+    for c in reversed(coefficients[:-2]):
+        out = out * x + c
+    return out
+
+
+def sersic_b(n: torch.Tensor) -> torch.Tensor:
+    """Sersic ``b(n)`` (``P(2n, b) = 1/2``: ``Re`` encloses half the light) by a rational fit:
+    relative error < 4e-9 for every ``n >= 0.2`` (the Sersic ``n`` Param's valid range is
+    0.2-10; tested against :func:`sersic_b_exact` on a dense grid), about 20 operations, smooth
+    (its autograd derivatives are those of the fit: within 1e-6 relative of the exact ones).
+
+    Below the fit (``n < 0.2``, outside the Param's range) it returns the incomplete-gamma
+    series' first term, ``(Gamma(2n + 1) / 2)^(1 / 2n)`` (within 10%; finite and positive, so
+    out-of-range points of a batch stay harmless): call :func:`sersic_b_exact` there. No
+    data-dependent branch, so it runs under ``torch.vmap`` and ``torch.compile``.
+
+    Example:
+        >>> round(sersic_b(torch.tensor(4.0, dtype=torch.float64)).item(), 6)
+        7.669249
+    """
+    n = torch.as_tensor(n)
+    x = 1 / n.clamp(min=SERSIC_B_FIT_MIN_N)
+    fit = 2 / x - 1 / 3 + x * _horner(x, _SERSIC_B_NUM) / _horner(x, _SERSIC_B_DEN)
+    below = n < SERSIC_B_FIT_MIN_N
+    small = n.clamp(max=SERSIC_B_FIT_MIN_N)  # the series' first term, used below the fit only
+    first_term = torch.exp((torch.lgamma(2 * small + 1) - math.log(2)) / (2 * small))
+    return torch.where(below, first_term, fit)
+
 
 def sersic_total_flux(Ie, Re, n):
     """Total flux of a Sersic profile with surface brightness ``Ie`` at ``Re``.
 
     ``L = 2 pi n Ie Re^2 e^b Gamma(2n) / b^(2n)`` (Graham & Driver 2005, PASA 22, 118;
     arXiv:astro-ph/0503176, eq. 2 with circularised Re).
+
+    Example:
+        >>> import torch
+        >>> one = torch.tensor(1.0, dtype=torch.float64)
+        >>> round(sersic_total_flux(one, one, one).item(), 4)  # Ie = 1 at Re = 1 arcsec, n = 1
+        11.9485
     """
     Ie, Re, n = (torch.as_tensor(v) for v in (Ie, Re, n))
     b = sersic_b(n)
     return 2 * math.pi * n * Ie * Re**2 * torch.exp(b + torch.lgamma(2 * n) - 2 * n * torch.log(b))
 
 
-def sersic_profile(x, y, x0, y0, q, phi, n, Re):
-    """Unit-flux Sersic surface brightness (1 / arcsec^2); integrates to 1 over the plane."""
-    b = sersic_b(n)
+def sersic_profile(x, y, x0, y0, q, phi, n, Re, b=None):
+    """Unit-flux Sersic surface brightness (1 / arcsec^2); integrates to 1 over the plane.
+    ``b`` is :func:`sersic_b` of ``n`` unless given (e.g. :func:`sersic_b_exact`'s).
+
+    Example:
+        >>> import torch
+        >>> axis = torch.linspace(-6, 6, 1201, dtype=torch.float64)  # arcsec, 0.01 apart
+        >>> x, y = torch.meshgrid(axis, axis, indexing="xy")
+        >>> x0, y0, q, phi, n, Re = torch.tensor([0.0, 0.0, 0.8, 0.0, 1.0, 0.5]).double()
+        >>> sb = sersic_profile(x, y, x0, y0, q, phi, n, Re)  # exponential disc, 1 / arcsec^2
+        >>> round((sb.sum() * 0.01**2).item(), 3)  # unit flux (up to the grid's truncation)
+        1.0
+    """
+    b = sersic_b(n) if b is None else b
     r2 = elliptical_radius_squared(x, y, x0, y0, q, phi)
     log_norm = math.log(2 * math.pi) + torch.log(n) + 2 * torch.log(Re) + b
     log_norm = log_norm + torch.lgamma(2 * n) - 2 * n * torch.log(b)
@@ -132,6 +206,13 @@ def bilinear_interpolate(image: torch.Tensor, x, y, x0, y0, pixel_scale) -> torc
     ``image.sum() * pixel_scale**2``. Differentiable in the image values, the coordinates and the
     centre; batch dimensions of ``image`` broadcast in front of those of ``x`` (and pair with the
     leading batch dimensions of ``x0, y0``). The result has the dtype of ``x``.
+
+    Example:
+        >>> import torch
+        >>> stamp = torch.arange(9.0).reshape(3, 3)  # pixels 0.1 arcsec, centred on (0, 0)
+        >>> x, y = torch.tensor([0.0, 0.05, 1.0]), torch.tensor([0.0, 0.0, 0.0])
+        >>> bilinear_interpolate(stamp, x, y, 0.0, 0.0, 0.1)  # centre, half a pixel right, outside
+        tensor([4.0000, 4.5000, 0.0000])
     """
     ny, nx = image.shape[-2:]
     image = image.to(x.dtype)

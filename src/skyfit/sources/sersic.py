@@ -16,8 +16,8 @@ __all__ = ["Sersic"]
 class Sersic(Source):
     """Elliptical Sersic profile normalised to its total ``flux``.
 
-    ``I(R) = I_e exp(-b_n [(R / Re)^(1/n) - 1])`` with ``b_n`` exact (:func:`sersic_b`) and the
-    circularised elliptical radius ``R``; ``I_e`` follows from ``flux``.
+    ``I(R) = I_e exp(-b_n [(R / Re)^(1/n) - 1])`` with ``b_n`` from :func:`sersic_b` (4e-9
+    relative) and the circularised elliptical radius ``R``; ``I_e`` follows from ``flux``.
 
     References:
         Sersic (1963), Bol. Asoc. Argentina Astron. 6, 41.
@@ -51,12 +51,13 @@ class Sersic(Source):
         super().__init__(name)
         self.x0 = Param("x0", x0, units="arcsec", description="centre, x")
         self.y0 = Param("y0", y0, units="arcsec", description="centre, y")
-        self.q = Param("q", q, valid=(0.0, 1.0), units="", description="axis ratio b/a")
+        self.q = Param("q", q, valid=(0.0, 1.0), units="dimensionless",
+                       description="axis ratio b/a")
         self.phi = Param(
             "phi", phi, valid=(0.0, torch.pi), cyclic=True, units="rad",
             description="position angle of the major axis, ccw from +x",
         )
-        self.n = Param("n", n, valid=(0.2, 10.0), units="", description="Sersic index")
+        self.n = Param("n", n, valid=(0.2, 10.0), units="dimensionless", description="Sersic index")
         self.Re = Param(
             "Re", Re, valid=(0.0, None), units="arcsec",
             description="circularised half-light radius",
@@ -65,5 +66,7 @@ class Sersic(Source):
 
     @forward
     def brightness(self, x, y, x0=None, y0=None, q=None, phi=None, n=None, Re=None, flux=None):
+        """Surface brightness (flux / arcsec^2) at sky position ``(x, y)`` (arcsec); Params
+        broadcast in front of ``x``."""
         b = lambda p: batch_param(p, x)  # noqa: E731
         return b(flux) * sersic_profile(x, y, b(x0), b(y0), b(q), b(phi), b(n), b(Re))

@@ -82,7 +82,7 @@ class VAESource(Source):
         latent_value = torch.as_tensor(latent_value, dtype=dtype)
         self._check_latent(latent_value)
         self.latent = Param(
-            "latent", latent_value, shape=(self.latent_dim,), units="",
+            "latent", latent_value, shape=(self.latent_dim,), units="dimensionless",
             description=("standard-normal noise eps of the latent prior, z = flow(eps)"
                          if latent == "eps" else "VAE latent vector z"),
         )
@@ -94,10 +94,13 @@ class VAESource(Source):
 
     @property
     def vae(self):
+        """The :class:`~skyfit.GalaxyVAE` whose decoder draws the source (not a Param: fixed
+        weights)."""
         return self._nets["vae"]
 
     @property
     def flow(self):
+        """The latent prior flow (a :class:`~skyfit.LatentFlow`), or None without one."""
         return self._nets["flow"]
 
     def _check_latent(self, value: torch.Tensor) -> None:
@@ -138,6 +141,8 @@ class VAESource(Source):
     def brightness(self, x, y, latent=None, x0=None, y0=None, scale=None, flux=None):
         # batches of parameter sets: use torch.vmap (as Posterior does); a leading batch of
         # latents alone also works natively (one stamp each, same position and scale)
+        """Surface brightness (flux / arcsec^2) at ``(x, y)`` (arcsec): the decoded stamp,
+        normalised to ``flux``, ``scale`` arcsec per stamp pixel, bilinearly interpolated."""
         img = self.vae.decode(self.to_z(latent))
         img = img / img.sum((-2, -1), keepdim=True)
         sb = img * torch.as_tensor(flux / scale**2)[..., None, None]

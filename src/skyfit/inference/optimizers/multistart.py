@@ -49,10 +49,12 @@ class MultistartResult:
 
     @property
     def best_x(self) -> torch.Tensor:
+        """The point of the start with the highest log-density, ``(dim,)``."""
         return self.x[self.best]
 
     @property
     def best_log_density(self) -> float:
+        """The highest log-density reached over all starts."""
         return float(self.log_density[self.best])
 
     def summary(self) -> str:

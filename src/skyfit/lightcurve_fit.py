@@ -1,0 +1,134 @@
+"""``skyfit lightcurve FILE``: fit a photometry table (multi-start MAP, Laplace, NUTS)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.photometry import Photometry
+from .errors import ConvergenceWarning
+from .inference import fit_map, laplace, sample_nuts
+from .lightcurves.starts import default_priors, from_photometry
+from .likelihoods_photometry import PhotometryLikelihood
+from .posterior import Posterior
+
+__all__ = ["fit_photometry", "multistart_map"]
+
+
+def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
+    """The best converged MAP fit from the posterior's start and ``n_starts - 1`` others drawn
+    around it (each entry times ``exp(N(0, 0.5))`` if positive, else plus ``N(0, 0.5 |x|+1)``,
+    clamped into the bounds); a fit that stalls is continued with ``trust-exact``.
+    Returns ``(best result, number of converged fits, all results)``."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = post.initial()
+    starts = [x0]
+    for _ in range(n_starts - 1):
+        noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+        x = torch.where(x0 > 0, x0 * torch.exp(0.5 * noise), x0 + noise * (0.5 * x0.abs() + 1))
+        starts.append(torch.clamp(x, post.lower, post.upper))
+    fits = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for x in starts:
+            try:
+                fit = fit_map(post, x)
+                if not fit.converged:  # a stalled quasi-Newton run: exact-Hessian trust region
+                    fit = fit_map(post, fit.x, method="trust-exact")
+                fits.append(fit)
+            except (ValueError, RuntimeError):  # a start where the model cannot be evaluated
+                continue
+    if not fits:
+        raise RuntimeError("no MAP fit could start: check the data and the model")
+    converged = [f for f in fits if f.converged]
+    best = max(converged or fits, key=lambda f: f.log_density)
+    return best, len(converged), fits
+
+
+def fit_photometry(path, model: str = "bazin", shared=("t0",), mag: bool = False,
+                   out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
+                   n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
+                   progress: bool = True) -> dict:
+    """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
+    write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary."""
+    say = print if progress else (lambda *a, **k: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    phot = Photometry.read(path, zero_point=zero_point)
+    say(phot)
+    lc = from_photometry(model, phot, shared=list(shared))
+    like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
+    post = Posterior(like, priors=default_priors(like))
+    best, n_ok, fits = multistart_map(post, n_starts)
+    post.set(best.x)
+    dof = max(like.n_detections - post.dim, 1)
+    summary = dict(file=str(path), model=model, shared=list(shared), space=like.space,
+                   reference_mjd=phot.reference, n_rows=len(phot), n_limits=like.n_limits,
+                   map=dict(converged=best.converged, log_density=best.log_density,
+                            starts=len(fits), converged_starts=n_ok,
+                            chi2_per_dof=float(like.chi2()) / dof,
+                            values=best.values))
+    say(f"MAP: {n_ok}/{len(fits)} starts converged; best log p {best.log_density:.2f}, "
+        f"chi2/dof {summary['map']['chi2_per_dof']:.2f}")
+    lap = laplace(post, best.x)
+    summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
+    result = lap
+    if nuts:
+        samples = sample_nuts(post, init=best.x, n_chains=4, n_warmup=n_warmup,
+                              n_draws=n_draws, progress=progress)
+        problems = samples.check(warn=False)
+        table = samples.summary(warn=False)
+        summary["nuts"] = dict(converged=not problems, problems=problems,
+                               divergent=samples.n_divergent,
+                               max_rhat=float(np.nanmax(samples.rhat())),
+                               wall_time=samples.info.get("wall_time"),
+                               table=json.loads(table.to_json(orient="index")))
+        result = samples
+        _print_table(say, post.names, samples.mean(), samples.std(), samples.rhat(),
+                     samples.ess(), problems)
+    else:
+        _print_table(say, post.names, best.x.numpy(), lap.std.numpy(), None, None, [])
+    _write_plot(phot, result, post, mag, out / "lightcurve.png")
+    summary["converged"] = best.converged and summary.get("nuts", {}).get("converged", True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    say(f"wrote {out / 'summary.json'} and {out / 'lightcurve.png'}")
+    return summary
+
+
+def _print_table(say, names, mean, std, rhat, ess, problems) -> None:
+    say(f"{'parameter':<24}{'value':>12}{'sd':>11}" + ("   R-hat   ESS" if rhat is not None
+                                                        else ""))
+    for i, name in enumerate(names):
+        row = f"{name:<24}{mean[i]:>12.4g}{std[i]:>11.3g}"
+        if rhat is not None:
+            verdict = "ok" if rhat[i] < 1.01 and ess[i] > 400 else "NOT CONVERGED"
+            row += f"  {rhat[i]:6.3f} {ess[i]:5.0f}  {verdict}"
+        say(row)
+    for p in problems:
+        say(f"warning: {p}")
+
+
+def _write_plot(phot, result, post, mag: bool, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_photometry
+
+    fig = plot_photometry(phot, result, post, mag=mag)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

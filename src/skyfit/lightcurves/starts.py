@@ -1,0 +1,145 @@
+"""Light-curve models built from a :class:`~skyfit.data.Photometry`: data-driven starts and
+weakly-informative default priors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.distributions import HalfNormal, LogNormal, Normal
+
+from .bazin import Bazin
+from .gaussian import GaussianLightCurve
+from .villar import Villar
+
+__all__ = ["light_curve_scales", "from_photometry", "default_priors"]
+
+MODELS = {"gaussian": GaussianLightCurve, "bazin": Bazin, "villar": Villar}
+
+
+def light_curve_scales(phot) -> dict:
+    """Peak, rise and decline of a photometry table, from its detections (no fit).
+
+    Returns ``{"t_peak", "t_peak_band" (n_bands,), "peak_flux" (n_bands,), "rise", "fall",
+    "span", "flux_err"}``: the peak time of the best-sampled band and each band's, each band's
+    brightest flux (its median flux error where it has no detection), the rise time from the
+    first detection to the peak (days, at least 1), the e-folding decline time from the points
+    after the peak (median of ``-(t - t_peak) / ln(f / f_peak)``; 30 days without such points),
+    the time span of the data and the median flux error of the detections.
+    """
+    det = phot.detected & torch.isfinite(phot.flux)
+    band = phot.band if phot.band is not None else torch.zeros(len(phot), dtype=torch.long)
+    t, f = phot.time, phot.flux
+    median_err = float(phot.flux_err[det].median())
+    counts = torch.bincount(band[det], minlength=phot.n_bands)
+    t_peak_band, peak_flux, falls = [], [], []
+    for b in range(phot.n_bands):
+        rows = det & (band == b)
+        if not rows.any():
+            t_peak_band.append(math.nan)
+            peak_flux.append(median_err)
+            continue
+        i = torch.nonzero(rows).flatten()[f[rows].argmax()]
+        t_peak_band.append(float(t[i]))
+        peak_flux.append(max(float(f[i]), median_err))
+        after = rows & (t > t[i] + 1.0) & (f > 0) & (f < 0.9 * f[i])
+        falls += (-(t[after] - t[i]) / torch.log(f[after] / f[i])).tolist()
+    best = int(counts.argmax())
+    t_peak = t_peak_band[best]
+    t_peak_band = [t_peak if math.isnan(x) else x for x in t_peak_band]
+    first = float(t[det].min())
+    return dict(t_peak=t_peak, t_peak_band=t_peak_band, peak_flux=peak_flux,
+                rise=max(1.0, (t_peak - first) / 3), fall=float(torch.tensor(falls).median())
+                if falls else 30.0, span=float(t.max() - t.min()), flux_err=median_err)
+
+
+def _starts(kind: str, s: dict, z: float) -> dict:
+    """Start values of each model's parameters from :func:`light_curve_scales` (rest frame)."""
+    rise, fall = s["rise"] / (1 + z), max(s["fall"], 3 * s["rise"]) / (1 + z)
+    peak = torch.tensor(s["peak_flux"], dtype=torch.float64)
+    if kind == "gaussian":
+        return dict(t0=s["t_peak"], sigma=0.5 * (rise * 3 + fall), peak_flux=peak)
+    if kind == "bazin":
+        dt_peak = rise * math.log(fall / rise - 1)
+        shape_at_peak = math.exp(-dt_peak / fall) / (1 + math.exp(-dt_peak / rise))
+        return dict(t0=s["t_peak"] - dt_peak * (1 + z), A=peak / shape_at_peak,
+                    tau_rise=rise, tau_fall=fall)
+    # the rise sigmoid is 0.98 at the peak and 0.12 at the first detection
+    return dict(t0=s["t_peak"] - 2 * rise * (1 + z), A=peak * 1.02, beta=0.0,
+                gamma=max(1.0, 0.1 * fall), tau_rise=rise / 2, tau_fall=fall)
+
+
+def from_photometry(model: str, phot, shared: Sequence = ("t0",), baseline: bool = False,
+                    redshift: float | None = None, **options):
+    """A light-curve model for ``phot``'s bands, started from the data, its Params dynamic.
+
+    Arguments:
+        model: ``"gaussian"``, ``"bazin"`` or ``"villar"``.
+        phot: a :class:`~skyfit.data.Photometry` (times relative to its reference).
+        shared: parameters shared by all bands, or ``(name, bands)`` pairs (default one ``t0``).
+        baseline: add a per-band baseline ``B`` (Bazin always has one).
+        redshift: the source's redshift (default ``phot.redshift``; rest-frame time scales);
+            kept static. options: more keywords for the model (e.g. ``dimming``).
+
+    Example:
+        >>> from skyfit.data import load_example
+        >>> phot = load_example("PS1-10jh")
+        >>> lc = from_photometry("bazin", phot)
+        >>> lc.bands, tuple(lc.tau_rise.shape), lc.t0.shape
+        (('NUV', 'g', 'r', 'i', 'z'), (5,), ())
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
+    z = phot.redshift if redshift is None else redshift
+    starts = _starts(model, light_curve_scales(phot), z or 0.0)
+    if model == "bazin" and not baseline:
+        starts["B"] = 0.0  # declared, and held at 0 below
+    elif baseline:
+        starts["B"] = 0.0
+    lc = MODELS[model](bands=phot.bands, shared=shared, redshift=z, **starts, **options)
+    lc.to_dynamic()
+    if z is not None:
+        lc.redshift.to_static()
+    if model == "bazin" and not baseline:
+        lc.B.to_static()
+    return lc
+
+
+def default_priors(likelihood) -> dict:
+    """Weakly-informative priors for a photometric fit, ``{Param: Distribution}`` for
+    :class:`~skyfit.Posterior` (``priors=``), centred on the light curve's current values
+    (the data-driven starts of :func:`from_photometry`):
+
+    - ``t0``: Normal(start, span / 3), the span of the data's times;
+    - time scales (``tau_rise``, ``tau_fall``, ``sigma``, ``gamma``): LogNormal(ln start, 1), a
+      factor e either way at 1 sd (flat priors leave a rise without data unconstrained);
+    - amplitudes (``A``, ``peak_flux``): LogNormal(ln start, 1);
+    - ``beta``: Normal(0, A / 100 per day); ``B``: Normal(0, 3 median flux errors);
+    - the likelihood's ``jitter``: HalfNormal(median error).
+
+    Only dynamic Params get one; others are left out.
+    """
+    lc = likelihood.lightcurve
+    span = float(likelihood.time.max() - likelihood.time.min())
+    err = float(likelihood.error[likelihood.detected].median())
+    priors: dict = {}
+
+    def value(name):
+        return torch.as_tensor(getattr(lc, name).value, dtype=torch.float64)
+
+    rules = {
+        "t0": lambda v: Normal(v, span / 3),
+        "B": lambda v: Normal(torch.zeros_like(v), 3 * err),
+        "beta": lambda v: Normal(torch.zeros_like(v), value("A").mean() / 100),
+    }
+    for name in ("tau_rise", "tau_fall", "sigma", "gamma", "A", "peak_flux"):
+        rules[name] = lambda v: LogNormal(v.log(), 1.0)
+    for name, rule in rules.items():
+        param = getattr(lc, name, None)
+        if param is not None and param.dynamic:
+            priors[param] = rule(value(name))
+    if likelihood.has_jitter and likelihood.jitter.dynamic:
+        priors[likelihood.jitter] = HalfNormal(torch.full(likelihood.jitter.shape, err,
+                                                          dtype=torch.float64))
+    return priors

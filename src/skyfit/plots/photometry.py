@@ -1,0 +1,158 @@
+"""``plot_photometry``: a multi-band light curve with its fitted model, limits and residuals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["plot_photometry", "model_flux_draws"]
+
+_BAND_COLOURS = {"NUV": "#7b3294", "FUV": "#40004b", "U": "#8e44ad", "u": "#8e44ad",
+                 "B": "#2166ac", "g": "#1a9850", "V": "#66a61e", "r": "#d73027",
+                 "R": "#e66101", "i": "#8c510a", "I": "#b35806", "z": "#543005", "y": "#333333"}
+_MAG_PER_LN = 2.5 / math.log(10.0)
+
+
+def _draws_of(result, posterior, n_draws: int, seed: int) -> torch.Tensor:
+    """Parameter vectors ``(n, dim)`` from a MAP result, samples, a Laplace result or a tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    if result is None:
+        return posterior.initial()[None]
+    if torch.is_tensor(result) or isinstance(result, np.ndarray):
+        return torch.as_tensor(result, dtype=torch.float64).reshape(-1, posterior.dim)
+    if hasattr(result, "draws"):  # Samples: (chain, draw, dim)
+        flat = torch.as_tensor(np.asarray(result.draws), dtype=torch.float64)
+        flat = flat.reshape(-1, flat.shape[-1])
+        pick = torch.randperm(flat.shape[0], generator=gen)[:n_draws]
+        return flat[pick]
+    if hasattr(result, "covariance"):  # Laplace: draws kept inside the bounds
+        mean, cov = result.mean.to(torch.float64), result.covariance.to(torch.float64)
+        z = torch.randn(n_draws, mean.shape[0], generator=gen, dtype=torch.float64)
+        x = mean + z @ torch.linalg.cholesky(cov).T
+        return torch.clamp(x, posterior.lower, posterior.upper)
+    return torch.as_tensor(result.x, dtype=torch.float64)[None]  # MAP
+
+
+def model_flux_draws(posterior, x: torch.Tensor, t: torch.Tensor, band) -> torch.Tensor:
+    """The light curve of ``posterior.likelihood`` at times ``t`` in ``band`` for each parameter
+    vector of ``x (n, dim)``: ``(n, len(t))``."""
+    lc = posterior.likelihood.lightcurve
+    values = posterior.unpack(x)
+    by_param = {p: values[label] for label, (_, _, p) in posterior.slices.items()}
+    params = [by_param[p] for p in lc.dynamic_params]
+    with torch.no_grad():
+        return lc.flux(t, band=band, params=params) if params else lc.flux(t, band=band)[None]
+
+
+def _to_space(flux, zero_point: float, mag: bool):
+    if not mag:
+        return flux
+    flux = np.asarray(flux, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flux > 0, zero_point - _MAG_PER_LN * np.log(flux), np.nan)
+
+
+def _plot_band(ax, phot, b: int, colour, mag: bool, label: str):
+    rows = (phot.band == b) if phot.band is not None else torch.ones(len(phot), dtype=torch.bool)
+    det, lim = rows & phot.detected, rows & phot.upper_limit
+    t = phot.time.numpy()
+    if mag:
+        y, err = phot.mag.numpy(), phot.mag_err.numpy()
+    else:
+        y, err = phot.flux.numpy(), phot.flux_err.numpy()
+    d = det.numpy()
+    ax.errorbar(t[d], y[d], err[d], fmt="o", ms=3.5, color=colour, label=label, zorder=3)
+    if lim.any():
+        l_ = lim.numpy()
+        y_lim = phot.limit_mag.numpy()[l_] if mag else phot.limit.numpy()[l_]
+        arrow = 0.3 if mag else 0.08 * np.nanmax(np.abs(y[d])) if d.any() else 1.0
+        # an upper limit on flux points to fainter values: larger magnitudes, smaller fluxes
+        ax.errorbar(t[l_], y_lim, yerr=arrow, lolims=mag, uplims=not mag, fmt="v", ms=4,
+                    color=colour, alpha=0.6, zorder=2, mfc="none")
+    return d
+
+
+def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True,
+                    panels: bool = False, n_draws: int = 40, band_interval: float = 0.68,
+                    residuals: bool = True, seed: int = 0, figsize=None):
+    """Plot a :class:`~skyfit.data.Photometry` with the fitted light curve, per band.
+
+    Detections are points with error bars, upper limits open triangles with arrows towards
+    fainter values. With a fit, each band gets its model: the median over the draws and the
+    central ``band_interval`` credible band (from NUTS samples, Laplace draws kept inside the
+    bounds, or one MAP curve). The axes are scaled to the data, never to the band, so a
+    parameter the data do not constrain cannot flatten the plot. A residual panel shows
+    ``(data - model) / error`` of the median model.
+
+    Arguments:
+        photometry: the data. result: a MAP result, NUTS ``Samples``, a Laplace result, or
+            parameter vectors ``(n, dim)``; None for the data alone.
+        posterior: the :class:`~skyfit.Posterior` of a :class:`~skyfit.PhotometryLikelihood`
+            (default ``result.density``). mag: magnitudes (inverted axis) or fluxes.
+        panels: one panel per band instead of one colour per band on one panel.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    posterior = posterior if posterior is not None else getattr(result, "density", None)
+    names = photometry.bands or ("",)
+    n_rows = len(names) if panels else 1
+    heights = [3] * n_rows + ([1.3] if residuals and posterior is not None else [])
+    fig, axes = plt.subplots(len(heights), 1, sharex=True, squeeze=False, height_ratios=heights,
+                             layout="constrained",
+                             figsize=figsize or (7, 0.75 * sum(heights) + 1.0))
+    axes = axes[:, 0]
+    draws = _draws_of(result, posterior, n_draws, seed) if posterior is not None else None
+    t = photometry.time
+    grid = torch.linspace(float(t.min()) - 5, float(t.max()) + 5, 300, dtype=torch.float64)
+    for b, name in enumerate(names):
+        ax = axes[b if panels else 0]
+        colour = _BAND_COLOURS.get(name, f"C{b % 10}")
+        d = _plot_band(ax, photometry, b, colour, mag, name)
+        if draws is None:
+            continue
+        band = None if photometry.bands is None else name
+        curves = _to_space(model_flux_draws(posterior, draws, grid, band).numpy(),
+                           photometry.zero_point, mag)
+        lo, mid, hi = np.nanquantile(curves, [(1 - band_interval) / 2, 0.5,
+                                              (1 + band_interval) / 2], axis=0)
+        ax.plot(grid, mid, color=colour, lw=1.3)
+        if draws.shape[0] > 1:
+            ax.fill_between(grid.numpy(), lo, hi, color=colour, alpha=0.25, lw=0)
+        if residuals:
+            at_data = _to_space(model_flux_draws(posterior, draws, t, band).numpy(),
+                                photometry.zero_point, mag)
+            y, err = ((photometry.mag, photometry.mag_err) if mag else
+                      (photometry.flux, photometry.flux_err))
+            res = (y.numpy() - np.nanmedian(at_data, axis=0)) / err.numpy()
+            axes[-1].plot(t.numpy()[d], res[d], "o", ms=3, color=colour)
+    _finish_axes(axes, photometry, mag, panels, names, residuals and draws is not None)
+    return fig
+
+
+def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool) -> None:
+    y = (phot.mag if mag else phot.flux).numpy()
+    err = (phot.mag_err if mag else phot.flux_err).numpy()
+    lim = (phot.limit_mag if mag else phot.limit).numpy()
+    band = phot.band.numpy() if phot.band is not None else np.zeros(len(phot), int)
+    for i, ax in enumerate(axes[: len(axes) - residuals]):
+        rows = band == i if panels else np.ones(len(phot), bool)
+        values = np.concatenate([(y - err)[rows], (y + err)[rows], lim[rows]])
+        values = values[np.isfinite(values)]
+        if values.size:  # the data set the limits: an unconstrained model band cannot
+            lo, hi = values.min(), values.max()
+            pad = 0.08 * (hi - lo) + (0.05 if mag else 1e-9)
+            ax.set_ylim((hi + pad, lo - pad) if mag else (lo - pad, hi + pad))
+        ax.set_ylabel(f"AB mag (zp {phot.zero_point:g})" if mag else "flux")
+        if panels:
+            ax.text(0.98, 0.9, names[i], transform=ax.transAxes, ha="right", va="top")
+        else:
+            ax.legend(fontsize="small", ncol=min(len(names), 6))
+    if residuals:
+        axes[-1].axhline(0.0, color="0.5", lw=0.8)
+        axes[-1].set_ylabel("resid. / sigma")
+    axes[-1].set_xlabel(f"days since MJD {phot.reference:g}")

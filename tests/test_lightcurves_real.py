@@ -1,0 +1,146 @@
+"""Light-curve models for real data: band subsets, redshift, baselines, starts and priors."""
+
+import math
+
+import pytest
+import torch
+
+from skyfit import Bazin, GaussianLightCurve, PhotometryLikelihood, Posterior, Villar, fit_map
+from skyfit.data import Photometry
+from skyfit.lightcurves import default_priors, from_photometry, light_curve_scales
+from skyfit.lightcurves.observed import distance_dimming, subset_entries
+
+T = torch.linspace(-20.0, 80.0, 26, dtype=torch.float64)
+
+
+def test_a_parameter_shared_by_a_band_subset_has_one_value_for_those_bands():
+    lc = Bazin(t0=0.0, A=[1.0, 2.0, 3.0, 4.0], tau_rise=[2.0, 5.0, 9.0], tau_fall=20.0,
+               bands="ugri", shared=["t0", ("tau_rise", ("g", "r"))])
+    assert subset_entries(("u", "g", "r", "i"), ("g", "r")).tolist() == [0, 1, 1, 2]
+    assert lc.tau_rise.shape == (3,) and lc.t0.shape == ()
+    for b, tau in zip("ugri", [2.0, 5.0, 5.0, 9.0]):
+        alone = Bazin(t0=0.0, A=lc.A.value["ugri".index(b)].item(), tau_rise=tau, tau_fall=20.0)
+        assert torch.allclose(lc.flux(T, band=b), alone.flux(T), rtol=1e-14)
+    with pytest.raises(ValueError, match="unknown"):
+        Bazin(bands="gr", shared=[("tau_rise", ("g", "y"))])
+
+
+def test_redshift_stretches_observed_time_by_one_plus_z():
+    z = 0.5
+    rest = Villar(t0=3.0, A=2.0, beta=-0.01, gamma=10.0, tau_rise=4.0, tau_fall=20.0, redshift=z)
+    # the same light curve written in observed-frame time scales (gamma, tau x (1+z), beta / (1+z);
+    # the blend width is a time scale too)
+    observed = Villar(t0=3.0, A=2.0, beta=-0.01 / (1 + z), gamma=15.0, tau_rise=6.0, tau_fall=30.0,
+                      transition_width=4.5)
+    assert torch.allclose(rest.flux(T), observed.flux(T), rtol=1e-12)
+    bazin = Bazin(t0=1.0, A=5.0, tau_rise=2.0, tau_fall=10.0, B=0.3, redshift=1.0)
+    assert torch.allclose(bazin.flux(T), Bazin(t0=1.0, A=5.0, tau_rise=4.0, tau_fall=20.0,
+                                               B=0.3).flux(T), rtol=1e-12)
+
+
+def test_dimming_is_the_distance_modulus_of_flat_lcdm():
+    astropy_cosmo = pytest.importorskip("astropy.cosmology")
+    cosmo = astropy_cosmo.FlatLambdaCDM(H0=70.0, Om0=0.3, Tcmb0=0.0)
+    for z in (0.05, 0.25, 1.0):
+        expected = (1 + z) * 10 ** (-0.4 * cosmo.distmod(z).value)
+        got = distance_dimming(torch.tensor(z, dtype=torch.float64)).item()
+        assert got == pytest.approx(expected, rel=1e-10)
+    lc = GaussianLightCurve(t0=0.0, sigma=5.0, peak_flux=1e18, B=2.0, redshift=0.25,
+                            dimming=True)
+    peak = lc.flux(torch.zeros((), dtype=torch.float64)).item()
+    assert peak == pytest.approx(1e18 * 1.25 * 10 ** (-0.4 * cosmo.distmod(0.25).value) + 2.0)
+
+
+def test_gaussian_and_villar_take_a_per_band_baseline():
+    lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0, B=[0.5, -0.2], bands="gr")
+    far = torch.tensor([1e3, 1e3], dtype=torch.float64)
+    assert lc.flux(far, band=torch.tensor([0, 1])).tolist() == pytest.approx([0.5, -0.2])
+    assert "B" not in dict(Villar().children)  # no baseline Param unless asked
+
+
+def _mock_photometry(seed=0):
+    truth = Bazin(t0=2.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=25.0, B=0.0, bands="gr",
+                  shared=["t0", "tau_rise", "tau_fall"])
+    gen = torch.Generator().manual_seed(seed)
+    t = 59000.0 + torch.linspace(-15.0, 90.0, 40, dtype=torch.float64)
+    band = torch.arange(40) % 2
+    model = truth.flux(t - 59000.0, band=band).detach()
+    err = 3.0 + 0.02 * model
+    flux = model + err * torch.randn(40, generator=gen, dtype=torch.float64)
+    return Photometry(t, ["g" if b == 0 else "r" for b in band.tolist()], flux=flux, flux_err=err)
+
+
+def test_starts_from_the_data_and_default_priors_give_a_converged_fit():
+    phot = _mock_photometry()
+    scales = light_curve_scales(phot)
+    offset = phot.reference - 59000.0  # times are days since the photometry's reference
+    assert abs(scales["t_peak"] + offset - (2.0 + 3.0 * math.log(25 / 3 - 1))) < 5.0
+    for model in ("gaussian", "bazin", "villar"):
+        lc = from_photometry(model, phot, shared=["t0"])
+        like = PhotometryLikelihood(lc, phot)
+        priors = default_priors(like)
+        assert lc.t0 in priors and lc.tau_rise in priors if model != "gaussian" else True
+        post = Posterior(like, priors=priors)
+        res = fit_map(post)
+        assert res.converged, model
+        post.set(res.x)
+        if model != "gaussian":  # a symmetric bump cannot follow a fast rise and slow decline
+            assert like.chi2().item() / (len(phot) - post.dim) < 2.0, model
+    bazin = from_photometry("bazin", phot, shared=["t0", "tau_rise", "tau_fall"])
+    post = Posterior(PhotometryLikelihood(bazin, phot), priors=default_priors(
+        PhotometryLikelihood(bazin, phot)))
+    fit = post.unpack(fit_map(post).x)
+    assert fit["Bazin.tau_fall"].item() == pytest.approx(25.0, rel=0.2)
+    assert fit["Bazin.t0"].item() + offset == pytest.approx(2.0, abs=1.5)
+
+
+def test_non_centred_population_adds_the_standard_normal_offsets_to_the_posterior():
+    import caskade as ck
+    from scipy import stats
+
+    from skyfit.lightcurves import NonCentredPopulation
+
+    class Joint(ck.Module):
+        def __init__(self, likes):
+            super().__init__("joint")
+            self.likes = likes
+
+        @ck.forward
+        def __call__(self):
+            return sum(like() for like in self.likes)
+
+    widths = [3.0, 5.0, 4.0]
+    curves = [GaussianLightCurve(f"sn{i}", t0=0.0, sigma=w, peak_flux=10.0)
+              for i, w in enumerate(widths)]
+    data = [lc.flux(T).detach() for lc in curves]
+    likes = [PhotometryLikelihood(lc, T, d, torch.ones(26), name=f"like{i}")
+             for i, (lc, d) in enumerate(zip(curves, data))]
+    pop = NonCentredPopulation("width", 3, mu=1.4, tau=0.3, log=True)
+    pop.link([lc.sigma for lc in curves])
+    pop.to_dynamic()
+    post = Posterior(Joint(likes))
+    assert post.names == ["width.mu", "width.tau", "width.eta[0]", "width.eta[1]", "width.eta[2]"]
+    eta = torch.tensor([0.2, -1.0, 0.5], dtype=torch.float64)
+    x = torch.cat([torch.tensor([1.4, 0.3], dtype=torch.float64), eta])
+    sigma = torch.exp(1.4 + 0.3 * eta)
+    expected = sum(
+        stats.norm.logpdf(d.numpy(), GaussianLightCurve(
+            t0=0.0, sigma=s.item(), peak_flux=10.0).flux(T).numpy(), 1.0).sum()
+        for d, s in zip(data, sigma)) + stats.norm.logpdf(eta.numpy()).sum()
+    assert post(x).item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("model", ["bazin", "villar"])
+def test_joint_fits_of_the_sparse_rise_supernova_converge_from_the_default_start(model):
+    # LSQ12dlf: only some bands cover the rise, so one rise time is shared by all bands
+    from skyfit.data import load_example
+
+    phot = load_example("LSQ12dlf")
+    lc = from_photometry(model, phot, shared=["t0", "tau_rise"])
+    like = PhotometryLikelihood(lc, phot, space="mag")
+    post = Posterior(like, priors=default_priors(like))
+    res = fit_map(post)
+    assert res.converged
+    post.set(res.x)
+    assert like.chi2().item() / (like.n_detections - post.dim) < 2.5
+    assert (res.x > post.lower + 1e-3).all()  # nothing pinned at a bound (tau_rise at 0 was)

@@ -1,0 +1,114 @@
+"""Photometry tables: every input form gives the same data and likelihood; errors name the rows."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from skyfit import GaussianLightCurve, PhotometryLikelihood
+from skyfit.data import AB_MINUS_VEGA_BLANTON_ROWEIS_2007, Photometry, load_example
+from skyfit.errors import DataError
+
+ROWS = dict(
+    mjd=[59000.25, 59001.5, 59003.0, 59004.0, 59006.5, 59010.0],
+    band=["g", "r", "g", "r", "g", "r"],
+    flux=[10.0, 12.0, 30.0, 25.0, 14.0, 0.0],
+    flux_err=[1.0, 1.5, 2.0, 1.0, 1.0, 2.0],
+    upper_limit=[False, False, False, False, False, True],
+    limit=[math.nan, math.nan, math.nan, math.nan, math.nan, 6.0],
+)
+
+
+def _log_likelihood(phot: Photometry) -> float:
+    lc = GaussianLightCurve(t0=3.0, sigma=2.5, peak_flux=[28.0, 24.0], bands=("g", "r"))
+    return PhotometryLikelihood(lc, phot).__call__().item()
+
+
+def test_tables_csv_ecsv_and_lists_give_identical_likelihoods(tmp_path):
+    pd = pytest.importorskip("pandas")
+    astropy_table = pytest.importorskip("astropy.table")
+    reference = _log_likelihood(Photometry.from_table(ROWS))
+    frame = pd.DataFrame(ROWS)
+    table = astropy_table.Table(ROWS)
+    frame.to_csv(tmp_path / "lc.csv", index=False)
+    table.write(tmp_path / "lc.ecsv")
+    shuffled = frame.iloc[::-1]  # a non-default index: values must be taken by position
+    forms = {
+        "DataFrame": Photometry.from_table(frame),
+        "Table": Photometry.from_table(table),
+        "CSV": Photometry.read(tmp_path / "lc.csv"),
+        "ECSV": Photometry.read(tmp_path / "lc.ecsv"),
+        "filtered Series": Photometry(shuffled["mjd"], shuffled["band"], shuffled["flux"],
+                                      shuffled["flux_err"], upper_limit=shuffled["upper_limit"],
+                                      limit=shuffled["limit"], bands=("g", "r")),
+        "numpy + Column": Photometry(np.array(ROWS["mjd"]), np.array(ROWS["band"]),
+                                     table["flux"], table["flux_err"],
+                                     upper_limit=np.array(ROWS["upper_limit"]),
+                                     limit=table["limit"]),
+    }
+    for label, phot in forms.items():
+        assert _log_likelihood(phot) == pytest.approx(reference, rel=1e-12, abs=1e-12), label
+        assert phot.reference == 59000.0 and phot.time.dtype == torch.float64, label
+
+
+def test_times_are_reported_relative_to_a_stored_reference():
+    phot = Photometry.from_table(ROWS)
+    assert phot.reference == 59000.0
+    assert phot.time.tolist() == pytest.approx([0.25, 1.5, 3.0, 4.0, 6.5, 10.0])
+    assert phot.mjd == pytest.approx(ROWS["mjd"], abs=1e-9)
+    assert "MJD 59000" in repr(phot)
+    small = Photometry([0.0, 5.0], ["g", "g"], flux=[1.0, 2.0], flux_err=[0.1, 0.1])
+    assert small.reference == 0.0 and small.time.tolist() == [0.0, 5.0]
+
+
+def test_magnitudes_become_fluxes_of_the_zero_point_with_vega_offsets():
+    phot = Photometry([0.0, 1.0], ["B", "V"], mag=[25.0, 22.5], mag_err=[0.1, 0.02],
+                      system="Vega", vega_offsets=AB_MINUS_VEGA_BLANTON_ROWEIS_2007)
+    # m_AB = m_Vega + (AB - Vega): B 24.91, V 22.52; flux = 10^(-0.4 (m_AB - 25))
+    assert phot.flux.tolist() == pytest.approx([10 ** (0.4 * 0.09), 10 ** (-0.4 * -2.48)])
+    assert phot.flux_err[0].item() == pytest.approx(phot.flux[0].item() * 0.1 * math.log(10) / 2.5)
+    assert phot.mag.tolist() == pytest.approx([24.91, 22.52])
+    with pytest.raises(ValueError, match="vega_offsets"):
+        Photometry([0.0], ["B"], mag=[20.0], mag_err=[0.1], system="Vega")
+    with pytest.raises(ValueError, match=r"\['u'\]"):
+        Photometry([0.0], ["u"], mag=[20.0], mag_err=[0.1], system="Vega",
+                   vega_offsets=AB_MINUS_VEGA_BLANTON_ROWEIS_2007)
+
+
+def test_non_detections_from_a_flag_or_from_a_limit_without_flux():
+    flagged = Photometry([0.0, 1.0], mag=[20.0, 22.0], mag_err=[0.1, math.nan],
+                         upper_limit=[False, True])
+    assert flagged.upper_limit.tolist() == [False, True]
+    assert flagged.limit[1].item() == pytest.approx(10 ** (-0.4 * (22.0 - 25.0)))
+    # no error given: the limit is taken as 5 sigma
+    assert flagged.flux_err[1].item() == pytest.approx(flagged.limit[1].item() / 5)
+    by_limit = Photometry([0.0, 1.0], flux=[3.0, math.nan], flux_err=[0.5, 1.0],
+                          limit=[math.nan, 4.0])
+    assert by_limit.upper_limit.tolist() == [False, True]
+    assert by_limit.limit[1].item() == 4.0 and by_limit.flux_err[1].item() == 1.0
+
+
+def test_bad_tables_raise_errors_that_name_rows_and_distinct_bands():
+    with pytest.raises(DataError, match="empty"):
+        Photometry([], [], flux=[], flux_err=[])
+    with pytest.raises(DataError, match=r"time is NaN.*\[1\]"):
+        Photometry([0.0, math.nan], flux=[1.0, 1.0], flux_err=[1.0, 1.0])
+    with pytest.raises(DataError, match=r"flux is NaN.*\[0\].*upper_limit"):
+        Photometry([0.0, 1.0], flux=[math.nan, 1.0], flux_err=[1.0, 1.0])
+    with pytest.raises(DataError, match=r"flux_err must be positive.*\[1\]"):
+        Photometry([0.0, 1.0], flux=[1.0, 1.0], flux_err=[1.0, 0.0])
+    names = ["g"] * 50 + ["y"] * 47
+    with pytest.raises(DataError) as err:
+        Photometry(np.arange(97.0), names, flux=np.ones(97), flux_err=np.ones(97),
+                   bands=("g", "r"))
+    assert "['y'] (47 rows)" in str(err.value)
+
+
+def test_shipped_examples_are_a_supernova_and_a_tidal_disruption_event():
+    sn, tde = load_example("LSQ12dlf"), load_example("PS1-10jh")
+    assert (len(sn), sn.bands) == (97, ("U", "B", "V", "R", "I"))
+    assert (len(tde), int(tde.upper_limit.sum())) == (176, 66)
+    # the brightest V point, 18.78 Vega, is 18.80 AB
+    v = torch.tensor([b == "V" for b in sn.band_names()])
+    assert sn.mag[v].min().item() == pytest.approx(18.78 + 0.02)
