@@ -14,6 +14,7 @@ from . import (
     generative,
     inference,
     instruments,
+    io,
     lenses,
     lightcurves,
     plots,
@@ -33,6 +34,7 @@ from .inference import (
     sample_nuts,
 )
 from .instruments import GaussianPSF, PixelatedPSF, PixelGrid, ReadPoissonNoise
+from .io import load_model, register_module, save_model
 from .lenses import (
     EPL,
     NFW,
@@ -59,7 +61,7 @@ from .sources import Gaussian, Pixelated, PointSource, Sersic, VAESource
 __all__ = [
     "use_ellipticity", "q_phi_to_e1e2", "e1e2_to_q_phi",
     # subpackages
-    "errors", "generative", "inference", "instruments", "lenses", "lightcurves", "plots",
+    "errors", "generative", "inference", "instruments", "io", "lenses", "lightcurves", "plots",
     "scenes", "sources",
     # parameters
     "Param",
@@ -78,6 +80,8 @@ __all__ = [
     # inference
     "LogDensity", "fit_map", "laplace", "fit_vi", "sample_emcee", "sample_nuts", "sample_hmc",
     "Samples",
+    # saving and loading models
+    "save_model", "load_model", "register_module",
     # neural source priors
     "GalaxyModel", "load_pretrained",
 ]

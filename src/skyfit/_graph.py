@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import caskade as ck
 
-__all__ = ["ModuleList", "param_paths", "short_names"]
+__all__ = ["ModuleList", "node_paths", "param_paths", "short_names"]
 
 
 class ModuleList(ck.NodeList):
@@ -59,15 +59,9 @@ def _expand(key: str, node: ck.Node) -> Iterator[tuple[str, ck.Node]]:
         yield from _expand(f"{key}.{index}", element)
 
 
-def param_paths(root: ck.Node, params: Sequence[ck.Param]) -> list[tuple[str, ...]]:
-    """The path of each of ``params`` from ``root``: one segment per node, root first.
-
-    A node's segment is its name, or, when a sibling (another child of the same parent, the
-    elements of the parent's containers included) has the same name, the key it is linked
-    under: ``"a"`` for ``self.a = Sersic()``, ``"sources.1"`` for element 1 of ``sources``.
-    A node reachable along several paths (a module shared by two scenes) takes the shortest,
-    the first in the order the children were linked (breadth-first search).
-    """
+def node_paths(root: ck.Node) -> dict[ck.Node, tuple[str, ...]]:
+    """The path of every node below ``root`` (root included), in breadth-first order; see
+    :func:`param_paths` for how a path is made."""
     paths: dict[ck.Node, tuple[str, ...]] = {root: (root.name,)}
     queue = deque([root])
     while queue:
@@ -79,6 +73,19 @@ def param_paths(root: ck.Node, params: Sequence[ck.Param]) -> list[tuple[str, ..
                 segment = child.name if names[child.name] == 1 else key
                 paths[child] = paths[node] + (segment,)
                 queue.append(child)
+    return paths
+
+
+def param_paths(root: ck.Node, params: Sequence[ck.Param]) -> list[tuple[str, ...]]:
+    """The path of each of ``params`` from ``root``: one segment per node, root first.
+
+    A node's segment is its name, or, when a sibling (another child of the same parent, the
+    elements of the parent's containers included) has the same name, the key it is linked
+    under: ``"a"`` for ``self.a = Sersic()``, ``"sources.1"`` for element 1 of ``sources``.
+    A node reachable along several paths (a module shared by two scenes) takes the shortest,
+    the first in the order the children were linked (breadth-first search).
+    """
+    paths = node_paths(root)
     missing = [p.name for p in params if p not in paths]
     if missing:
         raise ValueError(f"Params {missing} are not in the graph below {root.name}")

@@ -64,3 +64,12 @@ class LogDensityWarning(UserWarning):
 
 class NoFreeParameterError(SkyfitError, ValueError):
     """A likelihood or log-density with no free parameter: there is nothing to fit."""
+
+
+class ModelFileError(SkyfitError, ValueError):
+    """A saved model or result cannot be written or read: an unregistered class, a value with no
+    file form, a file that is not a skyfit model file."""
+
+
+class UnitsError(SkyfitError, ValueError):
+    """A Quantity's units cannot be converted to the units a parameter is declared in."""

@@ -12,6 +12,7 @@ import math
 import caskade as ck
 import torch
 
+from ._display import ModuleDisplay
 from ._forward import forward
 from .errors import DataError, ShapeError
 from .likelihoods_photometry import PhotometryLikelihood, censored_log_likelihood
@@ -75,7 +76,7 @@ def _check_model_shape(model_out: torch.Tensor, data: torch.Tensor, who: str) ->
                          f"shape {tuple(data.shape)}")
 
 
-class GaussianLikelihood(ck.Module):
+class GaussianLikelihood(ModuleDisplay, ck.Module):
     """Independent Gaussian pixels: ``log L = -1/2 sum[(d - m)^2 / v + log(2 pi v)]``.
 
     The variance ``v`` is either given (a sigma map squared, fixed) or computed from the model
@@ -165,7 +166,7 @@ class GaussianLikelihood(ck.Module):
         return -0.5 * (terms.sum() + n_pixels * math.log(2 * math.pi))
 
 
-class PoissonLikelihood(ck.Module):
+class PoissonLikelihood(ModuleDisplay, ck.Module):
     """Photon counts: ``log L = sum[k log(lambda) - lambda - log k!]``, ``lambda = (m + sky) t``.
 
     Arguments:

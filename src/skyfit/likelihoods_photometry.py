@@ -8,6 +8,7 @@ import caskade as ck
 import numpy as np
 import torch
 
+from ._display import ModuleDisplay
 from ._forward import forward
 from .data.photometry import _MAG_PER_LN, Photometry, _array
 from .errors import DataError, ShapeError
@@ -58,7 +59,7 @@ def _rows(name: str, value, n: int | None, mask) -> torch.Tensor:
     return t
 
 
-class PhotometryLikelihood(ck.Module):
+class PhotometryLikelihood(ModuleDisplay, ck.Module):
     """Log-likelihood of photometric points ``(time, flux, flux_err[, band])`` and upper limits.
 
     ``lightcurve.flux(time, band=band)`` is compared with each detection, in flux (default,

@@ -10,6 +10,7 @@ import torch
 from torch.distributions import Distribution
 
 from ._activation import Activation
+from ._display import Table, format_value
 from ._forward import forward
 from ._graph import ModuleList, param_paths, short_names
 from .errors import NoFreeParameterError, ParameterVectorError
@@ -133,6 +134,34 @@ class Posterior(LogDensity):
                                          self.lower[sl].reshape(shape),
                                          self.upper[sl].reshape(shape)))
             for label, (sl, shape, _) in self.slices.items() if label not in self.priors)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """``{name: units}`` of each entry of ``x`` (the Params' declared unit strings)."""
+        return {name: getattr(p, "units", None) or "" for label, (_, shape, p) in
+                self.slices.items() for name in self.names_of(label, shape)}
+
+    def names_of(self, label: str, shape: tuple) -> list[str]:
+        """The entry names of the Param ``label`` of ``shape``."""
+        return [label] if shape == () else [f"{label}[{i}]" for i in range(math.prod(shape))]
+
+    def __repr__(self) -> str:
+        return str(self._table())
+
+    def _repr_html_(self) -> str:
+        return self._table().html()
+
+    def _table(self) -> Table:
+        rows = []
+        for label, (sl, shape, p) in self.slices.items():
+            lo, hi = float(self.lower[sl].min()), float(self.upper[sl].max())
+            default = "flat" if lo == -math.inf and hi == math.inf else \
+                f"uniform on [{format_value(lo)}, {format_value(hi)}]"
+            prior = type(self.priors[label]).__name__ if label in self.priors else default
+            rows.append((label, "x".join(map(str, shape)) or "scalar",
+                         getattr(p, "units", None) or "", prior))
+        return Table(f"Posterior: dim {self.dim}, {len(self.slices)} parameters",
+                     ["parameter", "shape", "units", "prior"], rows)
 
     def _resolve(self, key) -> str:
         # a Param, its name, or any suffix of its path that no other parameter's path ends with

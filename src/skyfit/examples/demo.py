@@ -171,7 +171,7 @@ def _figures(data: SupernovaData, post, modules, lap, single, joint, runs, out: 
     true_curve = skyfit.lightcurves.gaussian_light_curve(t_fine, **LIGHT_CURVE_TRUTH)
     files = [
         plots.save_figure(plots.plot_image_stack(
-            data.images, model_images, sigma, extent=data.grid.extent,
+            data.images, model_images, sigma, extent=data.grid.extent, units="e-/s per pixel",
             titles=[f"t = {t:+.1f} d" for t in data.times.tolist()]), out / "images.png"),
         plots.save_figure(plots.plot_light_curve(
             data.times, points={"each image alone": single, "joint, linked position": joint},

@@ -138,8 +138,30 @@ def make_galaxies(
     if size < 4:
         raise ShapeError(f"stamp size must be at least 4 pixels, got {size}")
     g = torch.Generator().manual_seed(int(seed))
-    f64 = torch.float64
-    p = {
+    # the draw order (parameters, clumps, noise) fixes the stream: the shipped galaxy32 weights
+    # were trained on these images bit for bit
+    p = _draw_parameters(g, n, snr, sersic_n, radius, axis_ratio, center_jitter, max_clumps)
+    c_x, c_y, c_frac, c_sig = _draw_clumps(g, p, n, max_clumps, clump_fraction)
+    p["clump_fraction"] = c_frac.sum(-1)
+    noise = torch.randn(n, size, size, generator=g, dtype=torch.float64)
+
+    disc = _render_discs(p, n, size, supersample, chunk)
+    psf_sig = psf_fwhm / (2 * math.sqrt(2 * math.log(2)))
+    if psf_fwhm > 0:
+        disc = _convolve_gaussian_psf(disc, psf_fwhm, psf_sig)
+    clumps = _render_clumps(c_x, c_y, c_frac, c_sig, psf_sig, size)
+    truth = disc * (1 - p["clump_fraction"])[:, None, None] + clumps
+    truth = truth / truth.sum((-2, -1), keepdim=True)
+    sigma = truth.pow(2).sum((-2, -1)).sqrt() / p["snr"]
+    images = truth + sigma[:, None, None] * noise
+    return GalaxySet(images.float(), sigma.float(), truth.float(),
+                     {k: v.float() if v.is_floating_point() else v for k, v in p.items()})
+
+
+def _draw_parameters(g: torch.Generator, n: int, snr, sersic_n, radius, axis_ratio,
+                     center_jitter: float, max_clumps: int) -> dict[str, torch.Tensor]:
+    """Per-galaxy Sersic parameters, clump count and S/N, each ``(n,)``, drawn from ``g``."""
+    return {
         "n": _uniform(g, n, *sersic_n),
         "Re": torch.exp(_uniform(g, n, math.log(radius[0]), math.log(radius[1]))),
         "q": _uniform(g, n, *axis_ratio),
@@ -149,8 +171,15 @@ def make_galaxies(
         "n_clumps": torch.randint(0, max_clumps + 1, (n,), generator=g),
         "snr": _uniform(g, n, *snr),
     }
+
+
+def _draw_clumps(g: torch.Generator, p: dict[str, torch.Tensor], n: int, max_clumps: int,
+                 clump_fraction) -> tuple[torch.Tensor, ...]:
+    """Clump centres ``c_x, c_y`` (stamp pixels), flux fractions (zero past each galaxy's
+    ``n_clumps``) and widths, each ``(n, max(max_clumps, 1))``, drawn from ``g``."""
+    f64 = torch.float64
     K = max(max_clumps, 1)
-    # clumps: positions in the galaxy's own frame (radius ~ Re, scaled by the axis ratio)
+    # positions in the galaxy's own frame (radius ~ Re, scaled by the axis ratio)
     c_r = p["Re"][:, None] * 1.2 * torch.sqrt(torch.rand(n, K, generator=g, dtype=f64))
     c_t = 2 * math.pi * torch.rand(n, K, generator=g, dtype=f64)
     c_frac = clump_fraction[0] + (clump_fraction[1] - clump_fraction[0]) * torch.rand(
@@ -162,12 +191,15 @@ def make_galaxies(
     cph, sph = torch.cos(p["phi"])[:, None], torch.sin(p["phi"])[:, None]
     c_x = p["x0"][:, None] + cph * u - sph * v
     c_y = p["y0"][:, None] + sph * u + cph * v
-    p["clump_fraction"] = c_frac.sum(-1)
-    noise = torch.randn(n, size, size, generator=g, dtype=f64)
+    return c_x, c_y, c_frac, c_sig
 
-    # Sersic disc: midpoint rule on supersample^2 sub-pixels (float32: the set is for training)
+
+def _render_discs(p: dict[str, torch.Tensor], n: int, size: int, supersample: int,
+                  chunk: int) -> torch.Tensor:
+    """Unconvolved Sersic discs ``(n, size, size)`` (float64): midpoint rule on
+    ``supersample``^2 sub-pixels, in float32 (the set is for training), ``chunk`` at a time."""
     s = int(supersample)
-    f32 = torch.float32
+    f32, f64 = torch.float32, torch.float64
     coords = (torch.arange(size * s, dtype=f32) - (size * s - 1) / 2) / s
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     disc = torch.empty(n, size, size, dtype=f64)
@@ -178,21 +210,25 @@ def make_galaxies(
         img = sersic_profile(x, y, e(p["x0"]), e(p["y0"]), e(p["q"]), e(p["phi"]), e(p["n"]),
                              e(p["Re"]), b=sersic_b_exact(e(p["n"])))
         disc[a:b] = img.reshape(b - a, size, s, size, s).mean((-3, -1)).to(f64)
-    # clumps: Gaussians convolved with the Gaussian PSF analytically, integrated over pixels exactly
-    psf_sig = psf_fwhm / (2 * math.sqrt(2 * math.log(2)))
-    if psf_fwhm > 0:
-        k = 2 * int(math.ceil(2 * psf_fwhm)) + 1
-        r = torch.arange(k, dtype=f64) - k // 2
-        kernel = torch.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / psf_sig**2)
-        disc = fft_convolve(disc, kernel / kernel.sum())
+    return disc
+
+
+def _convolve_gaussian_psf(disc: torch.Tensor, psf_fwhm: float, psf_sig: float) -> torch.Tensor:
+    """``disc`` convolved with a normalised pixel-sampled Gaussian of ``psf_sig`` pixels,
+    truncated at a half-width of ``ceil(2 * psf_fwhm)`` pixels."""
+    k = 2 * int(math.ceil(2 * psf_fwhm)) + 1
+    r = torch.arange(k, dtype=torch.float64) - k // 2
+    kernel = torch.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / psf_sig**2)
+    return fft_convolve(disc, kernel / kernel.sum())
+
+
+def _render_clumps(c_x: torch.Tensor, c_y: torch.Tensor, c_frac: torch.Tensor,
+                   c_sig: torch.Tensor, psf_sig: float, size: int) -> torch.Tensor:
+    """Sum of the clumps ``(n, size, size)``: Gaussians convolved with the Gaussian PSF
+    analytically (widths add in quadrature), integrated over pixels exactly (error functions)."""
+    f64 = torch.float64
     edges = torch.arange(size + 1, dtype=f64) - size / 2
     width = torch.sqrt(c_sig**2 + psf_sig**2)[..., None]
     px = torch.diff(torch.special.ndtr((edges - c_x[..., None]) / width), dim=-1)  # (n, K, size)
     py = torch.diff(torch.special.ndtr((edges - c_y[..., None]) / width), dim=-1)
-    clumps = torch.einsum("nk,nki,nkj->nij", c_frac, py, px)
-    truth = disc * (1 - p["clump_fraction"])[:, None, None] + clumps
-    truth = truth / truth.sum((-2, -1), keepdim=True)
-    sigma = truth.pow(2).sum((-2, -1)).sqrt() / p["snr"]
-    images = truth + sigma[:, None, None] * noise
-    return GalaxySet(images.float(), sigma.float(), truth.float(),
-                     {k: v.float() if v.is_floating_point() else v for k, v in p.items()})
+    return torch.einsum("nk,nki,nkj->nij", c_frac, py, px)

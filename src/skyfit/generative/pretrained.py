@@ -80,8 +80,10 @@ def load_pretrained(name: str = "galaxy32", path: str | Path | None = None,
             if file.is_file():
                 model = GalaxyModel.load(file)
                 if model.info.get("config") == config.to_dict():
+                    model.info["pretrained"] = name  # how a saved model names it
                     return model
     model = train_galaxy_model(config, progress=progress)
     target = Path(path) if path is not None else cached
     model.save(target)
+    model.info["pretrained"] = name
     return model

@@ -12,10 +12,10 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..errors import ConvergenceWarning
 from .flows import LatentFlow
@@ -51,9 +51,7 @@ class TrainingHistory:
 
     def to_dict(self) -> dict:
         """The history as a JSON-ready dict."""
-        return {"train_loss": list(self.train_loss), "val_loss": list(self.val_loss),
-                "lr": list(self.lr), "best_epoch": self.best_epoch,
-                "stopped_early": self.stopped_early, "wall_time": self.wall_time}
+        return asdict(self)
 
 
 def _fit(model: torch.nn.Module, n_train: int, batch_loss: Callable, val_loss: Callable,
@@ -394,10 +392,8 @@ def train_galaxy_model(config: TrainingConfig = TrainingConfig(), progress: bool
             "val_nll_per_dim_iaf": -iaf.log_prob(z_val).mean().item() / d,
         }
     info = {"config": c.to_dict(), "metrics": metrics, "torch": str(torch.__version__),
-            "threads": torch.get_num_threads(),
-            # the CPU's vector kernels set the summation order, so bit-identical retraining
-            # needs the same capability too (AVX2 and AVX-512 builds round differently)
+            "threads": torch.get_num_threads(), "wall_time": time.perf_counter() - t0,
+            # AVX2 and AVX-512 kernels sum in other orders: bit-identical retraining needs both
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "wall_time": time.perf_counter() - t0,
             "history": {"vae": h_vae.to_dict(), "maf": h_maf.to_dict(), "iaf": h_iaf.to_dict()}}
     return GalaxyModel(vae, iaf, maf, info)

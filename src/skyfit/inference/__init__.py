@@ -5,6 +5,7 @@ Nothing here knows about astronomy: it sees a log-density of a flat vector with 
 
 from . import checkpoint, diagnostics
 from .approximations import GaussianApproximation
+from .batched import BatchedDensity
 from .checkpoint import *  # noqa: F403
 from .density import FunctionDensity, LogDensity
 from .diagnostics import *  # noqa: F403
@@ -19,6 +20,8 @@ from .initialization import (
     resolve_start,
 )
 from .laplace import LaplaceResult, laplace, log_density_hessian
+from .many import fit_map_many, laplace_many
+from .many_results import ManyResult
 from .optimize import MAPResult, fit_map
 from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
@@ -27,6 +30,7 @@ from .transforms import UnconstrainedDensity
 from .vi import VIResult, fit_vi
 
 __all__ = [
+    "BatchedDensity", "ManyResult", "fit_map_many", "laplace_many",
     "sample_emcee",
     "fit_vi",
     "VIResult",

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._display import Table, tensor_rows
 from .density import LogDensity
+from .result_files import load_result, save_result
 from .results import Samples
 
 __all__ = ["MAPResult", "GaussianApproximation", "SPACES"]
@@ -22,7 +24,20 @@ __all__ = ["MAPResult", "GaussianApproximation", "SPACES"]
 SPACES = ("constrained", "unconstrained")
 
 
-@dataclass
+def units_of(density) -> dict[str, str]:
+    """``{name: units}`` of a density's parameters, where it knows them (a Posterior does)."""
+    return dict(density.units)
+
+
+def _quantity(names: list[str], values: torch.Tensor, units: dict, name: str):
+    from ..units import to_quantity
+
+    if name not in names:
+        raise KeyError(f"no parameter {name!r}; the parameters are {names}")
+    return to_quantity(float(values[names.index(name)]), units.get(name, ""))
+
+
+@dataclass(repr=False)
 class MAPResult:
     """The outcome of :func:`~skyfit.inference.fit_map`.
 
@@ -51,10 +66,29 @@ class MAPResult:
     converged: bool
     message: str
     wall_time: float
-    density: LogDensity = field(repr=False)
+    density: LogDensity | None = field(repr=False)
+    units: dict = field(default_factory=dict)
     pinned: list[str] = field(default_factory=list)
     reason: str = ""
     optima: list[tuple[float, int]] = field(default_factory=list)
+
+    def table(self) -> Table:
+        """Summary: the optimum of each parameter, with its units."""
+        rows = [[*row, self.units.get(row[0], "")]
+                for row in tensor_rows(self.names, {"value": self.x})]
+        title = (f"MAPResult: {len(self.names)} parameters, log p = {self.log_density:.6g}, "
+                 f"converged={self.converged} after {self.n_evals} evaluations")
+        return Table(title, ["parameter", "value", "units"], rows)
+
+    def __repr__(self) -> str:
+        return str(self.table())
+
+    def _repr_html_(self) -> str:
+        return self.table().html()
+
+    def quantity(self, name: str):
+        """The optimum of parameter ``name`` as an astropy Quantity in its declared units."""
+        return _quantity(self.names, self.x, self.units, name)
 
     @property
     def values(self) -> dict[str, float]:
@@ -63,10 +97,23 @@ class MAPResult:
 
     def apply(self) -> None:
         """Write the optimum into the model's Params (:meth:`LogDensity.set`)."""
+        if self.density is None:
+            raise ValueError("this result has no density (it was loaded from a file): pass "
+                             "density= to MAPResult.load")
         self.density.set(self.x)
 
+    def save(self, path) -> None:
+        """Write this result to the safetensors file ``path`` (JSON fields + tensors; the
+        density is not stored)."""
+        save_result(self, path)
 
-@dataclass
+    @classmethod
+    def load(cls, path, density: LogDensity | None = None) -> MAPResult:
+        """The result :meth:`save` wrote; ``density`` (optional) is the fitted density."""
+        return load_result(cls, path, density=density)
+
+
+@dataclass(repr=False)
 class GaussianApproximation:
     """``N(mean, covariance)`` approximating a posterior, in an explicit parameter space.
 
@@ -87,6 +134,31 @@ class GaussianApproximation:
     covariance: torch.Tensor
     names: list[str]
     space: str = "constrained"
+    units: dict = field(default_factory=dict)
+
+    def summary(self) -> Table:
+        """Summary: mean and standard deviation of each parameter, with its units."""
+        rows = [[*row, self.units.get(row[0], "")]
+                for row in tensor_rows(self.names, {"mean": self.mean, "std": self.std})]
+        return Table(f"{type(self).__name__}: {len(self.names)} parameters, {self.space} space"
+                     f"{self._summary_extra()}", ["parameter", "mean", "std", "units"], rows)
+
+    def _summary_extra(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return str(self.summary())
+
+    def _repr_html_(self) -> str:
+        return self.summary().html()
+
+    def quantity(self, name: str):
+        """The mean of parameter ``name`` as an astropy Quantity in its declared units (a
+        constrained-space approximation only: an unconstrained mean is not a physical value)."""
+        if self.space != "constrained":
+            raise ValueError("the mean of an unconstrained-space approximation is not a "
+                             "parameter value: use result.sample(...) and its summary")
+        return _quantity(self.names, self.mean, self.units, name)
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -95,6 +167,17 @@ class GaussianApproximation:
         if tuple(self.mean.shape) != (dim,) or tuple(self.covariance.shape) != (dim, dim):
             raise ValueError(f"mean {tuple(self.mean.shape)} and covariance "
                              f"{tuple(self.covariance.shape)} do not fit {dim} names")
+
+    def save(self, path) -> None:
+        """Write this approximation to the safetensors file ``path`` (JSON fields + tensors;
+        a fitted density, and VI's torch module ``q``, are not stored)."""
+        save_result(self, path)
+
+    @classmethod
+    def load(cls, path, **not_data):
+        """The approximation :meth:`save` wrote, of this class; ``not_data``: ``density=``
+        (and VI's ``q=``) where needed (``VIResult.sample`` needs the density)."""
+        return load_result(cls, path, **not_data)
 
     @property
     def std(self) -> torch.Tensor:

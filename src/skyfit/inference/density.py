@@ -36,6 +36,12 @@ class LogDensity(abc.ABC):
         return len(self.names)
 
     @property
+    def units(self) -> dict[str, str]:
+        """``{name: units}`` of the entries whose units the density knows (a Posterior knows
+        every Param's); empty by default."""
+        return {}
+
+    @property
     def dtype(self) -> torch.dtype:
         """dtype of parameter vectors (that of the bounds)."""
         return self.lower.dtype

@@ -65,6 +65,8 @@ class EllipticityCoordinates(LogDensity):
 
     @property
     def periodic(self) -> torch.Tensor:
+        """Mask ``(dim,)`` of the periodic coordinates (the density's, less the ``e1, e2``
+        that replace an ellipse's angle)."""
         return self._periodic
 
     def to_x(self, y: torch.Tensor) -> torch.Tensor:

@@ -161,11 +161,23 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
                                     vectorize=True)
     if resuming:
         if total - backend.iteration > 0:
-            sampler.run_mcmc(None, total - backend.iteration, progress=progress)
+            sampler.run_mcmc(None, total - backend.iteration, **_progress(progress, resuming))
     else:
         sampler.random_state = np.random.RandomState(int(rng.integers(2**32 - 1))).get_state()
-        sampler.run_mcmc(p0, total, progress=progress)
+        sampler.run_mcmc(p0, total, **_progress(progress, resuming))
     return sampler, resuming
+
+
+def _progress(progress: bool, resuming: bool) -> dict:
+    """emcee's progress arguments: a labelled bar, a notebook widget where ``tqdm.auto``
+    would pick one (emcee itself uses plain ``tqdm``)."""
+    if not progress:
+        return {"progress": False}
+    from tqdm.auto import tqdm
+
+    widget = tqdm.__module__.startswith("tqdm.notebook") or tqdm.__module__ == "tqdm.autonotebook"
+    return {"progress": "notebook" if widget else True,
+            "progress_kwargs": {"desc": "emcee (resumed)" if resuming else "emcee"}}
 
 
 def sample_emcee(

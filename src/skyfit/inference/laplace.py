@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import HessianWarning, LogDensityError
-from .approximations import GaussianApproximation
+from .approximations import GaussianApproximation, units_of
 from .circular import wrap
 from .density import LogDensity
 from .initialization import resolve_point
@@ -35,7 +35,7 @@ def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
     return H
 
 
-@dataclass
+@dataclass(repr=False)
 class LaplaceResult(GaussianApproximation):
     """Gaussian approximation ``N(mean, covariance)`` of a posterior around its mode, in the
     constrained (physical) space.
@@ -50,6 +50,9 @@ class LaplaceResult(GaussianApproximation):
     hessian: torch.Tensor = None
     repaired: bool = False
     periodic: dict = field(default_factory=dict)
+
+    def _summary_extra(self) -> str:
+        return ", -H repaired to positive definite" if self.repaired else ""
 
     def sample(self, n: int = 4000, seed: int = 0) -> Samples:
         """Draws from the Gaussian approximation, as one chain of :class:`Samples` (periodic
@@ -159,4 +162,5 @@ def laplace(density: LogDensity, x=None, tol: float = 1e-12) -> LaplaceResult:
         density.names, density.lower.tolist(), density.upper.tolist(), density.periodic.tolist())
         if w}
     return LaplaceResult(mean=x, covariance=covariance, names=list(density.names),
-                         space="constrained", hessian=H, repaired=repaired, periodic=periodic)
+                         units=units_of(density), space="constrained", hessian=H,
+                         repaired=repaired, periodic=periodic)

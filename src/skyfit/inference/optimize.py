@@ -11,7 +11,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError, NoFreeParameterError
-from .approximations import MAPResult
+from .approximations import MAPResult, units_of
 from .density import LogDensity
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
@@ -286,7 +286,7 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
                      n_evals=n_evals, grad_norm=verdict.grad_norm, newton_decrement=decrement,
                      converged=verdict.converged, message=str(res.message),
-                     pinned=verdict.pinned, reason=verdict.reason,
+                     pinned=verdict.pinned, reason=verdict.reason, units=units_of(density),
                      wall_time=time.perf_counter() - t_start, density=density)
 
 

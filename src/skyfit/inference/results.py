@@ -75,6 +75,17 @@ class Samples:
                 f"parameters={self.names}, sample_stats=[{stats}], "
                 f"divergent={self.n_divergent})")
 
+    def _repr_html_(self) -> str:
+        """The notebook's display: per-parameter mean, std and 5-95% interval, no draws."""
+        from .._display import Table, tensor_rows
+
+        q05, q95 = self.quantile([0.05, 0.95])
+        rows = tensor_rows(self.names, {"mean": self.mean(), "std": self.std(), "5%": q05,
+                                        "95%": q95})
+        return Table(f"Samples ({self.sampler}): {self.n_chains} chains x {self.n_draws} draws, "
+                     f"{self.n_divergent} divergent", ["parameter", "mean", "std", "5%", "95%"],
+                     rows).html()
+
     @property
     def n_chains(self) -> int:
         """Number of chains (walkers for emcee)."""

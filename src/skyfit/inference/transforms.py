@@ -54,6 +54,8 @@ class UnconstrainedDensity(LogDensity):
 
     @property
     def periodic(self) -> torch.Tensor:
+        """Mask ``(dim,)`` of the periodic coordinates: an angle stays an unbounded variable
+        here, wrapped when mapped back (:meth:`wrap`)."""
         return self._periodic
 
     def wrap(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConvergenceWarning, LogDensityError
-from .approximations import GaussianApproximation
+from .approximations import GaussianApproximation, units_of
 from .density import LogDensity
 from .initialization import resolve_gaussian
 from .nonfinite import NonfiniteTally
@@ -26,7 +26,7 @@ __all__ = ["fit_vi", "VIResult"]
 FAMILIES = ("fullrank", "meanfield", "flow")
 
 
-@dataclass
+@dataclass(repr=False)
 class VIResult(GaussianApproximation):
     """A fitted variational approximation ``q(z)`` in the unconstrained space of ``density``.
 
@@ -48,6 +48,9 @@ class VIResult(GaussianApproximation):
     density: UnconstrainedDensity = field(default=None, repr=False)
     q: nn.Module = field(default=None, repr=False)
     info: dict = field(default_factory=dict)
+
+    def _summary_extra(self) -> str:
+        return f", family {self.family}, ELBO {self.elbo:.6g}"
 
     def sample(self, n: int = 4000, seed: int = 0) -> Samples:
         """``n`` independent draws of ``q`` mapped to the constrained space, as one chain.
@@ -194,6 +197,7 @@ def fit_vi(
                 n_evals=n_steps * n_samples + 4096 + pre_evals, lr=lr, seed=seed,
                 n_nonfinite=n_bad, pareto_k=k)
     return VIResult(mean=mean, covariance=cov, names=list(u.names), space="unconstrained",
+                    units=units_of(u),
                     family=family, elbo_history=history, elbo=final, density=u, q=q, info=info)
 
 

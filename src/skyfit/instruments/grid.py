@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from ..errors import ShapeError
 
 __all__ = ["PixelGrid"]
 
 
-class PixelGrid(ck.Module):
+class PixelGrid(ModuleDisplay, ck.Module):
     """A rectangular grid of square pixels on the sky.
 
     Conventions (used everywhere in skyfit):
@@ -24,6 +27,13 @@ class PixelGrid(ck.Module):
     - Images are **flux per pixel**: the integral of the surface brightness (flux / arcsec^2) over
       the pixel, so an image sums to the total flux of everything it shows. The integral is the
       midpoint rule on ``supersample x supersample`` sub-pixels.
+    - ``rotation`` (rad, ccw) turns the pixel axes on the sky about ``center``: pixel offsets
+      ``(dx, dy)`` from the centre sit at ``center + R(rotation) (dx, dy)``. ``coordinates()``
+      and the sampling grids are on the sky; :meth:`pixel_edges` and :attr:`extent` are in the
+      grid's own (unrotated) frame, and :meth:`to_grid_frame` maps sky positions into it.
+    - From a FITS WCS (:meth:`from_wcs`): sky ``(x, y)`` are tangent-plane offsets in arcsec
+      from the WCS reference point ``CRVAL``, ``x`` towards the west (``-dRA cos(dec)``: to the
+      right on a north-up, east-left image) and ``y`` towards the north.
 
     Arguments:
         shape: ``(ny, nx)`` number of pixel rows and columns.
@@ -31,6 +41,7 @@ class PixelGrid(ck.Module):
         center: ``(x, y)`` sky position of the grid centre, arcsec.
         supersample: sub-pixels per pixel side used to integrate extended sources.
         dtype, device: of the coordinate tensors (default float64 on the CPU).
+        rotation: angle of the pixel axes on the sky, rad, counter-clockwise.
 
     Example:
         >>> grid = PixelGrid((50, 50), pixel_scale=0.04, supersample=3)
@@ -48,6 +59,7 @@ class PixelGrid(ck.Module):
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
         name: str | None = None,
+        rotation: float = 0.0,
     ):
         super().__init__(name)
         if len(shape) != 2 or min(shape) < 1:
@@ -60,6 +72,7 @@ class PixelGrid(ck.Module):
         self.pixel_scale = float(pixel_scale)
         self.center = (float(center[0]), float(center[1]))
         self.supersample = int(supersample)
+        self.rotation = float(rotation)
         self.dtype = dtype
         self.device = device
         self._coords = self._make(1)
@@ -75,9 +88,24 @@ class PixelGrid(ck.Module):
         kw = dict(dtype=self.dtype, device=self.device)
         offset = (torch.arange(s, **kw) - (s - 1) / 2) * (self.pixel_scale / s)
         # (s * s, ny, nx): sub-pixel (row, column) offset first, then the pixel
-        dx = offset.repeat(s)[:, None, None]
-        dy = offset.repeat_interleave(s)[:, None, None]
+        dx, dy = self._rotate(offset.repeat(s)[:, None, None],
+                              offset.repeat_interleave(s)[:, None, None])
         return (x + dx).contiguous(), (y + dy).contiguous()
+
+    def _rotate(self, dx, dy, sign: float = 1.0):
+        if self.rotation == 0.0:
+            return dx, dy
+        c, s = math.cos(self.rotation), sign * math.sin(self.rotation)
+        return c * dx - s * dy, s * dx + c * dy
+
+    def to_grid_frame(self, x, y):
+        """Sky positions ``(x, y)`` (arcsec) in the grid's own frame, where :meth:`pixel_edges`
+        are (the identity for ``rotation=0``)."""
+        if self.rotation == 0.0:
+            return x, y
+        cx, cy = self.center
+        dx, dy = self._rotate(x - cx, y - cy, sign=-1.0)
+        return dx + cx, dy + cy
 
     def _make_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         ny, nx = self.shape
@@ -93,6 +121,10 @@ class PixelGrid(ck.Module):
         xs = self.center[0] + (torch.arange(nx * s, **kw) - (nx * s - 1) / 2) * step
         ys = self.center[1] + (torch.arange(ny * s, **kw) - (ny * s - 1) / 2) * step
         y, x = torch.meshgrid(ys, xs, indexing="ij")
+        if self.rotation != 0.0:  # pixel offsets from the centre, turned onto the sky
+            cx, cy = self.center
+            dx, dy = self._rotate(x - cx, y - cy)
+            x, y = dx + cx, dy + cy
         if s == 1:
             # the pixel centres (the samples of an unsupersampled grid) are contiguous, not
             # meshgrid's broadcast views: a compiled simulator then walks every coordinate array
@@ -100,6 +132,63 @@ class PixelGrid(ck.Module):
             # the views it split them into loops that store their intermediates, 1.3x slower)
             return x.contiguous(), y.contiguous()
         return x, y  # views: (ny s, nx s) arrays of a large grid would cost memory for nothing
+
+    @classmethod
+    def from_wcs(cls, wcs, shape: tuple[int, int] | None = None, supersample: int = 1,
+                 **kwargs) -> PixelGrid:
+        """The grid of an image whose pixels an astropy WCS (or a FITS header) places on the sky.
+
+        Pixel scale (arcsec), rotation and the grid centre follow from the WCS's ``CD`` (or
+        ``PC`` x ``CDELT``) matrix and reference pixel ``CRPIX``; sky ``(x, y)`` are arcsec
+        offsets from ``CRVAL``, ``x`` west and ``y`` north (see the class conventions). Only
+        square pixels and images with the sky's parity (north-up east-left after a rotation)
+        are grids; for a mirrored image, flip the array's columns and the WCS first.
+
+        Arguments:
+            wcs: an ``astropy.wcs.WCS`` or a FITS header with a celestial WCS.
+            shape: ``(ny, nx)``; default the WCS's ``pixel_shape`` (or ``NAXIS2, NAXIS1``).
+            supersample, kwargs: as for the constructor.
+
+        Example:
+            >>> from astropy.wcs import WCS
+            >>> w = WCS(naxis=2)
+            >>> w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+            >>> w.wcs.crval, w.wcs.crpix = [150.0, 2.0], [25.5, 25.5]
+            >>> w.wcs.cdelt = [-0.04 / 3600, 0.04 / 3600]
+            >>> grid = PixelGrid.from_wcs(w, (50, 50))
+            >>> round(grid.pixel_scale, 6), grid.rotation, grid.center
+            (0.04, 0.0, (0.0, 0.0))
+        """
+        from astropy.wcs import WCS
+
+        if not isinstance(wcs, WCS):
+            wcs = WCS(wcs)
+        wcs = wcs.celestial
+        if shape is None:
+            if wcs.pixel_shape is None:
+                raise ShapeError("the WCS has no image size: pass shape=(ny, nx)")
+            shape = tuple(wcs.pixel_shape[::-1])
+        # (dxi, deta) per pixel step (column, row), arcsec; x = -xi (west), y = eta (north)
+        matrix = wcs.pixel_scale_matrix * 3600.0
+        matrix = torch.tensor([[-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64) @ torch.tensor(
+            matrix, dtype=torch.float64)
+        det = float(torch.linalg.det(matrix))
+        if det <= 0:
+            raise ValueError("the WCS mirrors the sky (east to the right on a north-up image): "
+                             "flip the image's columns and the WCS before making a PixelGrid")
+        scale = math.sqrt(det)
+        rotation = math.atan2(float(matrix[1, 0]), float(matrix[0, 0]))
+        if not torch.allclose(matrix / scale, torch.tensor(
+                [[math.cos(rotation), -math.sin(rotation)], [math.sin(rotation),
+                                                              math.cos(rotation)]],
+                dtype=torch.float64), atol=1e-6):
+            raise ValueError("the WCS's pixels are not square (skewed or of two sizes)")
+        ny, nx = shape
+        offset = torch.tensor([(nx - 1) / 2, (ny - 1) / 2], dtype=torch.float64) - (
+            torch.tensor(wcs.wcs.crpix, dtype=torch.float64) - 1.0)  # FITS pixels count from 1
+        center = (matrix @ offset).tolist()
+        return cls(shape, scale, center=(center[0], center[1]), supersample=supersample,
+                   rotation=rotation % (2 * math.pi), **kwargs)
 
     @property
     def pixel_area(self) -> float:

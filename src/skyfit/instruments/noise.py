@@ -5,13 +5,14 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 
 __all__ = ["ReadPoissonNoise"]
 
 
-class ReadPoissonNoise(ck.Module):
+class ReadPoissonNoise(ModuleDisplay, ck.Module):
     """Photon (Poisson) noise plus read noise, for images in flux per pixel (electrons / s).
 
     A pixel receiving ``m`` e-/s (model + sky) for ``exposure_time`` s collects ``N ~ Poisson(m t)``

@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..errors import ShapeError
 from ..params import Param
@@ -14,7 +15,7 @@ from .grid import PixelGrid
 __all__ = ["PSF", "GaussianPSF", "PixelatedPSF"]
 
 
-class PSF(ck.Module):
+class PSF(ModuleDisplay, ck.Module):
     """Base class: a PSF sampled on the image pixel grid as an odd ``size x size`` kernel.
 
     Subclasses define ``kernel(pixel_scale, dtype=torch.float64)`` (normalised to sum 1, computed in
@@ -109,6 +110,7 @@ class GaussianPSF(PSF):
         """Image (flux per pixel) of a point source of ``flux`` at ``(x0, y0)``; batch dims of
         ``x0, y0, flux, sigma`` broadcast in front of the grid shape."""
         x_edges, y_edges = grid.pixel_edges()
+        x0, y0 = grid.to_grid_frame(x0, y0)
         # scalars broadcast against the edges as they are (no unsqueeze, no autograd node)
         x0, y0 = _trailing_axis(x0, x_edges), _trailing_axis(y0, x_edges)
         flux, sigma = _trailing_axis(flux, x_edges), _trailing_axis(sigma, x_edges)
@@ -175,8 +177,11 @@ class PixelatedPSF(PSF):
         # roll so the kernel centre sits on canvas pixel (0, 0); the phase ramp then moves it
         canvas = torch.roll(canvas, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))
         as_t = lambda v: torch.as_tensor(v, dtype=x.dtype, device=x.device)  # noqa: E731
-        u = (as_t(x0) - x[0, 0]) / grid.pixel_scale + pad  # canvas column of the source
-        v = (as_t(y0) - y[0, 0]) / grid.pixel_scale + pad  # canvas row of the source
+        # in the grid's own frame (the identity unless the grid is rotated on the sky)
+        (x0, y0), (x00, y00) = grid.to_grid_frame(as_t(x0), as_t(y0)), \
+            grid.to_grid_frame(x[0, 0], y[0, 0])
+        u = (x0 - x00) / grid.pixel_scale + pad  # canvas column of the source
+        v = (y0 - y00) / grid.pixel_scale + pad  # canvas row of the source
         fy = torch.fft.fftfreq(Hc, dtype=x.dtype, device=x.device)
         fx = torch.fft.rfftfreq(Wc, dtype=x.dtype, device=x.device)
         phase = fy[:, None] * v[..., None, None] + fx[None, :] * u[..., None, None]

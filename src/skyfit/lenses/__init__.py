@@ -22,6 +22,7 @@ Conventions (stated here once for all of skyfit's lensing):
   arrives first.
 """
 
+from .astropy_cosmology import AstropyCosmology
 from .base import ThinLens
 from .caustics import critical_curves
 from .cosmology import FlatLambdaCDM
@@ -41,6 +42,7 @@ __all__ = [
     "EPL",
     "CompositeLens",
     "FlatLambdaCDM",
+    "AstropyCosmology",
     "LensGeometry",
     "find_images",
     "LensImages",

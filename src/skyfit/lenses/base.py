@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 
 __all__ = ["ThinLens"]
@@ -21,7 +22,7 @@ MODEL_METHOD_DOCS = {
 }
 
 
-class ThinLens(ck.Module):
+class ThinLens(ModuleDisplay, ck.Module):
     """A mass distribution in one lens plane (the conventions are in :mod:`skyfit.lenses`).
 
     Subclasses define three ``@forward`` methods of sky coordinates ``x, y`` (arcsec):

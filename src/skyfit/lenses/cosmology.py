@@ -8,6 +8,7 @@ import caskade as ck
 import numpy as np
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 
@@ -38,7 +39,7 @@ _NODES = (_NODES + 1) / 2
 _WEIGHTS = _WEIGHTS / 2
 
 
-class FlatLambdaCDM(ck.Module):
+class FlatLambdaCDM(ModuleDisplay, ck.Module):
     """Flat Lambda-CDM cosmology without radiation (astropy's ``FlatLambdaCDM`` with ``Tcmb0=0``).
 
     Distances are in Mpc, from ``D_C(z) = c/H0 int_0^z dz' / E(z')`` with

@@ -7,14 +7,16 @@ import math
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
+from .astropy_cosmology import AstropyCosmology, is_astropy_cosmology
 from .cosmology import FlatLambdaCDM, constants
 
 __all__ = ["LensGeometry"]
 
 
-class LensGeometry(ck.Module):
+class LensGeometry(ModuleDisplay, ck.Module):
     """Lens redshift ``z_l``, source redshift ``z_s`` and a cosmology: the lens system's
     distances, and the conversions between physical and angular quantities.
 
@@ -27,7 +29,9 @@ class LensGeometry(ck.Module):
 
     Arguments:
         z_l: lens redshift. z_s: source redshift (> z_l). cosmology: a
-        :class:`FlatLambdaCDM` (default H0 = 70, Om0 = 0.3).
+        :class:`FlatLambdaCDM` (default H0 = 70, Om0 = 0.3; differentiable, H0 and Om0 are
+        Params), or any ``astropy.cosmology`` instance (distances from astropy, wrapped in
+        :class:`~skyfit.lenses.AstropyCosmology`: no gradients to the redshifts).
 
     Example:
         >>> geometry = LensGeometry(z_l=0.5, z_s=2.0)
@@ -45,7 +49,11 @@ class LensGeometry(ck.Module):
                          description="lens redshift")
         self.z_s = Param("z_s", z_s, valid=(0.0, None), units="dimensionless",
                          description="source redshift")
-        self.cosmology = cosmology if cosmology is not None else FlatLambdaCDM()
+        if cosmology is None:
+            cosmology = FlatLambdaCDM()
+        elif is_astropy_cosmology(cosmology):
+            cosmology = AstropyCosmology(cosmology, name="cosmology")
+        self.cosmology = cosmology
 
     @forward
     def distances(self, z_l=None, z_s=None):

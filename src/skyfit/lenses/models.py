@@ -12,6 +12,7 @@ from .._tensor import batch_param
 from ..params import Param
 from . import functions as F
 from .base import ThinLens
+from .pointers import NFWAngle, PointMassEinsteinRadius, SISEinsteinRadius
 
 __all__ = ["SIS", "SIE", "PointMass", "ExternalShear", "MassSheet", "NFW", "EPL", "CompositeLens"]
 
@@ -49,7 +50,7 @@ class SIS(ThinLens):
         lens = cls(name, x0=x0, y0=y0, theta_E=None)
         lens.sigma_v = Param("sigma_v", sigma_v, valid=(0.0, None), units="km/s",
                              description="velocity dispersion")
-        lens.theta_E = lambda p: p.geometry.sis_einstein_radius(p.sigma_v.value)
+        lens.theta_E = SISEinsteinRadius()
         lens.theta_E.link("sigma_v", lens.sigma_v)
         lens.theta_E.link("geometry", geometry)
         return lens
@@ -140,7 +141,7 @@ class PointMass(ThinLens):
         ``geometry``, a :class:`~skyfit.LensGeometry`)."""
         lens = cls(name, x0=x0, y0=y0, theta_E=None)
         lens.mass = Param("mass", mass, valid=(0.0, None), units="Msun", description="mass")
-        lens.theta_E = lambda p: p.geometry.point_mass_einstein_radius(p.mass.value)
+        lens.theta_E = PointMassEinsteinRadius()
         lens.theta_E.link("mass", lens.mass)
         lens.theta_E.link("geometry", geometry)
         return lens
@@ -270,8 +271,7 @@ class NFW(ThinLens):
         lens.concentration = Param("concentration", concentration, valid=(0.0, None),
                                    units="dimensionless", description="r200c / scale radius")
         for i, name_ in enumerate(("Rs", "alpha_Rs")):
-            setattr(lens, name_, lambda p, i=i: p.geometry.nfw_angles(p.m200c.value,
-                                                                    p.concentration.value)[i])
+            setattr(lens, name_, NFWAngle(i))
             param = getattr(lens, name_)
             param.link("m200c", lens.m200c)
             param.link("concentration", lens.concentration)

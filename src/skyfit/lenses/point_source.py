@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 from .base import ThinLens
@@ -14,7 +15,7 @@ from .solver import LensImages, find_images
 __all__ = ["LensedPointSource", "LensedSupernova"]
 
 
-class LensedPointSource(ck.Module):
+class LensedPointSource(ModuleDisplay, ck.Module):
     """A point source at ``(x0, y0)`` in the source plane, seen through ``lens``.
 
     :meth:`images` solves the lens equation (:func:`~skyfit.find_images`) and returns the images

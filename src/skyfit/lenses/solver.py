@@ -228,19 +228,9 @@ def find_images(
             centre = ((sum(c[0] for c in centres) / len(centres), sum(c[1] for c in centres)
                        / len(centres)) if centres else (0.0, 0.0))
         cx, cy = float(centre[0]), float(centre[1])
-        n = max(8, int(math.ceil(window / resolution)) + 1)
-        xs, ys = [], []
-        cand = _candidates_on_square(lens, sx, sy, cx, cy, window, n, dtype, device)
-        xs.append(cand[0]), ys.append(cand[1])
-        unique_centres = []
-        for c in centres:
-            if all(math.hypot(c[0] - u[0], c[1] - u[1]) > r_min for u in unique_centres):
-                unique_centres.append(c)
-        for c in unique_centres:
-            cand = _candidates_on_polar(lens, sx, sy, c[0], c[1], r_min, 4 * resolution + 2 * r_min,
-                                        48, 96, dtype, device)
-            xs.append(cand[0]), ys.append(cand[1])
-        x, y = torch.cat(xs), torch.cat(ys)
+        unique_centres = _distinct_centres(centres, r_min)
+        x, y = _grid_candidates(lens, sx, sy, cx, cy, window, resolution, r_min, unique_centres,
+                                dtype, device)
         images = _polish(lens, x, y, sx, sy, max_iter, tol, resolution)
 
         # index theorem: parities inside the window must add up to its winding number
@@ -249,43 +239,88 @@ def find_images(
         central = {}
         for c in unique_centres:
             central[c] = _winding(lens, sx, sy, *_circle(c[0], c[1], r_min, 720, dtype, device))
-
-        def parity_sum(ix, iy) -> int:  # of the images outside the discs around the centres
-            mu = lens.magnification(x=ix, y=iy)
-            outside = torch.ones_like(ix, dtype=torch.bool)
-            for c in unique_centres:
-                outside &= torch.hypot(ix - c[0], iy - c[1]) > r_min
-            return int(torch.sign(mu[outside]).sum())
-
-        parities = parity_sum(*images)
+        parities = _parity_sum(lens, *images, unique_centres, r_min)
         expected = winding - sum(central.values())
         if parities != expected and images[0].numel() > 0:
-            # missed images sit next to found ones (a close pair at a fold): search finer there
-            xs, ys = [images[0]], [images[1]]
-            for ix, iy in zip(*images):
-                cand = _candidates_on_square(lens, sx, sy, float(ix), float(iy), 8 * resolution,
-                                             161, dtype, device)
-                xs.append(cand[0]), ys.append(cand[1])
-            images = _polish(lens, torch.cat(xs), torch.cat(ys), sx, sy, max_iter, tol, resolution)
-            parities = parity_sum(*images)
+            images = _refine_near_images(lens, images, sx, sy, resolution, max_iter, tol, dtype,
+                                         device)
+            parities = _parity_sum(lens, *images, unique_centres, r_min)
         ix, iy = images
         if parities != expected and warn:
-            warnings.warn(ImageCountWarning(
-                f"found {ix.numel()} image(s) of the source at ({float(sx):.4g}, {float(sy):.4g}) "
-                f"with parities summing to {parities}, but the lens mapping winds {winding} "
-                f"time(s) around the {window}\" window edge and {sum(central.values())} time(s) "
-                f"around the mass centres, so the parities must sum to {expected}: "
-                f"{abs(expected - parities)} or more image(s) are missing. Decrease "
-                f"`resolution` (now {resolution}\") or enlarge `window`."), stacklevel=2)
-        mu = lens.magnification(x=ix, y=iy)
-        fermat = lens.fermat_potential(x=ix, y=iy, beta_x=sx, beta_y=sy)
-        order = torch.argsort(fermat)
-        unresolved = []
-        for c, w in central.items():
-            inside = torch.hypot(ix - c[0], iy - c[1]) <= r_min
-            if w != 0 and not bool(inside.any()):
-                unresolved.append(c)
-        return LensImages(ix[order], iy[order], mu[order], fermat[order], unresolved, winding)
+            warnings.warn(ImageCountWarning(_missing_images_message(
+                ix.numel(), sx, sy, parities, winding, window, sum(central.values()), expected,
+                resolution)), stacklevel=2)
+        return _sorted_images(lens, ix, iy, sx, sy, central, r_min, winding)
+
+
+def _distinct_centres(centres, r_min):
+    """The mass centres with those closer than ``r_min`` to an earlier one dropped (one polar
+    grid and one central winding number per distinct centre)."""
+    unique_centres = []
+    for c in centres:
+        if all(math.hypot(c[0] - u[0], c[1] - u[1]) > r_min for u in unique_centres):
+            unique_centres.append(c)
+    return unique_centres
+
+
+def _grid_candidates(lens, sx, sy, cx, cy, window, resolution, r_min, unique_centres, dtype,
+                     device):
+    """Newton starting points from the square grid over the window and the polar grids around
+    the distinct mass centres, concatenated in that order."""
+    n = max(8, int(math.ceil(window / resolution)) + 1)
+    xs, ys = [], []
+    cand = _candidates_on_square(lens, sx, sy, cx, cy, window, n, dtype, device)
+    xs.append(cand[0]), ys.append(cand[1])
+    for c in unique_centres:
+        cand = _candidates_on_polar(lens, sx, sy, c[0], c[1], r_min, 4 * resolution + 2 * r_min,
+                                    48, 96, dtype, device)
+        xs.append(cand[0]), ys.append(cand[1])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _parity_sum(lens, ix, iy, unique_centres, r_min) -> int:
+    """Sum of the parities of the images outside the discs of radius ``r_min`` around the
+    centres (those discs are accounted for by their own winding numbers)."""
+    mu = lens.magnification(x=ix, y=iy)
+    outside = torch.ones_like(ix, dtype=torch.bool)
+    for c in unique_centres:
+        outside &= torch.hypot(ix - c[0], iy - c[1]) > r_min
+    return int(torch.sign(mu[outside]).sum())
+
+
+def _refine_near_images(lens, images, sx, sy, resolution, max_iter, tol, dtype, device):
+    """Search a finer grid around every found image and polish again: missed images sit next
+    to found ones (a close pair at a fold)."""
+    xs, ys = [images[0]], [images[1]]
+    for ix, iy in zip(*images):
+        cand = _candidates_on_square(lens, sx, sy, float(ix), float(iy), 8 * resolution,
+                                     161, dtype, device)
+        xs.append(cand[0]), ys.append(cand[1])
+    return _polish(lens, torch.cat(xs), torch.cat(ys), sx, sy, max_iter, tol, resolution)
+
+
+def _missing_images_message(n_found, sx, sy, parities, winding, window, central_winding,
+                            expected, resolution) -> str:
+    return (f"found {n_found} image(s) of the source at ({float(sx):.4g}, {float(sy):.4g}) "
+            f"with parities summing to {parities}, but the lens mapping winds {winding} "
+            f"time(s) around the {window}\" window edge and {central_winding} time(s) "
+            f"around the mass centres, so the parities must sum to {expected}: "
+            f"{abs(expected - parities)} or more image(s) are missing. Decrease "
+            f"`resolution` (now {resolution}\") or enlarge `window`.")
+
+
+def _sorted_images(lens, ix, iy, sx, sy, central, r_min, winding) -> LensImages:
+    """The images with magnifications and Fermat potentials, sorted by arrival time; centres
+    that wind with no image within ``r_min`` are reported as unresolved."""
+    mu = lens.magnification(x=ix, y=iy)
+    fermat = lens.fermat_potential(x=ix, y=iy, beta_x=sx, beta_y=sy)
+    order = torch.argsort(fermat)
+    unresolved = []
+    for c, w in central.items():
+        inside = torch.hypot(ix - c[0], iy - c[1]) <= r_min
+        if w != 0 and not bool(inside.any()):
+            unresolved.append(c)
+    return LensImages(ix[order], iy[order], mu[order], fermat[order], unresolved, winding)
 
 
 def _polish(lens, x, y, sx, sy, max_iter, tol, resolution):

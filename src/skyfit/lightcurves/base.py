@@ -5,6 +5,7 @@ from __future__ import annotations
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._tensor import batch_param
 from ..errors import ShapeError
 from ..params import Param
@@ -13,7 +14,7 @@ from .observed import distance_dimming, parse_shared, subset_entries
 __all__ = ["LightCurve"]
 
 
-class LightCurve(ck.Module):
+class LightCurve(ModuleDisplay, ck.Module):
     """A light curve: flux (image flux units) as a function of time ``t`` (days), per band.
 
     Single band (``bands=None``): every parameter is a scalar (or carries only batch dimensions)

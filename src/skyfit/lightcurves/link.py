@@ -9,7 +9,28 @@ from ..errors import ShapeError
 from ..params import Param
 from .base import LightCurve
 
-__all__ = ["link_flux_to_light_curve"]
+__all__ = ["LightCurveFlux", "link_flux_to_light_curve"]
+
+
+class LightCurveFlux:
+    """The pointer function of a linked flux: ``lightcurve.flux(times, band)``.
+
+    A named callable rather than a lambda, so that a model holding it can be saved
+    (:func:`skyfit.save_model` stores ``spec()``) and pickled.
+
+    Arguments:
+        band: band index of each epoch (an integer tensor), or None for a single band.
+    """
+
+    def __init__(self, band=None):
+        self.band = band
+
+    def __call__(self, p):
+        return p.lightcurve.flux(p.times.value, band=self.band)
+
+    def spec(self) -> dict:
+        """The arguments that rebuild this function: ``LightCurveFlux(**spec())``."""
+        return {"band": self.band}
 
 
 def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, band=None):
@@ -20,7 +41,7 @@ def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, b
     :func:`skyfit.sources.profiles.batch_param`). The light curve's dynamic parameters join the
     source's parameter vector; this is caskade's function-pointer pattern::
 
-        source.flux = lambda p: p.lightcurve.flux(p.times.value, band=band)
+        source.flux = LightCurveFlux(band)  # p.lightcurve.flux(p.times.value, band)
         source.flux.link("lightcurve", lightcurve); source.flux.link("times", times)
 
     Arguments:
@@ -66,7 +87,7 @@ def link_flux_to_light_curve(source: ck.Module, lightcurve: LightCurve, times, b
                              f"{n} epochs")
     if flux.pointer and flux.children:
         flux.unlink()  # replace an earlier pointer
-    source.flux = lambda p: p.lightcurve.flux(p.times.value, band=band)
+    source.flux = LightCurveFlux(band)
     source.flux.link("lightcurve", lightcurve)
     source.flux.link("times", times)
     return times

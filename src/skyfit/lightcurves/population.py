@@ -8,13 +8,14 @@ from collections.abc import Sequence
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 
 __all__ = ["NonCentredPopulation"]
 
 
-class NonCentredPopulation(ck.Module):
+class NonCentredPopulation(ModuleDisplay, ck.Module):
     """``theta_i = mu + tau eta_i`` with ``eta_i ~ Normal(0, 1)``: a non-centred population.
 
     A centred hierarchy (``theta_i ~ Normal(mu, tau)`` sampled directly) has a funnel: as ``tau``

@@ -9,7 +9,7 @@ from pathlib import Path
 __all__ = ["save_figure", "save_model_graph"]
 
 
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     """Save ``fig`` to ``path`` and close it; returns the path."""
     import matplotlib.pyplot as plt
 

@@ -12,15 +12,17 @@ __all__ = ["plot_image_stack", "plot_light_curve"]
 
 
 def plot_image_stack(data, model, sigma=None, extent=None, titles: Sequence[str] | None = None,
-                     cmap: str = "magma"):
+                     cmap: str = "magma", units: str = "flux / pixel"):
     """Data, model and residual panels, one column per image.
 
     Arguments:
         data, model: ``(n, ny, nx)`` or ``(ny, nx)`` images (flux per pixel).
         sigma: per-pixel noise; residuals are then ``(data - model) / sigma`` (else data - model).
         extent: ``grid.extent`` for axes in arcsec. titles: one per image.
+        units: of the images, shown on the colour bars.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     data, model = _np(data), _np(model)
     if data.ndim == 2:  # one image: one column (np.atleast_3d would append the axis instead)
@@ -30,10 +32,10 @@ def plot_image_stack(data, model, sigma=None, extent=None, titles: Sequence[str]
     if data.shape != model.shape:
         raise ValueError(f"data {data.shape} and model {model.shape} differ in shape")
     resid = data - model
-    label = "data - model"
+    label, resid_units = "data - model", units
     if sigma is not None:
         resid = resid / np.broadcast_to(_np(sigma), resid.shape)
-        label = "(data - model) / sigma"
+        label, resid_units = "(data - model) / sigma", "sigma"
     n = data.shape[0]
     fig, axes = plt.subplots(3, n, figsize=(2.4 * n + 0.6, 7.2), squeeze=False)
     vmin, vmax = np.percentile(model, [1, 99.7])
@@ -45,11 +47,20 @@ def plot_image_stack(data, model, sigma=None, extent=None, titles: Sequence[str]
         im2 = axes[2, i].imshow(resid[i], cmap="RdBu_r", vmin=-rmax, vmax=rmax, **kw)
         if titles:
             axes[0, i].set_title(titles[i], fontsize=9)
-        for ax in axes[:, i]:
-            ax.tick_params(labelsize=7)
-    for row, (name, im) in enumerate((("data", im0), ("model", im1), (label, im2))):
-        axes[row, 0].set_ylabel(name + ("\n[arcsec]" if extent is not None else ""), fontsize=9)
-        fig.colorbar(im, ax=axes[row, :].tolist(), shrink=0.8, pad=0.01)
+        for row, ax in enumerate(axes[:, i]):
+            # ticks inside the panel edges, labels on the outer panels only: no label runs
+            # into the neighbour's
+            ax.xaxis.set_major_locator(MaxNLocator(4, prune="both"))
+            ax.yaxis.set_major_locator(MaxNLocator(4, prune="both"))
+            ax.tick_params(labelsize=7, labelleft=i == 0, labelbottom=row == 2)
+        if extent is not None:
+            axes[2, i].set_xlabel("x [arcsec]", fontsize=8)
+    for row, (name, im, unit) in enumerate((("data", im0, units), ("model", im1, units),
+                                            (label, im2, resid_units))):
+        axes[row, 0].set_ylabel(name + ("\ny [arcsec]" if extent is not None else ""), fontsize=9)
+        bar = fig.colorbar(im, ax=axes[row, :].tolist(), shrink=0.8, pad=0.01)
+        bar.set_label(unit, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     return fig
 
 

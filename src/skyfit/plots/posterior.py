@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 
 __all__ = ["corner_plot", "trace_plot"]
@@ -49,7 +52,35 @@ def corner_plot(samples, truths=None, names=None, **kwargs):
     kwargs.setdefault("show_titles", True)
     kwargs.setdefault("title_fmt", ".3g")
     kwargs.setdefault("quantiles", [0.16, 0.5, 0.84])
-    return corner.corner(draws.reshape(-1, draws.shape[-1]), truths=truths, **kwargs)
+    kwargs.setdefault("title_kwargs", {"fontsize": 9})  # long names and values: no overlap
+    kwargs.setdefault("label_kwargs", {"fontsize": 9})
+    kwargs.setdefault("max_n_ticks", 3)
+    # corner logs one line per 2-D panel whose draws are too few for contours (short chains):
+    # counted here and reported in one sentence
+    too_few = _CountTooFewPoints()
+    root = logging.getLogger()
+    root.addFilter(too_few)
+    try:
+        fig = corner.corner(draws.reshape(-1, draws.shape[-1]), truths=truths, **kwargs)
+    finally:
+        root.removeFilter(too_few)
+    if too_few.count:
+        warnings.warn(f"corner_plot: {too_few.count} of the 2-D panels had too few distinct "
+                      f"draws for contours ({draws.shape[0] * draws.shape[1]} draws in all), "
+                      f"so they show points only; run longer chains for contours", stacklevel=2)
+    return fig
+
+
+class _CountTooFewPoints(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Too few points to create valid contours" in record.getMessage():
+            self.count += 1
+            return False
+        return True
 
 
 def trace_plot(samples, names=None, max_chains: int = 16, figsize=None):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from .._graph import ModuleList
 from ..errors import ParameterRangeError
@@ -61,7 +62,7 @@ class LensedSource(Source):
         return total
 
 
-class LensedImage(ck.Module):
+class LensedImage(ModuleDisplay, ck.Module):
     """Simulator of a strong lens: lensed sources + lens light + lensed point sources.
 
     ``image()`` (or calling the module) returns flux per pixel on ``grid``: the lensed sources

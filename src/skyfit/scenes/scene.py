@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from .._graph import ModuleList
 from ..errors import ShapeError
@@ -18,7 +19,7 @@ from ..sources.point import PointSource
 __all__ = ["Scene", "ImageStack"]
 
 
-class Scene(ck.Module):
+class Scene(ModuleDisplay, ck.Module):
     """Extended sources and point sources on a :class:`PixelGrid`, seen through a PSF.
 
     ``scene()`` returns the model image in flux per pixel, shape ``batch + grid.shape``. Extended
@@ -69,7 +70,7 @@ class Scene(ck.Module):
         ny, nx = grid.shape
         render_grid = (
             PixelGrid((ny + 2 * pad, nx + 2 * pad), grid.pixel_scale, grid.center,
-                      grid.supersample, grid.dtype, grid.device)
+                      grid.supersample, grid.dtype, grid.device, rotation=grid.rotation)
             if pad else grid
         )
         # a private helper grid, not a node of the model graph
@@ -108,7 +109,7 @@ class Scene(ck.Module):
         return image
 
 
-class ImageStack(ck.Module):
+class ImageStack(ModuleDisplay, ck.Module):
     """Several scenes (one per epoch or band) returned as one ``(n_images, ny, nx)`` stack.
 
     Parameters are shared between the scenes by caskade links, e.g.

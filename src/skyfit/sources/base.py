@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import caskade as ck
 
+from .._display import ModuleDisplay
+
 __all__ = ["Source"]
 
 
-class Source(ck.Module):
+class Source(ModuleDisplay, ck.Module):
     """An extended source: surface brightness (flux / arcsec^2) at any sky coordinates.
 
     Subclasses implement ``brightness(x, y)`` as a ``@forward`` method. Parameters may carry

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import caskade as ck
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 
 __all__ = ["PointSource"]
 
 
-class PointSource(ck.Module):
+class PointSource(ModuleDisplay, ck.Module):
     """An unresolved source at a sub-pixel position.
 
     It has no surface brightness: a scene renders it as ``flux`` times the PSF centred at

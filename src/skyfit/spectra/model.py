@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import caskade as ck
 import torch
 
+from .._display import ModuleDisplay
 from .._forward import forward
 from ..params import Param
 from .functions import (
@@ -66,7 +67,7 @@ def synthetic_line_list(elements=("Fe", "Mg", "Si", "Ca", "Ti"), lines_per_eleme
     )
 
 
-class StellarSpectrum(ck.Module):
+class StellarSpectrum(ModuleDisplay, ck.Module):
     """Normalised spectrum ``continuum(lambda; Teff) * exp(-sum of line opacities)``, broadened
     by the spectrograph's line-spread function, on ``n_pixels`` wavelengths.
 

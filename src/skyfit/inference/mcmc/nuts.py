@@ -174,6 +174,12 @@ class NUTS:
         _set_levels(t, 1)
         return t
 
+    def value_and_grad_of(self, z, chains):
+        """log p and gradient at ``z``, the points of chains ``chains`` (None: every chain, in
+        order). A density that differs per chain (one object per chain, ``sample_nuts_many``)
+        overrides this."""
+        return self.value_and_grad(z)
+
     def _leaf(self, t, generator, active, n_active):
         """One leapfrog step of every chain still building (one batched call), uniform
         progressive sampling in the subtree, checkpoints and the subtrees' U-turn checks."""
@@ -188,10 +194,11 @@ class NUTS:
         p = torch.addcmul(cur[:, D:2 * D], h, cur[:, 2 * D:3 * D])
         z = torch.addcmul(cur[:, :D], 2 * h, t.metric.velocity(p))
         if n_active == t.n_work:
-            logp, g = self.value_and_grad(z)
+            logp, g = self.value_and_grad_of(z, t.rows)
         else:
             idx = active.nonzero().squeeze(1)
-            logp_a, g_a = self.value_and_grad(z.index_select(0, idx))
+            chains = idx if t.rows is None else t.rows.index_select(0, idx)
+            logp_a, g_a = self.value_and_grad_of(z.index_select(0, idx), chains)
             logp = cur[:, 3 * D].index_copy(0, idx, logp_a)
             g = cur[:, 2 * D:3 * D].index_copy(0, idx, g_a)
         p = torch.addcmul(p, h, g)

@@ -8,7 +8,7 @@ many starts on one :class:`~skyfit.inference.LogDensity` and reports the distinc
 from .driver import BatchedResult, curvature_scales, minimize_batched
 from .lbfgs import LBFGSInfo, LBFGSOptions, LBFGSState, Status
 from .line_search import LineSearchResult, strong_wolfe
-from .multistart import MultistartResult, Optimum, group_optima, multistart
+from .multiple_starts import MultistartResult, Optimum, group_optima, multistart
 
 __all__ = [
     "multistart", "MultistartResult", "Optimum", "group_optima",

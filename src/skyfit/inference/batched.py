@@ -1,0 +1,141 @@
+"""Many independent log-densities of one shape, evaluated together: the batched-objects interface.
+
+A :class:`BatchedDensity` is N log-densities ``log p_n(x)`` of vectors of the same ``dim`` entries
+(one model, N datasets). Object ``n``'s density is ``object_log_prob(x, data_n)`` with ``data_n``
+its slice of :attr:`BatchedDensity.data`; everything else (a batch of points of chosen objects,
+per-object gradients and Hessians) is ``torch.func.vmap`` over that one function, so N objects
+cost one vectorised call, on any device.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+import torch
+
+from ..errors import LogDensityError, ParameterVectorError
+from .density import LogDensity
+
+__all__ = ["BatchedDensity", "ObjectRows"]
+
+
+class BatchedDensity(abc.ABC):
+    """N independent log-densities ``log p_n(x)``, ``x`` of ``dim`` entries, sharing names and
+    bounds.
+
+    Subclasses set ``names``, ``lower``, ``upper`` (``(dim,)``), ``data`` (a dict of tensors
+    with a leading object axis ``(N, ...)``) and implement :meth:`object_log_prob`, one object's
+    ``log p`` for ``x (dim,)`` and its data, written so that ``torch.func`` can transform it
+    (``vmap``, ``jacrev``). They may override :meth:`initial`.
+    """
+
+    names: list[str]
+    lower: torch.Tensor
+    upper: torch.Tensor
+    data: dict[str, torch.Tensor]
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters of one object."""
+        return len(self.names)
+
+    @property
+    def n_objects(self) -> int:
+        """Number of objects N."""
+        return next(iter(self.data.values())).shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point dtype of the parameters."""
+        return self.lower.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.lower.device
+
+    @abc.abstractmethod
+    def object_log_prob(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``log p`` of one object at ``x (dim,)`` given its data (one slice of :attr:`data`)."""
+
+    def initial(self) -> torch.Tensor:
+        """Default starts ``(N, dim)``; the base class has none."""
+        raise NotImplementedError(f"{type(self).__name__} has no initial() starts: pass init= "
+                                  f"an (N, {self.dim}) tensor of starts")
+
+    def rows_data(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The data of objects ``rows (k,)``, stacked ``(k, ...)``."""
+        return {key: value[rows] for key, value in self.data.items()}
+
+    def as_points(self, x) -> torch.Tensor:
+        """``x`` as a tensor of this density's dtype/device, checked for its trailing length."""
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ParameterVectorError(f"points have trailing length {tuple(x.shape)[-1:] or 0}, "
+                                       f"expected {self.dim} ({', '.join(self.names)})")
+        return x
+
+    def log_prob_rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``log p_{rows[i]}(x[i])`` for ``x (k, dim)`` and object indices ``rows (k,)``."""
+        x = self.as_points(x)
+        return torch.func.vmap(self.object_log_prob)(x, self.rows_data(rows))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p_n(x[..., n, :])`` for ``x (..., N, dim)``: shape ``(..., N)``."""
+        x = self.as_points(x)
+        n = self.n_objects
+        if x.ndim < 2 or x.shape[-2] != n:
+            raise ParameterVectorError(f"points must have shape (..., {n}, {self.dim}) (one row "
+                                       f"per object), got {tuple(x.shape)}")
+        flat = x.reshape(-1, n, self.dim)
+        rows = torch.arange(n, device=x.device).repeat(flat.shape[0])
+        return self.log_prob_rows(flat.reshape(-1, self.dim), rows).reshape(x.shape[:-1])
+
+    def value_and_grad_rows(self, x: torch.Tensor, rows: torch.Tensor):
+        """``log p`` ``(k,)`` and its gradient ``(k, dim)`` for points of objects ``rows``."""
+        with torch.enable_grad():
+            x = self.as_points(x).detach().requires_grad_(True)
+            logp = self.log_prob_rows(x, rows)
+            (grad,) = torch.autograd.grad(logp.sum(), x)
+        return logp.detach(), grad
+
+    def hessian_rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Per-object Hessians ``d^2 log p / dx dx^T`` ``(k, dim, dim)``: ``vmap`` of
+        reverse-over-reverse autograd (``jacrev(jacrev)``), symmetrised."""
+        x = self.as_points(x).detach()
+        H = torch.func.vmap(torch.func.jacrev(torch.func.jacrev(self.object_log_prob)))(
+            x, self.rows_data(rows))
+        H = 0.5 * (H + H.transpose(-1, -2))
+        if not torch.isfinite(H).all():
+            bad = torch.nonzero(~torch.isfinite(H).flatten(1).all(1)).flatten()[:5].tolist()
+            raise LogDensityError(f"the Hessian has NaN or inf entries for objects {bad}; are "
+                                  "their points inside the support?")
+        return H
+
+
+class ObjectRows(LogDensity):
+    """One :class:`LogDensity` over a chain axis whose entry ``i`` belongs to object ``rows[i]``:
+    ``log_prob(x (..., k, dim))`` is ``log p_{rows[i]}(x[..., i, :])``. This is how objects x
+    chains run through the single-density samplers in one batch."""
+
+    def __init__(self, batched: BatchedDensity, rows: torch.Tensor):
+        self.batched = batched
+        self.all_rows = torch.as_tensor(rows, device=batched.device)
+        self.rows = self.all_rows
+        self.names = list(batched.names)
+        self.lower, self.upper = batched.lower, batched.upper
+
+    def select(self, chains: torch.Tensor | None) -> None:
+        """Evaluate only the entries ``chains`` of the chain axis from now on (None: all)."""
+        self.rows = self.all_rows if chains is None else self.all_rows[chains]
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        k = self.rows.shape[0]
+        if x.ndim < 2 or x.shape[-2] != k:
+            raise ParameterVectorError(f"points must have shape (..., {k}, {self.dim}), got "
+                                       f"{tuple(x.shape)}")
+        flat = x.reshape(-1, self.dim)
+        rows = self.rows.repeat(flat.shape[0] // k)
+        return self.batched.log_prob_rows(flat, rows).reshape(x.shape[:-1])

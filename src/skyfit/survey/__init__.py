@@ -1,0 +1,6 @@
+"""Survey scale: one model fitted to many objects in batches, and sharded over Dask workers."""
+
+from .catalogue import CatalogueError, fit_catalogue, fit_chunk
+from .objects import ManyObjects, stack_ragged
+
+__all__ = ["ManyObjects", "stack_ragged", "fit_catalogue", "fit_chunk", "CatalogueError"]

@@ -1,0 +1,200 @@
+"""Many independent objects in one batched call, and a catalogue over Dask workers."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skyfit import fit_map, laplace
+from skyfit.examples.survey_night import simulate_survey_night, villar_posterior
+from skyfit.inference.many import fit_map_many, laplace_many
+from skyfit.survey import CatalogueError, ManyObjects, fit_catalogue, fit_chunk, stack_ragged
+
+
+@pytest.fixture(scope="module")
+def night():
+    return simulate_survey_night(50, seed=3)
+
+
+def near_truth(night, seed=0):
+    # starts 2% off the truth: the fit has one clear mode to find from there
+    rng = np.random.default_rng(seed)
+    return night.truth * (1 + 0.02 * rng.standard_normal(night.truth.shape))
+
+
+def one_object(night, i, masked=True):
+    arrays = {k: v[i] for k, v in night.data.items()}
+    if not masked:  # the object's real points only, no padding, no mask
+        keep = arrays.pop("mask")
+        arrays = {k: v[keep] for k, v in arrays.items()}
+    return villar_posterior(**arrays)
+
+
+def test_batched_log_prob_equals_each_object_and_ignores_padding(night):
+    sub = night.subset(slice(0, 8))
+    many = ManyObjects(villar_posterior, sub.data)
+    x = torch.as_tensor(near_truth(sub))
+    batched = many.log_prob(x)
+    singles = torch.stack([one_object(sub, i, masked=False).log_prob(x[i]) for i in range(8)])
+    torch.testing.assert_close(batched, singles, rtol=1e-12, atol=0)
+    # padded entries changed arbitrarily: the masked points contribute exactly 0
+    garbage = {k: v.copy() for k, v in sub.data.items()}
+    pad = ~garbage["mask"]
+    assert pad.any()
+    garbage["flux"][pad] = 1e6
+    garbage["flux_err"][pad] = 1e-3
+    garbage["time"][pad] = -500.0
+    assert torch.equal(ManyObjects(villar_posterior, garbage).log_prob(x), batched)
+    # a chain axis in front: (chains, N, dim) -> (chains, N)
+    assert many.log_prob(torch.stack([x, x])).shape == (2, 8)
+
+
+def test_stack_ragged_pads_with_the_last_point_and_masks():
+    data = stack_ragged([{"t": [1.0, 2.0, 3.0], "b": [0, 1, 2]}, {"t": [4.0], "b": [1]}])
+    assert data["t"].tolist() == [[1.0, 2.0, 3.0], [4.0, 4.0, 4.0]]
+    assert data["b"].tolist() == [[0, 1, 2], [1, 1, 1]]
+    assert data["mask"].tolist() == [[True] * 3, [True, False, False]]
+
+
+def test_fit_map_many_and_laplace_many_equal_single_object_fits(night):
+    many = ManyObjects(villar_posterior, night.data)
+    x0 = torch.as_tensor(near_truth(night))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = laplace_many(many, fit_map_many(many, x0))
+    assert result.converged.float().mean() > 0.9
+    checked = 0
+    for i in range(len(night)):
+        post = one_object(night, i)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            single = fit_map(post, x0[i])
+        if not (single.converged and result.converged[i]):
+            continue
+        checked += 1
+        std = result.std[i]
+        tol = 1e-6 * (single.x.abs() + std)
+        assert ((result.x[i] - single.x).abs() <= tol).all(), (i, result.x[i], single.x)
+        if i < 5:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cov = laplace(post, single.x).covariance
+            torch.testing.assert_close(result.covariance[i], cov, rtol=1e-6, atol=0)
+    assert checked >= 45
+    table = result.to_pandas()
+    assert len(table) == 50 and {"Villar.t0", "Villar.t0_err", "converged"} <= set(table)
+    # the fitted t0 is within 5 sigma of the truth for nearly every object (a physics check)
+    pull = (table["Villar.t0"] - night.truth[:, 0]) / table["Villar.t0_err"]
+    assert (pull.abs() < 5).mean() > 0.9
+
+
+# -- Dask ------------------------------------------------------------------------------------
+
+def small_catalogue(n=12):
+    night = simulate_survey_night(n, seed=5)
+    return night, near_truth(night, seed=1)
+
+
+def test_dask_table_equals_in_process(tmp_path):
+    night, starts = small_catalogue()
+    inline = fit_catalogue(villar_posterior, night.data, tmp_path / "inline", chunk_size=4,
+                           starts=starts, client="inline", progress=False)
+    dask = fit_catalogue(villar_posterior, night.data, tmp_path / "dask", chunk_size=4,
+                         starts=starts, n_workers=2, processes=False, progress=False)
+    assert list(dask.index) == list(range(12))
+    numeric = list(inline.select_dtypes(include=["number", "bool"]).columns)
+    assert "Villar.t0_err" in numeric
+    np.testing.assert_allclose(dask[numeric].to_numpy(float), inline[numeric].to_numpy(float),
+                               rtol=1e-9)
+    assert list(dask["message"]) == list(inline["message"])
+
+
+def failing_once(factory, data, marker_dir=None, fail_chunk=1, kill=False, **options):
+    """A chunk fit that records each call, and dies (raises, or kills its worker process) the
+    first time it is given chunk ``fail_chunk``."""
+    first = options["first_index"]
+    calls = Path(marker_dir)
+    n_before = len(list(calls.glob(f"call-{first}-*")))
+    (calls / f"call-{first}-{n_before}").touch()
+    if first == len(data["time"]) * fail_chunk and n_before == 0:
+        if kill:
+            os._exit(1)  # the worker process dies mid-chunk
+        raise RuntimeError("simulated crash")
+    return fit_chunk(factory, data, **options)
+
+
+def test_resume_after_a_failed_run_refits_nothing_twice(tmp_path):
+    night, starts = small_catalogue(6)
+    out, calls = tmp_path / "out", tmp_path / "calls"
+    calls.mkdir()
+    with pytest.raises(CatalogueError, match="1 of 3 chunks failed"):
+        fit_catalogue(villar_posterior, night.data, out, chunk_size=2, starts=starts,
+                      fit=failing_once, client="inline", retries=0, progress=False,
+                      marker_dir=str(calls))
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["chunk-00000.parquet",
+                                                              "chunk-00002.parquet"]
+    table = fit_catalogue(villar_posterior, night.data, out, chunk_size=2, starts=starts,
+                          fit=failing_once, client="inline", progress=False,
+                          marker_dir=str(calls))
+    # chunks 0 and 2 once; chunk 1 twice (the crash, then the rerun); every object once
+    assert sorted(p.name for p in calls.iterdir()) == ["call-0-0", "call-2-0", "call-2-1",
+                                                        "call-4-0"]
+    assert list(table.index) == list(range(6))
+    assert table["converged"].all()
+    # the same folder refuses another catalogue
+    with pytest.raises(Exception, match="other data"):
+        fit_catalogue(villar_posterior, night.data, out, chunk_size=3, client="inline",
+                      progress=False)
+
+
+@pytest.mark.slow  # worker processes import torch: 1-2 min on a loaded 2-core machine
+def test_a_worker_killed_mid_chunk_loses_only_that_chunk(tmp_path):
+    # real worker processes: the first attempt at chunk 1 kills its process; the scheduler
+    # reruns the chunk on a fresh worker and every object is fitted exactly once in the table
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(__import__(__name__))
+    night, starts = small_catalogue(6)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    table = fit_catalogue(villar_posterior, night.data, tmp_path / "out", chunk_size=2,
+                          starts=starts, fit=failing_once, n_workers=1, processes=True,
+                          progress=False, marker_dir=str(calls), kill=True)
+    assert list(table.index) == list(range(6)) and table["converged"].all()
+    assert "call-2-1" in {p.name for p in calls.iterdir()}  # chunk 1 ran again after the kill
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_batched_fit_on_cuda_equals_cpu():
+    night = simulate_survey_night(20, seed=7)
+    x0 = torch.as_tensor(near_truth(night))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = fit_map_many(ManyObjects(villar_posterior, night.data), x0)
+        gpu = fit_map_many(ManyObjects(villar_posterior, night.data, device="cuda"), x0.cuda())
+    assert gpu.x.device.type == "cuda"
+    both = cpu.converged & gpu.converged.cpu()
+    assert both.float().mean() > 0.9
+    torch.testing.assert_close(gpu.x.cpu()[both], cpu.x[both], rtol=1e-6, atol=1e-8)
+
+
+def test_several_starts_per_object_keep_the_best(night):
+    sub = night.subset(slice(0, 5))
+    many = ManyObjects(villar_posterior, sub.data)
+    good = torch.as_tensor(near_truth(sub))
+    bad = good.clone()
+    bad[:, 5] = 1e-3  # a plateau of 0 days: a worse local optimum or a slow start
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = fit_map_many(many, good)
+        both = fit_map_many(many, torch.stack([bad, good]))
+    # never worse than the good start alone; where no better mode was found, the same point
+    assert (both.log_density >= one.log_density - 1e-9).all()
+    same = one.converged & ((both.log_density - one.log_density).abs() < 1e-8)
+    assert same.sum() >= 3
+    torch.testing.assert_close(both.x[same], one.x[same], rtol=1e-6, atol=1e-8)
