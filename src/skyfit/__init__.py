@@ -21,6 +21,7 @@ from . import (
     scenes,
     sources,
 )
+from ._ellipticity import e1e2_to_q_phi, q_phi_to_e1e2, use_ellipticity
 from .generative import GalaxyModel, load_pretrained
 from .inference import (
     LogDensity,
@@ -59,6 +60,7 @@ from .scenes import ImageStack, LensedImage, LensedSource, Scene
 from .sources import Gaussian, Pixelated, PointSource, Sersic, VAESource
 
 __all__ = [
+    "use_ellipticity", "q_phi_to_e1e2", "e1e2_to_q_phi",
     # subpackages
     "errors", "generative", "inference", "instruments", "io", "lenses", "lightcurves", "plots",
     "scenes", "sources",

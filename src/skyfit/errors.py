@@ -12,6 +12,8 @@ __all__ = [
     "HessianWarning",
     "ConvergenceWarning",
     "CompileFallbackWarning",
+    "LogDensityWarning",
+    "NoFreeParameterError",
 ]
 
 
@@ -55,6 +57,14 @@ class HessianWarning(UserWarning):
 
 class ConvergenceWarning(UserWarning):
     """An optimiser or sampler stopped without meeting its convergence criterion."""
+
+
+class LogDensityWarning(UserWarning):
+    """The log-density was NaN or inf at some of the points a sampler or optimiser evaluated."""
+
+
+class NoFreeParameterError(SkyfitError, ValueError):
+    """A likelihood or log-density with no free parameter: there is nothing to fit."""
 
 
 class ModelFileError(SkyfitError, ValueError):

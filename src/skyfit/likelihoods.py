@@ -39,6 +39,12 @@ def _finite_tensor(name: str, value, dtype=None, device=None, mask=None,
     return t
 
 
+def _nonempty(name: str, t: torch.Tensor) -> torch.Tensor:
+    if t.numel() == 0:
+        raise DataError(f"{name} is empty (shape {tuple(t.shape)}): there is nothing to fit")
+    return t
+
+
 def _check_mask(mask, shape) -> torch.Tensor | None:
     if mask is None:
         return None
@@ -104,7 +110,7 @@ class GaussianLikelihood(ModuleDisplay, ck.Module):
         self.model = model
         # the mask first: NaN data (or variance) in masked-out pixels is allowed
         self.mask = _check_mask(mask, torch.as_tensor(data).shape)
-        self.data = _finite_tensor("data", data, mask=self.mask)
+        self.data = _nonempty("data", _finite_tensor("data", data, mask=self.mask))
         if variance is not None:
             v_mask = self.mask if self.mask is not None and (
                 torch.as_tensor(variance).shape == self.mask.shape) else None
@@ -184,7 +190,7 @@ class PoissonLikelihood(ModuleDisplay, ck.Module):
         super().__init__(name)
         self.model = model
         self.mask = _check_mask(mask, torch.as_tensor(counts).shape)
-        counts = _finite_tensor("counts", counts, mask=self.mask)
+        counts = _nonempty("counts", _finite_tensor("counts", counts, mask=self.mask))
         if self.mask is not None:
             counts = torch.where(self.mask, counts, torch.zeros_like(counts))
         if (counts < 0).any() or (counts != counts.round()).any():

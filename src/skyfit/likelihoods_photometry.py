@@ -120,6 +120,8 @@ class PhotometryLikelihood(ModuleDisplay, ck.Module):
 
     # -- data -----------------------------------------------------------------------------
     def _rows_used(self, mask, n: int) -> torch.Tensor:
+        if n == 0:
+            raise DataError("the photometry is empty (0 rows): there is nothing to fit")
         if mask is None:
             return torch.ones(n, dtype=torch.bool)
         mask = torch.as_tensor(mask, dtype=torch.bool)

@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from ._display import Table, format_value
 from ._forward import forward
 from ._graph import ModuleList, param_paths, short_names
-from .errors import ParameterVectorError
+from .errors import NoFreeParameterError, ParameterVectorError
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
 
@@ -88,8 +88,8 @@ class Posterior(LogDensity):
         self.joint = _Joint(likelihood)
         params = list(self.joint.dynamic_params)
         if not params:
-            raise ValueError("the likelihood graph has no dynamic parameters to infer: call "
-                             ".to_dynamic() on the modules or Params to fit")
+            raise NoFreeParameterError("the likelihood graph has no dynamic parameters to infer: "
+                                       "call .to_dynamic() on the modules or Params to fit")
         if len(self.joint.dynamic_param_groups) > 1:
             raise ValueError(f"the dynamic parameters are in several caskade groups "
                              f"{list(self.joint.dynamic_param_groups)}; a Posterior takes one "

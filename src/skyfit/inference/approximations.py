@@ -44,12 +44,17 @@ class MAPResult:
     Attributes:
         x: the optimum, ``(dim,)``. names: parameter names. log_density: ``log p`` at ``x``.
         n_evals: log-density (+ gradient) evaluations, counted as work: a batched call of ``k``
-            points counts ``k``, an exact Hessian ``dim``. grad_norm: max |gradient| (free
-            entries).
+            points counts ``k``, an exact Hessian ``dim``. grad_norm: max |gradient x scale| over
+            the free entries (scale: the preconditioning ``1/sqrt(curvature)``, so the gradient
+            is in log p per posterior standard deviation).
         newton_decrement: ``g^T (-H)^-1 g / 2``, the log-density still to gain by a Newton step
-            (nan if the Hessian was not used). converged: judged by the decrement (< 1e-6) when
-            the Hessian is negative definite, else by ``grad_norm < gtol``; not by scipy alone.
+            (nan if the Hessian was not used or not negative definite). converged: see
+            :func:`~skyfit.inference.verdict.convergence_verdict`: finite, no parameter pinned at
+            a bound with the gradient pushing out, and a small decrement or scaled gradient.
         message: scipy's message. wall_time: seconds. density: the fitted density.
+        pinned: names of parameters pinned at a bound with the gradient pushing outward.
+        reason: the verdict in words (names pinned parameters and suggests a remedy).
+        optima: distinct optima of a multi-start fit as ``(log p, count)``, best first.
     """
 
     x: torch.Tensor
@@ -63,6 +68,9 @@ class MAPResult:
     wall_time: float
     density: LogDensity | None = field(repr=False)
     units: dict = field(default_factory=dict)
+    pinned: list[str] = field(default_factory=list)
+    reason: str = ""
+    optima: list[tuple[float, int]] = field(default_factory=list)
 
     def table(self) -> Table:
         """Summary: the optimum of each parameter, with its units."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -11,9 +11,11 @@ import torch
 from ..errors import HessianWarning, LogDensityError
 from .approximations import GaussianApproximation, units_of
 from .compiled import CompiledDensity
+from .circular import wrap
 from .density import LogDensity
 from .initialization import resolve_point
 from .results import Samples
+from .verdict import pinned_mask
 
 __all__ = ["log_density_hessian", "laplace", "LaplaceResult"]
 
@@ -45,36 +47,57 @@ class LaplaceResult(GaussianApproximation):
     Attributes (beyond :class:`GaussianApproximation`'s ``mean``, ``covariance``, ``names``,
     ``space``, ``std``, ``correlation``):
         hessian: ``H`` at the mode. repaired: True if ``-H`` was not positive definite and was
-        repaired (see :func:`laplace`).
+        repaired (see :func:`laplace`). periodic: ``{name: [lower, upper]}`` of the periodic
+        parameters: the Gaussian lives on their unwrapped line, its draws are wrapped.
     """
 
     hessian: torch.Tensor = None
     repaired: bool = False
+    periodic: dict = field(default_factory=dict)
 
     def _summary_extra(self) -> str:
         return ", -H repaired to positive definite" if self.repaired else ""
 
     def sample(self, n: int = 4000, seed: int = 0) -> Samples:
-        """Draws from the Gaussian approximation, as one chain of :class:`Samples`."""
-        draws = self.draw(n, seed)
-        return Samples(draws=draws[None].cpu().numpy(), names=list(self.names),
-                       log_density=np.full((1, n), np.nan), sampler="laplace")
+        """Draws from the Gaussian approximation, as one chain of :class:`Samples` (periodic
+        parameters wrapped into their range; the Samples' summary is then circular)."""
+        draws = self.draw(n, seed)[None].cpu().numpy()
+        for name, (lo, hi) in self.periodic.items():
+            i = self.names.index(name)
+            draws[..., i] = wrap(draws[..., i], lo, hi)
+        return Samples(draws=draws, names=list(self.names),
+                       log_density=np.full((1, n), np.nan), sampler="laplace",
+                       info={"periodic": dict(self.periodic)} if self.periodic else {})
 
 
 def _warn_at_bounds(density: LogDensity, x: torch.Tensor) -> None:
     # a parameter pinned at its bound with the density still rising outward (e.g. a flux fitted
     # to 0) is not at a mode: its Gaussian error is no confidence interval, say so
     at_low, at_high = x <= density.lower, x >= density.upper
-    if not (at_low | at_high).any():
+    if not ((at_low | at_high) & ~density.periodic).any():
         return
     _, g = density.value_and_grad(x)
-    pinned = (at_low & (g < 0)) | (at_high & (g > 0))
+    pinned = pinned_mask(x, g, density)
     if pinned.any():
         names = [f"{density.names[i]}={x[i].item():g}" for i in torch.nonzero(pinned).flatten()]
         warnings.warn(HessianWarning(
             f"{', '.join(names)} at the bound of the valid range with the log-density still "
             "rising outward: not a mode, so the Laplace error there is no confidence interval; "
             "quote a limit (e.g. from samples) for these parameters"), stacklevel=3)
+
+
+def _check_finite_point(density: LogDensity, x: torch.Tensor) -> None:
+    # at a NaN/inf point the Hessian is NaN, or zero where log p is a constant -inf: say that,
+    # rather than calling the Hessian flat
+    logp, grad = density.value_and_grad(x)
+    if not (torch.isfinite(logp) and torch.isfinite(grad).all()):
+        bad = [n for n, g in zip(density.names, grad.tolist()) if not np.isfinite(g)]
+        values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, x.tolist()))
+        raise LogDensityError(
+            f"laplace: log p or its gradient is NaN or inf at the point ({values}): "
+            f"log p = {float(logp):g}"
+            + (f", non-finite gradient for {bad}" if bad else "")
+            + ": no Gaussian approximation there; pass a converged mode (fit_map's result)")
 
 
 def laplace(density: LogDensity, x=None, tol: float = 1e-12) -> LaplaceResult:
@@ -106,6 +129,7 @@ def laplace(density: LogDensity, x=None, tol: float = 1e-12) -> LaplaceResult:
         True
     """
     x = resolve_point(density, x)
+    _check_finite_point(density, x)
     _warn_at_bounds(density, x)
     H = log_density_hessian(density, x)
     precision = -H
@@ -138,6 +162,9 @@ def laplace(density: LogDensity, x=None, tol: float = 1e-12) -> LaplaceResult:
     L = torch.linalg.cholesky(precision)
     covariance = torch.cholesky_inverse(L)
     covariance = 0.5 * (covariance + covariance.T)
+    periodic = {n: [float(lo), float(hi)] for n, lo, hi, w in zip(
+        density.names, density.lower.tolist(), density.upper.tolist(), density.periodic.tolist())
+        if w}
     return LaplaceResult(mean=x, covariance=covariance, names=list(density.names),
-                         units=units_of(density),
-                         space="constrained", hessian=H, repaired=repaired)
+                         units=units_of(density), space="constrained", hessian=H,
+                         repaired=repaired, periodic=periodic)

@@ -10,11 +10,15 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConvergenceWarning, LogDensityError
+from ..errors import ConvergenceWarning, LogDensityError, NoFreeParameterError
 from .approximations import MAPResult, units_of
 from .density import LogDensity
+from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
 from .laplace import log_density_hessian
+from .multistart_fit import best_of_starts
+from .nonfinite import NonfiniteTally
+from .verdict import convergence_verdict, pinned_mask
 
 __all__ = ["fit_map", "MAPResult"]
 
@@ -37,9 +41,18 @@ def check_finite_start(density: LogDensity, x0: torch.Tensor) -> tuple[torch.Ten
 
 def _free(x: torch.Tensor, g: torch.Tensor, density: LogDensity) -> torch.Tensor:
     # entries pinned at a bound with the gradient pushing outward are not free
-    at_low = (x <= density.lower) & (g < 0)
-    at_high = (x >= density.upper) & (g > 0)
-    return ~(at_low | at_high)
+    return ~pinned_mask(x, g, density)
+
+
+def _wrap_or_clamp(x: torch.Tensor, density: LogDensity) -> torch.Tensor:
+    """Periodic entries wrapped into ``[lower, upper)``, the others clamped to the bounds."""
+    clamped = torch.clamp(x, density.lower, density.upper)
+    periodic = density.periodic
+    if not bool(periodic.any()):
+        return clamped
+    lo = torch.where(periodic, density.lower, torch.zeros_like(x))
+    period = torch.where(periodic, density.upper - density.lower, torch.ones_like(x))
+    return torch.where(periodic, lo + torch.remainder(x - lo, period), clamped)
 
 
 def _exactly_flat(density: LogDensity, x: torch.Tensor, grad: torch.Tensor,
@@ -72,7 +85,7 @@ def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor)
         # preconditioning is an optimisation: the fit goes on unpreconditioned, but says so
         warnings.warn(ConvergenceWarning(
             f"fit_map: no preconditioning, the log-density failed on a batch of points "
-            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=3)
+            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=4)
         return torch.ones_like(x0)
     curv = -(g.diagonal() - grad0) / (pts.diagonal() - x0)
     ok = torch.isfinite(curv) & (curv > 0)
@@ -81,32 +94,39 @@ def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor)
 
 class _Objective:
     """``-log p`` and its gradient (and Hessian) in rescaled coordinates
-    ``v = (x - x_ref) / scale``, counting gradient evaluations as work."""
+    ``v = (x - x_ref) / scale``, counting gradient evaluations as work and the points where
+    the log-density or its gradient was not finite (:attr:`nonfinite`)."""
 
     def __init__(self, density: LogDensity, x_ref: torch.Tensor, scale: torch.Tensor,
                  reject_outside: bool = False):
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
+        self.nonfinite = NonfiniteTally(density.names)
         # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
         self.reject_outside = reject_outside
 
     def _outside(self, v: np.ndarray) -> bool:
         d = self.density
         x = self.x_ref + self.scale * torch.as_tensor(v, dtype=d.dtype, device=d.device)
-        return bool(((x < d.lower) | (x > d.upper)).any())
+        outside = (x < d.lower) | (x > d.upper)
+        return bool((outside & ~d.periodic).any())
 
     def to_x(self, v: np.ndarray) -> torch.Tensor:
-        # clamp: rescaled bounds can round to just outside the true ones
+        # clamp: rescaled bounds can round to just outside the true ones; periodic entries are
+        # optimised unbounded and wrapped, so the optimiser sees no wall at their bounds
         d = self.density
         x = self.x_ref + self.scale * torch.as_tensor(v, dtype=d.dtype, device=d.device)
-        return torch.clamp(x, d.lower, d.upper)
+        return _wrap_or_clamp(x, d)
 
     def __call__(self, v: np.ndarray):
         if self.reject_outside and self._outside(v):
             return np.inf, np.zeros_like(v)
         self.n_evals += 1
-        logp, grad = self.density.value_and_grad(self.to_x(v))
+        x = self.to_x(v)
+        logp, grad = self.density.value_and_grad(x)
         f = -logp.item()
-        if not math.isfinite(f):
+        if not (math.isfinite(f) and bool(torch.isfinite(grad).all())):
+            if not f == math.inf:  # -inf outside the support is a wall, not a failure
+                self.nonfinite.add(x[None])
             return np.inf, np.zeros_like(v)
         return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
 
@@ -131,8 +151,10 @@ def _scipy_options(density, method, maxiter, gtol, polish, x_ref, scale) -> dict
     if method == "L-BFGS-B":
         lo = ((density.lower - x_ref) / scale).tolist()
         hi = ((density.upper - x_ref) / scale).tolist()
-        kwargs["bounds"] = [(a if math.isfinite(a) else None, b if math.isfinite(b) else None)
-                            for a, b in zip(lo, hi)]
+        periodic = density.periodic.tolist()
+        kwargs["bounds"] = [(None, None) if wraps else
+                            (a if math.isfinite(a) else None, b if math.isfinite(b) else None)
+                            for a, b, wraps in zip(lo, hi, periodic)]
         # with the Newton polish after it, L-BFGS only needs to get close
         kwargs["options"].update(ftol=1e-15 if not polish else 1e-12, maxcor=30)
     return kwargs
@@ -146,6 +168,10 @@ def fit_map(
     gtol: float = 1e-6,
     polish: bool = True,
     precondition: bool = True,
+    starts: int = 1,
+    start_scale: float | None = None,
+    seed: int = 0,
+    coordinates: str = "auto",
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
 
@@ -162,6 +188,24 @@ def fit_map(
         x0: the start, resolved by :func:`~skyfit.inference.resolve_point`: ``None``
             (``density.initial()``), a ``(dim,)`` vector, a ``{name: value}`` dict, a previous
             result or an ``init_to_*`` strategy; must be inside the bounds.
+        starts: with ``N > 1``, ``N`` starts (``x0`` and ``N - 1`` drawn by
+            :func:`~skyfit.inference.multistart_fit.draw_starts`: from the broad default prior,
+            or with ``start_scale`` a Normal of that width around ``x0`` in the unconstrained
+            space; ``seed`` seeds them) run as ONE batched L-BFGS optimisation
+            (:func:`~skyfit.inference.multistart`, a vmapped value-and-gradient per line-search
+            trial); the best end point is then refined as a single start, and the distinct
+            optima found are reported in ``result.optima`` as ``(log p, count)``.
+
+    Periodic parameters (``density.periodic``, e.g. angles) are optimised unbounded and
+    wrapped: the optimiser sees no wall at their bounds, and results are in the canonical range.
+
+    Ellipses are fitted in ``(e1, e2)`` by default (``coordinates="auto"``): every
+    ``<prefix>.q`` / ``<prefix>.phi`` pair (axis ratio in ``(lo, 1]``, angle periodic over
+    ``[0, pi)``: Sersic, Gaussian sources, the SIE lens) is optimised as
+    ``e1 = (1-q)/(1+q) cos 2phi``, ``e2 = (1-q)/(1+q) sin 2phi`` (lenstronomy's convention), so
+    ``q -> 1`` and an axis swap are smooth instead of a wall at ``q = 1``. This changes only the
+    optimiser's coordinates (no Jacobian): the optimum is the same point, returned as
+    ``(q, phi)``. ``coordinates="native"`` optimises ``(q, phi)`` as given.
 
     Example:
         >>> import torch
@@ -171,12 +215,39 @@ def fit_map(
         >>> [round(v, 6) for v in res.x.tolist()], res.converged
         ([3.0, 3.0], True)
     """
-    from scipy.optimize import minimize  # kept out of `import skyfit`
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if density.dim == 0:
+        raise NoFreeParameterError("fit_map: the log-density has no free parameter to fit")
+    if int(starts) < 1:
+        raise ValueError(f"starts must be at least 1, got {starts}")
+    if coordinates not in ("auto", "native"):
+        raise ValueError(f"coordinates must be 'auto' or 'native', got {coordinates!r}")
     t_start = time.perf_counter()
     x0 = resolve_point(density, x0)
+    check_finite_start(density, x0)
+    pairs = ellipse_pairs(density) if coordinates == "auto" else []
+    target = EllipticityCoordinates(density, pairs) if pairs else density
+    y0 = target.to_y(x0) if pairs else x0
+    optima, n_multistart = [], 0
+    if int(starts) > 1:
+        y0, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
+    result = _fit_from(target, y0, method, maxiter, gtol, polish, precondition)
+    if pairs:  # back to the density's own (q, phi)
+        result.x = target.to_x(result.x).detach()
+        result.names, result.density = list(density.names), density
+    result.n_evals += n_multistart
+    result.optima = optima
+    result.wall_time = time.perf_counter() - t_start
+    return result
+
+
+def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, gtol: float,
+              polish: bool, precondition: bool) -> MAPResult:
+    """One scipy run from ``x0``, the Newton polish, and the verdict."""
+    from scipy.optimize import minimize  # kept out of `import skyfit`
+
+    t_start = time.perf_counter()
     _, grad0 = check_finite_start(density, x0)
     # Diagonal preconditioning: optimise v = (x - x0) / scale with scale ~ 1 / sqrt(curvature).
     # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
@@ -199,28 +270,23 @@ def fit_map(
     if polish:
         x, logp, grad, decrement, n_polish = _newton_polish(density, x, logp, grad)
         n_evals += n_polish
-    free = _free(x, grad, density)
-    grad_norm = float(grad[free].abs().max()) if free.any() else 0.0
-    if math.isfinite(decrement):
-        converged = decrement < 1e-6
-    else:
-        converged = grad_norm < max(gtol, 1e-8) * 1e3
-    flat = _exactly_flat(density, x, grad, free)
-    if flat:
-        converged = False
+    verdict = convergence_verdict(density, x, logp, grad, scale, decrement, gtol)
+    flat = _exactly_flat(density, x, grad, ~pinned_mask(x, grad, density))
+    if flat and verdict.converged:
+        verdict = verdict._replace(converged=False, reason=(
+            f"the log-density is exactly flat in {flat} (gradient and curvature exactly 0): the "
+            "model most likely underflowed (e.g. exponentials of MJD-sized times; subtract a "
+            "reference epoch) or does not depend on them. A zero gradient from underflow is "
+            "not convergence"))
+    if not verdict.converged:
         warnings.warn(ConvergenceWarning(
-            f"{method}: the log-density is exactly flat in {flat} (gradient and curvature exactly "
-            f"0): the model most likely underflowed (e.g. exponentials of MJD-sized times; "
-            f"subtract a reference epoch) or does not depend on them. A zero gradient from "
-            f"underflow is not convergence."), stacklevel=2)
-    elif not converged:
-        warnings.warn(ConvergenceWarning(
-            f"{method} stopped without converging (|grad|max={grad_norm:.3g}, Newton decrement="
-            f"{decrement:.3g}, scipy: {res.message}). Try another start or method."), stacklevel=2)
+            f"{method} stopped without converging: {verdict.reason} (scipy: {res.message})."),
+            stacklevel=3)
+    objective.nonfinite.warn("fit_map", objective.n_evals, stacklevel=4)
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
-                     units=units_of(density),
-                     n_evals=n_evals, grad_norm=grad_norm, newton_decrement=decrement,
-                     converged=bool(converged), message=str(res.message),
+                     n_evals=n_evals, grad_norm=verdict.grad_norm, newton_decrement=decrement,
+                     converged=verdict.converged, message=str(res.message),
+                     pinned=verdict.pinned, reason=verdict.reason, units=units_of(density),
                      wall_time=time.perf_counter() - t_start, density=density)
 
 
@@ -249,7 +315,7 @@ def _newton_polish(density: LogDensity, x, logp, grad):
         step[free] = step_free
         accepted = False
         for t in (1.0, 0.5, 0.25, 0.125):
-            x_try = torch.clamp(x + t * step, density.lower, density.upper)
+            x_try = _wrap_or_clamp(x + t * step, density)
             logp_try, grad_try = density.value_and_grad(x_try)
             n_evals += 1
             if torch.isfinite(logp_try) and logp_try >= logp - 1e-12:

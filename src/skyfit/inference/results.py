@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConvergenceWarning, CorruptFileError
+from .circular import circular_mean, circular_std, unwrap_around, wrap
 
 __all__ = ["Samples"]
 
@@ -33,7 +34,10 @@ class Samples:
             ``tree_depth``, ``energy``, ``step_size``, ``accept_prob``, ``n_steps``).
         sampler: the sampler's name.
         info: run-level facts (``wall_time`` s incl. warm-up, ``n_evals``, step size, mass matrix,
-            autocorrelation times, ...).
+            autocorrelation times, ...). ``info["periodic"]``: ``{name: [lower, upper]}`` of the
+            periodic parameters (angles): :meth:`mean`, :meth:`std`, :meth:`quantile` and
+            :meth:`summary` treat them on the circle (circular mean and sd, quantiles of the
+            draws unwrapped around the circular mean, wrapped back into range).
 
     Diagnostics (:meth:`summary`, :meth:`rhat`, :meth:`ess`, :meth:`mcse`) are ArviZ's
     rank-normalised R-hat and bulk / tail ESS. For emcee the "chains" are the walkers of one
@@ -109,13 +113,36 @@ class Samples:
             raise KeyError(f"no parameter {name!r}; parameters are {self.names}") from None
 
     # -- moments ---------------------------------------------------------------------------
+    def _periodic(self) -> list[tuple[int, float, float]]:
+        bounds = self.info.get("periodic") or {}
+        return [(self.names.index(n), float(lo), float(hi)) for n, (lo, hi) in bounds.items()
+                if n in self.names]
+
+    def _unwrapped(self) -> np.ndarray:
+        """The draws with each periodic parameter unwrapped around its circular mean."""
+        draws = self.draws.astype(np.float64, copy=True)
+        for i, lo, hi in self._periodic():
+            draws[..., i] = unwrap_around(draws[..., i], circular_mean(draws[..., i].ravel(),
+                                                                       lo, hi), lo, hi)
+        return draws
+
+    def _wrap_columns(self, values: np.ndarray) -> np.ndarray:
+        values = np.array(values, dtype=np.float64)
+        for i, lo, hi in self._periodic():
+            values[..., i] = wrap(values[..., i], lo, hi)
+        return values
+
     def mean(self) -> np.ndarray:
-        """Posterior mean per parameter, ``(parameter,)``."""
-        return self.flat().mean(0)
+        """Posterior mean per parameter, ``(parameter,)`` (circular mean for periodic ones)."""
+        return self._wrap_columns(self._unwrapped().reshape(-1, self.n_params).mean(0))
 
     def std(self) -> np.ndarray:
-        """Posterior standard deviation per parameter, ``(parameter,)``."""
-        return self.flat().std(0, ddof=1)
+        """Posterior standard deviation per parameter, ``(parameter,)`` (circular sd
+        ``sqrt(-2 ln R)`` for periodic ones)."""
+        sd = self.flat().std(0, ddof=1)
+        for i, lo, hi in self._periodic():
+            sd[i] = circular_std(self.flat()[:, i], lo, hi)
+        return sd
 
     def covariance(self) -> np.ndarray:
         """Posterior covariance, ``(parameter, parameter)``."""
@@ -123,7 +150,8 @@ class Samples:
 
     def quantile(self, q) -> np.ndarray:
         """Posterior quantile(s) per parameter (``numpy.quantile`` over all draws)."""
-        return np.quantile(self.flat(), q, axis=0)
+        return self._wrap_columns(np.quantile(self._unwrapped().reshape(-1, self.n_params), q,
+                                              axis=0))
 
     # -- diagnostics -----------------------------------------------------------------------
     @property
@@ -157,7 +185,7 @@ class Samples:
         ``AUTOCORR_TIMES_MIN`` (50) autocorrelation times. Returns ``[]`` when nothing is flagged.
         """
         from .diagnostics import diagnostics_table
-        table = diagnostics_table(self.draws, self.names, quantiles=())
+        table = diagnostics_table(self._unwrapped(), self.names, quantiles=())
         return self._check_table(table, rhat_max, ess_min, warn)
 
     def _check_table(self, table, rhat_max, ess_min, warn) -> list[str]:
@@ -195,7 +223,11 @@ class Samples:
         ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat``. Emits the warnings of :meth:`check`.
         """
         from .diagnostics import diagnostics_table
-        table = diagnostics_table(self.draws, self.names, quantiles=quantiles)
+        table = diagnostics_table(self._unwrapped(), self.names, quantiles=quantiles)
+        if self._periodic():
+            table["mean"], table["sd"] = self.mean(), self.std()
+            for q in quantiles:
+                table[f"q{100 * q:g}%"] = self.quantile(q)
         self._check_table(table, RHAT_MAX, ESS_MIN, warn)
         return table
 

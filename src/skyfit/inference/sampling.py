@@ -383,6 +383,11 @@ def _samples(run_, u, state: LoopState, trace: Trace, wall: float, error,
         **run_.kernel.final_info(a.tuning))
     if error is not None:
         info["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    vg.nonfinite.warn(run_.kernel.name.upper(), int(vg.n_evals), u.to_constrained, stacklevel=4)
+    periodic = {n: [float(lo), float(hi)] for n, lo, hi, w in zip(
+        run_.names, u.density.lower.tolist(), u.density.upper.tolist(), u.periodic.tolist()) if w}
+    if periodic:
+        info["periodic"] = periodic
     return Samples(draws=x.detach().cpu().numpy(), names=list(run_.names),
                    log_density=logp.detach().cpu().numpy(), sampler=run_.kernel.name,
                    sample_stats=stats, info=info)

@@ -16,6 +16,7 @@ from ..errors import ConvergenceWarning, LogDensityError
 from .approximations import GaussianApproximation, units_of
 from .density import LogDensity
 from .initialization import resolve_gaussian
+from .nonfinite import NonfiniteTally
 from .results import Samples
 from .transforms import UnconstrainedDensity
 from .variational_families import FlowFamily, GaussianFamily, make_flow, require_zuko
@@ -186,10 +187,11 @@ def fit_vi(
         q = (FlowFamily(make_flow(u.dim, u.dtype, u.device, dict(flow_kwargs or {})), loc,
                         scale_tril) if family == "flow"
              else GaussianFamily(loc, scale_tril, fullrank=family == "fullrank"))
-        history, n_bad = _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress)
+        history, n_bad, tally = _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress)
         final, terms = _final_elbo(q, u)
     k = _pareto_k(terms)
     _warn_fit(family, n_bad, n_steps, k)
+    tally.warn(f"VI ({family})", n_steps * n_samples, u.to_constrained, stacklevel=3)
     mean, cov = _moments(q, u, family)
     info = dict(wall_time=time.perf_counter() - t_start, n_steps=n_steps, n_samples=n_samples,
                 n_evals=n_steps * n_samples + 4096 + pre_evals, lr=lr, seed=seed,
@@ -261,6 +263,7 @@ def _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress):
     recenter_at = _recenter_steps(n_steps) if family != "flow" else set()
     history = np.full(n_steps, np.nan)
     n_bad, run_bad = 0, 0
+    tally = NonfiniteTally(u.names)
     bar = tqdm(range(n_steps), disable=not progress, desc=f"VI ({family})")
     for step in bar:
         for group in opt.param_groups:
@@ -275,6 +278,7 @@ def _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress):
         elbo = elbo_terms.mean()
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(elbo):
+            tally.add(z[~torch.isfinite(log_p)])
             n_bad += 1
             run_bad += 1
             if step == 0 or run_bad >= 50:
@@ -289,7 +293,7 @@ def _maximise_elbo(q, u, family, n_steps, lr, n_samples, progress):
         if progress and step % 50 == 0:
             bar.set_postfix(elbo=f"{history[step]:.4g}")
     bar.close()
-    return history, n_bad
+    return history, n_bad, tally
 
 
 def _raise_nonfinite(u, z, log_p, elbo_terms, when: str):

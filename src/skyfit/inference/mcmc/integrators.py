@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..nonfinite import NonfiniteTally
 from .metrics import Metric
 
 __all__ = ["ValueAndGrad", "leapfrog", "MAX_DELTA_ENERGY"]
@@ -30,14 +31,24 @@ class ValueAndGrad:
 
     Attributes:
         n_calls: batched calls made; n_evals: points evaluated (rows over all calls);
-        n_nonfinite: points whose log-density or gradient was not finite (NaN, inf).
+        n_nonfinite: points whose log-density was NaN or +inf or whose gradient was not finite
+            (a log-density of -inf is rejected without being counted);
+        nonfinite: their :class:`~skyfit.inference.nonfinite.NonfiniteTally` (count and ranges).
     """
 
     def __init__(self, density):
         self.density = density
         self.n_calls = 0
         self.n_evals = 0
-        self.n_nonfinite = 0
+        self.nonfinite = NonfiniteTally(density.names)
+
+    @property
+    def n_nonfinite(self) -> int:
+        return self.nonfinite.count
+
+    @n_nonfinite.setter
+    def n_nonfinite(self, value: int) -> None:  # restored from a checkpoint
+        self.nonfinite.count = int(value)
 
     def raw(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The density's own value and gradient, non-finite values left as they are."""
@@ -53,7 +64,11 @@ class ValueAndGrad:
         if not all_finite:
             ok = ok & finite_z
         if not bool(ok.all()):
-            self.n_nonfinite += int((~ok).sum())
+            # a log-density of -inf is zero probability (e.g. outside the support): rejected,
+            # but not a failure of the model; NaN, +inf or a NaN gradient are counted
+            failed = ~ok & ~((logp == -torch.inf) & torch.isfinite(z.sum(-1)))
+            if bool(failed.any()):
+                self.nonfinite.add(z[failed])
             logp = torch.where(ok, logp, -torch.inf)
             grad = torch.where(ok[:, None], grad, 0.0)
         return logp, grad

@@ -1,0 +1,67 @@
+"""Accounting of the points where a log-density was NaN or inf, for every sampler and optimiser."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..errors import LogDensityWarning
+
+__all__ = ["NonfiniteTally"]
+
+
+class NonfiniteTally:
+    """Counts points ``(n, dim)`` where the log-density or its gradient was not finite and keeps
+    the per-parameter range ``[min, max]`` they span, for one warning at the end of a run.
+
+    Example:
+        >>> import torch
+        >>> t = NonfiniteTally(["a", "b"])
+        >>> t.add(torch.tensor([[1.0, 5.0], [2.0, 4.0]]))
+        >>> t.count, t.ranges()
+        (2, {'a': (1.0, 2.0), 'b': (4.0, 5.0)})
+    """
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        self.count = 0
+        self.low: torch.Tensor | None = None
+        self.high: torch.Tensor | None = None
+
+    def add(self, points: torch.Tensor) -> None:
+        """Record the non-finite points ``(n, dim)`` (positions that are themselves finite)."""
+        points = points.detach().reshape(-1, len(self.names))
+        self.count += points.shape[0]
+        points = points[torch.isfinite(points).all(-1)]
+        if points.shape[0] == 0:
+            return
+        lo, hi = points.min(0).values, points.max(0).values
+        self.low = lo if self.low is None else torch.minimum(self.low, lo)
+        self.high = hi if self.high is None else torch.maximum(self.high, hi)
+
+    def ranges(self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+        """``{name: (min, max)}`` of the recorded points; ``transform`` maps an (elementwise
+        monotone) unconstrained vector to the parameters (e.g. ``to_constrained``)."""
+        if self.low is None:
+            return {}
+        lo, hi = self.low, self.high
+        if transform is not None:
+            lo, hi = transform(lo), transform(hi)
+            lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
+        return {n: (a, b) for n, a, b in zip(self.names, lo.tolist(), hi.tolist())}
+
+    def warn(self, who: str, n_total: int, transform=None, stacklevel: int = 3) -> None:
+        """A :class:`~skyfit.errors.LogDensityWarning` naming how many of ``n_total`` evaluated
+        points were NaN/inf and the parameter ranges they span; nothing if there were none."""
+        if not self.count:
+            return
+        spans = ", ".join(f"{n} in [{a:.4g}, {b:.4g}]" for n, (a, b) in
+                          self.ranges(transform).items())
+        warnings.warn(LogDensityWarning(
+            f"{who}: the log-density or its gradient was NaN/inf at {self.count} of {n_total} "
+            f"evaluated points" + (f", spanning {spans}" if spans else "") + ". Those points "
+            "were rejected; a model that is undefined over part of the prior biases the fit "
+            "there: restrict the parameters' valid ranges or fix the model"),
+            stacklevel=stacklevel)
