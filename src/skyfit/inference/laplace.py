@@ -10,8 +10,8 @@ import torch
 
 from ..errors import HessianWarning, LogDensityError
 from .approximations import GaussianApproximation, units_of
-from .compiled import CompiledDensity
 from .circular import wrap
+from .compiled import CompiledDensity
 from .density import LogDensity
 from .initialization import resolve_point
 from .results import Samples
