@@ -128,3 +128,31 @@ def test_a_static_value_set_after_compiling_is_read_and_guards_stay_cheap():
     assert after[0].item() < before[0].item()  # the data were made with sigma = 2
     assert fast.info["n_compiles"] == 1
     torch._dynamo.reset()
+
+
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")  # 30 VI steps: unconverged
+def test_fit_map_and_fit_vi_take_compile(monkeypatch):
+    _without_compiler(monkeypatch)  # the plumbing: compile=True warns and evaluates eagerly
+    post = _light_curve_posterior()
+    eager = skyfit.fit_map(post)
+    with pytest.warns(CompileFallbackWarning):
+        asked = skyfit.fit_map(post, compile=True)
+    assert isinstance(asked.density, compiled.CompiledDensity)
+    assert torch.equal(asked.x, eager.x) and asked.converged
+    vi = skyfit.fit_vi(post, n_steps=30, init=eager, progress=False)
+    with pytest.warns(CompileFallbackWarning):
+        vi_asked = skyfit.fit_vi(post, n_steps=30, init=eager, progress=False, compile=True)
+    assert isinstance(vi_asked.density.density, compiled.CompiledDensity)
+    torch.testing.assert_close(vi_asked.mean, vi.mean, rtol=1e-12, atol=0)
+
+
+@pytest.mark.slow
+def test_fit_map_compiled_reaches_the_eager_optimum():
+    torch._dynamo.reset()
+    post = _light_curve_posterior()
+    eager = skyfit.fit_map(post)
+    fast = skyfit.fit_map(post, compile=True)
+    assert fast.density.info["fallback"] is None and fast.density.info["n_compiles"] >= 1
+    torch.testing.assert_close(fast.x, eager.x, rtol=1e-7, atol=1e-9)
+    assert fast.converged
+    torch._dynamo.reset()

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError
 from .approximations import MAPResult, units_of
+from .compiled import compile as compile_density
 from .density import LogDensity
 from .initialization import resolve_point
 from .laplace import log_density_hessian
@@ -146,6 +147,7 @@ def fit_map(
     gtol: float = 1e-6,
     polish: bool = True,
     precondition: bool = True,
+    compile: bool = False,
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
 
@@ -162,6 +164,8 @@ def fit_map(
         x0: the start, resolved by :func:`~skyfit.inference.resolve_point`: ``None``
             (``density.initial()``), a ``(dim,)`` vector, a ``{name: value}`` dict, a previous
             result or an ``init_to_*`` strategy; must be inside the bounds.
+        compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
+            (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
 
     Example:
         >>> import torch
@@ -176,6 +180,8 @@ def fit_map(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t_start = time.perf_counter()
+    if compile:
+        density = compile_density(density)
     x0 = resolve_point(density, x0)
     _, grad0 = check_finite_start(density, x0)
     # Diagonal preconditioning: optimise v = (x - x0) / scale with scale ~ 1 / sqrt(curvature).
