@@ -106,3 +106,53 @@ def test_samplers_compile_when_asked_or_when_the_run_is_long(monkeypatch):
     assert "C++" in long_run.info["compile_fallback"]
     assert skyfit.sample_hmc(gauss, init=torch.zeros(2), n_warmup=20, n_draws=10,
                              progress=False, compile=False).info["compile_fallback"] is None
+
+
+def test_a_static_value_set_after_compiling_is_read_and_guards_stay_cheap():
+    # the guards keep only tensor checks: a new static Param value (a tensor) is still read on
+    # every call; a traced backend needs no C++ compiler
+    torch._dynamo.reset()
+    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=3.0)
+    t = torch.linspace(-6, 6, 13, dtype=torch.float64)
+    like = skyfit.PhotometryLikelihood(lc, t, lc.flux(t).detach(), torch.full((13,), 0.1))
+    lc.t0.to_dynamic()
+    lc.peak_flux.to_dynamic()
+    post = skyfit.Posterior(like)
+    fast = skyfit.compile(post, backend="eager")
+    x = torch.tensor([0.4, 2.9], dtype=torch.float64)
+    before = fast.value_and_grad(x)
+    torch.testing.assert_close(before, post.value_and_grad(x), rtol=1e-12, atol=0)
+    lc.sigma.value = torch.tensor(2.5, dtype=torch.float64)
+    after = fast.value_and_grad(x)
+    torch.testing.assert_close(after, post.value_and_grad(x), rtol=1e-12, atol=0)
+    assert after[0].item() < before[0].item()  # the data were made with sigma = 2
+    assert fast.info["n_compiles"] == 1
+    torch._dynamo.reset()
+
+
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")  # 30 VI steps: unconverged
+def test_fit_map_and_fit_vi_take_compile(monkeypatch):
+    _without_compiler(monkeypatch)  # the plumbing: compile=True warns and evaluates eagerly
+    post = _light_curve_posterior()
+    eager = skyfit.fit_map(post)
+    with pytest.warns(CompileFallbackWarning):
+        asked = skyfit.fit_map(post, compile=True)
+    assert isinstance(asked.density, compiled.CompiledDensity)
+    assert torch.equal(asked.x, eager.x) and asked.converged
+    vi = skyfit.fit_vi(post, n_steps=30, init=eager, progress=False)
+    with pytest.warns(CompileFallbackWarning):
+        vi_asked = skyfit.fit_vi(post, n_steps=30, init=eager, progress=False, compile=True)
+    assert isinstance(vi_asked.density.density, compiled.CompiledDensity)
+    torch.testing.assert_close(vi_asked.mean, vi.mean, rtol=1e-12, atol=0)
+
+
+@pytest.mark.slow
+def test_fit_map_compiled_reaches_the_eager_optimum():
+    torch._dynamo.reset()
+    post = _light_curve_posterior()
+    eager = skyfit.fit_map(post)
+    fast = skyfit.fit_map(post, compile=True)
+    assert fast.density.info["fallback"] is None and fast.density.info["n_compiles"] >= 1
+    torch.testing.assert_close(fast.x, eager.x, rtol=1e-7, atol=1e-9)
+    assert fast.converged
+    torch._dynamo.reset()

@@ -36,6 +36,17 @@ def missing_compiler(device: torch.device, backend: str = "inductor") -> str | N
     return "no C++ compiler on the PATH (set $CXX or install g++) for torch.compile on CPU"
 
 
+def _guard_options() -> dict | None:
+    # dynamo re-checks its guards before every call: for a caskade model, several hundred
+    # attribute, identity and dict checks over the whole graph, a large share of a compiled
+    # call of a small model. Only the tensor guards are kept (dtype, shape, device of the
+    # parameter vector, the data and the static Param values, which are read afresh on every
+    # call); the rest of the model (its structure, which Params are dynamic, Python numbers such
+    # as a PSF's size) is taken as it was at the first call of a shape.
+    keep = getattr(torch.compiler, "keep_tensor_guards_unsafe", None)  # torch >= 2.8
+    return None if keep is None else {"guard_filter_fn": keep}
+
+
 def _bucket(n: int) -> int:
     # batches are padded to the next power of two: log2(n_chains) + 1 compiled shapes serve
     # every subset of chains a NUTS step evaluates, instead of one compile per subset size
@@ -51,6 +62,10 @@ class CompiledDensity(LogDensity):
     shape; a batch ``(..., dim)`` is flattened to ``(n, dim)`` and padded (with copies of its
     first point, results dropped) to the next power of two, so a sampler's changing subsets of
     chains reuse a few compiled shapes. Gradients come from the compiled backward graph.
+
+    Tensors are read afresh on every call (the data, static Param values set after compiling);
+    anything else about the model is fixed when a shape is first compiled: compile again after
+    changing its structure (a Param made static or dynamic, a module replaced).
 
     Where the backend cannot compile (no C++ compiler for CPU, or the backend fails on the
     first call of a shape) it warns with :class:`~skyfit.errors.CompileFallbackWarning` and
@@ -88,7 +103,7 @@ class CompiledDensity(LogDensity):
             self._fall_back(self.info["fallback"])
         else:
             self._compiled = torch.compile(self._rows_log_prob, backend=backend, mode=mode,
-                                           dynamic=False)
+                                           dynamic=False, options=_guard_options())
 
     @property
     def periodic(self) -> torch.Tensor:

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import ConvergenceWarning, LogDensityError, NoFreeParameterError
 from .approximations import MAPResult, units_of
+from .compiled import compile as compile_density
 from .density import LogDensity
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
@@ -172,6 +173,7 @@ def fit_map(
     start_scale: float | None = None,
     seed: int = 0,
     coordinates: str = "auto",
+    compile: bool = False,
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
 
@@ -195,6 +197,8 @@ def fit_map(
             (:func:`~skyfit.inference.multistart`, a vmapped value-and-gradient per line-search
             trial); the best end point is then refined as a single start, and the distinct
             optima found are reported in ``result.optima`` as ``(log p, count)``.
+        compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
+            (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
 
     Periodic parameters (``density.periodic``, e.g. angles) are optimised unbounded and
     wrapped: the optimiser sees no wall at their bounds, and results are in the canonical range.
@@ -224,6 +228,8 @@ def fit_map(
     if coordinates not in ("auto", "native"):
         raise ValueError(f"coordinates must be 'auto' or 'native', got {coordinates!r}")
     t_start = time.perf_counter()
+    if compile:
+        density = compile_density(density)
     x0 = resolve_point(density, x0)
     check_finite_start(density, x0)
     pairs = ellipse_pairs(density) if coordinates == "auto" else []

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ConvergenceWarning, LogDensityError
 from .approximations import GaussianApproximation, units_of
+from .compiled import compile as compile_density
 from .density import LogDensity
 from .initialization import resolve_gaussian
 from .nonfinite import NonfiniteTally
@@ -128,6 +129,7 @@ def fit_vi(
     init=None,
     progress: bool = True,
     flow_kwargs: dict | None = None,
+    compile: bool = False,
 ) -> VIResult:
     """Fit ``q`` to the posterior by maximising the ELBO ``E_q[log p(z) - log q(z)]``.
 
@@ -166,6 +168,8 @@ def fit_vi(
         progress: tqdm progress bar showing the ELBO.
         flow_kwargs: for ``family="flow"``: ``kind`` (``"NSF"`` default, ``"MAF"``, ...) and
             zuko's arguments (``transforms=3``, ``hidden_features=(64, 64)``).
+        compile: evaluate the model through :func:`~skyfit.inference.compile`
+            (``torch.compile``; one compiled shape per batch size: ``n_samples`` and 4096).
 
     Example:
         >>> import torch
@@ -177,7 +181,7 @@ def fit_vi(
     """
     _check_settings(family, n_samples)
     t_start = time.perf_counter()
-    u = UnconstrainedDensity(density)
+    u = UnconstrainedDensity(compile_density(density) if compile else density)
     loc, scale_tril = _start(density, init)
     pre_evals = 0  # a flow without a start covariance is standardised by a Gaussian fit
     if family == "flow" and resolve_gaussian(density, init)[1] is None:
