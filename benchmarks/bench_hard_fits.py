@@ -94,8 +94,9 @@ def villar_two_band(quick: bool, n: int) -> SimpleNamespace:
 
 
 def supernova_joint(quick: bool, n: int) -> SimpleNamespace:
-    from problems import supernova_problem
-    post, truth = supernova_problem(0)
+    from problems import supernova
+    post, data = supernova(0)
+    truth = torch.tensor([data.truth[k] for k in post.names], dtype=torch.float64)
     return _problem("d supernova joint", post, {}, n, frac=0.2, truth=truth)
 
 

@@ -26,7 +26,7 @@ from .optimize import MAPResult, fit_map
 from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
 from .sampling import sample_hmc, sample_nuts
-from .transforms import UnconstrainedDensity
+from .transforms import UnconstrainedDensity, UnwrappedAngles
 from .vi import VIResult, fit_vi
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "LogDensity",
     "FunctionDensity",
     "UnconstrainedDensity",
+    "UnwrappedAngles",
     "Samples",
     "fit_map",
     "MAPResult",
