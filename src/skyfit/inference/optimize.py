@@ -101,6 +101,7 @@ class _Objective:
                  reject_outside: bool = False):
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
         self.nonfinite = NonfiniteTally(density.names)
+        self.best_f = math.inf
         # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
         self.reject_outside = reject_outside
 
@@ -127,8 +128,17 @@ class _Objective:
         if not (math.isfinite(f) and bool(torch.isfinite(grad).all())):
             if not f == math.inf:  # -inf outside the support is a wall, not a failure
                 self.nonfinite.add(x[None])
-            return np.inf, np.zeros_like(v)
+            return self._wall(), np.zeros_like(v)
+        self.best_f = min(self.best_f, f)
         return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
+
+    def _wall(self) -> float:
+        # scipy's L-BFGS-B ends its run at the first infinite f of a line search ("relative
+        # reduction"), far from the optimum; a finite value far above every f seen makes it
+        # backtrack instead. trust-exact rejects an infinite trial point and shrinks its radius.
+        if self.reject_outside or not math.isfinite(self.best_f):
+            return np.inf
+        return self.best_f + 1e6 * (1.0 + abs(self.best_f))
 
     def hessian(self, v: np.ndarray) -> np.ndarray:
         # trust-exact evaluates the Hessian at a trial point before it judges the step; a trial
