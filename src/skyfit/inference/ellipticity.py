@@ -78,8 +78,9 @@ class EllipticityCoordinates(LogDensity):
         for (i, j), c in zip(self.pairs, self._radius):
             # a corner of the box beyond the disc |e| <= c is brought radially onto it
             # (q = q_lo): the density is continuous there, no wall for a bounded optimiser
-            e = torch.sqrt(parts[i] ** 2 + parts[j] ** 2)
-            shrink = torch.where(e > c, c / e.clamp(min=c), torch.ones_like(e))
+            e2 = parts[i] ** 2 + parts[j] ** 2  # no sqrt: its gradient at e = 0 is NaN
+            shrink = torch.where(e2 > c * c, c * torch.rsqrt(e2.clamp(min=c * c)),
+                                 torch.ones_like(e2))
             parts[i], parts[j] = e1e2_to_q_phi(parts[i] * shrink, parts[j] * shrink)
         return torch.stack(parts, -1)
 
