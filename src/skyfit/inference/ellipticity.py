@@ -63,7 +63,8 @@ class EllipticityCoordinates(LogDensity):
             c = (1 - q_lo) / (1 + q_lo)
             self.lower[[i, j]], self.upper[[i, j]] = -c, c
             self._periodic[[i, j]] = False
-        self._radius = [(1 - float(density.lower[i])) / (1 + float(density.lower[i]))
+        # a hair inside the disc: q_lo itself can be singular (q = 0 divides by zero)
+        self._radius = [(1 - 1e-6) * (1 - float(density.lower[i])) / (1 + float(density.lower[i]))
                         for i, _ in pairs]
 
     @property
@@ -77,7 +78,7 @@ class EllipticityCoordinates(LogDensity):
         parts = list(y.unbind(-1))
         for (i, j), c in zip(self.pairs, self._radius):
             # a corner of the box beyond the disc |e| <= c is brought radially onto it
-            # (q = q_lo): the density is continuous there, no wall for a bounded optimiser
+            # (q just above q_lo): the density is continuous there, no wall for a bounded optimiser
             e2 = parts[i] ** 2 + parts[j] ** 2  # no sqrt: its gradient at e = 0 is NaN
             shrink = torch.where(e2 > c * c, c * torch.rsqrt(e2.clamp(min=c * c)),
                                  torch.ones_like(e2))
