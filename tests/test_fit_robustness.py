@@ -51,6 +51,23 @@ def test_zero_gradient_from_underflow_is_not_convergence():
     assert not any("decrement=nan" in str(w.message).lower() for w in rec)
 
 
+def test_a_fit_that_does_not_converge_is_retried_near_its_start():
+    # a flat patch of width 0.1 around the start (a plateau, e.g. a model saturating): the fit
+    # from 0.5 cannot move; retries from N(0.5, 0.3^2) leave the patch and reach the mode at 3
+    def log_p(x):
+        value = -((x - 3.0) ** 2).sum(-1)
+        return torch.where((x[..., 0] - 0.5).abs() < 0.05, torch.full_like(value, -6.25), value)
+    d = FunctionDensity(log_p, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the failed first attempt's warning is not shown
+        res = fit_map(d, _vec(0.5))
+    assert res.converged and float(res.x[0]) == pytest.approx(3.0, abs=1e-8)
+    with pytest.warns(ConvergenceWarning, match="flat"):
+        stuck = fit_map(d, _vec(0.5), retries=0)
+    assert not stuck.converged and float(stuck.x[0]) == 0.5
+    assert res.n_evals > stuck.n_evals
+
+
 def _nan_beyond(limit):
     def log_p(x):
         value = -0.5 * ((x - 3.0) ** 2).sum(-1)

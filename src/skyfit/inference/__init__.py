@@ -27,7 +27,7 @@ from .optimize import MAPResult, fit_map
 from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
 from .sampling import sample_hmc, sample_nuts
-from .transforms import UnconstrainedDensity
+from .transforms import UnconstrainedDensity, UnwrappedAngles
 from .vi import VIResult, fit_vi
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "CompiledDensity",
     "compile",
     "UnconstrainedDensity",
+    "UnwrappedAngles",
     "Samples",
     "fit_map",
     "MAPResult",

@@ -46,8 +46,9 @@ class EllipticityCoordinates(LogDensity):
     ``log_prob(y) = density.log_prob(x(y))`` WITHOUT a Jacobian: this is a change of the
     coordinates an optimiser moves in, so the maximum is the same point as the density's own
     (mapped by :meth:`to_x`); it is not a reparametrised posterior for sampling. ``e1, e2`` are
-    boxed in ``[-c, c]`` with ``c = (1 - q_lo) / (1 + q_lo)``; the corners beyond the disc
-    ``|e| <= c`` have ``q < q_lo``, outside the support (``log p = -inf``).
+    boxed in ``[-c, c]`` with ``c = (1 - q_lo) / (1 + q_lo)``; a point in a corner beyond the
+    disc ``|e| <= c`` maps radially onto it (``q = q_lo``), so the box has no wall inside it
+    (a ``-inf`` there stops a bounded quasi-Newton line search).
     """
 
     def __init__(self, density: LogDensity, pairs: list[tuple[int, int]]):
@@ -62,6 +63,9 @@ class EllipticityCoordinates(LogDensity):
             c = (1 - q_lo) / (1 + q_lo)
             self.lower[[i, j]], self.upper[[i, j]] = -c, c
             self._periodic[[i, j]] = False
+        # a hair inside the disc: q_lo itself can be singular (q = 0 divides by zero)
+        self._radius = [(1 - 1e-6) * (1 - float(density.lower[i])) / (1 + float(density.lower[i]))
+                        for i, _ in pairs]
 
     @property
     def periodic(self) -> torch.Tensor:
@@ -72,8 +76,13 @@ class EllipticityCoordinates(LogDensity):
     def to_x(self, y: torch.Tensor) -> torch.Tensor:
         """The density's own parameters of coordinates ``y (..., dim)``."""
         parts = list(y.unbind(-1))
-        for i, j in self.pairs:
-            parts[i], parts[j] = e1e2_to_q_phi(parts[i], parts[j])
+        for (i, j), c in zip(self.pairs, self._radius):
+            # a corner of the box beyond the disc |e| <= c is brought radially onto it
+            # (q just above q_lo): the density is continuous there, no wall for a bounded optimiser
+            e2 = parts[i] ** 2 + parts[j] ** 2  # no sqrt: its gradient at e = 0 is NaN
+            shrink = torch.where(e2 > c * c, c * torch.rsqrt(e2.clamp(min=c * c)),
+                                 torch.ones_like(e2))
+            parts[i], parts[j] = e1e2_to_q_phi(parts[i] * shrink, parts[j] * shrink)
         return torch.stack(parts, -1)
 
     def to_y(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from ..errors import ConvergenceWarning, LogDensityError
 from .density import LogDensity
 from .initialization import RandomSource, as_strategy, resolve_start
 from .results import AUTOCORR_TIMES_MIN, Samples
+from .transforms import UnwrappedAngles
 
 __all__ = ["sample_emcee"]
 
@@ -34,13 +35,13 @@ def _ball_scale(density: LogDensity) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _initial_walkers(density: LogDensity, init, n_walkers: int, rng: np.random.Generator,
-                     log_prob_np) -> np.ndarray:
-    """Walkers from the start resolver (:func:`resolve_start` in the constrained space);
-    walkers of a drawn start where the log-density is not finite are redrawn, then pulled
-    towards the best walker. Explicit walkers are used as given."""
+                     log_prob_np, scale) -> np.ndarray:
+    """Walkers from the start resolver (:func:`resolve_start` in the constrained space, a ball
+    of ``scale`` around a single point); walkers of a drawn start where the log-density is not
+    finite are redrawn, then pulled towards the best walker. Explicit walkers are used as
+    given."""
     strategy = as_strategy(init)
     random = RandomSource.from_numpy(rng, density.dtype, density.device)
-    scale = _ball_scale(density)
     pos = _numpy(resolve_start(density, strategy, n_walkers, random, "constrained",
                                scale).position)
     if strategy.n_points is not None:
@@ -132,7 +133,7 @@ def _walker_count(dim: int, init, n_walkers: int | None) -> int:
 
 
 def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, seed,
-                  checkpoint, resume, progress, moves):
+                  checkpoint, resume, progress, moves, scale):
     """Run emcee to ``total`` stored steps: from resolved starts, or on from the walkers and
     random state stored in ``checkpoint`` when resuming. Returns ``(sampler, resuming)``."""
     import emcee  # with h5py and scipy.stats: kept out of `import skyfit`
@@ -154,7 +155,7 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
                              f"asked for ({n_walkers}, {dim})")
     else:
         rng = np.random.default_rng(seed)
-        p0 = _initial_walkers(density, init, n_walkers, rng, log_prob_np)
+        p0 = _initial_walkers(density, init, n_walkers, rng, log_prob_np, scale)
         if backend is not None:
             backend.reset(n_walkers, dim)
     sampler = emcee.EnsembleSampler(n_walkers, dim, log_prob_np, moves=moves, backend=backend,
@@ -166,6 +167,20 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
         sampler.random_state = np.random.RandomState(int(rng.integers(2**32 - 1))).get_state()
         sampler.run_mcmc(p0, total, **_progress(progress, resuming))
     return sampler, resuming
+
+
+def _wrapped(target: UnwrappedAngles, chain: np.ndarray, logp: np.ndarray):
+    """Draws of the unwrapped angles brought into their canonical range, the log-density
+    without the line's weak Normal, and ``{name: [lower, upper]}`` of the angles (for the
+    circular summaries of :class:`Samples`)."""
+    z = torch.as_tensor(chain, dtype=target.dtype, device=target.device)
+    with torch.no_grad():
+        wrapped, weight = _numpy(target.wrap(z)), _numpy(target.weight(z))
+    density = target.density
+    periodic = {n: [float(lo), float(hi)] for n, lo, hi, w in zip(
+        density.names, density.lower.tolist(), density.upper.tolist(),
+        density.periodic.tolist()) if w}
+    return wrapped, logp - weight, periodic
 
 
 def _progress(progress: bool, resuming: bool) -> dict:
@@ -201,7 +216,10 @@ def sample_emcee(
 
     Each step evaluates all walkers in one batched ``density.log_prob`` call (emcee's
     ``vectorize=True``); points outside ``[lower, upper]`` get ``-inf`` without being evaluated.
-    The sampler works in the constrained space, so no Jacobian is involved.
+    The sampler works in the constrained space, so no Jacobian is involved. Periodic parameters
+    (angles) move on their unwrapped line (:class:`~skyfit.inference.UnwrappedAngles`), so a
+    walker crosses the ends of the range as it would any other point of the circle; the
+    draws are returned wrapped into the canonical range, with circular summaries.
 
     The walkers are the :class:`~skyfit.inference.Samples`' "chains", but *not* independent
     chains: R-hat and ESS across them are only indicative; ``info["autocorr_time"]`` (per
@@ -243,11 +261,16 @@ def sample_emcee(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint file to resume from")
     counts = {"evals": 0, "nan": 0}
-    sampler, resuming = _run_ensemble(density, init, n_walkers, walkers_given,
-                                      _numpy_log_prob(density, counts), n_burn + n_steps, seed,
-                                      checkpoint, resume, progress, moves)
+    # angles move on their unbounded unwrapped line (no wall at the ends of their range)
+    target = UnwrappedAngles(density) if bool(density.periodic.any()) else density
+    sampler, resuming = _run_ensemble(target, init, n_walkers, walkers_given,
+                                      _numpy_log_prob(target, counts), n_burn + n_steps, seed,
+                                      checkpoint, resume, progress, moves, _ball_scale(density))
     chain = sampler.get_chain(discard=n_burn, thin=thin)  # (step, walker, dim)
     logp = sampler.get_log_prob(discard=n_burn, thin=thin)
+    periodic = {}
+    if target is not density:
+        chain, logp, periodic = _wrapped(target, chain, logp)
     if chain.shape[0] == 0:
         raise ValueError(f"no draws kept: n_steps={n_steps} after n_burn={n_burn}")
     tau, n_kept = _autocorrelation(sampler, n_burn, counts)
@@ -258,7 +281,8 @@ def sample_emcee(
         ess_autocorr=n_walkers * n_kept / tau,
         acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
         n_nan=counts["nan"], moves=repr(moves) if moves is not None else "StretchMove",
-        checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming))
+        checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming),
+        **({"periodic": periodic} if periodic else {}))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
                    names=list(density.names), log_density=np.ascontiguousarray(logp.T),
                    sampler="emcee", info=info)

@@ -17,7 +17,7 @@ from .density import LogDensity
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
 from .laplace import log_density_hessian
-from .multistart_fit import best_of_starts
+from .multistart_fit import best_of_starts, draw_starts
 from .nonfinite import NonfiniteTally
 from .verdict import convergence_verdict, pinned_mask
 
@@ -86,7 +86,7 @@ def _diagonal_scales(density: LogDensity, x0: torch.Tensor, grad0: torch.Tensor)
         # preconditioning is an optimisation: the fit goes on unpreconditioned, but says so
         warnings.warn(ConvergenceWarning(
             f"fit_map: no preconditioning, the log-density failed on a batch of points "
-            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=4)
+            f"({type(exc).__name__}: {exc}); pass precondition=False to skip it"), stacklevel=5)
         return torch.ones_like(x0)
     curv = -(g.diagonal() - grad0) / (pts.diagonal() - x0)
     ok = torch.isfinite(curv) & (curv > 0)
@@ -102,6 +102,7 @@ class _Objective:
                  reject_outside: bool = False):
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
         self.nonfinite = NonfiniteTally(density.names)
+        self.best_f = math.inf
         # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
         self.reject_outside = reject_outside
 
@@ -128,8 +129,17 @@ class _Objective:
         if not (math.isfinite(f) and bool(torch.isfinite(grad).all())):
             if not f == math.inf:  # -inf outside the support is a wall, not a failure
                 self.nonfinite.add(x[None])
-            return np.inf, np.zeros_like(v)
+            return self._wall(), np.zeros_like(v)
+        self.best_f = min(self.best_f, f)
         return f, -(grad * self.scale).cpu().numpy().astype(np.float64)
+
+    def _wall(self) -> float:
+        # scipy's L-BFGS-B ends its run at the first infinite f of a line search ("relative
+        # reduction"), far from the optimum; a finite value far above every f seen makes it
+        # backtrack instead. trust-exact rejects an infinite trial point and shrinks its radius.
+        if self.reject_outside or not math.isfinite(self.best_f):
+            return np.inf
+        return self.best_f + 1e6 * (1.0 + abs(self.best_f))
 
     def hessian(self, v: np.ndarray) -> np.ndarray:
         # trust-exact evaluates the Hessian at a trial point before it judges the step; a trial
@@ -173,6 +183,7 @@ def fit_map(
     start_scale: float | None = None,
     seed: int = 0,
     coordinates: str = "auto",
+    retries: int = 4,
     compile: bool = False,
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
@@ -211,6 +222,11 @@ def fit_map(
     optimiser's coordinates (no Jacobian): the optimum is the same point, returned as
     ``(q, phi)``. ``coordinates="native"`` optimises ``(q, phi)`` as given.
 
+    A single-start fit that does not converge (and pins no parameter at a bound) is retried
+    from up to ``retries`` starts drawn ``N(0, 0.3^2)`` around ``x0`` in the unconstrained
+    space (seeded by ``seed``), until one converges; the best is returned and only its
+    warnings are shown. A fit that converges at once costs nothing extra.
+
     Example:
         >>> import torch
         >>> from skyfit.inference import FunctionDensity
@@ -238,7 +254,8 @@ def fit_map(
     optima, n_multistart = [], 0
     if int(starts) > 1:
         y0, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
-    result = _fit_from(target, y0, method, maxiter, gtol, polish, precondition)
+    result = _fit_with_retries(target, y0, (method, maxiter, gtol, polish, precondition),
+                               retries if int(starts) == 1 else 0, seed)
     if pairs:  # back to the density's own (q, phi)
         result.x = target.to_x(result.x).detach()
         result.names, result.density = list(density.names), density
@@ -246,6 +263,31 @@ def fit_map(
     result.optima = optima
     result.wall_time = time.perf_counter() - t_start
     return result
+
+
+def _fit_with_retries(density: LogDensity, x0: torch.Tensor, settings: tuple, retries: int,
+                      seed: int) -> MAPResult:
+    """The fit from ``x0``; if it does not converge (and pins no parameter at a bound), up to
+    ``retries`` more from starts drawn ``N(0, 0.3^2)`` around ``x0`` in the unconstrained
+    space, until one converges. The best result is returned (work of all attempts counted);
+    only its warnings are shown."""
+    best, best_warnings, n_evals = None, [], 0
+    starts = None
+    for attempt in range(1 + retries):
+        if attempt == 1:
+            starts = draw_starts(density, x0, 1 + retries, 0.3, seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _fit_from(density, x0 if starts is None else starts[attempt], *settings)
+        n_evals += result.n_evals
+        if best is None or result.log_density > best.log_density:
+            best, best_warnings = result, caught
+        if best.converged or best.pinned:
+            break
+    for w in best_warnings:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    best.n_evals = n_evals
+    return best
 
 
 def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, gtol: float,
@@ -287,8 +329,8 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
     if not verdict.converged:
         warnings.warn(ConvergenceWarning(
             f"{method} stopped without converging: {verdict.reason} (scipy: {res.message})."),
-            stacklevel=3)
-    objective.nonfinite.warn("fit_map", objective.n_evals, stacklevel=4)
+            stacklevel=4)
+    objective.nonfinite.warn("fit_map", objective.n_evals, stacklevel=5)
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
                      n_evals=n_evals, grad_norm=verdict.grad_norm, newton_decrement=decrement,
                      converged=verdict.converged, message=str(res.message),
@@ -306,7 +348,11 @@ def _newton_polish(density: LogDensity, x, logp, grad):
     for _ in range(8):
         free = _free(x, grad, density)
         if L is None or not torch.equal(free, free_at_H):
-            H = log_density_hessian(density, x)[free][:, free]
+            try:
+                H = log_density_hessian(density, x)[free][:, free]
+            except LogDensityError:  # e.g. a 0/0 curvature exactly at a bound: no Newton step
+                decrement = float("nan")
+                break
             n_evals += x.shape[0]  # a Hessian is dim gradient evaluations of work
             L, info = torch.linalg.cholesky_ex(-H)
             free_at_H, fresh = free, True

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .density import LogDensity
 
-__all__ = ["UnconstrainedDensity"]
+__all__ = ["UnconstrainedDensity", "UnwrappedAngles"]
 
 
 class UnconstrainedDensity(LogDensity):
@@ -96,14 +96,76 @@ class UnconstrainedDensity(LogDensity):
         both = torch.log(width) - F.softplus(-z) - F.softplus(z)
         one_sided = z
         # periodic: |dx/dz| = 1, and the log-density of the weak Normal on the unwrapped z
-        spread = 10.0 * self._period
-        normal = -0.5 * ((z - self._center) / spread) ** 2 - math.log(10.0) \
-            - 0.5 * math.log(2 * math.pi)  # log(P N(z; c, (10 P)^2)): normalised, see above
-        terms = torch.where(self._periodic, normal, torch.where(
+        terms = torch.where(self._periodic, self.line_weight(z), torch.where(
             self._both, both, torch.where(self._low_only | self._high_only, one_sided,
                                           torch.zeros_like(z))))
         return terms.sum(-1)
 
+    def line_weight(self, z: torch.Tensor) -> torch.Tensor:
+        """``log(P N(z; c, (10 P)^2))`` per entry (meaningful at the periodic ones): the weak
+        Normal that makes the density of an unwrapped angle ``z`` proper, normalised so that
+        its wrapped marginal is the density's own (see the class docstring)."""
+        spread = 10.0 * self._period
+        return -0.5 * ((z - self._center) / spread) ** 2 - math.log(10.0) \
+            - 0.5 * math.log(2 * math.pi)
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Log-density of ``z``: the density at ``to_constrained(z)`` plus the log-Jacobian."""
         return self.density.log_prob(self.to_constrained(z)) + self.log_abs_det_jacobian(z)
+
+
+class UnwrappedAngles(LogDensity):
+    """``density`` with each periodic entry (an angle of period ``P``) as an unbounded variable
+    ``z``, ``x = lo + (z - lo) mod P``, weighted by :meth:`UnconstrainedDensity.line_weight` so
+    that the density of ``z`` is proper and its wrapped marginal is exactly ``density``'s; the
+    other entries keep their values and bounds (no Jacobian, unlike
+    :class:`UnconstrainedDensity`).
+
+    For samplers that move in the constrained space (emcee): an angle near an end of its range
+    is crossed smoothly instead of meeting a wall. :meth:`wrap` brings draws of ``z`` back.
+
+    Example:
+        >>> import math, torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: torch.cos(2 * x[..., 0]), ["phi"], 0.0, math.pi,
+        ...                     periodic=["phi"])
+        >>> line = UnwrappedAngles(d)
+        >>> line.upper.tolist(), round(float(line.wrap(torch.tensor([-0.1]))), 6)
+        ([inf], 3.041593)
+    """
+
+    def __init__(self, density: LogDensity):
+        self.density = density
+        self.names = list(density.names)
+        self._line = UnconstrainedDensity(density)
+        self._angles = self._line.periodic
+        self.lower = torch.where(self._angles, -torch.inf, density.lower)
+        self.upper = torch.where(self._angles, torch.inf, density.upper)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """The density's units."""
+        return self.density.units
+
+    def initial(self) -> torch.Tensor:
+        """The density's initial point (inside the canonical range)."""
+        return self.density.initial()
+
+    def wrap(self, z: torch.Tensor) -> torch.Tensor:
+        """The angles of ``z`` brought into their canonical range; the others unchanged."""
+        return self._line.wrap(torch.as_tensor(z, dtype=self.dtype, device=self.device))
+
+    def set(self, z) -> None:
+        """Write the wrapped point into the model (:meth:`LogDensity.set`)."""
+        self.density.set(self.wrap(self.as_tensor(z)))
+
+    def weight(self, z: torch.Tensor) -> torch.Tensor:
+        """The weak Normal's log-density of the unwrapped angles of ``z (..., dim)``, ``(...)``:
+        ``log_prob(z) - weight(z)`` is the density's own ``log p(wrap(z))``."""
+        z = torch.as_tensor(z, dtype=self.dtype, device=self.device)
+        return torch.where(self._angles, self._line.line_weight(z), torch.zeros_like(z)).sum(-1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(wrap(z))`` plus the weak Normal of the unwrapped angles (:meth:`weight`)."""
+        z = torch.as_tensor(z, dtype=self.dtype, device=self.device)
+        return self.density.log_prob(self.wrap(z)) + self.weight(z)
