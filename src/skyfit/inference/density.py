@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import ParameterRangeError, ParameterVectorError
+from .checkpoint import data_fingerprint
 
 __all__ = ["LogDensity", "FunctionDensity"]
 
@@ -23,7 +24,8 @@ class LogDensity(abc.ABC):
 
     The interface: :attr:`names`, :attr:`lower`, :attr:`upper`, :attr:`periodic`,
     :meth:`initial`, :meth:`check_inside` (the one support check, raising
-    :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`.
+    :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`,
+    and :meth:`fingerprint` (what a checkpoint records to refuse resuming on other data).
     """
 
     names: list[str]
@@ -40,6 +42,19 @@ class LogDensity(abc.ABC):
         """``{name: units}`` of the entries whose units the density knows (a Posterior knows
         every Param's); empty by default."""
         return {}
+
+    def fingerprint(self) -> dict:
+        """What identifies this problem in a checkpoint (see
+        :func:`~skyfit.inference.data_fingerprint`): by default the parameter names and the
+        bounds; a :class:`~skyfit.Posterior` adds a hash of every data array of its likelihood.
+        Resumable samplers store it and refuse to resume when it differs.
+
+        Example:
+            >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), ["a", "b"], lower=0.0)
+            >>> d.fingerprint()["names"], sorted(d.fingerprint()["arrays"])
+            (['a', 'b'], ['lower', 'upper'])
+        """
+        return data_fingerprint(self.names, lower=self.lower, upper=self.upper)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -142,9 +142,11 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
 
     backend = None
     if checkpoint is not None:
+        fingerprint = density.fingerprint()
         if resume and Path(checkpoint).exists():
-            verify_emcee_checkpoint(checkpoint)  # an empty or damaged file must not start over
-        backend = CheckedHDFBackend(str(checkpoint))
+            # an empty or damaged file must not start over, nor a run on other data go on
+            verify_emcee_checkpoint(checkpoint, expect_fingerprint=fingerprint)
+        backend = CheckedHDFBackend(str(checkpoint), fingerprint=fingerprint)
     resuming = resume and backend.initialized and backend.iteration > 0
     if resuming:
         if not walkers_given:

@@ -188,6 +188,8 @@ class _Settings:
         self.seed, self.mass, self.pool_mass = int(seed), mass, bool(pool_mass)
         self.target_accept = float(target_accept)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        # the data and model, stored in checkpoints and checked when resuming
+        self.fingerprint = None if checkpoint is None else u.fingerprint()
         self.checkpoint_every = int(checkpoint_every)
 
     def config(self) -> dict:
@@ -222,7 +224,8 @@ def _sample(kernel, u, init, init_scale, n_chains, n_warmup, n_draws, seed, mass
 
     def save(s: LoopState) -> None:
         if run_.checkpoint is not None:
-            save_checkpoint(run_.checkpoint, _state_dict(run_, adaptation, s, trace, clock()))
+            save_checkpoint(run_.checkpoint, _state_dict(run_, adaptation, s, trace, clock()),
+                            fingerprint=run_.fingerprint)
 
     n_total = run_.n_warmup + run_.n_draws
     callbacks = [ProgressBar(kernel.name.upper(), run_.n_warmup, n_total, trace, progress),
@@ -298,7 +301,7 @@ def _state_dict(run_, adaptation, state: LoopState, trace: Trace, elapsed: float
 
 
 def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
-    s = load_checkpoint(run_.checkpoint)
+    s = load_checkpoint(run_.checkpoint, expect_fingerprint=run_.fingerprint)
     if s.get("format") != CHECKPOINT_FORMAT or s.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{run_.checkpoint} is not a skyfit HMC/NUTS checkpoint (format "
                          f"{CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION})")

@@ -38,6 +38,10 @@ class UnconstrainedDensity(LogDensity):
         self._low_only = torch.isfinite(lo) & ~torch.isfinite(hi)
         self._high_only = ~torch.isfinite(lo) & torch.isfinite(hi)
 
+    def fingerprint(self) -> dict:
+        """The fingerprint of the constrained density (the same problem, reparametrised)."""
+        return self.density.fingerprint()
+
     def to_constrained(self, z: torch.Tensor) -> torch.Tensor:
         """Map unconstrained ``z`` to parameters within the bounds: a scaled sigmoid between two
         bounds, ``exp`` beside one bound, identity without bounds."""
