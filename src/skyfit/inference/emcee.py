@@ -263,4 +263,4 @@ def sample_emcee(
         checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
                    names=list(density.names), log_density=np.ascontiguousarray(logp.T),
-                   sampler="emcee", info=info)
+                   sampler="emcee", info=info, units=dict(density.units))

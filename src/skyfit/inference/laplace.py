@@ -54,7 +54,8 @@ class LaplaceResult(GaussianApproximation):
         """Draws from the Gaussian approximation, as one chain of :class:`Samples`."""
         draws = self.draw(n, seed)
         return Samples(draws=draws[None].cpu().numpy(), names=list(self.names),
-                       log_density=np.full((1, n), np.nan), sampler="laplace")
+                       log_density=np.full((1, n), np.nan), sampler="laplace",
+                       units=dict(self.units))
 
 
 def _warn_at_bounds(density: LogDensity, x: torch.Tensor) -> None:

@@ -361,4 +361,4 @@ def _samples(run_, u, state: LoopState, trace: Trace, wall: float, error,
         info["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
     return Samples(draws=x.detach().cpu().numpy(), names=list(run_.names),
                    log_density=logp.detach().cpu().numpy(), sampler=run_.kernel.name,
-                   sample_stats=stats, info=info)
+                   sample_stats=stats, info=info, units=dict(u.density.units))

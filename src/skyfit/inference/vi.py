@@ -72,7 +72,7 @@ class VIResult(GaussianApproximation):
                        log_density=log_p.cpu().numpy()[None], sampler=f"vi-{self.family}",
                        sample_stats={"log_q": log_q.cpu().numpy()[None], "log_weight": lw[None]},
                        info={"pareto_k": float(k), "elbo": self.elbo, "seed": seed,
-                             "fit": dict(self.info)})
+                             "fit": dict(self.info)}, units=dict(u.density.units))
 
 
 def _pareto_k(log_w: torch.Tensor) -> float:
