@@ -26,6 +26,21 @@ class LogDensity(abc.ABC):
     :meth:`initial`, :meth:`check_inside` (the one support check, raising
     :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`,
     and :meth:`fingerprint` (what a checkpoint records to refuse resuming on other data).
+
+    Example:
+        >>> import torch
+        >>> class StandardNormal(LogDensity):
+        ...     def __init__(self, dim):
+        ...         self.names = [f"x{i}" for i in range(dim)]
+        ...         self.lower = torch.full((dim,), -torch.inf, dtype=torch.float64)
+        ...         self.upper = torch.full((dim,), torch.inf, dtype=torch.float64)
+        ...     def log_prob(self, x):
+        ...         return -0.5 * (x**2).sum(-1)
+        >>> d = StandardNormal(2)
+        >>> d.dim, d(torch.ones(3, 2, dtype=torch.float64))  # a batch of three points in one call
+        (2, tensor([-1., -1., -1.], dtype=torch.float64))
+        >>> d.value_and_grad(torch.ones(2, dtype=torch.float64))
+        (tensor(-1., dtype=torch.float64), tensor([-1., -1.], dtype=torch.float64))
     """
 
     names: list[str]

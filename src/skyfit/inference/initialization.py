@@ -190,7 +190,15 @@ class _Initial(InitStrategy):
 
 
 def init_to_initial() -> InitStrategy:
-    """Start at ``density.initial()`` (a Posterior: the model's current values); the default."""
+    """Start at ``density.initial()`` (a Posterior: the model's current values); the default.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity, resolve_start
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b"], initial=[0.5, -1.0])
+        >>> resolve_start(d, init_to_initial(), 2, space="constrained").position
+        tensor([[ 0.5000, -1.0000],
+                [ 0.5000, -1.0000]], dtype=torch.float64)
+    """
     return _Initial()
 
 
@@ -211,13 +219,30 @@ class _Uniform(InitStrategy):
 
 def init_to_uniform(radius: float = 2.0) -> InitStrategy:
     """Start each chain uniformly in ``(-radius, radius)`` of the unconstrained space (for a
-    bounded parameter: around the middle of its range), as numpyro's ``init_to_uniform``."""
+    bounded parameter: around the middle of its range), as numpyro's ``init_to_uniform``.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity, resolve_start
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b"], lower=0.0, upper=1.0)
+        >>> z = resolve_start(d, init_to_uniform(radius=2.0), 4).position  # unconstrained space
+        >>> tuple(z.shape), bool((z.abs() < 2.0).all())
+        ((4, 2), True)
+    """
     return _Uniform(radius)
 
 
 def init_to_feasible() -> InitStrategy:
     """Start at the centre of the support: the middle of each bounded range, ``bound + 1`` on a
-    one-sided range, 0 on an open one (``init_to_uniform(radius=0)``)."""
+    one-sided range, 0 on an open one (``init_to_uniform(radius=0)``).
+
+    Example:
+        >>> import math
+        >>> from skyfit.inference import FunctionDensity, resolve_start
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b", "c"],
+        ...                     lower=[0.0, 1.0, -math.inf], upper=[2.0, math.inf, math.inf])
+        >>> resolve_start(d, init_to_feasible(), 1, space="constrained").position
+        tensor([[1., 2., 0.]], dtype=torch.float64)
+    """
     return _Uniform(0.0)
 
 
@@ -284,7 +309,18 @@ class _Sample(InitStrategy):
 
 def init_to_sample(approximation: GaussianApproximation) -> InitStrategy:
     """Start at draws of a Gaussian approximation (Laplace or VI) inside the support; its
-    covariance, mapped to the unconstrained space, is a sampler's first metric."""
+    covariance, mapped to the unconstrained space, is a sampler's first metric.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity, laplace, resolve_start
+        >>> mean = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> d = FunctionDensity(lambda x: -0.5 * ((x - mean) ** 2).sum(-1), ["a", "b"])
+        >>> lap = laplace(d, mean)  # N(mean, identity)
+        >>> x = resolve_start(d, init_to_sample(lap), 4000, space="constrained").position
+        >>> x.mean(0).round(decimals=1), x.std(0).round(decimals=1)
+        (tensor([1., 2.], dtype=torch.float64), tensor([1., 1.], dtype=torch.float64))
+    """
     return _Sample(approximation)
 
 
@@ -320,7 +356,17 @@ def as_start(result) -> InitStrategy:
     """The start a previous result gives: a :class:`MAPResult` its optimum
     (:func:`init_to_value`), a :class:`GaussianApproximation` (Laplace, VI) draws of it
     (:func:`init_to_sample`), :class:`Samples` the last draw of each chain (repeated when more
-    chains are asked for) with the draws' covariance as metric."""
+    chains are asked for) with the draws' covariance as metric.
+
+    Example:
+        >>> import numpy as np
+        >>> from skyfit.inference import FunctionDensity, Samples, resolve_start
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b"])
+        >>> chain = np.array([[[0.0, 0.0], [2.0, 1.0], [1.0, 2.0]]])  # one chain of three draws
+        >>> previous = Samples(chain, ["a", "b"], np.zeros((1, 3)), "demo")
+        >>> resolve_start(d, as_start(previous), 1, space="constrained").position  # its last draw
+        tensor([[1., 2.]], dtype=torch.float64)
+    """
     if isinstance(result, MAPResult):
         return init_to_value(result.x)
     if isinstance(result, GaussianApproximation):
@@ -354,6 +400,16 @@ def resolve_start(density: LogDensity, init, n: int, random: RandomSource | None
         space: ``"unconstrained"`` (HMC, NUTS, VI) or ``"constrained"`` (emcee, fit_map).
         scale: spread of the ball around a single start point, in ``space``: a number, a
             ``(dim,)`` tensor or a function of the point giving one.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b"], lower=0.0)
+        >>> start = resolve_start(d, {"a": 1.0, "b": 2.0}, 3, space="unconstrained", scale=0.0)
+        >>> start.position.exp()  # three chains at the point, mapped to the unconstrained space
+        tensor([[1., 2.],
+                [1., 2.],
+                [1., 2.]], dtype=torch.float64)
     """
     u = UnconstrainedDensity(density)
     random = _seeded(u) if random is None else random

@@ -39,6 +39,17 @@ class VIResult(GaussianApproximation):
         density: the :class:`~skyfit.inference.UnconstrainedDensity` that was fitted.
         q: the fitted torch module (``rsample``, ``log_prob``, ``rsample_and_log_prob``).
         info: ``wall_time``, ``n_evals``, ``n_steps``, ``lr``, ``n_nonfinite`` (skipped steps).
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity, fit_vi
+        >>> mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+        >>> d = FunctionDensity(lambda x: -0.5 * ((x - mean) ** 2).sum(-1), ["a", "b"])
+        >>> vi = fit_vi(d, n_steps=500, lr=0.05, init=torch.zeros(2), progress=False)
+        >>> vi.space, vi.family
+        ('unconstrained', 'fullrank')
+        >>> vi.mean.round(decimals=3), vi.std.round(decimals=3)  # no bounds: the physical space
+        (tensor([ 1., -2.], dtype=torch.float64), tensor([1., 1.], dtype=torch.float64))
     """
 
     family: str = "fullrank"
