@@ -40,10 +40,8 @@ EXAMPLE_PENDING = {
     "skyfit.inference.MAPResult", "skyfit.inference.ManyResult",
     "skyfit.inference.MultistartResult", "skyfit.inference.fit_map_many",
     "skyfit.inference.laplace_many", "skyfit.inference.log_density_hessian",
-    "skyfit.plots.corner_plot", "skyfit.plots.plot_critical_curves",
     "skyfit.plots.plot_image_stack", "skyfit.plots.plot_lens_model",
-    "skyfit.plots.plot_light_curve", "skyfit.plots.plot_photometry", "skyfit.plots.save_figure",
-    "skyfit.plots.save_model_graph", "skyfit.plots.trace_plot",
+    "skyfit.plots.plot_photometry",
 }
 
 

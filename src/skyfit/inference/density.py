@@ -13,7 +13,32 @@ from .checkpoint import data_fingerprint
 __all__ = ["LogDensity", "FunctionDensity"]
 
 
-class LogDensity(abc.ABC):
+class ParameterBounds:
+    """Parameter vectors of ``dim`` entries: ``names`` (one per entry) and ``lower`` / ``upper``
+    bounds, whose dtype and device the vectors take (shared by :class:`LogDensity` and
+    :class:`~skyfit.inference.BatchedDensity`)."""
+
+    names: list[str]
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters (length of a parameter vector)."""
+        return len(self.names)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of parameter vectors (that of the bounds)."""
+        return self.lower.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of parameter vectors (that of the bounds)."""
+        return self.lower.device
+
+
+class LogDensity(ParameterBounds, abc.ABC):
     """A (possibly unnormalised) log-density ``log p(x)`` of a flat vector ``x`` of ``dim`` entries.
 
     This is the whole interface the inference layer sees, never a model. Subclasses set
@@ -43,15 +68,6 @@ class LogDensity(abc.ABC):
         (tensor(-1., dtype=torch.float64), tensor([-1., -1.], dtype=torch.float64))
     """
 
-    names: list[str]
-    lower: torch.Tensor
-    upper: torch.Tensor
-
-    @property
-    def dim(self) -> int:
-        """Number of parameters (length of a parameter vector)."""
-        return len(self.names)
-
     @property
     def units(self) -> dict[str, str]:
         """``{name: units}`` of the entries whose units the density knows (a Posterior knows
@@ -70,16 +86,6 @@ class LogDensity(abc.ABC):
             (['a', 'b'], ['lower', 'upper'])
         """
         return data_fingerprint(self.names, lower=self.lower, upper=self.upper)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """dtype of parameter vectors (that of the bounds)."""
-        return self.lower.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """Device of parameter vectors (that of the bounds)."""
-        return self.lower.device
 
     @property
     def periodic(self) -> torch.Tensor:
