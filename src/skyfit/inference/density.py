@@ -51,6 +51,7 @@ class LogDensity(ParameterBounds, abc.ABC):
     :meth:`initial`, :meth:`check_inside` (the one support check, raising
     :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`,
     and :meth:`fingerprint` (what a checkpoint records to refuse resuming on other data).
+    ``dim``, ``dtype`` and ``device`` follow from ``names`` and the bounds.
 
     Example:
         >>> import torch
