@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConvergenceWarning, LogDensityError
+from ..errors import ConvergenceWarning, DataMismatchError, LogDensityError
 from .adaptation.window_adaptation import WindowAdaptation
 from .checkpoint import load_checkpoint, save_checkpoint
 from .density import LogDensity
@@ -300,11 +300,19 @@ def _state_dict(run_, adaptation, state: LoopState, trace: Trace, elapsed: float
         elapsed=elapsed, warmup_time=state.warmup_time)
 
 
-def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
-    s = load_checkpoint(run_.checkpoint, expect_fingerprint=run_.fingerprint)
+def _check_format(run_, s: dict) -> None:
     if s.get("format") != CHECKPOINT_FORMAT or s.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{run_.checkpoint} is not a skyfit HMC/NUTS checkpoint (format "
                          f"{CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION})")
+
+
+def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
+    try:
+        s = load_checkpoint(run_.checkpoint, expect_fingerprint=run_.fingerprint)
+    except DataMismatchError:  # a checkpoint of another kind says so rather than "other data"
+        _check_format(run_, load_checkpoint(run_.checkpoint))
+        raise
+    _check_format(run_, s)
     mine, theirs = run_.config(), s["config"]
     diff = {k: (theirs.get(k), mine[k]) for k in mine if theirs.get(k) != mine[k]}
     if diff:
