@@ -41,7 +41,8 @@ EXAMPLE_PENDING = {
     "skyfit.inference.MultistartResult", "skyfit.inference.fit_map_many",
     "skyfit.inference.laplace_many", "skyfit.inference.log_density_hessian",
     "skyfit.plots.plot_image_stack", "skyfit.plots.plot_lens_model",
-    "skyfit.plots.plot_photometry",
+    "skyfit.plots.plot_photometry", "skyfit.inference.init_to_initial",
+    "skyfit.inference.init_to_uniform", "skyfit.inference.resolve_start",
 }
 
 
