@@ -49,6 +49,33 @@ def test_results_return_quantities():
         lap.quantity("sn.Re")
 
 
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")
+def test_samples_carry_units_through_their_file(tmp_path):
+    t = torch.linspace(-20, 20, 14, **f64)
+    lc = skyfit.GaussianLightCurve("sn", t0=1.0, sigma=5.0, peak_flux=2.0)
+    flux = lc.flux(t).detach()
+    lc.to_dynamic()
+    post = skyfit.Posterior(skyfit.PhotometryLikelihood(lc, t, flux, torch.full_like(t, 0.1)))
+    start = torch.tensor([1.0, 5.0, 2.0], **f64)
+    nuts = skyfit.sample_nuts(post, init=start, n_chains=2, n_warmup=30, n_draws=20,
+                              progress=False)
+    emcee = skyfit.sample_emcee(post, init=start, n_steps=10, n_burn=0, progress=False)
+    laplace = skyfit.laplace(post, start).sample(50)
+    for samples in (nuts, emcee, laplace):
+        assert samples.units == post.units
+        t0 = samples.quantity("sn.t0")
+        assert t0.unit == u.day and t0.shape == samples["sn.t0"].shape
+        np.testing.assert_allclose(t0.to_value(u.hour), 24 * samples["sn.t0"], rtol=1e-14)
+    path = tmp_path / "draws.h5"
+    nuts.save(path)
+    loaded = skyfit.Samples.load(path)
+    assert loaded.units == post.units
+    assert loaded.quantity("sn.peak_flux").unit == u.Unit(nuts.quantity("sn.peak_flux").unit)
+    np.testing.assert_array_equal(loaded.quantity("sn.sigma").to_value(u.d), nuts["sn.sigma"])
+    with pytest.raises(KeyError, match="no parameter 'sn.Re'"):
+        loaded.quantity("sn.Re")
+
+
 def _wcs(rotation_deg: float, scale: float, crpix=(20.5, 10.0), shape=(30, 40)):
     from astropy.wcs import WCS
 

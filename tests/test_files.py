@@ -176,3 +176,52 @@ def test_damaged_nuts_checkpoint_is_refused_on_resume(tmp_path, damage, words):
     damage(path)
     with pytest.raises(CorruptFileError, match=words):
         sample_nuts(GAUSS, resume=True, **kw)
+
+
+# -- resuming on other data: the samplers record the density's fingerprint -------------------
+
+def _light_curve_posterior(flux_shift: float = 0.0, t_end: float = 5.0):
+    from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+
+    t = torch.linspace(-5.0, t_end, 11, dtype=torch.float64)
+    lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+    flux = lc.flux(t).detach() + flux_shift
+    lc.to_dynamic()
+    return Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(11)))
+
+
+def test_posterior_fingerprint_covers_data_and_constants_not_fitted_values():
+    post = _light_curve_posterior()
+    fingerprint = post.fingerprint()
+    assert fingerprint == _light_curve_posterior().fingerprint()  # the same problem built again
+    post.set(torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64))  # fitted values are not data
+    assert post.fingerprint() == fingerprint
+    data_keys = [k for k, v in fingerprint["arrays"].items() if v["shape"] == [11]]
+    assert len(data_keys) >= 3  # times, flux and flux errors
+    for other in (_light_curve_posterior(flux_shift=1e-12), _light_curve_posterior(t_end=5.5)):
+        # one flux value changed in its last bits, or the observation times moved
+        then, now = fingerprint["arrays"], other.fingerprint()["arrays"]
+        assert sorted(then) == sorted(now)
+        changed = [k for k in then if then[k]["sha256"] != now[k]["sha256"]]
+        assert changed and set(changed) <= set(data_keys)
+
+
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")
+@pytest.mark.parametrize("sampler", ["nuts", "emcee"])
+def test_resuming_on_changed_data_is_refused_naming_the_file(tmp_path, sampler):
+    post = _light_curve_posterior()
+    init = torch.tensor([0.0, 2.0, 1.0], dtype=torch.float64)
+    if sampler == "nuts":
+        path = tmp_path / "run.pt"
+        kw = dict(init=init, n_chains=2, n_warmup=20, n_draws=10, checkpoint=path, progress=False)
+        run = sample_nuts
+    else:
+        path = tmp_path / "run.h5"
+        kw = dict(init=init, n_walkers=8, n_burn=0, n_steps=20, checkpoint=path, progress=False)
+        run = sample_emcee
+    first = run(post, **kw)
+    again = run(_light_curve_posterior(), resume=True, **kw)  # the same data, rebuilt: resumes
+    np.testing.assert_array_equal(again.draws, first.draws)
+    with pytest.raises(DataMismatchError, match=rf"{path.name}.*other data.*sha256") as error:
+        run(_light_curve_posterior(flux_shift=1e-3), resume=True, **kw)
+    assert str(path) in str(error.value) and "PhotometryLikelihood" in str(error.value)

@@ -11,8 +11,9 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 
 import caskade as ck
+import torch
 
-__all__ = ["ModuleList", "node_paths", "param_paths", "short_names"]
+__all__ = ["ModuleList", "node_paths", "param_paths", "short_names", "data_arrays"]
 
 
 class ModuleList(ck.NodeList):
@@ -107,3 +108,21 @@ def short_names(paths: Sequence[tuple[str, ...]]) -> list[str]:
     if repeated:  # only a Param listed twice can get here: distinct nodes have distinct paths
         raise ValueError(f"parameters {repeated} appear more than once")
     return names
+
+
+def data_arrays(root: ck.Node) -> dict[str, torch.Tensor]:
+    """The tensors that fix a model's data and constants, keyed by path (``root.attr``): every
+    module's public tensor attributes (data, variances, masks, times) and every static Param's
+    value. Dynamic Params (the values being fitted) and linked Params (functions of others) are
+    left out, and so are private attributes (caches). Used to fingerprint a problem."""
+    out: dict[str, torch.Tensor] = {}
+    for node, path in node_paths(root).items():
+        key = ".".join(path)
+        if isinstance(node, ck.Param):
+            value = node.value if node.static else None
+            if isinstance(value, torch.Tensor):
+                out[key] = value
+        elif isinstance(node, ck.Module):
+            out.update((f"{key}.{attr}", value) for attr, value in vars(node).items()
+                       if isinstance(value, torch.Tensor) and not attr.startswith("_"))
+    return out

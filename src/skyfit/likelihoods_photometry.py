@@ -32,7 +32,13 @@ def log_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 def censored_log_likelihood(limit, model, sigma) -> torch.Tensor:
     """``log P(measured < limit) = log Phi((limit - model) / sigma)`` of a non-detection whose
     measurement would be Gaussian around ``model`` with standard deviation ``sigma`` (a censored
-    term)."""
+    term).
+
+    Example:
+        >>> import torch
+        >>> censored_log_likelihood(torch.tensor([1.0, 3.0]), torch.tensor(1.0), torch.tensor(1.0))
+        tensor([-0.6931, -0.0230])
+    """
     return log_normal_cdf((limit - model) / sigma)
 
 

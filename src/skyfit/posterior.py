@@ -11,8 +11,9 @@ from torch.distributions import Distribution
 
 from ._display import Table, format_value
 from ._forward import forward
-from ._graph import ModuleList, param_paths, short_names
+from ._graph import ModuleList, data_arrays, param_paths, short_names
 from .errors import NoFreeParameterError, ParameterVectorError
+from .inference.checkpoint import data_fingerprint
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
 
@@ -136,6 +137,18 @@ class Posterior(LogDensity):
         """``{name: units}`` of each entry of ``x`` (the Params' declared unit strings)."""
         return {name: getattr(p, "units", None) or "" for label, (_, shape, p) in
                 self.slices.items() for name in self.names_of(label, shape)}
+
+    def fingerprint(self) -> dict:
+        """Names, bounds and the shape, dtype and SHA-256 of every data array and constant of
+        the likelihood graph (module tensors such as ``data``/``variance``, static Params such
+        as observation times), plus the priors' types and parameters: a checkpoint written
+        with it cannot be resumed on other data or another model."""
+        arrays = {f"prior.{label}.{k}": v for label, dist in self.priors.items()
+                  for k, v in vars(dist).items() if isinstance(v, torch.Tensor)}
+        fingerprint = data_fingerprint(self.names, lower=self.lower, upper=self.upper,
+                                       **data_arrays(self.likelihood), **arrays)
+        fingerprint["priors"] = {label: type(d).__name__ for label, d in self.priors.items()}
+        return fingerprint
 
     def names_of(self, label: str, shape: tuple) -> list[str]:
         """The entry names of the Param ``label`` of ``shape``."""

@@ -48,7 +48,16 @@ def default_prior_log_prob(value: torch.Tensor, lower: torch.Tensor, upper: torc
 
 def prior_log_prob(dist: Distribution, value: torch.Tensor, param_ndim: int) -> torch.Tensor:
     """``dist.log_prob(value)`` summed over the Param's own dimensions; NaN (outside the
-    distribution's support) becomes -inf."""
+    distribution's support) becomes -inf.
+
+    Example:
+        >>> import torch
+        >>> from torch.distributions import Normal, Uniform
+        >>> prior_log_prob(Normal(0.0, 1.0), torch.zeros(3), param_ndim=1)  # 3 x -log sqrt(2 pi)
+        tensor(-2.7568)
+        >>> prior_log_prob(Uniform(0.0, 1.0, validate_args=False), torch.tensor(2.0), param_ndim=0)
+        tensor(-inf)
+    """
     lp = dist.log_prob(value)
     try:  # with _validate_args off, e.g. Exponential gives a finite log_prob below 0
         inside = dist.support.check(value)

@@ -28,6 +28,15 @@ class GalaxySet:
         params: generating parameters, each ``(n,)``: ``n`` (Sersic index), ``Re`` (pixels),
             ``q``, ``phi`` (rad), ``x0``, ``y0`` (pixels from the stamp centre), ``n_clumps``,
             ``clump_fraction`` (of the flux), ``snr``.
+
+    Example:
+        >>> import torch
+        >>> galaxies = make_galaxies(6, size=16, seed=0)
+        >>> tuple(galaxies.images.shape), torch.allclose(galaxies.truth.sum((1, 2)), torch.ones(6))
+        ((6, 16, 16), True)
+        >>> train, val = galaxies.split(4)
+        >>> len(train.images), len(val.images)
+        (4, 2)
     """
 
     images: torch.Tensor

@@ -26,6 +26,16 @@ class GalaxyModel(nn.Module):
     Arguments:
         vae: the trained VAE. iaf, maf: fitted :class:`LatentFlow` of kinds ``"iaf"``, ``"maf"``
             (either may be None). info: JSON-like dict of training facts.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.generative import load_pretrained
+        >>> model = load_pretrained("galaxy32")  # the shipped GalaxyModel
+        >>> model.size, model.latent_dim
+        (32, 16)
+        >>> x = model.sample(4, generator=torch.Generator().manual_seed(0))
+        >>> tuple(x.shape), torch.allclose(x.sum((1, 2)), torch.ones(4), atol=0.1)  # ~unit flux
+        ((4, 32, 32), True)
     """
 
     def __init__(self, vae: GalaxyVAE, iaf: LatentFlow | None = None,

@@ -214,7 +214,8 @@ class GaussianApproximation:
         """Draws from the Gaussian, as one chain of :class:`Samples` (in its own space)."""
         draws = self.draw(n, seed)
         return Samples(draws=draws[None].cpu().numpy(), names=list(self.names),
-                       log_density=np.full((1, n), np.nan), sampler="gaussian")
+                       log_density=np.full((1, n), np.nan), sampler="gaussian",
+                       units=dict(self.units) if self.space == "constrained" else {})
 
     def table(self, truth: dict | None = None) -> str:
         """Plain-text table of mean +- standard deviation (and truth when given)."""

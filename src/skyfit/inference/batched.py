@@ -15,12 +15,12 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import LogDensityError, ParameterVectorError
-from .density import LogDensity
+from .density import LogDensity, ParameterBounds
 
 __all__ = ["BatchedDensity", "ObjectRows"]
 
 
-class BatchedDensity(abc.ABC):
+class BatchedDensity(ParameterBounds, abc.ABC):
     """N independent log-densities ``log p_n(x)``, ``x`` of ``dim`` entries, sharing names and
     bounds.
 
@@ -30,30 +30,12 @@ class BatchedDensity(abc.ABC):
     (``vmap``, ``jacrev``). They may override :meth:`initial`.
     """
 
-    names: list[str]
-    lower: torch.Tensor
-    upper: torch.Tensor
     data: dict[str, torch.Tensor]
-
-    @property
-    def dim(self) -> int:
-        """Number of parameters of one object."""
-        return len(self.names)
 
     @property
     def n_objects(self) -> int:
         """Number of objects N."""
         return next(iter(self.data.values())).shape[0]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Floating-point dtype of the parameters."""
-        return self.lower.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return self.lower.device
 
     @abc.abstractmethod
     def object_log_prob(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]) -> torch.Tensor:

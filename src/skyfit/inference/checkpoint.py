@@ -141,11 +141,16 @@ def _read_verified(path: Path) -> tuple[dict, bytes]:
     return header, payload
 
 
-def _compare_fingerprints(path, stored, expected: dict) -> None:
+def check_fingerprint(path, stored, expected: dict) -> None:
+    """Raise :class:`~skyfit.errors.DataMismatchError` naming ``path`` and every difference
+    (names, each array's shape/dtype/hash, other keys) when ``stored`` is not ``expected``."""
+    expected = json.loads(json.dumps(expected))
     if stored == expected:
         return
     if stored is None:
-        raise DataMismatchError(f"{path} was written without a data fingerprint; expected one")
+        raise DataMismatchError(f"{path} was written without a data fingerprint (by an older "
+                                "skyfit), so it cannot be checked against the data at hand; "
+                                "resume=False starts afresh")
     diffs = []
     if stored.get("names") != expected.get("names"):
         diffs.append(f"parameter names {stored.get('names')} vs now {expected.get('names')}")
@@ -162,7 +167,8 @@ def _compare_fingerprints(path, stored, expected: dict) -> None:
         if stored.get(key) != expected.get(key):
             diffs.append(f"{key} {stored.get(key)!r} vs now {expected.get(key)!r}")
     raise DataMismatchError(f"{path} was written for other data or another model: "
-                            + "; ".join(diffs or ["fingerprints differ"]))
+                            + "; ".join(diffs or ["fingerprints differ"])
+                            + "; resume with the same data, or resume=False to start afresh")
 
 
 def load_checkpoint(path, map_location=None, expect_fingerprint: dict | None = None) -> dict:
@@ -183,6 +189,5 @@ def load_checkpoint(path, map_location=None, expect_fingerprint: dict | None = N
     path = Path(path)
     header, payload = _read_verified(path)
     if expect_fingerprint is not None:
-        _compare_fingerprints(path, header.get("fingerprint"),
-                              json.loads(json.dumps(expect_fingerprint)))
+        check_fingerprint(path, header.get("fingerprint"), expect_fingerprint)
     return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)

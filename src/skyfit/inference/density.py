@@ -8,23 +8,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import ParameterRangeError, ParameterVectorError
+from .checkpoint import data_fingerprint
 
 __all__ = ["LogDensity", "FunctionDensity"]
 
 
-class LogDensity(abc.ABC):
-    """A (possibly unnormalised) log-density ``log p(x)`` of a flat vector ``x`` of ``dim`` entries.
-
-    This is the whole interface the inference layer sees, never a model. Subclasses set
-    ``names`` (one per entry of ``x``), ``lower`` / ``upper`` (support bounds, ``-inf`` / ``inf``
-    where open) and implement :meth:`log_prob` for ``x`` of shape ``(..., dim)`` returning shape
-    ``(...)``: a batch of points is evaluated in one call. They may override :meth:`initial`
-    (a default start, e.g. a model's current values) and set :attr:`periodic`.
-
-    The interface: :attr:`names`, :attr:`lower`, :attr:`upper`, :attr:`periodic`,
-    :meth:`initial`, :meth:`check_inside` (the one support check, raising
-    :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`.
-    """
+class ParameterBounds:
+    """Parameter vectors of ``dim`` entries: ``names`` (one per entry) and ``lower`` / ``upper``
+    bounds, whose dtype and device the vectors take (shared by :class:`LogDensity` and
+    :class:`~skyfit.inference.BatchedDensity`)."""
 
     names: list[str]
     lower: torch.Tensor
@@ -36,12 +28,6 @@ class LogDensity(abc.ABC):
         return len(self.names)
 
     @property
-    def units(self) -> dict[str, str]:
-        """``{name: units}`` of the entries whose units the density knows (a Posterior knows
-        every Param's); empty by default."""
-        return {}
-
-    @property
     def dtype(self) -> torch.dtype:
         """dtype of parameter vectors (that of the bounds)."""
         return self.lower.dtype
@@ -50,6 +36,57 @@ class LogDensity(abc.ABC):
     def device(self) -> torch.device:
         """Device of parameter vectors (that of the bounds)."""
         return self.lower.device
+
+
+class LogDensity(ParameterBounds, abc.ABC):
+    """A (possibly unnormalised) log-density ``log p(x)`` of a flat vector ``x`` of ``dim`` entries.
+
+    This is the whole interface the inference layer sees, never a model. Subclasses set
+    ``names`` (one per entry of ``x``), ``lower`` / ``upper`` (support bounds, ``-inf`` / ``inf``
+    where open) and implement :meth:`log_prob` for ``x`` of shape ``(..., dim)`` returning shape
+    ``(...)``: a batch of points is evaluated in one call. They may override :meth:`initial`
+    (a default start, e.g. a model's current values) and set :attr:`periodic`.
+
+    The interface: :attr:`names`, :attr:`lower`, :attr:`upper`, :attr:`periodic`,
+    :meth:`initial`, :meth:`check_inside` (the one support check, raising
+    :class:`~skyfit.errors.ParameterRangeError`), :meth:`log_prob` and :meth:`value_and_grad`,
+    and :meth:`fingerprint` (what a checkpoint records to refuse resuming on other data).
+    ``dim``, ``dtype`` and ``device`` follow from ``names`` and the bounds.
+
+    Example:
+        >>> import torch
+        >>> class StandardNormal(LogDensity):
+        ...     def __init__(self, dim):
+        ...         self.names = [f"x{i}" for i in range(dim)]
+        ...         self.lower = torch.full((dim,), -torch.inf, dtype=torch.float64)
+        ...         self.upper = torch.full((dim,), torch.inf, dtype=torch.float64)
+        ...     def log_prob(self, x):
+        ...         return -0.5 * (x**2).sum(-1)
+        >>> d = StandardNormal(2)
+        >>> d.dim, d(torch.ones(3, 2, dtype=torch.float64))  # a batch of three points in one call
+        (2, tensor([-1., -1., -1.], dtype=torch.float64))
+        >>> d.value_and_grad(torch.ones(2, dtype=torch.float64))
+        (tensor(-1., dtype=torch.float64), tensor([-1., -1.], dtype=torch.float64))
+    """
+
+    @property
+    def units(self) -> dict[str, str]:
+        """``{name: units}`` of the entries whose units the density knows (a Posterior knows
+        every Param's); empty by default."""
+        return {}
+
+    def fingerprint(self) -> dict:
+        """What identifies this problem in a checkpoint (see
+        :func:`~skyfit.inference.data_fingerprint`): by default the parameter names and the
+        bounds; a :class:`~skyfit.Posterior` adds a hash of every data array of its likelihood.
+        Resumable samplers store it and refuse to resume when it differs.
+
+        Example:
+            >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), ["a", "b"], lower=0.0)
+            >>> d.fingerprint()["names"], sorted(d.fingerprint()["arrays"])
+            (['a', 'b'], ['lower', 'upper'])
+        """
+        return data_fingerprint(self.names, lower=self.lower, upper=self.upper)
 
     @property
     def periodic(self) -> torch.Tensor:

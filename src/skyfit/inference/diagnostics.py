@@ -48,7 +48,14 @@ def _per_param(ds, names, squeeze):
 
 
 def rhat(draws) -> np.ndarray:
-    """Rank-normalised split R-hat per parameter (``arviz.rhat(method="rank")``)."""
+    """Rank-normalised split R-hat per parameter (``arviz.rhat(method="rank")``).
+
+    Example:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 1000, 1))  # (chain, draw, parameter)
+        >>> rhat(draws).round(2)
+        array([1.])
+    """
     import arviz as az
     a, squeeze = _as_3d(draws)
     ds, names = _dataset(a)
@@ -57,7 +64,14 @@ def rhat(draws) -> np.ndarray:
 
 def ess(draws, method: str = "bulk") -> np.ndarray:
     """Effective sample size per parameter: ``"bulk"`` (rank-normalised), ``"tail"`` (5% / 95%
-    quantiles) or any other ``arviz.ess`` method (``"mean"``, ``"sd"``, ...)."""
+    quantiles) or any other ``arviz.ess`` method (``"mean"``, ``"sd"``, ...).
+
+    Example:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 1000, 1))  # independent draws
+        >>> bool(3000 < ess(draws)[0] < 5000)
+        True
+    """
     import arviz as az
     a, squeeze = _as_3d(draws)
     ds, names = _dataset(a)
@@ -65,7 +79,14 @@ def ess(draws, method: str = "bulk") -> np.ndarray:
 
 
 def mcse(draws, method: str = "mean") -> np.ndarray:
-    """Monte Carlo standard error per parameter of the posterior ``"mean"`` or ``"sd"``."""
+    """Monte Carlo standard error per parameter of the posterior ``"mean"`` or ``"sd"``.
+
+    Example:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 1000, 1))
+        >>> mcse(draws).round(2)  # about sd / sqrt(4000)
+        array([0.02])
+    """
     import arviz as az
     a, squeeze = _as_3d(draws)
     ds, names = _dataset(a)
@@ -79,7 +100,15 @@ def mcse(draws, method: str = "mean") -> np.ndarray:
 def diagnostics_table(draws, names: Sequence[str] | None = None,
                       quantiles: Sequence[float] = (0.05, 0.5, 0.95)):
     """A ``pandas.DataFrame`` with one row per parameter: mean, sd, the given quantiles,
-    ``mcse_mean``, ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat`` (ArviZ's ``summary``)."""
+    ``mcse_mean``, ``mcse_sd``, ``ess_bulk``, ``ess_tail``, ``r_hat`` (ArviZ's ``summary``).
+
+    Example:
+        >>> import numpy as np
+        >>> draws = np.random.default_rng(0).normal(size=(4, 1000, 1))
+        >>> list(diagnostics_table(draws, ["a"]).columns)  # doctest: +NORMALIZE_WHITESPACE
+        ['mean', 'sd', 'q5%', 'q50%', 'q95%', 'mcse_mean', 'mcse_sd', 'ess_bulk', 'ess_tail',
+         'r_hat']
+    """
     import arviz as az
     a, _ = _as_3d(draws)
     ds, keys = _dataset(a, names)
@@ -97,6 +126,12 @@ def ks_uniform(x, lower: float = 0.0, upper: float = 1.0) -> float:
     """p-value of the Kolmogorov-Smirnov test that ``x`` is uniform on ``[lower, upper]``.
 
     The test assumes independent draws: thin MCMC output by its autocorrelation time first.
+
+    Example:
+        >>> import numpy as np
+        >>> u = np.linspace(0.0005, 0.9995, 1000)
+        >>> ks_uniform(u) > 0.99, ks_uniform(u**2) < 1e-6
+        (True, True)
     """
     from scipy import stats
     x = np.asarray(x, dtype=np.float64).ravel()
@@ -114,6 +149,14 @@ def sbc_ranks(truths, draws) -> np.ndarray:
 
     Returns integer ranks ``(replication, parameter)`` in ``0 .. n_draw``; for a calibrated
     posterior they are uniform on those ``n_draw + 1`` values.
+
+    Example:
+        >>> import numpy as np
+        >>> truths = np.array([[0.5], [2.5]])  # (replication, parameter)
+        >>> draws = np.arange(4.0).reshape(1, 4, 1).repeat(2, axis=0)  # (replication, draw, param)
+        >>> sbc_ranks(truths, draws)
+        array([[1],
+               [3]])
     """
     truths = np.asarray(truths, dtype=np.float64)
     draws = np.asarray(draws, dtype=np.float64)
@@ -129,6 +172,12 @@ def sbc_chi2(ranks, n_draws: int, n_bins: int = 10) -> np.ndarray:
     The ``n_draws + 1`` rank values are split into ``n_bins`` contiguous bins; each bin's
     expected count is proportional to the number of rank values it holds (exact also when
     ``n_bins`` does not divide ``n_draws + 1``). Keep the expected count per bin >= 5.
+
+    Example:
+        >>> import numpy as np
+        >>> ranks = (np.arange(100) % 10).reshape(100, 1)  # each rank 0..9 ten times: uniform
+        >>> sbc_chi2(ranks, n_draws=9, n_bins=5)
+        array([1.])
     """
     from scipy import stats
     ranks = np.asarray(ranks)

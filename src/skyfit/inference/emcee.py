@@ -143,9 +143,11 @@ def _run_ensemble(density, init, n_walkers, walkers_given, log_prob_np, total, s
 
     backend = None
     if checkpoint is not None:
+        fingerprint = density.fingerprint()
         if resume and Path(checkpoint).exists():
-            verify_emcee_checkpoint(checkpoint)  # an empty or damaged file must not start over
-        backend = CheckedHDFBackend(str(checkpoint))
+            # an empty or damaged file must not start over, nor a run on other data go on
+            verify_emcee_checkpoint(checkpoint, expect_fingerprint=fingerprint)
+        backend = CheckedHDFBackend(str(checkpoint), fingerprint=fingerprint)
     resuming = resume and backend.initialized and backend.iteration > 0
     if resuming:
         if not walkers_given:
@@ -285,4 +287,4 @@ def sample_emcee(
         **({"periodic": periodic} if periodic else {}))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
                    names=list(density.names), log_density=np.ascontiguousarray(logp.T),
-                   sampler="emcee", info=info)
+                   sampler="emcee", info=info, units=dict(density.units))

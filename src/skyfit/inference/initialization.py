@@ -217,7 +217,14 @@ def init_to_uniform(radius: float = 2.0) -> InitStrategy:
 
 def init_to_feasible() -> InitStrategy:
     """Start at the centre of the support: the middle of each bounded range, ``bound + 1`` on a
-    one-sided range, 0 on an open one (``init_to_uniform(radius=0)``)."""
+    one-sided range, 0 on an open one (``init_to_uniform(radius=0)``).
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity, resolve_start
+        >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), 3, [0, 1, -np.inf], [2, np.inf, np.inf])
+        >>> resolve_start(d, init_to_feasible(), 1, space="constrained").position
+        tensor([[1., 2., 0.]], dtype=torch.float64)
+    """
     return _Uniform(0.0)
 
 
@@ -284,7 +291,16 @@ class _Sample(InitStrategy):
 
 def init_to_sample(approximation: GaussianApproximation) -> InitStrategy:
     """Start at draws of a Gaussian approximation (Laplace or VI) inside the support; its
-    covariance, mapped to the unconstrained space, is a sampler's first metric."""
+    covariance, mapped to the unconstrained space, is a sampler's first metric.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity, laplace, resolve_start
+        >>> d = FunctionDensity(lambda x: -0.5 * ((x - 1.0) ** 2).sum(-1), 2)  # N(1, identity)
+        >>> start = init_to_sample(laplace(d, torch.ones(2)))
+        >>> x = resolve_start(d, start, 4000, space="constrained").position
+        >>> x.mean(0).round(decimals=1), x.std(0).round(decimals=1)
+        (tensor([1., 1.], dtype=torch.float64), tensor([1., 1.], dtype=torch.float64))
+    """
     return _Sample(approximation)
 
 
@@ -320,7 +336,16 @@ def as_start(result) -> InitStrategy:
     """The start a previous result gives: a :class:`MAPResult` its optimum
     (:func:`init_to_value`), a :class:`GaussianApproximation` (Laplace, VI) draws of it
     (:func:`init_to_sample`), :class:`Samples` the last draw of each chain (repeated when more
-    chains are asked for) with the draws' covariance as metric."""
+    chains are asked for) with the draws' covariance as metric.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity, resolve_start
+        >>> chain = np.array([[[0.0, 0.0], [2.0, 1.0], [1.0, 2.0]]])  # one chain of three draws
+        >>> previous = Samples(chain, ["x0", "x1"], chain[..., 0], "demo")
+        >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), 2)
+        >>> resolve_start(d, as_start(previous), 1, space="constrained").position  # its last draw
+        tensor([[1., 2.]], dtype=torch.float64)
+    """
     if isinstance(result, MAPResult):
         return init_to_value(result.x)
     if isinstance(result, GaussianApproximation):

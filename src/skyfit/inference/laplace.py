@@ -67,6 +67,7 @@ class LaplaceResult(GaussianApproximation):
             draws[..., i] = wrap(draws[..., i], lo, hi)
         return Samples(draws=draws, names=list(self.names),
                        log_density=np.full((1, n), np.nan), sampler="laplace",
+                       units=dict(self.units),
                        info={"periodic": dict(self.periodic)} if self.periodic else {})
 
 

@@ -38,6 +38,8 @@ class Samples:
             periodic parameters (angles): :meth:`mean`, :meth:`std`, :meth:`quantile` and
             :meth:`summary` treat them on the circle (circular mean and sd, quantiles of the
             draws unwrapped around the circular mean, wrapped back into range).
+        units: ``{name: units}`` of the parameters whose units the density declared
+            (:attr:`LogDensity.units`); :meth:`quantity` returns draws in them.
 
     Diagnostics (:meth:`summary`, :meth:`rhat`, :meth:`ess`, :meth:`mcse`) are ArviZ's
     rank-normalised R-hat and bulk / tail ESS. For emcee the "chains" are the walkers of one
@@ -56,6 +58,7 @@ class Samples:
     sampler: str
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.draws = np.asarray(self.draws)
@@ -111,6 +114,21 @@ class Samples:
             return self.draws[..., self.names.index(name)]
         except ValueError:
             raise KeyError(f"no parameter {name!r}; parameters are {self.names}") from None
+
+    def quantity(self, name: str):
+        """Draws of parameter ``name``, ``(chain, draw)``, as an astropy Quantity in its
+        declared units (dimensionless where none were declared).
+
+        Example:
+            >>> import numpy as np
+            >>> s = Samples(np.ones((1, 3, 1)), ["host.Re"], np.zeros((1, 3)), "demo",
+            ...             units={"host.Re": "arcsec"})
+            >>> s.quantity("host.Re").to("mas")
+            <Quantity [[1000., 1000., 1000.]] mas>
+        """
+        from ..units import to_quantity
+
+        return to_quantity(self[name], self.units.get(name, ""))
 
     # -- moments ---------------------------------------------------------------------------
     def _periodic(self) -> list[tuple[int, float, float]]:
@@ -264,6 +282,11 @@ class Samples:
                 raise ValueError(f"draws per chain differ: {first.n_draws} vs {p.n_draws}; "
                                  "trim the longer runs first")
         keys = [k for k in first.sample_stats if all(k in p.sample_stats for p in parts)]
+        units: dict[str, str] = {}
+        for p in parts:
+            for name, unit in p.units.items():
+                if units.setdefault(name, unit) != unit:
+                    raise ValueError(f"units of {name} differ: {units[name]!r} vs {unit!r}")
         samplers = list(dict.fromkeys(p.sampler for p in parts))
         return cls(
             draws=np.concatenate([p.draws for p in parts], axis=0),
@@ -273,6 +296,7 @@ class Samples:
             sample_stats={k: np.concatenate([np.asarray(p.sample_stats[k]) for p in parts], 0)
                           for k in keys},
             info={"parts": [p.info for p in parts]},
+            units=units,
         )
 
     # -- storage ---------------------------------------------------------------------------
@@ -288,6 +312,7 @@ class Samples:
             f.attrs["version"] = 1
             f.attrs["sampler"] = self.sampler
             f.attrs["names"] = json.dumps(self.names)
+            f.attrs["units"] = json.dumps(self.units)
             f.create_dataset("draws", data=self.draws)
             f.create_dataset("log_density", data=self.log_density)
             _write_tree(f.create_group("sample_stats"), self.sample_stats)
@@ -311,7 +336,8 @@ class Samples:
             verify_hdf5(f, path, what)
             return cls(draws=f["draws"][()], names=json.loads(f.attrs["names"]),
                        log_density=f["log_density"][()], sampler=str(f.attrs["sampler"]),
-                       sample_stats=_read_tree(f["sample_stats"]), info=_read_tree(f["info"]))
+                       sample_stats=_read_tree(f["sample_stats"]), info=_read_tree(f["info"]),
+                       units=json.loads(f.attrs.get("units", "{}")))
 
 
 # -- HDF5 tree of nested dicts / lists / arrays / JSON scalars ----------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConvergenceWarning, LogDensityError
+from ..errors import ConvergenceWarning, DataMismatchError, LogDensityError
 from .adaptation.window_adaptation import WindowAdaptation
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compiled import CompiledDensity, compile_if_worth
@@ -214,6 +214,8 @@ class _Settings:
         self.seed, self.mass, self.pool_mass = int(seed), mass, bool(pool_mass)
         self.target_accept = float(target_accept)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        # the data and model, stored in checkpoints and checked when resuming
+        self.fingerprint = None if checkpoint is None else u.fingerprint()
         self.checkpoint_every = int(checkpoint_every)
 
     def config(self) -> dict:
@@ -248,7 +250,8 @@ def _sample(kernel, u, init, init_scale, n_chains, n_warmup, n_draws, seed, mass
 
     def save(s: LoopState) -> None:
         if run_.checkpoint is not None:
-            save_checkpoint(run_.checkpoint, _state_dict(run_, adaptation, s, trace, clock()))
+            save_checkpoint(run_.checkpoint, _state_dict(run_, adaptation, s, trace, clock()),
+                            fingerprint=run_.fingerprint)
 
     n_total = run_.n_warmup + run_.n_draws
     callbacks = [ProgressBar(kernel.name.upper(), run_.n_warmup, n_total, trace, progress),
@@ -323,11 +326,19 @@ def _state_dict(run_, adaptation, state: LoopState, trace: Trace, elapsed: float
         elapsed=elapsed, warmup_time=state.warmup_time)
 
 
-def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
-    s = load_checkpoint(run_.checkpoint)
+def _check_format(run_, s: dict) -> None:
     if s.get("format") != CHECKPOINT_FORMAT or s.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{run_.checkpoint} is not a skyfit HMC/NUTS checkpoint (format "
                          f"{CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION})")
+
+
+def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
+    try:
+        s = load_checkpoint(run_.checkpoint, expect_fingerprint=run_.fingerprint)
+    except DataMismatchError:  # a checkpoint of another kind says so rather than "other data"
+        _check_format(run_, load_checkpoint(run_.checkpoint))
+        raise
+    _check_format(run_, s)
     mine, theirs = run_.config(), s["config"]
     diff = {k: (theirs.get(k), mine[k]) for k in mine if theirs.get(k) != mine[k]}
     if diff:
@@ -390,4 +401,4 @@ def _samples(run_, u, state: LoopState, trace: Trace, wall: float, error,
         info["periodic"] = periodic
     return Samples(draws=x.detach().cpu().numpy(), names=list(run_.names),
                    log_density=logp.detach().cpu().numpy(), sampler=run_.kernel.name,
-                   sample_stats=stats, info=info)
+                   sample_stats=stats, info=info, units=dict(u.density.units))

@@ -63,6 +63,10 @@ class UnconstrainedDensity(LogDensity):
         wrapped = self._lo + torch.remainder(x - self._lo, self._period)
         return torch.where(self._periodic, wrapped, x)
 
+    def fingerprint(self) -> dict:
+        """The fingerprint of the constrained density (the same problem, reparametrised)."""
+        return self.density.fingerprint()
+
     def to_constrained(self, z: torch.Tensor) -> torch.Tensor:
         """Map unconstrained ``z`` to parameters within the bounds: a scaled sigmoid between two
         bounds, ``exp`` beside one bound, identity without bounds."""

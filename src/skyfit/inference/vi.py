@@ -41,6 +41,17 @@ class VIResult(GaussianApproximation):
         density: the :class:`~skyfit.inference.UnconstrainedDensity` that was fitted.
         q: the fitted torch module (``rsample``, ``log_prob``, ``rsample_and_log_prob``).
         info: ``wall_time``, ``n_evals``, ``n_steps``, ``lr``, ``n_nonfinite`` (skipped steps).
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity, fit_vi
+        >>> mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+        >>> d = FunctionDensity(lambda x: -0.5 * ((x - mean) ** 2).sum(-1), ["a", "b"])
+        >>> vi = fit_vi(d, n_steps=500, lr=0.05, init=torch.zeros(2), progress=False)
+        >>> vi.space, vi.family
+        ('unconstrained', 'fullrank')
+        >>> vi.mean.round(decimals=3), vi.std.round(decimals=3)  # no bounds: the physical space
+        (tensor([ 1., -2.], dtype=torch.float64), tensor([1., 1.], dtype=torch.float64))
     """
 
     family: str = "fullrank"
@@ -74,7 +85,7 @@ class VIResult(GaussianApproximation):
                        log_density=log_p.cpu().numpy()[None], sampler=f"vi-{self.family}",
                        sample_stats={"log_q": log_q.cpu().numpy()[None], "log_weight": lw[None]},
                        info={"pareto_k": float(k), "elbo": self.elbo, "seed": seed,
-                             "fit": dict(self.info)})
+                             "fit": dict(self.info)}, units=dict(u.density.units))
 
 
 def _pareto_k(log_w: torch.Tensor) -> float:

@@ -21,6 +21,13 @@ class PSF(ModuleDisplay, ck.Module):
     Subclasses define ``kernel(pixel_scale, dtype=torch.float64)`` (normalised to sum 1, computed in
     ``dtype``, whatever the dtype of the parameters) and
     ``point_image(grid, x0, y0, flux)``.
+
+    Example:
+        >>> from skyfit import GaussianPSF
+        >>> psf = GaussianPSF(sigma=0.1, size=7)
+        >>> kernel = psf.kernel(0.05)  # pixel scale 0.05 arcsec
+        >>> isinstance(psf, PSF), tuple(kernel.shape), round(kernel.sum().item(), 12)
+        (True, (7, 7), 1.0)
     """
 
     size: int

@@ -42,6 +42,14 @@ class ThinLens(ModuleDisplay, ck.Module):
 
     Models with a mass centre ``(x0, y0)`` list it in :meth:`centres`, where the image finder
     looks for (and accounts for) central images (see :func:`~skyfit.find_images`).
+
+    Example:
+        >>> import torch
+        >>> from skyfit import SIS
+        >>> lens = SIS(theta_E=1.0)  # writes only its deflection, convergence and potential
+        >>> x, y = torch.tensor([2.0, 0.5]), torch.zeros(2)
+        >>> lens.magnification(x, y)  # |theta| / (|theta| - theta_E), by autograd of the deflection
+        tensor([ 2., -1.])
     """
 
     has_centre: bool = True

@@ -42,6 +42,16 @@ class LightCurve(ModuleDisplay, ck.Module):
     ``t0``. With ``dimming=True`` the amplitude is the flux at 10 pc and the observed flux is
     times :func:`~skyfit.lightcurves.observed.distance_dimming` (flat Lambda-CDM, H0 = 70,
     Om0 = 0.3; no K-correction). A baseline ``B`` is not dimmed.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLightCurve
+        >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=[1.0, 3.0], bands="gr",
+        ...                         shared=("t0",))
+        >>> tuple(lc.peak_flux.value.shape), tuple(lc.t0.value.shape)
+        ((2,), ())
+        >>> lc.flux(torch.tensor([0.0, 2.0]), torch.tensor([1, 0]))  # r at peak, g 1 sigma on
+        tensor([3.0000, 0.6065], dtype=torch.float64)
     """
 
     def __init__(self, name: str | None = None, bands=None, shared=(), redshift=None,

@@ -23,10 +23,20 @@ def light_curve_scales(phot) -> dict:
 
     Returns ``{"t_peak", "t_peak_band" (n_bands,), "peak_flux" (n_bands,), "rise", "fall",
     "span", "flux_err"}``: the peak time of the best-sampled band and each band's, each band's
-    brightest flux (its median flux error where it has no detection), the rise time from the
-    first detection to the peak (days, at least 1), the e-folding decline time from the points
-    after the peak (median of ``-(t - t_peak) / ln(f / f_peak)``; 30 days without such points),
-    the time span of the data and the median flux error of the detections.
+    brightest flux (its median flux error where it has no detection), the rise time, a third of
+    the time from the first detection to the peak (days, at least 1), the e-folding decline
+    time from the points after the peak (median of ``-(t - t_peak) / ln(f / f_peak)``; 30 days
+    without such points), the time span of the data and the median flux error of the
+    detections.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.data import Photometry
+        >>> t = torch.arange(0.0, 40.0, 4.0, dtype=torch.float64)
+        >>> flux = 10 * torch.exp(-0.5 * ((t - 12.0) / 4.0) ** 2)
+        >>> scales = light_curve_scales(Photometry(t, flux=flux, flux_err=0.1 * torch.ones(10)))
+        >>> scales["t_peak"], scales["span"], scales["rise"]  # rise: (12 - 0) / 3
+        (12.0, 36.0, 4.0)
     """
     det = phot.detected & torch.isfinite(phot.flux)
     band = phot.band if phot.band is not None else torch.zeros(len(phot), dtype=torch.long)
@@ -119,6 +129,17 @@ def default_priors(likelihood) -> dict:
     - the likelihood's ``jitter``: HalfNormal(median error).
 
     Only dynamic Params get one; others are left out.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLightCurve, PhotometryLikelihood
+        >>> t = torch.arange(0.0, 40.0, 4.0, dtype=torch.float64)
+        >>> lc = GaussianLightCurve(t0=12.0, sigma=4.0, peak_flux=10.0)
+        >>> flux = lc.flux(t).detach()
+        >>> lc.to_dynamic()
+        >>> priors = default_priors(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(10)))
+        >>> {p.name: type(d).__name__ for p, d in priors.items()}
+        {'t0': 'Normal', 'sigma': 'LogNormal', 'peak_flux': 'LogNormal'}
     """
     lc = likelihood.lightcurve
     span = float(likelihood.time.max() - likelihood.time.min())

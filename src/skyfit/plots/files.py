@@ -10,7 +10,17 @@ __all__ = ["save_figure", "save_model_graph"]
 
 
 def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
-    """Save ``fig`` to ``path`` and close it; returns the path."""
+    """Save ``fig`` to ``path`` and close it; returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import matplotlib.pyplot as plt
+        >>> fig, ax = plt.subplots()
+        >>> path = save_figure(fig, Path(tempfile.mkdtemp()) / "figure.png")
+        >>> path.name, path.exists(), plt.fignum_exists(fig.number)  # written, and closed
+        ('figure.png', True, False)
+    """
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -24,6 +34,14 @@ def save_model_graph(module, path: str | Path) -> Path | None:
 
     Needs the graphviz ``dot`` program; without it the DOT source is written to ``path.gv``
     and a warning says how to install graphviz.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from skyfit import Sersic
+        >>> out = save_model_graph(Sersic(), Path(tempfile.mkdtemp()) / "graph")
+        >>> out is None or (out.suffix, out.exists()) == (".png", True)  # None without graphviz
+        True
     """
     path = Path(path)
     dot = module.graphviz()

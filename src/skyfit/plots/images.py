@@ -73,6 +73,15 @@ def plot_light_curve(times, points: Mapping[str, Sequence] | None = None, curve=
         points: ``{label: [(value, error), ...]}``, one pair per epoch.
         curve: ``(t, flux, flux_err)`` of the fitted model (``flux_err`` may be None).
         truth: ``(t, flux)`` of the true light curve.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.linspace(-5, 5, 11)
+        >>> flux = np.exp(-t**2 / 8)
+        >>> fig = plot_light_curve(t, points={"epochs": np.stack([flux, 0.1 * flux + 0.01], 1)},
+        ...                        truth=(t, flux))
+        >>> [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+        ['truth', 'epochs']
     """
     import matplotlib.pyplot as plt
 

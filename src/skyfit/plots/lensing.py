@@ -19,6 +19,12 @@ def plot_critical_curves(lens, extent=(-3.0, 3.0, -3.0, 3.0), axes=None, n: int 
         axes: two matplotlib axes to draw on (default: a new figure).
         images: a :class:`~skyfit.lenses.LensImages` to mark (sized by magnification).
         source_position: ``(x, y)`` of a point source to mark in the source plane.
+
+    Example:
+        >>> from skyfit import SIS
+        >>> fig = plot_critical_curves(SIS(theta_E=1.0), extent=(-2, 2, -2, 2), n=100)
+        >>> [ax.get_title() for ax in fig.axes]
+        ['image plane', 'source plane']
     """
     import matplotlib.pyplot as plt
 

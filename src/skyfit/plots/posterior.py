@@ -38,6 +38,15 @@ def corner_plot(samples, truths=None, names=None, **kwargs):
             ``color=``, ``bins=``, ...).
 
     Returns the matplotlib figure.
+
+    Example:
+        >>> import numpy as np
+        >>> from skyfit.inference import Samples
+        >>> draws = np.random.default_rng(0).normal(size=(2, 500, 2))  # (chain, draw, parameter)
+        >>> samples = Samples(draws, ["a", "b"], np.zeros((2, 500)), "demo")
+        >>> fig = corner_plot(samples, truths={"a": 0.0, "b": 0.0})
+        >>> len(fig.axes)  # 2 x 2 panels
+        4
     """
     import corner
 
@@ -92,6 +101,15 @@ def trace_plot(samples, names=None, max_chains: int = 16, figsize=None):
         max_chains: at most this many chains are drawn (emcee runs have many walkers).
 
     Returns the matplotlib figure.
+
+    Example:
+        >>> import numpy as np
+        >>> from skyfit.inference import Samples
+        >>> draws = np.random.default_rng(0).normal(size=(2, 500, 2))  # (chain, draw, parameter)
+        >>> samples = Samples(draws, ["a", "b"], np.zeros((2, 500)), "demo")
+        >>> fig = trace_plot(samples)
+        >>> len(fig.axes)  # a trace and a histogram per parameter
+        4
     """
     import matplotlib.pyplot as plt
     draws, names = _draws_and_names(samples, names)

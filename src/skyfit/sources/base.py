@@ -16,6 +16,13 @@ class Source(ModuleDisplay, ck.Module):
     leading batch dimensions (for instance a flux per epoch, shape ``(n_epochs,)``); the result
     then has shape ``batch + x.shape``. Lensing ray-traces a source by calling ``brightness`` at
     deflected coordinates, so any ``Source`` can be lensed.
+
+    Example:
+        >>> import torch
+        >>> from skyfit import Gaussian
+        >>> g = Gaussian(sigma=1.0, flux=2 * torch.pi)  # peak brightness flux / (2 pi sigma^2)
+        >>> isinstance(g, Source), round(g.brightness(torch.zeros(1), torch.zeros(1)).item(), 6)
+        (True, 1.0)
     """
 
     def __init_subclass__(cls, **kwargs):

@@ -22,7 +22,14 @@ _SOLAR_LOGG = 4.44
 
 
 def planck_continuum(wavelength, teff, reference: float):
-    """Planck ``B_lambda(T)`` divided by its value at ``reference`` Angstrom (1 there)."""
+    """Planck ``B_lambda(T)`` divided by its value at ``reference`` Angstrom (1 there).
+
+    Example:
+        >>> import torch
+        >>> wl = torch.tensor([4000.0, 5000.0, 6000.0], dtype=torch.float64)
+        >>> planck_continuum(wl, torch.tensor(5772.0, dtype=torch.float64), reference=5000.0)
+        tensor([0.8733, 1.0000, 0.9308], dtype=torch.float64)
+    """
     teff = torch.as_tensor(teff)[..., None]
     x = _HC_OVER_K / (wavelength * teff)
     x0 = _HC_OVER_K / (reference * teff)
@@ -37,6 +44,13 @@ def line_optical_depth(abundance, log_gf, excitation, ionized, teff, logg, zero_
     strengths, weaker for high excitation potentials (eV) in cool stars, and for lines of ions
     weaker at high gravity (electron pressure ``~ g^(1/3)`` favours the neutral stage).
     ``abundance`` is ``(..., n_lines)`` (each line's element's [X/H]).
+
+    Example:
+        >>> import torch
+        >>> zero, teff, logg = torch.zeros(2), torch.tensor(5040.0), torch.tensor(4.44)
+        >>> abundance = torch.tensor([0.0, 0.3])  # [X/H] of each line's element
+        >>> line_optical_depth(abundance, zero, zero, zero, teff, logg)
+        tensor([1.0000, 1.9953])
     """
     theta = 5040.0 / torch.as_tensor(teff)[..., None]
     gravity = (torch.as_tensor(logg)[..., None] - _SOLAR_LOGG) / 3.0
@@ -47,7 +61,14 @@ def line_optical_depth(abundance, log_gf, excitation, ionized, teff, logg, zero_
 def doppler_width(center, teff, atomic_mass, microturbulence: float = 1.5,
                   macroturbulence: float = 4.0):
     """Gaussian sigma (Angstrom) of thermal, microturbulent and macroturbulent motion (km/s):
-    ``center / c * sqrt(k T / m + (xi^2 + zeta^2) / 2)`` (macroturbulence taken Gaussian)."""
+    ``center / c * sqrt(k T / m + (xi^2 + zeta^2) / 2)`` (macroturbulence taken Gaussian).
+
+    Example:
+        >>> import torch
+        >>> centre, teff = torch.tensor(5000.0), torch.tensor(5772.0)
+        >>> round(doppler_width(centre, teff, 55.845, 0.0, 0.0).item(), 4)  # Fe, thermal only
+        0.0155
+    """
     teff = torch.as_tensor(teff)[..., None]
     velocity = torch.sqrt(_K_B_OVER_AMU * teff / atomic_mass
                           + 0.5 * (microturbulence**2 + macroturbulence**2))
@@ -61,6 +82,14 @@ def absorption_spectrum(wavelength, center, tau, width, window: int = 8):
     Each line's opacity is evaluated only on the ``2 window + 1`` pixels around its centre
     (``wavelength`` must be uniform, and ``window`` pixels must exceed ~6 widths): the cost
     grows with the number of lines, not lines times pixels.
+
+    Example:
+        >>> import torch
+        >>> wl = torch.linspace(4990.0, 5010.0, 201, dtype=torch.float64)  # 0.1 Angstrom pixels
+        >>> centre, tau, width = torch.tensor([[5000.0], [2.0], [0.2]], dtype=torch.float64)
+        >>> f = absorption_spectrum(wl, centre, tau, width)
+        >>> round(f[100].item(), 6), round(f[0].item(), 6)  # exp(-2) at the centre, 1 far away
+        (0.135335, 1.0)
     """
     n = wavelength.shape[0]
     step = (wavelength[-1] - wavelength[0]) / (n - 1)
@@ -78,7 +107,18 @@ def absorption_spectrum(wavelength, center, tau, width, window: int = 8):
 
 def instrumental_broadening(flux, sigma_pixels: float):
     """Convolve ``flux (..., n_pixels)`` with a normalised Gaussian line-spread function of
-    ``sigma_pixels`` (edges replicated, so a flat spectrum stays flat)."""
+    ``sigma_pixels`` (edges replicated, so a flat spectrum stays flat).
+
+    Example:
+        >>> import torch
+        >>> flat = torch.ones(50, dtype=torch.float64)
+        >>> torch.allclose(instrumental_broadening(flat, 2.0), flat)
+        True
+        >>> line = torch.zeros(51, dtype=torch.float64)
+        >>> line[25] = 1.0
+        >>> round(instrumental_broadening(line, 2.0).sum().item(), 6)  # flux is kept
+        1.0
+    """
     half = max(1, int(math.ceil(4 * sigma_pixels)))
     offsets = torch.arange(-half, half + 1, dtype=flux.dtype, device=flux.device)
     kernel = torch.exp(-0.5 * (offsets / sigma_pixels) ** 2)

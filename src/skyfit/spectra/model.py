@@ -30,7 +30,15 @@ ATOMIC_MASS = {"Fe": 55.85, "Mg": 24.31, "Si": 28.09, "Ca": 40.08, "Ti": 47.87, 
 @dataclass
 class LineList:
     """Atomic lines: ``center`` (Angstrom), ``element`` (index into ``elements``), ``log_gf``,
-    ``excitation`` (eV), ``ionized`` (1.0 for lines of the singly ionised stage)."""
+    ``excitation`` (eV), ``ionized`` (1.0 for lines of the singly ionised stage).
+
+    Example:
+        >>> import torch
+        >>> one = torch.tensor([1.0])
+        >>> lines = LineList(("Fe",), 5000 * one, torch.tensor([0]), 0 * one, one, 0 * one)
+        >>> len(lines), lines.of("Fe").tolist()
+        (1, [0])
+    """
 
     elements: tuple[str, ...]
     center: torch.Tensor
@@ -51,7 +59,13 @@ def synthetic_line_list(elements=("Fe", "Mg", "Si", "Ca", "Ti"), lines_per_eleme
                         wavelength_range=(5000.0, 5100.0), seed: int = 0) -> LineList:
     """A reproducible made-up line list: uniform centres, ``log_gf`` in [-1.5, 0.5], excitation
     in [0, 5] eV, a third of each element's lines ionised (a stand-in for a real list such as
-    VALD's, which is not redistributable)."""
+    VALD's, which is not redistributable).
+
+    Example:
+        >>> lines = synthetic_line_list(elements=("Fe", "Mg"), lines_per_element=3)
+        >>> len(lines), lines.elements, lines.of("Mg").tolist()
+        (6, ('Fe', 'Mg'), [3, 4, 5])
+    """
     gen = torch.Generator().manual_seed(seed)
     n = lines_per_element * len(elements)
     lo, hi = wavelength_range
