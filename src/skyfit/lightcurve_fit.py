@@ -29,6 +29,10 @@ def fit_map_continued(post: Posterior, x0=None):
     still large (max |grad| 1e2 to 1e5 on LSQ12dlf and PS1-10jh). An exact-Hessian trust region
     from that point follows the valley to the optimum. Convergence warnings of the first stage
     are not shown; the returned result carries the verdict of the stage that produced it.
+
+    Arguments:
+        post: the posterior (or any :class:`~skyfit.inference.LogDensity`).
+        x0: the start, as :func:`~skyfit.inference.fit_map` takes it (None: ``post.initial()``).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
