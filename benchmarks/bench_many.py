@@ -83,8 +83,10 @@ def scipy_loop(data: dict, starts: np.ndarray, **tolerances) -> tuple[np.ndarray
         keep = data["mask"][i]
         args = tuple(data[k][i][keep] for k in ("time", "band", "flux", "flux_err"))
         start = np.maximum(starts[i], [b[0] or -np.inf for b in BOUNDS])
-        res = minimize(villar_chi2_and_grad, start, args=args, jac=True, method="L-BFGS-B",
-                       bounds=BOUNDS, options=dict(maxiter=15000, **tolerances))
+        # trial steps to extreme time scales overflow the decline term: L-BFGS-B backs off
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = minimize(villar_chi2_and_grad, start, args=args, jac=True, method="L-BFGS-B",
+                           bounds=BOUNDS, options=dict(maxiter=15000, **tolerances))
         x[i], ok[i] = res.x, res.success
     return x, ok
 
@@ -141,6 +143,9 @@ def many_fits(quick: bool) -> tuple[float, dict]:
     starts = villar_starts(night.data)
     details = dict(objects=n, loop_objects=n_loop, gradient_check=f"{gradient_check(night):.1e}",
                    threads=torch.get_num_threads())
+    warm = {k: v[:5] for k, v in night.data.items()}  # first calls import and allocate
+    _batched_fit(warm, starts[:5])
+    scipy_loop(warm, starts[:5])
     t = time.perf_counter()
     result = _batched_fit(night.data, starts)
     batched_s = time.perf_counter() - t
@@ -191,7 +196,7 @@ def many_fits_dask(quick: bool) -> tuple[float, dict]:
 
 def many_nuts(quick: bool) -> tuple[float, dict]:
     n, n_loop = (8, 2) if quick else (1_000, 20)
-    warmup, draws = (150, 150) if quick else (500, 500)
+    warmup, draws = (100, 100) if quick else (500, 500)
     night = simulate_survey_night(n, seed=2)
     start = torch.as_tensor(night.truth)
     many = ManyObjects(villar_posterior, night.data)

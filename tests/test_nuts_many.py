@@ -118,6 +118,7 @@ def gaussian_light_curve_posterior(time, flux, flux_err):
     return Posterior(PaddedPhotometry(lc, time, flux, flux_err))
 
 
+@pytest.mark.slow  # four NUTS runs of three light-curve objects
 def test_light_curves_agree_with_single_object_nuts():
     from skyfit.lightcurves.functions import gaussian_light_curve
     from skyfit.survey import ManyObjects
@@ -132,7 +133,7 @@ def test_light_curves_agree_with_single_object_nuts():
     many = ManyObjects(gaussian_light_curve_posterior, data)
     start = torch.as_tensor(truth)
     batched = sample_nuts_many(many, start, n_chains=4, n_warmup=200, n_draws=250, seed=0)
-    assert batched.converged.all()
+    assert (batched.rhat < 1.05).all() and int(batched.extra["n_divergent"].sum()) == 0
     for i in range(3):
         post = gaussian_light_curve_posterior(**{k: v[i] for k, v in data.items()})
         single = sample_nuts(post, init=start[i], n_chains=4, n_warmup=200, n_draws=250,
