@@ -195,7 +195,7 @@ def many_fits_dask(quick: bool) -> tuple[float, dict]:
 
 
 def many_nuts(quick: bool) -> tuple[float, dict]:
-    n, n_loop = (8, 2) if quick else (1_000, 20)
+    n, n_loop = (4, 1) if quick else (1_000, 20)
     warmup, draws = (100, 100) if quick else (500, 500)
     night = simulate_survey_night(n, seed=2)
     start = torch.as_tensor(night.truth)
