@@ -5,7 +5,7 @@ L-BFGS-B on a numpy model with an analytic gradient, as an expert would write it
 when it is installed), ``many_fits_dask`` (``fit_catalogue`` on a LocalCluster of 2 workers vs
 the in-process batched call) and ``many_nuts`` (ESS/s of ``sample_nuts_many`` vs a loop of
 single-object ``sample_nuts``). Full mode: 10,000 objects (``many_nuts``: 1,000); ``--quick``:
-small sizes, about a minute in all on a quiet 2-core machine.
+small sizes (whether ``many_nuts`` quick fits in about a minute is not yet measured).
 
 ``python benchmarks/bench_many.py [--quick] [--rows many_fits ...]`` prints the same lines as
 ``run.py``.
