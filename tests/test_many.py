@@ -198,3 +198,19 @@ def test_several_starts_per_object_keep_the_best(night):
     same = one.converged & ((both.log_density - one.log_density).abs() < 1e-8)
     assert same.sum() >= 3
     torch.testing.assert_close(both.x[same], one.x[same], rtol=1e-6, atol=1e-8)
+
+
+def test_a_likelihood_that_ignores_the_swapped_data_is_refused():
+    # PhotometryLikelihood derives its arrays at construction: batched, every object would be
+    # fitted to object 0's fluxes; ManyObjects must say so instead
+    from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+
+    def factory(time, flux, flux_err):
+        lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+        lc.to_dynamic()
+        return Posterior(PhotometryLikelihood(lc, time, flux, flux_err))
+
+    t = torch.linspace(-5, 5, 11, dtype=torch.float64).expand(2, 11)
+    flux = torch.stack([torch.ones(11), 5 * torch.ones(11)]).double()
+    with pytest.raises(TypeError, match="PaddedPhotometry"):
+        ManyObjects(factory, {"time": t, "flux": flux, "flux_err": torch.ones(2, 11)})

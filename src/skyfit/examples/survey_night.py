@@ -7,16 +7,13 @@ The factory is a plain function of arrays (picklable by reference), which is wha
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import caskade as ck
 import numpy as np
 import torch
 
 from .. import Posterior, Villar
-from .._forward import forward
-from ..survey import stack_ragged
+from ..survey import PaddedPhotometry, stack_ragged
 
 __all__ = ["SurveyNight", "simulate_survey_night", "villar_posterior", "villar_starts",
            "villar_flux", "BANDS"]
@@ -24,30 +21,6 @@ __all__ = ["SurveyNight", "simulate_survey_night", "villar_posterior", "villar_s
 BANDS = ("g", "r", "i")
 SHARED = ("t0", "beta", "gamma", "tau_rise", "tau_fall")
 TRANSITION_WIDTH = 3.0
-
-
-class PaddedPhotometry(ck.Module):
-    """Gaussian log-likelihood of padded photometry: every row is computed and the rows with
-    ``mask`` False are zeroed by ``torch.where`` (fixed shapes, so objects with different masks
-    batch under ``vmap``; :class:`~skyfit.PhotometryLikelihood` selects its rows by index at
-    construction, which cannot differ between the objects of one batch)."""
-
-    def __init__(self, lightcurve, time, flux, flux_err, band, mask=None):
-        super().__init__("photometry")
-        self.lightcurve = lightcurve
-        as64 = dict(dtype=torch.float64)
-        self.time, self.flux = torch.as_tensor(time, **as64), torch.as_tensor(flux, **as64)
-        self.flux_err = torch.as_tensor(flux_err, **as64)
-        self.band = torch.as_tensor(band).long()
-        self.mask = torch.ones_like(self.time, dtype=torch.bool) if mask is None else (
-            torch.as_tensor(mask, dtype=torch.bool))
-
-    @forward
-    def __call__(self):
-        model = self.lightcurve.flux(self.time, band=self.band)
-        var = self.flux_err**2
-        terms = (self.flux - model) ** 2 / var + torch.log(2 * math.pi * var)
-        return -0.5 * torch.where(self.mask, terms, torch.zeros_like(terms)).sum()
 
 
 def villar_posterior(time, flux, flux_err, band, mask=None) -> Posterior:

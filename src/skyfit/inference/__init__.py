@@ -23,6 +23,7 @@ from .initialization import (
 from .laplace import LaplaceResult, laplace, log_density_hessian
 from .many import fit_map_many, laplace_many
 from .many_results import ManyResult
+from .nuts_many import sample_nuts_many
 from .optimize import MAPResult, fit_map
 from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
@@ -31,7 +32,7 @@ from .transforms import UnconstrainedDensity, UnwrappedAngles
 from .vi import VIResult, fit_vi
 
 __all__ = [
-    "BatchedDensity", "ManyResult", "fit_map_many", "laplace_many",
+    "BatchedDensity", "ManyResult", "fit_map_many", "laplace_many", "sample_nuts_many",
     "sample_emcee",
     "fit_vi",
     "VIResult",

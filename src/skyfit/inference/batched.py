@@ -17,7 +17,7 @@ import torch
 from ..errors import LogDensityError, ParameterVectorError
 from .density import LogDensity, ParameterBounds
 
-__all__ = ["BatchedDensity", "ObjectRows"]
+__all__ = ["BatchedDensity", "ObjectRows", "OneObject"]
 
 
 class BatchedDensity(ParameterBounds, abc.ABC):
@@ -45,6 +45,13 @@ class BatchedDensity(ParameterBounds, abc.ABC):
         """Default starts ``(N, dim)``; the base class has none."""
         raise NotImplementedError(f"{type(self).__name__} has no initial() starts: pass init= "
                                   f"an (N, {self.dim}) tensor of starts")
+
+    def object(self, index: int) -> OneObject:
+        """Object ``index``'s log-density alone, as a :class:`~skyfit.inference.LogDensity`
+        (for the single-object tools: ``fit_map``, ``sample_nuts``, ...)."""
+        if not -self.n_objects <= int(index) < self.n_objects:
+            raise IndexError(f"object {index} out of range for {self.n_objects} objects")
+        return OneObject(self, int(index) % self.n_objects)
 
     def rows_data(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The data of objects ``rows (k,)``, stacked ``(k, ...)``."""
@@ -120,4 +127,24 @@ class ObjectRows(LogDensity):
                                        f"{tuple(x.shape)}")
         flat = x.reshape(-1, self.dim)
         rows = self.rows.repeat(flat.shape[0] // k)
+        return self.batched.log_prob_rows(flat, rows).reshape(x.shape[:-1])
+
+
+class OneObject(LogDensity):
+    """Object ``index`` of a :class:`BatchedDensity` as a plain :class:`LogDensity`:
+    ``log_prob(x (..., dim))`` is ``log p_index(x)``, evaluated by the same vmapped function as
+    the batch (so a single-object run and the batched one see the same numbers)."""
+
+    def __init__(self, batched: BatchedDensity, index: int):
+        self.batched, self.index = batched, index
+        self.names = list(batched.names)
+        self.lower, self.upper = batched.lower, batched.upper
+
+    def initial(self) -> torch.Tensor:
+        return self.batched.initial()[self.index]
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.batched.as_points(x)
+        flat = x.reshape(-1, self.dim)
+        rows = torch.full((flat.shape[0],), self.index, dtype=torch.long, device=x.device)
         return self.batched.log_prob_rows(flat, rows).reshape(x.shape[:-1])

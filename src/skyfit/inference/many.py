@@ -19,6 +19,11 @@ from .transforms import UnconstrainedDensity
 
 __all__ = ["fit_map_many", "laplace_many"]
 
+# L-BFGS iterations of the first pass over all objects: the few objects still not converged
+# after it (and the Newton polish) continue in a second pass of their own, so a handful of
+# slow objects do not keep the whole batch iterating
+FIRST_PASS_ITER = 200
+
 
 def _starts(density: BatchedDensity, init) -> torch.Tensor:
     x0 = density.initial() if init is None else density.as_points(init)
@@ -29,14 +34,16 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
     return x0 if x0.ndim == 3 else x0[None]
 
 
-def _objective(density: BatchedDensity, transform: UnconstrainedDensity):
-    # the optimiser's row r is start r // N of object r % N
+def _objective(density: BatchedDensity, transform: UnconstrainedDensity,
+               objects: torch.Tensor | None = None):
+    # the optimiser's row r is start r // N of object r % N (or object objects[r])
     # -log p of the constrained point x(z) and its gradient in z: the optimiser moves freely
     # in z and never leaves the support (no Jacobian term: the mode in x is wanted)
     def objective(z: torch.Tensor, rows: torch.Tensor):
+        which = rows % density.n_objects if objects is None else objects[rows]
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
-            logp = density.log_prob_rows(transform.to_constrained(z), rows % density.n_objects)
+            logp = density.log_prob_rows(transform.to_constrained(z), which)
             (g,) = torch.autograd.grad(logp.sum(), z)
         bad = ~torch.isfinite(logp)
         return -logp.detach(), torch.where(bad[:, None], torch.full_like(g, float("nan")), -g)
@@ -48,6 +55,11 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
                  polish: bool = True) -> ManyResult:
     """Maximise each object's ``log p`` with one batched L-BFGS (per-object line search and
     termination), then up to eight batched Newton steps with exact per-object Hessians.
+
+    The first L-BFGS pass stops after 200 iterations; the objects not converged after it and
+    the polish (usually a few percent) continue in a batch of their own for the rest of
+    ``max_iter``, from where they are, and are polished again, so that the slowest objects
+    do not keep every object's evaluation going.
 
     The optimiser works in the unconstrained coordinates of
     :class:`~skyfit.inference.UnconstrainedDensity` (no step leaves the support), scaled by the
@@ -73,7 +85,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     transform = UnconstrainedDensity(ObjectRows(density, torch.arange(n, device=density.device)))
     runs = minimize_batched(_objective(density, transform),
                             transform.to_unconstrained(starts.reshape(s * n, d)),
-                            takes_rows=True, scale="curvature", gtol=gtol, max_iter=max_iter)
+                            takes_rows=True, scale="curvature", gtol=gtol,
+                            max_iter=min(max_iter, FIRST_PASS_ITER) if polish else max_iter)
     x = transform.to_constrained(runs.x).reshape(s, n, d)
     logp = (-runs.value).reshape(s, n)
     ok = runs.converged.reshape(s, n)
@@ -83,32 +96,60 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     x, logp, converged = x[best, pick], logp[best, pick], ok[best, pick]
     messages = [runs.message(int(best[i]) * n + i) for i in range(n)]
     decrement = torch.full((n,), float("nan"), dtype=x.dtype, device=x.device)
+    n_evals = runs.n_evals.reshape(s, n).sum(0)
     if polish:
         x, logp, decrement = _newton_polish_many(density, x)
         converged = decrement < 1e-6
+        if max_iter > FIRST_PASS_ITER and not converged.all():
+            late = (~converged).nonzero().flatten()
+            rest = _second_pass(density, transform, x[late], late, gtol,
+                                max_iter - FIRST_PASS_ITER)
+            better = rest[1] >= logp[late]
+            for field, value in zip((x, logp, decrement), rest[:3]):
+                field[late[better]] = value[better]
+            converged = decrement < 1e-6
+            n_evals[late] += rest[4].n_evals
+            for j, i in enumerate(late.tolist()):
+                messages[i] = rest[4].message(j)
     result = ManyResult(names=list(density.names), x=x.detach(), log_density=logp.detach(),
                         converged=converged, messages=messages,
                         wall_time=time.perf_counter() - t_start)
     result.extra["newton_decrement"] = decrement
-    result.extra["n_evals"] = runs.n_evals.reshape(s, n).sum(0)
+    result.extra["n_evals"] = n_evals
     _warn_not_converged(result, "fit_map_many")
     return result
 
 
-def _newton_polish_many(density: BatchedDensity, x: torch.Tensor):
+def _second_pass(density: BatchedDensity, transform: UnconstrainedDensity, x: torch.Tensor,
+                 objects: torch.Tensor, gtol: float, max_iter: int):
+    """L-BFGS on the objects still not converged after the first pass and the polish, from
+    where they are, then the polish again: ``(x, logp, decrement, converged, runs)``."""
+    from .optimizers import minimize_batched
+
+    runs = minimize_batched(_objective(density, transform, objects),
+                            transform.to_unconstrained(x), takes_rows=True, scale="curvature",
+                            gtol=gtol, max_iter=max_iter)
+    x, logp, decrement = _newton_polish_many(density, transform.to_constrained(runs.x), objects)
+    return x, logp, decrement, decrement < 1e-6, runs
+
+
+def _newton_polish_many(density: BatchedDensity, x: torch.Tensor,
+                        objects: torch.Tensor | None = None):
     """Up to eight safeguarded Newton steps per object (exact Hessians, one vmapped call for
     all); returns ``(x, logp, decrement)``, decrement NaN where ``-H`` is not positive
-    definite. A step is halved up to three times until log p does not decrease."""
+    definite. A step is halved up to three times until log p does not decrease. Row ``i`` of
+    ``x`` is object ``objects[i]`` (default: object ``i``)."""
     x = x.detach().clone()
     rows = torch.arange(x.shape[0], device=x.device)
-    logp, grad = density.value_and_grad_rows(x, rows)
+    which = rows if objects is None else objects
+    logp, grad = density.value_and_grad_rows(x, which)
     decrement = torch.full_like(logp, float("nan"))
     active = torch.isfinite(logp)
     for _ in range(8):
         if not active.any():
             break
         idx = rows[active]
-        L, info = torch.linalg.cholesky_ex(-density.hessian_rows(x[idx], idx))
+        L, info = torch.linalg.cholesky_ex(-density.hessian_rows(x[idx], which[idx]))
         pd = info == 0
         step = torch.cholesky_solve(grad[idx][..., None], L)[..., 0]
         dec = 0.5 * (grad[idx] * step).sum(-1)
@@ -120,7 +161,7 @@ def _newton_polish_many(density: BatchedDensity, x: torch.Tensor):
             if not trial.any():
                 break
             x_try = torch.clamp(x[idx] + t * step, density.lower, density.upper)
-            lp_try, g_try = density.value_and_grad_rows(x_try, idx)
+            lp_try, g_try = density.value_and_grad_rows(x_try, which[idx])
             take = trial & torch.isfinite(lp_try) & (lp_try >= logp[idx] - 1e-12)
             take_idx = idx[take]
             x[take_idx], logp[take_idx], grad[take_idx] = x_try[take], lp_try[take], g_try[take]

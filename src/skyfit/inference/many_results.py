@@ -20,7 +20,7 @@ class ManyResult:
         log_density: ``(N,)``. converged: ``(N,)`` bool. covariance: ``(N, dim, dim)`` or None.
         messages: why each object's optimiser stopped. warnings: per object, a list of texts.
         rhat, ess: ``(N, dim)`` sampling diagnostics, or None. extra: further per-object
-        tensors (``newton_decrement``, ``repaired``, ...), each becomes a column.
+        tensors (``newton_decrement``, ``repaired``, ...); each ``(N,)`` one becomes a column.
         wall_time: seconds. draws: ``(N, chains, draws, dim)`` for sampled results, or None.
     """
 
@@ -68,7 +68,9 @@ class ManyResult:
         cols["log_density"] = self.log_density.detach().cpu().numpy()
         cols["converged"] = self.converged.detach().cpu().numpy().astype(bool)
         for key, value in self.extra.items():
-            cols[key] = torch.as_tensor(value).detach().cpu().numpy()
+            value = torch.as_tensor(value).detach().cpu().numpy()
+            if value.ndim == 1:  # per-object arrays (step sizes per chain, ...) stay in extra
+                cols[key] = value
         cols["message"] = np.asarray(self.messages, dtype=object)
         cols["warnings"] = np.asarray(["; ".join(w) for w in self.warnings], dtype=object)
         return cols

@@ -67,47 +67,90 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
                      max_tree_depth: int = 10, init_scale: float = 0.1,
                      progress: bool = False) -> ManyResult:
     """NUTS on every object at once: ``N x n_chains`` chains in one batch, each object's chains
-    on that object's log-density; per-chain step-size and diagonal mass adaptation (so each
-    object adapts its own); per-object split R-hat and ESS.
+    on that object's log-density, every leapfrog step one vmapped call for all of them.
+
+    Each chain adapts its own step size (dual averaging) and diagonal inverse mass matrix
+    (Stan's windows), so objects of very different posterior widths each get their own; the
+    kernel is :func:`~skyfit.sample_nuts`'s (a batch of one object is that sampler, draw for
+    draw). A chain whose tree is finished waits for the slowest chain of the batch (NUTS's
+    lock-step cost), so objects of similar geometry batch best. Per object: split R-hat, bulk
+    ESS (without rank normalisation) and divergent transitions.
 
     Arguments:
-        density: a :class:`~skyfit.inference.batched.BatchedDensity`.
-        init: starts ``(N, dim)`` (e.g. a :func:`fit_map_many` result's ``x``, or the result);
+        density: a :class:`~skyfit.inference.BatchedDensity`, e.g.
+            :class:`~skyfit.survey.ManyObjects`.
+        init: starts ``(N, dim)`` or a :class:`ManyResult` (e.g. of :func:`fit_map_many`);
             each object's chains start there plus ``init_scale`` N(0, 1) in unconstrained space.
+        n_chains, n_warmup, n_draws: per object. seed: of the one ``torch.Generator``.
+        target_accept, max_tree_depth: as :func:`~skyfit.sample_nuts`.
+        progress: a progress bar over iterations.
 
     Returns:
-        :class:`~skyfit.inference.ManyResult` with ``x`` the posterior means, ``covariance``
-        the sample covariances, ``rhat`` and ``ess`` ``(N, dim)``, ``draws``
-        ``(N, chains, draws, dim)``; ``converged`` is ``max R-hat < 1.01`` per object.
+        :class:`ManyResult`: ``x`` the posterior means, ``covariance`` the sample covariances,
+        ``rhat`` and ``ess`` ``(N, dim)``, ``draws`` ``(N, chains, draws, dim)`` (constrained),
+        ``converged`` = max R-hat < 1.01, ``extra["n_divergent"]`` ``(N,)`` (a table column),
+        ``extra["step_size"]`` ``(N, chains)`` and ``extra["inv_mass"]`` ``(N, chains, dim)``;
+        a warning text per object with R-hat >= 1.01 or divergences.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import BatchedDensity
+        >>> class Normals(BatchedDensity):  # object n: x ~ N(mu_n, 1)
+        ...     names = ["x"]
+        ...     lower, upper = torch.tensor([-torch.inf]), torch.tensor([torch.inf])
+        ...     def __init__(self, mu):
+        ...         self.data = {"mu": mu}
+        ...     def object_log_prob(self, x, data):
+        ...         return -0.5 * ((x - data["mu"]) ** 2).sum()
+        >>> mu = torch.tensor([[-5.0], [0.0], [5.0]])
+        >>> result = sample_nuts_many(Normals(mu), mu, n_chains=2, n_warmup=100, n_draws=100)
+        >>> result.draws.shape, bool(((result.x - mu).abs() < 0.5).all())
+        ((3, 2, 100, 1), True)
+        >>> list(result.to_pandas().columns[:4])
+        ['x', 'x_err', 'x_rhat', 'x_ess']
     """
     x0 = density.as_points(init.x if isinstance(init, ManyResult) else init)
     n, d = density.n_objects, density.dim
+    if x0.shape != (n, d):
+        raise ValueError(f"init must have shape ({n}, {d}) (one start per object), got "
+                         f"{tuple(x0.shape)}")
     rows = torch.arange(n, device=density.device).repeat_interleave(n_chains)
     objects = ObjectRows(density, rows)
     u = UnconstrainedDensity(objects)
     generator = torch.Generator(device=density.device).manual_seed(seed + 1)
     z0 = u.to_unconstrained(x0[rows])
-    z0 = z0 + init_scale * torch.randn(z0.shape, generator=generator, dtype=z0.dtype,
-                                       device=z0.device)
+    if init_scale > 0:
+        z0 = z0 + init_scale * torch.randn(z0.shape, generator=generator, dtype=z0.dtype,
+                                           device=z0.device)
     kernel = _ObjectsNUTS(objects, ValueAndGrad(u), max_tree_depth)
     samples = _sample(kernel, u, u.to_constrained(z0), 0.0, n * n_chains, n_warmup, n_draws,
                       seed, "diag", False, target_accept, None, 100, False, progress)
-    draws = np.asarray(samples.draws).reshape(n, n_chains, n_draws, d)
+    return _many_result(density, samples, n_chains)
+
+
+def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
+    """The per-object table of a run of ``N x n_chains`` chains (object-major)."""
+    n, d = density.n_objects, density.dim
+    draws = np.asarray(samples.draws)
+    n_draws = draws.shape[1]
+    draws = draws.reshape(n, n_chains, n_draws, d)
     rhat, ess = split_rhat(draws), bulk_ess(draws)
     flat = torch.as_tensor(draws.reshape(n, n_chains * n_draws, d))
     mean = flat.mean(1)
     centred = flat - mean[:, None]
-    covariance = centred.transpose(1, 2) @ centred / (flat.shape[1] - 1)
+    covariance = centred.transpose(1, 2) @ centred / max(flat.shape[1] - 1, 1)
     diverging = np.asarray(samples.sample_stats["diverging"]).reshape(n, -1).sum(1)
-    result = ManyResult(names=list(density.names), x=mean,
-                        log_density=density.log_prob_rows(mean.to(density.device),
-                                                          torch.arange(n, device=density.device)
-                                                          ).detach().cpu(),
-                        converged=torch.as_tensor(rhat.max(-1) < 1.01), covariance=covariance,
-                        rhat=rhat, ess=ess, draws=draws,
-                        wall_time=float(samples.info["wall_time"]))
+    every = torch.arange(n, device=density.device)
+    result = ManyResult(
+        names=list(density.names), x=mean,
+        log_density=density.log_prob_rows(mean.to(density.device), every).detach().cpu(),
+        converged=torch.as_tensor(rhat.max(-1) < 1.01), covariance=covariance, rhat=rhat,
+        ess=ess, draws=draws, wall_time=float(samples.info["wall_time"]))
     result.extra["n_divergent"] = torch.as_tensor(diverging)
-    for i in np.nonzero(rhat.max(-1) >= 1.01)[0].tolist():
+    result.extra["step_size"] = torch.as_tensor(samples.info["step_size"]).reshape(n, n_chains)
+    result.extra["inv_mass"] = torch.as_tensor(samples.info["inv_mass_matrix"]).reshape(
+        n, n_chains, d)
+    for i in np.nonzero(~(rhat.max(-1) < 1.01))[0].tolist():
         result.warnings[i].append(f"nuts: max R-hat {rhat[i].max():.3f} >= 1.01")
     for i in np.nonzero(diverging)[0].tolist():
         result.warnings[i].append(f"nuts: {int(diverging[i])} divergent transitions")

@@ -2,5 +2,7 @@
 
 from .catalogue import CatalogueError, fit_catalogue, fit_chunk
 from .objects import ManyObjects, stack_ragged
+from .padded import PaddedPhotometry
 
-__all__ = ["ManyObjects", "stack_ragged", "fit_catalogue", "fit_chunk", "CatalogueError"]
+__all__ = ["ManyObjects", "PaddedPhotometry", "stack_ragged", "fit_catalogue", "fit_chunk",
+           "CatalogueError"]

@@ -58,9 +58,10 @@ class ManyObjects(BatchedDensity):
     ``data``; it is called once, on object 0, to make the template. Each key must also be the
     name of the attribute of the likelihood (or of a module under it, as a dotted path, via
     ``attributes={key: "path.attr"}``) that holds that array: those attributes are swapped for
-    each object's slice inside the vectorised call. For :class:`~skyfit.PhotometryLikelihood`
-    the keys are ``time``, ``flux``, ``flux_err``, ``band`` and ``mask`` (ragged light curves:
-    :func:`stack_ragged`). The factory is a plain module-level function of arrays, so the same
+    each object's slice inside the vectorised call (checked once, on the last object, against
+    ``factory`` on its own data). For photometry use :class:`PaddedPhotometry` (keys ``time``,
+    ``flux``, ``flux_err``, ``band``, ``mask``; ragged light curves: :func:`stack_ragged`).
+    The factory is a plain module-level function of arrays, so the same
     description ships to Dask workers (:func:`~skyfit.survey.fit_catalogue`).
 
     Arguments:
@@ -70,11 +71,12 @@ class ManyObjects(BatchedDensity):
 
     Example:
         >>> import torch
-        >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+        >>> from skyfit import GaussianLightCurve, Posterior
+        >>> from skyfit.survey import PaddedPhotometry
         >>> def factory(time, flux, flux_err):
         ...     lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
         ...     lc.to_dynamic()
-        ...     return Posterior(PhotometryLikelihood(lc, time, flux, flux_err))
+        ...     return Posterior(PaddedPhotometry(lc, time, flux, flux_err))
         >>> t = torch.linspace(-5, 5, 11, dtype=torch.float64).expand(3, 11)
         >>> many = ManyObjects(factory, {"time": t, "flux": torch.ones(3, 11),
         ...                              "flux_err": torch.ones(3, 11)})
@@ -100,6 +102,29 @@ class ManyObjects(BatchedDensity):
         attributes = dict(attributes or {})
         self._targets = [(*_attribute_owner(self.template.likelihood, attributes.get(key, key)),
                           key) for key in self.data]
+        self._check_swap()
+
+    def _check_swap(self) -> None:
+        """The last object through the swapped template must equal ``factory`` on its own
+        data: a likelihood that derives working arrays from its data at construction (and so
+        ignores the swap) would otherwise fit object 0's data N times."""
+        if self.n_objects < 2:
+            return
+        last = self.n_objects - 1
+        own = self.factory(**{key: value[last] for key, value in self.data.items()})
+        x = self.template.initial().to(self.device)
+        batched = self.log_prob_rows(x[None], torch.tensor([last], device=self.device))[0]
+        expected = own.log_prob(x)
+        same = torch.isclose(batched, expected, rtol=1e-9, atol=1e-9) or (
+            not torch.isfinite(expected) and bool(batched == expected))
+        if not same:
+            raise TypeError(
+                f"{type(self.template.likelihood).__name__} does not read the swapped data: "
+                f"object {last} gives log p {float(batched):.6g} in the batch but "
+                f"{float(expected):.6g} from factory(**its data). It derives its arrays at "
+                "construction (PhotometryLikelihood selects and transforms its rows there); "
+                "use skyfit.survey.PaddedPhotometry, or a likelihood that computes from the "
+                "swapped attributes at call time")
 
     def initial(self) -> torch.Tensor:
         """The template's current values, one row per object ``(N, dim)``."""

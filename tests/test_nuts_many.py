@@ -1,0 +1,146 @@
+"""sample_nuts_many: objects x chains in one batch, checked against analytic posteriors and
+against the single-object sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from skyfit.inference import BatchedDensity, ManyResult, sample_nuts, sample_nuts_many
+from skyfit.inference.nuts_many import bulk_ess, split_rhat
+
+
+class NormalGamma(BatchedDensity):
+    """Object n: ``a ~ N(mu_n, sd_n)`` (unbounded) and ``b ~ Gamma(k_n, rate_n)`` (``b > 0``),
+    independent; so every object's posterior mean and sd are known exactly."""
+
+    def __init__(self, mu, sd, k, rate):
+        as64 = dict(dtype=torch.float64)
+        self.names = ["a", "b"]
+        self.lower = torch.tensor([-torch.inf, 0.0], **as64)
+        self.upper = torch.tensor([torch.inf, torch.inf], **as64)
+        self.data = {key: torch.as_tensor(v, **as64) for key, v in
+                     dict(mu=mu, sd=sd, k=k, rate=rate).items()}
+
+    def object_log_prob(self, x, data):
+        a, b = x[0], x[1]
+        return (-0.5 * ((a - data["mu"]) / data["sd"]) ** 2
+                + (data["k"] - 1) * torch.log(b) - data["rate"] * b)
+
+    def truth(self):
+        d = {key: v.numpy() for key, v in self.data.items()}
+        mean = np.column_stack([d["mu"], d["k"] / d["rate"]])
+        sd = np.column_stack([d["sd"], np.sqrt(d["k"]) / d["rate"]])
+        return mean, sd
+
+
+def normal_gamma(n, seed=0):
+    rng = np.random.default_rng(seed)
+    # scales differ by up to ~50x between objects: each object's chains adapt their own step
+    return NormalGamma(mu=rng.normal(0, 10, n), sd=np.exp(rng.uniform(-2, 2, n)),
+                       k=rng.uniform(2, 20, n), rate=np.exp(rng.uniform(-2, 2, n)))
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    density = normal_gamma(12)
+    mean, _ = density.truth()
+    result = sample_nuts_many(density, torch.as_tensor(mean), n_chains=4, n_warmup=300,
+                              n_draws=400, seed=1)
+    return density, result
+
+
+def test_per_object_means_and_sds_match_the_analytic_posteriors(sampled):
+    density, result = sampled
+    mean, sd = density.truth()
+    assert isinstance(result, ManyResult) and result.draws.shape == (12, 4, 400, 2)
+    # Monte-Carlo standard error of a mean is sd / sqrt(ESS); of an sd about sd / sqrt(2 ESS)
+    z_mean = (result.x.numpy() - mean) / (sd / np.sqrt(result.ess))
+    z_sd = (result.std.numpy() - sd) / (sd / np.sqrt(2 * result.ess))
+    assert np.abs(z_mean).max() < 4.5, z_mean
+    assert np.abs(z_sd).max() < 5.0, z_sd
+    # and coarsely, without trusting the sampler's own ESS
+    np.testing.assert_allclose(result.std.numpy(), sd, rtol=0.2)
+    assert (result.ess > 200).all() and (result.rhat < 1.02).all()
+    assert result.converged.all() and int(result.extra["n_divergent"].sum()) == 0
+
+
+def test_each_object_adapts_its_own_step_size(sampled):
+    density, result = sampled
+    step = result.extra["step_size"].numpy()
+    # a's scale spans e^-2 .. e^2 between objects; after the mass matrix absorbs it the
+    # per-object step sizes are all O(1), while the mass entries follow each object's variance
+    inv_mass_a = result.extra["inv_mass"].numpy()[:, :, 0].mean(1)
+    _, sd = density.truth()
+    ratio = inv_mass_a / sd[:, 0] ** 2
+    assert ratio.max() / ratio.min() < 4, ratio
+    assert step.shape == (12, 4) and (step > 0.1).all()
+
+
+def test_table_has_a_row_per_object_with_diagnostics(sampled):
+    _, result = sampled
+    table = result.to_pandas()
+    assert len(table) == 12
+    assert {"a", "a_err", "a_rhat", "a_ess", "b_ess", "n_divergent", "converged"} <= set(table)
+    np.testing.assert_allclose(table["b_rhat"], result.rhat[:, 1])
+
+
+def test_rhat_and_ess_flag_a_chain_stuck_elsewhere():
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((2, 4, 500, 1))
+    bad = good.copy()
+    bad[1, 0] += 3.0  # object 1: one chain in another place
+    rhat, ess = split_rhat(bad), bulk_ess(good)
+    assert rhat[0, 0] < 1.01 and rhat[1, 0] > 1.1
+    # independent draws: ESS about the number of draws (2000)
+    assert np.all((ess > 1500) & (ess < 2600)), ess
+
+
+def test_one_object_is_the_single_object_sampler():
+    # the same starts and seed: the batch of one object is sample_nuts on that object
+    density = normal_gamma(1, seed=3)
+    mean, _ = density.truth()
+    many = sample_nuts_many(density, torch.as_tensor(mean), n_chains=3, n_warmup=60,
+                            n_draws=30, seed=4, init_scale=0.0)
+    single = sample_nuts(density.object(0),
+                         init=torch.as_tensor(mean).expand(3, 2), n_chains=3, n_warmup=60,
+                         n_draws=30, seed=4, progress=False)
+    np.testing.assert_allclose(many.draws[0], single.draws, rtol=1e-10, atol=1e-12)
+
+
+def gaussian_light_curve_posterior(time, flux, flux_err):
+    from skyfit import GaussianLightCurve, Posterior
+    from skyfit.survey import PaddedPhotometry
+
+    lc = GaussianLightCurve(t0=0.0, sigma=4.0, peak_flux=50.0)
+    lc.to_dynamic()
+    return Posterior(PaddedPhotometry(lc, time, flux, flux_err))
+
+
+@pytest.mark.slow  # four NUTS runs of three light-curve objects
+def test_light_curves_agree_with_single_object_nuts():
+    from skyfit.lightcurves.functions import gaussian_light_curve
+    from skyfit.survey import ManyObjects
+
+    rng = np.random.default_rng(2)
+    truth = np.column_stack([rng.uniform(-5, 5, 3), rng.uniform(2, 6, 3), [20.0, 60.0, 200.0]])
+    time = np.tile(np.linspace(-20, 20, 25), (3, 1))
+    err = np.full_like(time, 3.0)
+    model = gaussian_light_curve(torch.as_tensor(time), *torch.as_tensor(truth).T[:, :, None])
+    data = dict(time=time, flux=model.numpy() + err * rng.standard_normal(time.shape),
+                flux_err=err)
+    many = ManyObjects(gaussian_light_curve_posterior, data)
+    start = torch.as_tensor(truth)
+    batched = sample_nuts_many(many, start, n_chains=4, n_warmup=200, n_draws=250, seed=0)
+    assert (batched.rhat < 1.05).all() and int(batched.extra["n_divergent"].sum()) == 0
+    for i in range(3):
+        post = gaussian_light_curve_posterior(**{k: v[i] for k, v in data.items()})
+        single = sample_nuts(post, init=start[i], n_chains=4, n_warmup=200, n_draws=250,
+                             seed=5, progress=False)
+        flat = single.draws.reshape(-1, 3)
+        sd = flat.std(0)
+        # two independent runs: the means differ by their combined Monte-Carlo error
+        se = sd * np.sqrt(1 / batched.ess[i] + 1 / single.ess())
+        assert (np.abs(batched.x[i].numpy() - flat.mean(0)) < 5 * se).all(), i
+        np.testing.assert_allclose(batched.std[i].numpy(), sd, rtol=0.25)
