@@ -84,3 +84,27 @@ def test_plateau_scales_as_popov():
     ratio = (float(two) - cooling * 2 ** (5 / 6)) / (float(one) - cooling)
     assert ratio == pytest.approx(2 ** (5 / 6), rel=1e-3)
     assert PLATEAU_DAYS * 2 ** (-1 / 6) < PLATEAU_DAYS
+
+
+def test_cosine_schedule_anneals_to_a_hundredth_and_finds_the_maximum_likelihood():
+    """A Gaussian's mean and log-sd fitted by maximise_likelihood: the rate ends at lr / 100
+    after the epoch budget and the fit finds the generating mean and sd."""
+    from skyfit.amortized import maximise_likelihood
+
+    data = 3.0 + 0.5 * torch.randn(2000, generator=torch.Generator().manual_seed(1))
+    model = torch.nn.Module()
+    model.mean = torch.nn.Parameter(torch.zeros(()))
+    model.log_sd = torch.nn.Parameter(torch.zeros(()))
+
+    def log_prob(idx):
+        return torch.distributions.Normal(model.mean, model.log_sd.exp()).log_prob(data[idx])
+
+    history = maximise_likelihood(model, log_prob, len(data), epochs=40, batch_size=100,
+                                  lr=0.1, patience=100, progress=False)
+    assert history["lr"][-1] == pytest.approx(0.1 / 100, rel=1e-6)
+    # within ~4 standard errors of the mean: the kept weights are the best validation epoch's
+    assert float(model.mean.detach()) == pytest.approx(3.0, abs=0.05)
+    assert float(model.log_sd.detach().exp()) == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="schedule"):
+        maximise_likelihood(model, log_prob, len(data), epochs=1, schedule="linear",
+                            progress=False)

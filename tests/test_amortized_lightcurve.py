@@ -1,7 +1,12 @@
 """Amortised posterior of a light-curve simulator against NUTS on the same simulator, object by
-object, on 20 held-out light curves: the PSIS-refined amortised posterior has every mean within
-0.2 sd and every sd within 15% of NUTS's; the raw network (CI size: 50,000 simulations, 20
-epochs) is within those bounds in RMS over the objects (its worst object is ~0.3 sd off).
+object, on 20 held-out light curves: the raw network (50,000 simulations, 6 epochs of batches
+of 128 with a cosine learning-rate schedule) and its PSIS refinement both have every mean within
+0.2 sd and every sd within 15% of NUTS's.
+
+The network needs many small gradient steps and a learning rate annealed to a small value by
+the end: with batches of 1024 (880 steps) and a plateau schedule its worst object was 0.34 sd
+off, with a cosine schedule 0.29-0.34 sd; batches of 256 (1,400 steps) 0.27 sd, of 128 (2,100
+steps) 0.19 sd. A wider flow and embedding at the same budget was worse (0.44 sd).
 
 NUTS runs once on all 20 objects: a 20-"band" light curve whose bands are the objects, so the
 60-parameter posterior is the product of the 20 independent ones and each object's marginal is
@@ -57,7 +62,7 @@ def nuts_per_object(flux: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
 @pytest.mark.slow
 def test_amortized_posterior_agrees_with_nuts_object_by_object():
     posterior = template()
-    post = fit(posterior, n_train=50_000, kind="nsf", transforms=3, epochs=20, batch_size=1024,
+    post = fit(posterior, n_train=50_000, kind="nsf", transforms=3, epochs=6, batch_size=128,
                lr=2e-3, embedding="lightcurve", embedding_hidden=(64, 64), features=16,
                progress=False, seed=0)
     held = simulate(posterior, N_OBJECTS, seed=2024, progress=False)
@@ -67,8 +72,8 @@ def test_amortized_posterior_agrees_with_nuts_object_by_object():
     flow = draws.permute(1, 0, 2).numpy()  # (object, draw, parameter)
     mean_error = (flow.mean(1) - reference.mean(1)) / sd
     sd_ratio = flow.std(1) / sd
-    assert np.all(np.sqrt(np.mean(mean_error**2, 0)) < 0.2), mean_error
-    assert np.all(np.sqrt(np.mean((sd_ratio - 1) ** 2, 0)) < 0.15), sd_ratio
+    assert np.all(np.abs(mean_error) < 0.2), mean_error  # every object, every parameter
+    assert np.all(np.abs(sd_ratio - 1) < 0.15), sd_ratio
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # k per object is checked below
         refined = [refine(post, template(x), n=4000, seed=i) for i, x in enumerate(held.x)]
