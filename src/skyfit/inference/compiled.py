@@ -43,8 +43,11 @@ def _guard_options() -> dict | None:
     # parameter vector, the data and the static Param values, which are read afresh on every
     # call); the rest of the model (its structure, which Params are dynamic, Python numbers such
     # as a PSF's size) is taken as it was at the first call of a shape.
-    keep = getattr(torch.compiler, "keep_tensor_guards_unsafe", None)  # torch >= 2.8
-    return None if keep is None else {"guard_filter_fn": keep}
+    try:
+        from torch.compiler import keep_tensor_guards_unsafe  # torch >= 2.8
+    except ImportError:
+        return None
+    return {"guard_filter_fn": keep_tensor_guards_unsafe}
 
 
 def _bucket(n: int) -> int:
