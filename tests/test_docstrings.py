@@ -31,18 +31,13 @@ EXAMPLE_PENDING = {
     "skyfit.amortized.calibration", "skyfit.amortized.importance_weights",
     "skyfit.amortized.make_embedding", "skyfit.amortized.maximise_likelihood",
     "skyfit.amortized.observation_of", "skyfit.amortized.refine", "skyfit.amortized.sample_prior",
-    "skyfit.amortized.simulator_of", "skyfit.amortized.train",
-    "skyfit.generative.TrainingHistory",
+    "skyfit.amortized.simulator_of", "skyfit.amortized.train", "skyfit.generative.TrainingHistory",
     "skyfit.generative.distill_flow", "skyfit.generative.encode_latents",
     "skyfit.generative.fit_flow", "skyfit.generative.train_galaxy_model",
-    "skyfit.generative.train_vae", "skyfit.generative.vae_loss", "skyfit.inference.BatchedDensity",
-    "skyfit.inference.BatchedResult", "skyfit.inference.LaplaceResult",
-    "skyfit.inference.MAPResult", "skyfit.inference.ManyResult",
-    "skyfit.inference.MultistartResult", "skyfit.inference.fit_map_many",
-    "skyfit.inference.laplace_many", "skyfit.inference.log_density_hessian",
-    "skyfit.plots.plot_image_stack", "skyfit.plots.plot_lens_model",
-    "skyfit.plots.plot_photometry", "skyfit.inference.init_to_initial",
-    "skyfit.inference.init_to_uniform", "skyfit.inference.resolve_start",
+    "skyfit.generative.train_vae", "skyfit.generative.vae_loss",
+    "skyfit.inference.init_to_initial", "skyfit.inference.init_to_uniform",
+    "skyfit.inference.resolve_start", "skyfit.plots.plot_image_stack",
+    "skyfit.plots.plot_lens_model", "skyfit.plots.plot_photometry",
 }
 
 
