@@ -31,8 +31,6 @@ EXAMPLE_PENDING = {
     "skyfit.generative.train_galaxy_model", "skyfit.generative.train_vae",
     "skyfit.generative.vae_loss", "skyfit.inference.init_to_initial",
     "skyfit.inference.init_to_uniform", "skyfit.inference.resolve_start",
-    "skyfit.plots.plot_image_stack", "skyfit.plots.plot_lens_model",
-    "skyfit.plots.plot_photometry",
 }
 
 
