@@ -29,8 +29,7 @@ EXAMPLE_PENDING = {
     "skyfit.generative.TrainingHistory", "skyfit.generative.distill_flow",
     "skyfit.generative.encode_latents", "skyfit.generative.fit_flow",
     "skyfit.generative.train_galaxy_model", "skyfit.generative.train_vae",
-    "skyfit.generative.vae_loss", "skyfit.inference.init_to_initial",
-    "skyfit.inference.init_to_uniform", "skyfit.inference.resolve_start",
+    "skyfit.generative.vae_loss",
 }
 
 
