@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "skyfit.amortized", "skyfit.spectra",
 ]
 
+
 def _public():
     for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
