@@ -81,7 +81,7 @@ def importance_weights(post: AmortizedPosterior, posterior: Posterior, n: int = 
     the exact posterior for the weights to be trusted.
 
     Example:
-        >>> import math, torch
+        >>> import torch
         >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
         >>> from skyfit.amortized import AmortizedPosterior
         >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
@@ -126,10 +126,10 @@ def refine(post: AmortizedPosterior, posterior: Posterior, n: int = 2000, seed: 
         >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
         >>> lc.peak_flux.valid = (0.5, 2.0)
         >>> lc.peak_flux.to_dynamic()  # one free parameter, flat prior on (0.5, 2)
-        >>> t = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
+        >>> t = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=torch.float64)
         >>> flux = torch.exp(-0.5 * (t / 2.0) ** 2)  # noise-free data of peak flux 1
-        >>> posterior = Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(3)))
-        >>> q = AmortizedPosterior(posterior.names, posterior.lower, posterior.upper, (3,))
+        >>> posterior = Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(5)))
+        >>> q = AmortizedPosterior(posterior.names, posterior.lower, posterior.upper, (5,))
         >>> samples = refine(q, posterior, n=2000)  # an untrained q, corrected by the weights
         >>> round(float(samples.draws.mean()), 1), round(float(samples.draws.std()), 2)
         (1.0, 0.08)

@@ -150,13 +150,11 @@ def observation_of(posterior: Posterior) -> torch.Tensor:
     Example:
         >>> import torch
         >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
-        >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
-        >>> lc.t0.valid, lc.sigma.valid, lc.peak_flux.valid = (-1, 1), (1, 3), (0.5, 2)
-        >>> lc.to_dynamic()  # no priors: each Param is uniform in its valid range
-        >>> t = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
         >>> flux = torch.tensor([0.6, 1.0, 0.6], dtype=torch.float64)
-        >>> post = Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(3)))
-        >>> observation_of(post).tolist()
+        >>> lc = GaussianLightCurve()
+        >>> lc.to_dynamic()
+        >>> like = PhotometryLikelihood(lc, torch.tensor([-2.0, 0.0, 2.0]), flux, 0.1 * flux)
+        >>> observation_of(Posterior(like)).tolist()
         [0.6, 1.0, 0.6]
     """
     like = posterior.likelihood
@@ -202,12 +200,10 @@ def simulator_of(posterior: Posterior) -> Callable[[torch.Tensor], torch.Tensor]
     Example:
         >>> import torch
         >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
-        >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
-        >>> lc.t0.valid, lc.sigma.valid, lc.peak_flux.valid = (-1, 1), (1, 3), (0.5, 2)
-        >>> lc.to_dynamic()  # no priors: each Param is uniform in its valid range
         >>> t = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
-        >>> flux = torch.tensor([0.6, 1.0, 0.6], dtype=torch.float64)
-        >>> post = Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(3)))
+        >>> lc = GaussianLightCurve()
+        >>> lc.to_dynamic()  # t0, sigma, peak_flux
+        >>> post = Posterior(PhotometryLikelihood(lc, t, torch.zeros(3), 0.1 * torch.ones(3)))
         >>> _ = torch.manual_seed(0)
         >>> x = simulator_of(post)(torch.tensor([[0.0, 2.0, 1.0]]).expand(10000, 3))
         >>> expected = torch.exp(-0.5 * (t / 2.0) ** 2)  # peak flux 1 at t0 = 0, sigma = 2

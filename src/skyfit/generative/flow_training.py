@@ -88,12 +88,12 @@ def distill_flow(
     Example:
         >>> import torch
         >>> _ = torch.manual_seed(0)
-        >>> truth = torch.distributions.Normal(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0]))
+        >>> truth = torch.distributions.Normal(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.3]))
         >>> z = truth.sample((2000,))
-        >>> maf = LatentFlow(2, kind="maf", transforms=2, hidden=(16,))
-        >>> _ = fit_flow(maf, z[:1500], z[1500:], epochs=5)
+        >>> teacher = LatentFlow(2, kind="maf", transforms=2, hidden=(16,))
+        >>> _ = fit_flow(teacher, z[:1500], z[1500:], epochs=5)
         >>> iaf = LatentFlow(2, kind="iaf", transforms=2, hidden=(16,))
-        >>> history = distill_flow(iaf, maf, z[1500:], steps=100, eval_every=50)
+        >>> history = distill_flow(iaf, teacher, z[1500:], steps=100, eval_every=50)
         >>> exact = -truth.log_prob(z[1500:]).sum(-1).mean().item()  # NLL of the true density
         >>> len(history.val_loss), abs(history.best_val_loss - exact) < 0.05
         (2, True)
