@@ -38,6 +38,12 @@ class MLPEmbedding(nn.Module):
 
     Arguments:
         shape: shape of one observation. features: output size. hidden: hidden widths.
+
+    Example:
+        >>> import torch
+        >>> net = MLPEmbedding((3, 4), features=8, hidden=(16,))
+        >>> tuple(net(torch.randn(5, 3, 4)).shape)  # five observations of shape (3, 4)
+        (5, 8)
     """
 
     def __init__(self, shape: tuple[int, ...], features: int = 32,
@@ -117,7 +123,14 @@ class StampEmbedding(nn.Module):
 
 def make_embedding(kind: str, shape: tuple[int, ...], features: int,
                    hidden: tuple[int, ...] = (128, 128)) -> nn.Module:
-    """``"mlp"``, ``"lightcurve"`` or ``"stamp"`` embedding for observations of ``shape``."""
+    """``"mlp"``, ``"lightcurve"`` or ``"stamp"`` embedding for observations of ``shape``.
+
+    Example:
+        >>> import torch
+        >>> net = make_embedding("stamp", (16, 16), features=4)
+        >>> type(net).__name__, tuple(net(torch.randn(2, 16, 16)).shape)
+        ('StampEmbedding', (2, 4))
+    """
     if kind == "stamp":
         return StampEmbedding(shape, features)
     if kind == "lightcurve":

@@ -39,6 +39,14 @@ class SoftClampAffineTransform:
 
     A zuko ``MonotonicAffineTransform`` whose log-scale is replaced by the clamped one (zuko's own
     bound is ``|log slope|``; the INN of seed 000 used FrEIA's clamp 2).
+
+    Example:
+        >>> import math, torch
+        >>> t = SoftClampAffineTransform(clamp=2.0)(torch.tensor(0.5), torch.tensor(100.0))
+        >>> round(t(torch.tensor(1.0)).item(), 3)  # a log slope of 100 is clamped below 2
+        7.703
+        >>> round(math.exp(2.0 * 2 / math.pi * math.atan(100.0 / 2.0)) + 0.5, 3)
+        7.703
     """
 
     def __init__(self, clamp: float = 2.0):

@@ -40,6 +40,16 @@ class AmortizedPosterior(nn.Module):
         embedding: ``"mlp"``, ``"lightcurve"`` or ``"stamp"``. features: its output size.
         embedding_hidden: hidden widths of the embedding's MLP.
         transforms, hidden, clamp, seed: flow settings.
+
+    Example:
+        >>> import torch
+        >>> post = AmortizedPosterior(["flux", "size"], [0.0, 0.1], [10.0, 2.0], (5,),
+        ...                           transforms=1, hidden=(8,), features=4)
+        >>> theta, log_q = post.draw(torch.zeros(5), 100)  # untrained, yet inside the bounds
+        >>> tuple(theta.shape), bool((theta[:, 0] > 0).all() and (theta[:, 1] < 2).all())
+        ((100, 2), True)
+        >>> bool(torch.allclose(post.log_prob(theta, torch.zeros(5)), log_q, atol=1e-4))
+        True
     """
 
     def __init__(self, names, lower, upper, data_shape, kind: str = "nsf",

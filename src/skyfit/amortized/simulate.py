@@ -36,7 +36,17 @@ class ImproperPriorError(SkyfitError, ValueError):
 
 @dataclass
 class TrainingSet:
-    """Simulated pairs: ``theta (n, dim)`` (constrained space) and ``x (n, *data_shape)``."""
+    """Simulated pairs: ``theta (n, dim)`` (constrained space) and ``x (n, *data_shape)``.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> pairs = TrainingSet(torch.zeros(4, 2), torch.ones(4, 3), ["a", "b"])
+        >>> path = os.path.join(tempfile.mkdtemp(), "pairs.h5")
+        >>> pairs.save(path)
+        >>> again = TrainingSet.load(path)
+        >>> len(again), again.names, bool((again.x == pairs.x).all())
+        (4, ['a', 'b'], True)
+    """
 
     theta: torch.Tensor
     x: torch.Tensor
@@ -100,6 +110,21 @@ def sample_prior(posterior: Posterior, n: int, seed: int | None = None) -> torch
     A Param without a prior is uniform within its ``valid`` range; a flat (improper) prior raises
     :class:`ImproperPriorError`. Draws of a given prior outside ``valid`` are redrawn (the prior
     truncated to the bounds, as the Posterior's density is).
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+        >>> lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+        >>> lc.t0.valid, lc.sigma.valid, lc.peak_flux.valid = (-1, 1), (1, 3), (0.5, 2)
+        >>> lc.to_dynamic()  # no priors: each Param is uniform in its valid range
+        >>> t = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
+        >>> flux = torch.tensor([0.6, 1.0, 0.6], dtype=torch.float64)
+        >>> post = Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(3)))
+        >>> theta = sample_prior(post, 10000, seed=0)
+        >>> theta.mean(0).round(decimals=1).tolist()  # the centres of U(-1, 1), U(1, 3), U(0.5, 2)
+        [0.0, 2.0, 1.2]
+        >>> bool((theta.min(0).values >= torch.tensor([-1, 1, 0.5])).all())
+        True
     """
     _check_proper(posterior)
     with torch.random.fork_rng(devices=[]):
@@ -120,7 +145,18 @@ def sample_prior(posterior: Posterior, n: int, seed: int | None = None) -> torch
 
 
 def observation_of(posterior: Posterior) -> torch.Tensor:
-    """The observed data held by the Posterior's likelihood (the ``x`` a simulation imitates)."""
+    """The observed data held by the Posterior's likelihood (the ``x`` a simulation imitates).
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+        >>> flux = torch.tensor([0.6, 1.0, 0.6], dtype=torch.float64)
+        >>> lc = GaussianLightCurve()
+        >>> lc.to_dynamic()
+        >>> like = PhotometryLikelihood(lc, torch.tensor([-2.0, 0.0, 2.0]), flux, 0.1 * flux)
+        >>> observation_of(Posterior(like)).tolist()
+        [0.6, 1.0, 0.6]
+    """
     like = posterior.likelihood
     if isinstance(like, GaussianLikelihood):
         return like.data
@@ -160,6 +196,19 @@ def simulator_of(posterior: Posterior) -> Callable[[torch.Tensor], torch.Tensor]
     The noiseless prediction of all ``n`` vectors is one ``torch.vmap`` call over the model
     graph (caskade's ``ActiveContext`` with the Posterior's flat parameter vector); the noise
     is drawn from torch's global generator (seed it, or use :func:`simulate`).
+
+    Example:
+        >>> import torch
+        >>> from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+        >>> t = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
+        >>> lc = GaussianLightCurve()
+        >>> lc.to_dynamic()  # t0, sigma, peak_flux
+        >>> post = Posterior(PhotometryLikelihood(lc, t, torch.zeros(3), 0.1 * torch.ones(3)))
+        >>> _ = torch.manual_seed(0)
+        >>> x = simulator_of(post)(torch.tensor([[0.0, 2.0, 1.0]]).expand(10000, 3))
+        >>> expected = torch.exp(-0.5 * (t / 2.0) ** 2)  # peak flux 1 at t0 = 0, sigma = 2
+        >>> bool(((x.mean(0) - expected).abs() < 0.005).all()), x.std(0).round(decimals=2).tolist()
+        (True, [0.1, 0.1, 0.1])
     """
     like = posterior.likelihood
     body = _prediction_body(like)

@@ -50,6 +50,25 @@ def maximise_likelihood(model: torch.nn.Module, log_prob: Callable[[torch.Tensor
     posterior). ``"plateau"`` halves it when the validation loss has not improved for
     ``patience // 3`` epochs. Training stops after ``patience`` epochs without improvement and
     the weights of the best validation epoch are kept.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> data = 3.0 + 2.0 * torch.randn(1000, generator=g, dtype=torch.float64)
+        >>> class Normal(torch.nn.Module):  # fit N(loc, scale^2) to the data
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.loc = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        ...         self.log_scale = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        >>> m = Normal()
+        >>> history = maximise_likelihood(m, lambda idx: torch.distributions.Normal(
+        ...     m.loc, m.log_scale.exp()).log_prob(data[idx]), len(data), epochs=200, lr=0.05,
+        ...     patience=50, progress=False)
+        >>> round(m.loc.item(), 1), round(m.log_scale.exp().item(), 1)
+        (3.0, 2.0)
+        >>> train = data[:history["n_train"]]  # the maximum-likelihood estimates
+        >>> round(train.mean().item(), 1), round(train.std(correction=0).item(), 1)
+        (3.0, 2.0)
     """
     from tqdm.auto import tqdm
 
@@ -106,6 +125,19 @@ def train(post: AmortizedPosterior, data: TrainingSet, epochs: int = 200,
 
     The standardisation of ``theta`` and ``x`` is set from the training part first; see
     :func:`maximise_likelihood` for the validation split, schedule and early stopping.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)  # theta ~ N(0, 1), x = theta + N(0, 0.5^2)
+        >>> theta = torch.randn(1000, 1, generator=g, dtype=torch.float64)
+        >>> x = theta + 0.5 * torch.randn(1000, 1, generator=g, dtype=torch.float64)
+        >>> post = AmortizedPosterior(["theta"], [-torch.inf], [torch.inf], (1,), transforms=1,
+        ...                           hidden=(16,), features=4, embedding_hidden=(16,))
+        >>> history = train(post, TrainingSet(theta, x, ["theta"]), epochs=5, lr=1e-2,
+        ...                 batch_size=50, progress=False)
+        >>> draws, _ = post.draw(torch.tensor([1.0]), 4000)  # exact: N(0.8, 0.2) given x = 1
+        >>> abs(draws.mean().item() - 0.8) < 0.15, abs(draws.std().item() - 0.2**0.5) < 0.1
+        (True, True)
     """
     n_val = max(1, int(round(validation_fraction * len(data))))
     theta, x = data.theta, data.x.to(post.x_loc.dtype)

@@ -5,6 +5,7 @@ Used as a neural source prior for lensing (:class:`~skyfit.VAESource`). The flow
 works without it.
 """
 
+from .flow_training import distill_flow, fit_flow
 from .flows import LatentFlow
 from .galaxies import GalaxySet, check_stamps, make_galaxies
 from .model import GalaxyModel
@@ -12,9 +13,7 @@ from .pretrained import PRETRAINED, load_pretrained, pretrained_path
 from .training import (
     TrainingConfig,
     TrainingHistory,
-    distill_flow,
     encode_latents,
-    fit_flow,
     train_galaxy_model,
     train_vae,
     vae_loss,

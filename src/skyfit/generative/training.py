@@ -1,4 +1,4 @@
-"""Training loops: the VAE on galaxy stamps, latent flows on draws of q(z|x).
+"""Training loops: the VAE on galaxy stamps (the latent flows: :mod:`.flow_training`).
 
 Both use Adam with mini-batches, a validation loss each epoch, a learning rate halved when the
 validation loss stalls, early stopping, and return to the best epoch's weights. Randomness
@@ -23,7 +23,7 @@ from .galaxies import GalaxySet, check_stamps
 from .vae import GalaxyVAE
 
 __all__ = ["TrainingHistory", "TrainingConfig", "train_vae", "vae_loss", "encode_latents",
-           "fit_flow", "distill_flow", "train_galaxy_model"]
+           "train_galaxy_model"]
 
 
 @dataclass
@@ -35,6 +35,12 @@ class TrainingHistory:
             epoch's batches; validation: with fixed noise, so epochs compare).
         lr: learning rate each epoch. best_epoch: epoch whose weights were kept (0-based).
         stopped_early: whether patience ran out before ``epochs``. wall_time: seconds.
+
+    Example:
+        >>> history = TrainingHistory(train_loss=[3.1, 2.2, 2.0], val_loss=[3.0, 2.1, 2.4],
+        ...                           best_epoch=1)
+        >>> history.best_val_loss, sorted(history.to_dict())[:3]
+        (2.1, ['best_epoch', 'lr', 'stopped_early'])
     """
 
     train_loss: list[float] = field(default_factory=list)
@@ -140,6 +146,19 @@ def train_vae(
 
     Returns:
         :class:`TrainingHistory`.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.generative import GalaxyVAE, make_galaxies
+        >>> train, val = make_galaxies(48, size=16, seed=0).split(32)
+        >>> _ = torch.manual_seed(0)  # the initial weights
+        >>> vae = GalaxyVAE(size=16, latent_dim=4, channels=(8, 16))
+        >>> history = train_vae(vae, train, val, epochs=3)
+        >>> len(history.val_loss), history.val_loss[-1] < history.val_loss[0]
+        (3, True)
+        >>> eps = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))  # seed + 1
+        >>> vae_loss(vae, val, eps=eps) == history.best_val_loss  # the best epoch's weights
+        True
     """
     for name, s in (("train", train), ("val", val)):
         try:
@@ -171,7 +190,19 @@ def train_vae(
 def vae_loss(vae: GalaxyVAE, galaxies: GalaxySet, beta: float = 1.0,
              eps: torch.Tensor | None = None, seed: int = 0) -> float:
     """Mean loss per stamp (negative ELBO for ``beta = 1``, nats) of ``vae`` on ``galaxies``,
-    with one draw of ``z`` per stamp from ``eps (n, D)`` or from ``seed``."""
+    with one draw of ``z`` per stamp from ``eps (n, D)`` or from ``seed``.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.generative import GalaxyVAE, make_galaxies
+        >>> galaxies = make_galaxies(8, size=16, seed=0)
+        >>> vae = GalaxyVAE(size=16, latent_dim=4, channels=(8, 16))
+        >>> mu, logvar = vae.encode(galaxies.images)
+        >>> kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(-1).mean()  # KL(q(z|x) || N(0, I))
+        >>> kl_term = vae_loss(vae, galaxies, beta=1.0) - vae_loss(vae, galaxies, beta=0.0)
+        >>> abs(kl_term - kl.item()) < 1e-3
+        True
+    """
     check_stamps(galaxies.images, galaxies.sigma, vae.size)
     if eps is None:
         g = torch.Generator().manual_seed(seed)
@@ -194,6 +225,19 @@ def encode_latents(vae: GalaxyVAE, galaxies: GalaxySet | torch.Tensor, draws: in
 
     These samples (not only the means) represent the aggregate posterior ``q(z) = E_x q(z|x)``
     that a latent prior should match.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.generative import GalaxyVAE, make_galaxies
+        >>> stamp = make_galaxies(1, size=16, seed=0).images
+        >>> _ = torch.manual_seed(0)  # the initial weights
+        >>> vae = GalaxyVAE(size=16, latent_dim=4, channels=(8, 16))
+        >>> z = encode_latents(vae, stamp, draws=4000)
+        >>> mu, logvar = vae.encode(stamp)  # q(z|x) = N(mu, exp(logvar))
+        >>> tuple(z.shape), torch.allclose(z.mean(0), mu[0], atol=0.1)
+        ((4000, 4), True)
+        >>> torch.allclose(z.std(0), (0.5 * logvar[0]).exp(), rtol=0.05)
+        True
     """
     images = galaxies.images if isinstance(galaxies, GalaxySet) else galaxies
     check_stamps(images, size=vae.size)
@@ -203,108 +247,6 @@ def encode_latents(vae: GalaxyVAE, galaxies: GalaxySet | torch.Tensor, draws: in
     for a in range(0, images.shape[0], 512):
         out.append(vae.sample_posterior(images[a : a + 512], draws, generator=g))
     return torch.cat(out, dim=1).reshape(-1, vae.latent_dim)
-
-
-def fit_flow(
-    flow: LatentFlow,
-    train: torch.Tensor,
-    val: torch.Tensor,
-    epochs: int = 60,
-    batch_size: int = 256,
-    lr: float = 3e-3,
-    patience: int = 8,
-    seed: int = 0,
-    progress: bool = False,
-    callback: Callable[[int, float, float], None] | None = None,
-) -> TrainingHistory:
-    """Fit ``flow`` to latent draws ``train (n, D)`` by maximum likelihood (mean NLL, nats).
-
-    Sets the flow's standardisation from ``train`` first. An IAF's density takes ``D`` passes per
-    layer, so it trains about ``D`` times slower per step than a MAF of the same size.
-    """
-    for name, d in (("train", train), ("val", val)):
-        flow._check(d)
-        if d.ndim != 2 or not torch.isfinite(d).all():
-            raise ValueError(f"{name} latents must be a finite (n, {flow.features}) array")
-    flow.standardise(train)
-
-    def batch_loss(idx, g, epoch):
-        return -flow.log_prob(train[idx]).mean()
-
-    def val_loss():
-        return -torch.cat([flow.log_prob(val[a : a + 4096])
-                           for a in range(0, len(val), 4096)]).mean()
-
-    return _fit(flow, len(train), batch_loss, val_loss, epochs, batch_size, lr, patience, seed,
-                progress, f"flow ({flow.kind})", callback)
-
-
-def distill_flow(
-    student: LatentFlow,
-    teacher: LatentFlow,
-    val: torch.Tensor,
-    steps: int = 1500,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    seed: int = 0,
-    progress: bool = False,
-    callback: Callable[[int, float, float], None] | None = None,
-    eval_every: int = 100,
-) -> TrainingHistory:
-    """Fit an IAF ``student`` to a fitted MAF ``teacher`` by minimising ``KL(student || teacher)``.
-
-    ``KL = E_eps[log q(z(eps)) - log p(z(eps))]`` with ``z = student(eps)``: the student's
-    sample and its log-density come in its one-pass direction and the teacher's density in its
-    own one-pass direction, so each step costs about two MAF passes instead of the ``D`` passes
-    per layer that maximum likelihood on an IAF needs (probability density distillation, as in
-    van den Oord et al. 2017, arXiv:1711.10433). ``val`` latents (draws of ``q(z|x)``) give the
-    validation loss: the student's exact mean NLL on them (``D`` passes, once per
-    ``eval_every`` steps, "epoch" in the history). The student starts from the teacher's
-    standardisation; the best validation state is kept.
-    """
-    if student.features != teacher.features:
-        raise ValueError(f"student has {student.features} features, teacher {teacher.features}")
-    student.loc.copy_(teacher.loc)
-    student.scale.copy_(teacher.scale)
-    teacher.requires_grad_(False)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    hist = TrainingHistory()
-    best, best_state, t0, running = math.inf, None, time.perf_counter(), 0.0
-    bar = tqdm(range(steps), desc="flow (iaf, distilled)", disable=not progress, leave=False)
-    for step in bar:
-        student.train()
-        eps = torch.randn(batch_size, student.features, generator=g)
-        z, log_q = student.from_noise_and_log_prob(eps)
-        loss = (log_q - teacher.log_prob(z)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running += loss.item()
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            student.eval()
-            with torch.no_grad():
-                v = -torch.cat([student.log_prob(val[a : a + 4096])
-                                for a in range(0, len(val), 4096)]).mean().item()
-            n = (step % eval_every) + 1
-            hist.train_loss.append(running / n)
-            hist.val_loss.append(v)
-            hist.lr.append(opt.param_groups[0]["lr"])
-            running = 0.0
-            bar.set_postfix(kl=f"{hist.train_loss[-1]:.3g}", val=f"{v:.4g}")
-            if callback is not None:
-                callback(len(hist.val_loss) - 1, hist.train_loss[-1], v)
-            if math.isfinite(v) and v < best:
-                best, hist.best_epoch = v, len(hist.val_loss) - 1
-                best_state = copy.deepcopy(student.state_dict())
-    teacher.requires_grad_(True)
-    if best_state is not None:
-        student.load_state_dict(best_state)
-    student.eval()
-    hist.wall_time = time.perf_counter() - t0
-    return hist
 
 
 @dataclass(frozen=True)
@@ -360,7 +302,18 @@ def train_galaxy_model(config: TrainingConfig = TrainingConfig(), progress: bool
     draw ``config.draws`` latents per galaxy from ``q(z|x)``; fit a MAF by maximum likelihood;
     distil an IAF from it. Metrics of the held-out set go to ``model.info``: the VAE's mean
     reduced chi-square, and each prior's mean NLL per latent dimension (MAF, IAF, N(0, I)).
+
+    Example:
+        >>> config = TrainingConfig(size=16, latent_dim=2, channels=(8,), hidden=16, n_train=32,
+        ...                         n_val=16, epochs=1, draws=2, flow_transforms=1,
+        ...                         flow_hidden=(8,), flow_epochs=1, distill_steps=5)
+        >>> model = train_galaxy_model(config)  # tiny: a smoke run, not a useful prior
+        >>> model.size, model.latent_dim, model.info["config"] == config.to_dict()
+        (16, 2, True)
+        >>> sorted(model.info["metrics"])
+        ['val_nll_per_dim_iaf', 'val_nll_per_dim_maf', 'val_nll_per_dim_normal', 'val_reduced_chi2']
     """
+    from .flow_training import distill_flow, fit_flow
     from .galaxies import make_galaxies
     from .model import GalaxyModel
     from .vae import VAEConfig

@@ -55,6 +55,14 @@ class MAPResult:
         pinned: names of parameters pinned at a bound with the gradient pushing outward.
         reason: the verdict in words (names pinned parameters and suggests a remedy).
         optima: distinct optima of a multi-start fit as ``(log p, count)``, best first.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity, fit_map
+        >>> d = FunctionDensity(lambda x: -((x - 0.3) ** 2).sum(-1), ["h"], lower=0.0, upper=1.0)
+        >>> result = fit_map(d, torch.tensor([0.9]))
+        >>> {k: round(v, 6) for k, v in result.values.items()}, result.converged, result.pinned
+        ({'h': 0.3}, True, [])
     """
 
     x: torch.Tensor

@@ -28,6 +28,20 @@ class BatchedDensity(ParameterBounds, abc.ABC):
     with a leading object axis ``(N, ...)``) and implement :meth:`object_log_prob`, one object's
     ``log p`` for ``x (dim,)`` and its data, written so that ``torch.func`` can transform it
     (``vmap``, ``jacrev``). They may override :meth:`initial`.
+
+    Example:
+        >>> import torch
+        >>> class Normals(BatchedDensity):  # object n: x ~ N(mu_n, sigma_n^2), up to a constant
+        ...     names = ["x"]
+        ...     lower = torch.tensor([-torch.inf], dtype=torch.float64)
+        ...     upper = torch.tensor([torch.inf], dtype=torch.float64)
+        ...     def __init__(self, mu, sigma):
+        ...         self.data = {"mu": mu, "sigma": sigma}
+        ...     def object_log_prob(self, x, data):
+        ...         return -0.5 * (((x - data["mu"]) / data["sigma"]) ** 2).sum()
+        >>> d = Normals(torch.tensor([[0.0], [1.0]]), torch.tensor([[1.0], [2.0]]))
+        >>> d.n_objects, d.log_prob(torch.tensor([[1.0], [5.0]])).tolist()  # -z^2/2 each
+        (2, [-0.5, -2.0])
     """
 
     data: dict[str, torch.Tensor]

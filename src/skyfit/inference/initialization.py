@@ -22,17 +22,16 @@ References:
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from ..errors import LogDensityError, ParameterVectorError
+from ..errors import ParameterVectorError
 from .approximations import GaussianApproximation, MAPResult
 from .density import LogDensity
 from .results import Samples
+from .start_strategy import InitStrategy, RandomSource, Start, _seeded, check_finite
 from .transforms import UnconstrainedDensity
 
 __all__ = [
@@ -40,74 +39,6 @@ __all__ = [
     "init_to_feasible", "init_to_uniform", "init_to_sample", "as_start", "as_strategy",
     "resolve_start", "resolve_point", "resolve_gaussian", "check_finite",
 ]
-
-
-class Start(NamedTuple):
-    """Resolved starts: ``position (n, dim)`` in the space asked for, and ``covariance``
-    ``(dim, dim)`` in the unconstrained space (positive definite) or ``None``."""
-
-    position: torch.Tensor
-    covariance: torch.Tensor | None
-
-
-class RandomSource:
-    """Standard normal and uniform draws from the caller's generator (torch or numpy), so a
-    start uses the same random stream as the algorithm it starts."""
-
-    def __init__(self, normal: Callable, uniform: Callable):
-        self.normal, self.uniform = normal, uniform
-
-    @classmethod
-    def from_torch(cls, generator: torch.Generator, dtype, device) -> RandomSource:
-        kw = dict(generator=generator, dtype=dtype, device=device)
-        return cls(lambda shape: torch.randn(shape, **kw), lambda shape: torch.rand(shape, **kw))
-
-    @classmethod
-    def from_numpy(cls, rng: np.random.Generator, dtype, device) -> RandomSource:
-        kw = dict(dtype=dtype, device=device)
-        return cls(lambda shape: torch.as_tensor(rng.standard_normal(shape), **kw),
-                   lambda shape: torch.as_tensor(rng.random(shape), **kw))
-
-
-def _seeded(u) -> RandomSource:
-    """A generator seeded 0: a start drawn without the caller's stream is still reproducible."""
-    return RandomSource.from_torch(torch.Generator(device=u.device).manual_seed(0), u.dtype,
-                                   u.device)
-
-
-class InitStrategy(abc.ABC):
-    """A rule giving ``n`` starts for a density. ``n_points``: the number of starts the strategy
-    fixes itself (explicit per-chain starts), else ``None``."""
-
-    n_points: int | None = None
-
-    @abc.abstractmethod
-    def __call__(self, u: UnconstrainedDensity, n: int, random: RandomSource, space: str,
-                 scale) -> Start:
-        """``n`` starts in ``space`` ("constrained" or "unconstrained"); ``scale`` is the spread
-        of a ball around a single point in that space (``None`` or 0: no ball)."""
-
-    def gaussian(self, u: UnconstrainedDensity) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(mean, covariance or None)`` in the unconstrained space: the Gaussian a variational
-        fit starts from. A point strategy gives its point and no covariance."""
-        return self(u, 1, _seeded(u), "unconstrained", None).position[0], None
-
-
-def check_finite(density: LogDensity, x: torch.Tensor) -> None:
-    """Raise :class:`~skyfit.errors.LogDensityError` naming the values of the first start of
-    ``x (dim,)`` or ``(n, dim)`` (inside the support) where the log-density is not finite."""
-    with torch.no_grad():
-        logp = density.log_prob(x).reshape(-1)
-    bad = ~torch.isfinite(logp) | (logp == torch.inf)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0])
-        point = x.reshape(-1, density.dim)[i]
-        values = ", ".join(f"{n}={v:g}" for n, v in zip(density.names, point.tolist()))
-        where = f" of start {i}" if x.ndim == 2 and x.shape[0] > 1 else ""
-        raise LogDensityError(
-            f"log-density is {logp[i].item()} at the start point{where} ({values}); start "
-            "inside the support where the model is defined (check the model, data and priors "
-            "at these values, or pass another init)")
 
 
 def _ball(u: UnconstrainedDensity, x: torch.Tensor, n: int, random: RandomSource, space: str,
@@ -190,7 +121,14 @@ class _Initial(InitStrategy):
 
 
 def init_to_initial() -> InitStrategy:
-    """Start at ``density.initial()`` (a Posterior: the model's current values); the default."""
+    """Start at ``density.initial()`` (a Posterior: the model's current values); the default.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), ["a", "b"], initial=[0.5, -1.0])
+        >>> resolve_point(d, init_to_initial()).tolist(), resolve_point(d, None).tolist()
+        ([0.5, -1.0], [0.5, -1.0])
+    """
     return _Initial()
 
 
@@ -211,7 +149,16 @@ class _Uniform(InitStrategy):
 
 def init_to_uniform(radius: float = 2.0) -> InitStrategy:
     """Start each chain uniformly in ``(-radius, radius)`` of the unconstrained space (for a
-    bounded parameter: around the middle of its range), as numpyro's ``init_to_uniform``."""
+    bounded parameter: around the middle of its range), as numpyro's ``init_to_uniform``.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), ["f"], lower=0.0, upper=1.0)
+        >>> x = resolve_start(d, init_to_uniform(1.0), 1000, space="constrained").position
+        >>> bounds = torch.sigmoid(torch.tensor([-1.0, 1.0], dtype=torch.float64))  # logit +-1
+        >>> bool(((x > bounds[0]) & (x < bounds[1])).all()), round(float(x.mean()), 1)
+        (True, 0.5)
+    """
     return _Uniform(radius)
 
 
@@ -379,6 +326,13 @@ def resolve_start(density: LogDensity, init, n: int, random: RandomSource | None
         space: ``"unconstrained"`` (HMC, NUTS, VI) or ``"constrained"`` (emcee, fit_map).
         scale: spread of the ball around a single start point, in ``space``: a number, a
             ``(dim,)`` tensor or a function of the point giving one.
+
+    Example:
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: -(x**2).sum(-1), ["s"], lower=0.0)  # s > 0: z = log s
+        >>> start = resolve_start(d, [2.0], 4, space="unconstrained", scale=0.1)
+        >>> tuple(start.position.shape), round(float(start.position.mean()), 1)  # around log 2
+        ((4, 1), 0.7)
     """
     u = UnconstrainedDensity(density)
     random = _seeded(u) if random is None else random

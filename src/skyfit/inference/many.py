@@ -76,6 +76,20 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     Returns:
         :class:`~skyfit.inference.ManyResult` with ``x``, ``log_density``, ``converged`` and a
         per-object message.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import BatchedDensity
+        >>> class Normals(BatchedDensity):  # object n: x ~ N(mu_n, sigma_n^2)
+        ...     names, lower, upper = ["x"], torch.tensor([-torch.inf]), torch.tensor([torch.inf])
+        ...     def __init__(self, mu, sigma):
+        ...         self.data = {"mu": mu, "sigma": sigma}
+        ...     def object_log_prob(self, x, data):
+        ...         return -0.5 * (((x - data["mu"]) / data["sigma"]) ** 2).sum()
+        >>> d = Normals(torch.tensor([[-2.0], [3.0]]), torch.tensor([[0.5], [2.0]]))
+        >>> result = fit_map_many(d, torch.zeros(2, 1))  # the modes are the means mu_n
+        >>> [round(v, 6) for v in result.x.flatten().tolist()], result.converged.tolist()
+        ([-2.0, 3.0], [True, True])
     """
     from .optimizers import minimize_batched
 
@@ -192,6 +206,19 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     Returns:
         a :class:`~skyfit.inference.ManyResult` (of ``x``'s result, if one is given, with the
         ``covariance`` and ``std`` filled).
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import BatchedDensity
+        >>> class Normals(BatchedDensity):  # object n: x ~ N(0, sigma_n^2)
+        ...     names, lower, upper = ["x"], torch.tensor([-torch.inf]), torch.tensor([torch.inf])
+        ...     def __init__(self, sigma):
+        ...         self.data = {"sigma": sigma}
+        ...     def object_log_prob(self, x, data):
+        ...         return -0.5 * ((x / data["sigma"]) ** 2).sum()
+        >>> result = laplace_many(Normals(torch.tensor([[0.1], [3.0]])), torch.zeros(2, 1))
+        >>> [round(v, 6) for v in result.std.flatten().tolist()]  # a Gaussian's sd, exactly
+        [0.1, 3.0]
     """
     result = x if isinstance(x, ManyResult) else None
     x = density.as_points(result.x if result is not None else x)

@@ -22,6 +22,17 @@ class ManyResult:
         rhat, ess: ``(N, dim)`` sampling diagnostics, or None. extra: further per-object
         tensors (``newton_decrement``, ``repaired``, ...); each ``(N,)`` one becomes a column.
         wall_time: seconds. draws: ``(N, chains, draws, dim)`` for sampled results, or None.
+
+    Example:
+        >>> import torch
+        >>> result = ManyResult(names=["flux"], x=torch.tensor([[1.0], [2.0]]),
+        ...                     log_density=torch.tensor([-0.5, -1.0]),
+        ...                     converged=torch.tensor([True, False]),
+        ...                     covariance=torch.tensor([[[0.04]], [[0.25]]], dtype=torch.float64))
+        >>> len(result), result.std.flatten().tolist()  # sqrt of the variances
+        (2, [0.2, 0.5])
+        >>> list(result.columns())[:4]
+        ['flux', 'flux_err', 'log_density', 'converged']
     """
 
     names: list[str]

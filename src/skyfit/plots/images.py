@@ -20,6 +20,14 @@ def plot_image_stack(data, model, sigma=None, extent=None, titles: Sequence[str]
         sigma: per-pixel noise; residuals are then ``(data - model) / sigma`` (else data - model).
         extent: ``grid.extent`` for axes in arcsec. titles: one per image.
         units: of the images, shown on the colour bars.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = plot_image_stack(np.ones((4, 4)), np.zeros((4, 4)), sigma=np.full((4, 4), 0.5))
+        >>> [ax.get_ylabel() for ax in fig.axes[:3]]
+        ['data', 'model', '(data - model) / sigma']
+        >>> float(fig.axes[2].images[0].get_array().max())  # (1 - 0) / 0.5
+        2.0
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator

@@ -63,6 +63,15 @@ def plot_lens_model(data, model, lens, grid, sigma=None, n: int = 300, cmap: str
         data, model: ``(ny, nx)`` images (flux per pixel). lens: the fitted mass model.
         grid: the :class:`~skyfit.PixelGrid` of the data. sigma: per-pixel noise (residuals are
             then ``(data - model) / sigma``).
+
+    Example:
+        >>> import numpy as np
+        >>> from skyfit import SIS, PixelGrid
+        >>> image = np.zeros((8, 8))
+        >>> fig = plot_lens_model(image, image, SIS(theta_E=1.0), PixelGrid((8, 8), 0.5), n=50)
+        >>> xy = fig.axes[1].lines[0].get_xydata()  # an SIS's critical curve: the Einstein ring
+        >>> round(float(np.hypot(xy[:, 0], xy[:, 1]).mean()), 2)
+        1.0
     """
     import matplotlib.pyplot as plt
 

@@ -95,6 +95,13 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
 
     Returns:
         The matplotlib Figure.
+
+    Example:
+        >>> from skyfit.data import Photometry
+        >>> phot = Photometry([0.0, 1.0], ["g", "r"], flux=[100.0, 10.0], flux_err=[1.0, 1.0])
+        >>> fig = plot_photometry(phot)  # m_AB = 25 - 2.5 log10(flux)
+        >>> [line.get_ydata().tolist() for line in fig.axes[0].lines], fig.axes[0].get_ylabel()
+        ([[20.0], [22.5]], 'AB mag (zp 25)')
     """
     import matplotlib.pyplot as plt
 

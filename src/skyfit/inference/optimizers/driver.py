@@ -41,6 +41,16 @@ class BatchedResult:
         n_nan, n_inf: trial evaluations with a NaN value or gradient, or an infinite value.
         status: :class:`~skyfit.inference.optimizers.Status` codes. converged: a boolean mask.
         scale: the per-row scales ``(B, D)``; the optimiser worked in ``x / scale``.
+
+    Example:
+        >>> import torch
+        >>> def f(x):  # (x - 2)^2 in each row: the minimum 0 at x = 2
+        ...     return ((x - 2.0) ** 2).sum(-1), 2 * (x - 2.0)
+        >>> res = minimize_batched(f, torch.tensor([[0.0], [5.0]], dtype=torch.float64))
+        >>> res.x.flatten().tolist(), res.value.tolist(), res.converged.tolist()
+        ([2.0, 2.0], [0.0, 0.0], [True, True])
+        >>> res.messages[0]  # doctest: +ELLIPSIS
+        'converged: gradient max-norm ... <= gtol'
     """
 
     x: torch.Tensor

@@ -36,6 +36,16 @@ class MultistartResult:
         best: index of the start with the highest converged ``log p`` (of any finite one if none
             converged: then ``best_converged`` is False). optima: the distinct optima among the
             converged starts, best first. names: parameter names.
+
+    Example:
+        >>> import torch
+        >>> from skyfit.inference import FunctionDensity
+        >>> d = FunctionDensity(lambda x: -((x - 1.5) ** 2).sum(-1) - 2, ["a"])  # peak: a = 1.5
+        >>> res = multistart(d, torch.tensor([[-4.0], [0.0], [4.0]], dtype=torch.float64))
+        >>> round(res.best_x.item(), 6), round(res.best_log_density, 9), len(res.optima)
+        (1.5, -2.0, 1)
+        >>> print(res.summary())
+        log p = -2: 3 of 3 starts
     """
 
     x: torch.Tensor
