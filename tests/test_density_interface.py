@@ -14,9 +14,9 @@ from skyfit.inference import FunctionDensity, LogDensity
 
 INFERENCE = Path(skyfit.__file__).parent / "inference"
 # getattr/hasattr on the loop's own NamedTuple states and the NUTS working set, a zuko flow
-# class by name, and results.py's HDF5 tree reading (plain arrays and h5py groups)
+# class by name, and hdf5_tree.py's HDF5 tree reading (plain arrays and h5py groups)
 ALLOWED = {("loop.py", "template"), ("nuts.py", "t"), ("variational_families.py", "zuko.flows"),
-           ("results.py", "value"), ("results.py", "item"),
+           ("hdf5_tree.py", "value"), ("hdf5_tree.py", "item"),
            # the file writer reads a result dataclass's own declared fields
            ("result_files.py", "result")}
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, CorruptFileError
 from .circular import circular_mean, circular_std, unwrap_around, wrap
+from .hdf5_tree import read_tree, write_tree
 
 __all__ = ["Samples"]
 
@@ -315,8 +316,8 @@ class Samples:
             f.attrs["units"] = json.dumps(self.units)
             f.create_dataset("draws", data=self.draws)
             f.create_dataset("log_density", data=self.log_density)
-            _write_tree(f.create_group("sample_stats"), self.sample_stats)
-            _write_tree(f.create_group("info"), self.info)
+            write_tree(f.create_group("sample_stats"), self.sample_stats)
+            write_tree(f.create_group("info"), self.info)
             seal_hdf5(f)
 
     @classmethod
@@ -336,75 +337,5 @@ class Samples:
             verify_hdf5(f, path, what)
             return cls(draws=f["draws"][()], names=json.loads(f.attrs["names"]),
                        log_density=f["log_density"][()], sampler=str(f.attrs["sampler"]),
-                       sample_stats=_read_tree(f["sample_stats"]), info=_read_tree(f["info"]),
+                       sample_stats=read_tree(f["sample_stats"]), info=read_tree(f["info"]),
                        units=json.loads(f.attrs.get("units", "{}")))
-
-
-# -- HDF5 tree of nested dicts / lists / arrays / JSON scalars ----------------------------------
-def _to_array(value):
-    if hasattr(value, "detach"):  # torch tensor
-        return value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, (list, tuple)) and value and not any(
-            isinstance(v, (dict, list, tuple, str, bytes)) for v in value):
-        try:
-            a = np.asarray(value)
-        except (ValueError, TypeError):
-            return None
-        return a if a.dtype.kind in "biufc" else None
-    return None
-
-
-def _key(k) -> str:
-    return str(k).replace("/", "\u2215")
-
-
-def _write_tree(group, tree) -> None:
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
-    if not isinstance(tree, dict):
-        group.attrs["__kind__"] = "list"
-        group.attrs["__len__"] = len(tree)
-    else:
-        group.attrs["__keys__"] = json.dumps([str(k) for k in tree])
-    for k, value in items:
-        key = _key(k)
-        if isinstance(value, dict) or (isinstance(value, (list, tuple)) and _to_array(value) is None
-                                       and not _jsonable(value)):
-            _write_tree(group.create_group(key), value)
-            continue
-        array = _to_array(value)
-        if array is not None and array.dtype.kind in "biufc":
-            group.create_dataset(key, data=array)
-        elif isinstance(value, np.generic):
-            group.attrs[key] = json.dumps(value.item())
-        elif _jsonable(value):
-            group.attrs[key] = json.dumps(value)
-        else:
-            group.attrs[key] = json.dumps({"__repr__": repr(value)})
-
-
-def _jsonable(value) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def _read_tree(group):
-    out = {}
-    for key, value in group.attrs.items():
-        if key.startswith("__") and key.endswith("__"):
-            continue
-        out[key] = json.loads(value)
-    for key, item in group.items():
-        out[key] = _read_tree(item) if hasattr(item, "keys") else item[()]
-    if group.attrs.get("__kind__") == "list":
-        return [out[str(i)] for i in range(int(group.attrs["__len__"]))]
-    order = json.loads(group.attrs["__keys__"]) if "__keys__" in group.attrs else list(out)
-    order = [_key(k) for k in order]
-    ordered = {k: out[k] for k in order if k in out}
-    ordered.update({k: v for k, v in out.items() if k not in ordered})
-    # restore keys that held "/"
-    return {k.replace("\u2215", "/"): v for k, v in ordered.items()}

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConvergenceWarning, DataMismatchError, LogDensityError
+from ..errors import ConvergenceWarning, LogDensityError
 from .adaptation.window_adaptation import WindowAdaptation
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .compiled import CompiledDensity, compile_if_worth
 from .density import LogDensity
 from .initialization import RandomSource, resolve_start
@@ -34,18 +34,13 @@ from .mcmc.loop import (
     LoopState,
     ProgressBar,
     Trace,
-    as_plain,
-    from_plain,
     run,
 )
 from .results import Samples
+from .sampling_checkpoint import load_state, state_dict
 from .transforms import UnconstrainedDensity
 
 __all__ = ["sample_nuts", "sample_hmc"]
-
-CHECKPOINT_FORMAT = "skyfit-hmc-checkpoint"
-CHECKPOINT_VERSION = 2
-
 
 def sample_nuts(
     density: LogDensity,
@@ -240,7 +235,7 @@ def _sample(kernel, u, init, init_scale, n_chains, n_warmup, n_draws, seed, mass
     trace = Trace(run_.n_chains, run_.n_draws, u.dim, kernel.stat_names, **kw)
     elapsed_before, resumed_from = 0.0, None
     if resume and run_.checkpoint.exists():
-        state, elapsed_before = _load(run_, adaptation, trace, generator, u)
+        state, elapsed_before = load_state(run_, adaptation, trace, generator, u)
         resumed_from = state.iteration
     else:
         state = _start(run_, adaptation, u, init, init_scale, generator)
@@ -250,7 +245,7 @@ def _sample(kernel, u, init, init_scale, n_chains, n_warmup, n_draws, seed, mass
 
     def save(s: LoopState) -> None:
         if run_.checkpoint is not None:
-            save_checkpoint(run_.checkpoint, _state_dict(run_, adaptation, s, trace, clock()),
+            save_checkpoint(run_.checkpoint, state_dict(run_, adaptation, s, trace, clock()),
                             fingerprint=run_.fingerprint)
 
     n_total = run_.n_warmup + run_.n_draws
@@ -309,56 +304,6 @@ def _check_start(value_and_grad, u, z):
                 f"the gradient of the log-density is NaN or inf for {which} at the start "
                 f"point of chain {c}: {_format_point(u.names, x[c])}.")
     return logp, grad
-
-
-def _state_dict(run_, adaptation, state: LoopState, trace: Trace, elapsed: float) -> dict:
-    n = max(0, state.iteration - run_.n_warmup)
-    vg = run_.kernel.value_and_grad
-    return dict(
-        format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, config=run_.config(),
-        iteration=state.iteration, stage=adaptation.stage(state.iteration),
-        rng_state=state.rng_state,  # as at the end of the last finished iteration
-        kernel_state=as_plain(state.kernel_state),
-        adaptation_state=as_plain(state.adaptation_state),
-        counters=dict(as_plain(state.counters), n_evals=vg.n_evals, n_calls=vg.n_calls,
-                      n_nonfinite=vg.n_nonfinite),
-        draws=trace.draws[:, :n], stats={k: v[:, :n] for k, v in trace.stats.items()},
-        elapsed=elapsed, warmup_time=state.warmup_time)
-
-
-def _check_format(run_, s: dict) -> None:
-    if s.get("format") != CHECKPOINT_FORMAT or s.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{run_.checkpoint} is not a skyfit HMC/NUTS checkpoint (format "
-                         f"{CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION})")
-
-
-def _load(run_, adaptation, trace, generator, u) -> tuple[LoopState, float]:
-    try:
-        s = load_checkpoint(run_.checkpoint, expect_fingerprint=run_.fingerprint)
-    except DataMismatchError:  # a checkpoint of another kind says so rather than "other data"
-        _check_format(run_, load_checkpoint(run_.checkpoint))
-        raise
-    _check_format(run_, s)
-    mine, theirs = run_.config(), s["config"]
-    diff = {k: (theirs.get(k), mine[k]) for k in mine if theirs.get(k) != mine[k]}
-    if diff:
-        msg = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"cannot resume from {run_.checkpoint}: it was written with other settings "
-            f"({msg}); call with the same settings, or resume=False to start afresh")
-    dev = u.device
-    z = torch.zeros(run_.n_chains, u.dim, dtype=u.dtype, device=dev)
-    kernel_state = from_plain(HMCState(z, z[:, 0], z), s["kernel_state"], dev)
-    a = from_plain(adaptation.empty(), s["adaptation_state"], dev)
-    counters = dict(s["counters"])
-    vg = run_.kernel.value_and_grad
-    vg.n_evals, vg.n_calls = counters.pop("n_evals"), counters.pop("n_calls")
-    vg.n_nonfinite = counters.pop("n_nonfinite")
-    generator.set_state(s["rng_state"])
-    trace.load(s["draws"].to(dev), {k: v.to(dev) for k, v in s["stats"].items()})
-    state = LoopState(int(s["iteration"]), kernel_state, a, Counters(**counters),
-                      s["rng_state"], s["warmup_time"])
-    return state, float(s["elapsed"])
 
 
 def _samples(run_, u, state: LoopState, trace: Trace, wall: float, error,
