@@ -118,6 +118,17 @@ def _autocorrelation(sampler, n_burn: int, counts: dict) -> tuple[np.ndarray, in
     return tau, n_kept
 
 
+def _run_info(sampler, counts: dict, t_start: float, settings: dict) -> dict:
+    """``Samples.info`` of an emcee run: its settings, evaluation counts and autocorrelation."""
+    tau, n_kept = _autocorrelation(sampler, settings["n_burn"], counts)
+    n_walkers = sampler.nwalkers
+    return dict(
+        wall_time=time.perf_counter() - t_start, n_evals=counts["evals"], n_walkers=n_walkers,
+        n_steps=int(n_kept), autocorr_time=tau, ess_autocorr=n_walkers * n_kept / tau,
+        acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
+        n_nan=counts["nan"], **settings)
+
+
 def _walker_count(dim: int, init, n_walkers: int | None) -> int:
     """The ensemble size: as given, else as many as explicit walkers, else ``max(32, 4 dim)``
     rounded up to even; at least ``2 dim``."""
@@ -275,16 +286,11 @@ def sample_emcee(
         chain, logp, periodic = _wrapped(target, chain, logp)
     if chain.shape[0] == 0:
         raise ValueError(f"no draws kept: n_steps={n_steps} after n_burn={n_burn}")
-    tau, n_kept = _autocorrelation(sampler, n_burn, counts)
-    n_walkers = sampler.nwalkers
-    info = dict(
-        wall_time=time.perf_counter() - t_start, n_evals=counts["evals"], n_walkers=n_walkers,
-        n_steps=int(n_kept), n_burn=n_burn, thin=thin, seed=seed, autocorr_time=tau,
-        ess_autocorr=n_walkers * n_kept / tau,
-        acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
-        n_nan=counts["nan"], moves=repr(moves) if moves is not None else "StretchMove",
+    info = _run_info(sampler, counts, t_start, dict(
+        n_burn=n_burn, thin=thin, seed=seed,
+        moves=repr(moves) if moves is not None else "StretchMove",
         checkpoint=None if checkpoint is None else str(checkpoint), resumed=bool(resuming),
-        **({"periodic": periodic} if periodic else {}))
+        **({"periodic": periodic} if periodic else {})))
     return Samples(draws=np.ascontiguousarray(chain.transpose(1, 0, 2)),
                    names=list(density.names), log_density=np.ascontiguousarray(logp.T),
                    sampler="emcee", info=info, units=dict(density.units))

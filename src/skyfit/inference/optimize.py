@@ -235,14 +235,7 @@ def fit_map(
         >>> [round(v, 6) for v in res.x.tolist()], res.converged
         ([3.0, 3.0], True)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if density.dim == 0:
-        raise NoFreeParameterError("fit_map: the log-density has no free parameter to fit")
-    if int(starts) < 1:
-        raise ValueError(f"starts must be at least 1, got {starts}")
-    if coordinates not in ("auto", "native"):
-        raise ValueError(f"coordinates must be 'auto' or 'native', got {coordinates!r}")
+    _check_arguments(density, method, starts, coordinates)
     t_start = time.perf_counter()
     if compile:
         density = compile_density(density)
@@ -263,6 +256,17 @@ def fit_map(
     result.optima = optima
     result.wall_time = time.perf_counter() - t_start
     return result
+
+
+def _check_arguments(density: LogDensity, method: str, starts: int, coordinates: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if density.dim == 0:
+        raise NoFreeParameterError("fit_map: the log-density has no free parameter to fit")
+    if int(starts) < 1:
+        raise ValueError(f"starts must be at least 1, got {starts}")
+    if coordinates not in ("auto", "native"):
+        raise ValueError(f"coordinates must be 'auto' or 'native', got {coordinates!r}")
 
 
 def _fit_with_retries(density: LogDensity, x0: torch.Tensor, settings: tuple, retries: int,
