@@ -40,8 +40,10 @@ def _pick_moves(log_prob, lap, lower, upper, walkers, pilot) -> tuple[str, dict]
 
 
 def _check_numpy(density, log_prob):
-    x = density.initial() if hasattr(density, "initial") else torch.arange(
-        density.dim, dtype=torch.float64)
+    try:  # a Posterior has a natural start; a bare FunctionDensity does not
+        x = density.initial()
+    except NotImplementedError:
+        x = torch.arange(density.dim, dtype=torch.float64)
     x = torch.stack([x, x * 1.01 + 0.01])
     if not np.allclose(density(x).numpy(), log_prob(x.numpy()), rtol=1e-10, atol=1e-10):
         raise RuntimeError("the numpy log-density differs from skyfit's")

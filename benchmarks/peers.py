@@ -32,8 +32,10 @@ def diagnostics(draws: np.ndarray) -> tuple[float, float]:
 
 def skyfit_start(density):
     """MAP and Laplace approximation: skyfit NUTS's start (its time is counted in skyfit's)."""
-    x0 = density.initial() if hasattr(density, "initial") else torch.zeros(
-        density.dim, dtype=density.dtype)
+    try:  # a Posterior has a natural start; a bare FunctionDensity does not
+        x0 = density.initial()
+    except NotImplementedError:
+        x0 = torch.zeros(density.dim, dtype=density.dtype)
     return laplace(density, fit_map(density, x0).x)
 
 
