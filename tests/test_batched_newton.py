@@ -149,3 +149,24 @@ def test_fit_map_many_refuses_an_unknown_method():
     with pytest.raises(ValueError, match="method"):
         fit_map_many(Banana(torch.ones(2, dtype=F64)), torch.ones(2, 2, dtype=F64),
                      method="bfgs")
+
+
+def test_difference_hessian_matches_the_exact_one_in_the_unconstrained_coordinates():
+    from skyfit.inference.batched import ObjectRows
+    from skyfit.inference.many_newton import newton_objective
+    from skyfit.inference.transforms import UnconstrainedDensity
+
+    density = Banana(torch.linspace(0.5, 3.0, 6, dtype=F64))
+    transform = UnconstrainedDensity(ObjectRows(density, torch.arange(6)))
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 2, generator=gen, dtype=F64)
+    rows = torch.arange(6)
+    f1, g1, H1 = newton_objective(density, transform, hessian="exact")(z, rows)
+    f2, g2, H2 = newton_objective(density, transform, hessian="differences")(z, rows)
+    torch.testing.assert_close(f2, f1, rtol=1e-14, atol=0)
+    torch.testing.assert_close(g2, g1, rtol=1e-12, atol=1e-12)
+    # forward differences with h ~ sqrt(eps): relative error ~1e-7 of the Hessian's scale
+    scale = H1.abs().amax((-2, -1), keepdim=True)
+    assert ((H2 - H1).abs() / scale).max() < 1e-6
+    with pytest.raises(ValueError, match="hessian"):
+        newton_objective(density, transform, hessian="bfgs")

@@ -84,16 +84,34 @@ def lbfgs_objective(density: BatchedDensity, transform: UnconstrainedDensity,
 
 
 def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
-                     objects: torch.Tensor | None = None):
-    """``-log p(x(z))``, its gradient and its exact Hessian in ``z`` (chain rule through the
-    elementwise transform: ``H_z = J H_x J + diag(g_x x''(z))``, ``J = diag(x'(z))``), for
-    :func:`~skyfit.inference.optimizers.minimize_newton`."""
+                     objects: torch.Tensor | None = None, hessian: str = "differences"):
+    """``-log p(x(z))``, its gradient and Hessian in ``z``, for
+    :func:`~skyfit.inference.optimizers.minimize_newton`.
 
-    def objective(z: torch.Tensor, rows: torch.Tensor):
+    ``hessian="differences"``: forward differences of the exact gradient, all ``k (dim + 1)``
+    points in one vmapped gradient call (relative error ~1e-8, which leaves Newton's
+    convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: forward over
+    reverse mode through the chain rule of the elementwise transform (``H_z = J H_x J +
+    diag(g_x x''(z))``, ``J = diag(x'(z))``), about 2.5 times the cost for Villar's 8
+    parameters."""
+    if hessian not in ("differences", "exact"):
+        raise ValueError(f"hessian must be 'differences' or 'exact', got {hessian!r}")
+
+    def exact(z: torch.Tensor, rows: torch.Tensor):
         which = _object_index(density, rows, objects)
         x, dx, d2x = _transform_derivatives(transform, z.detach())
         logp, g, H = value_grad_hessian_rows(density, x, which)
-        hessian = -(H * dx[:, :, None] * dx[:, None, :]) - torch.diag_embed(g * d2x)
-        return -logp, -g * dx, hessian
+        hess = -(H * dx[:, :, None] * dx[:, None, :]) - torch.diag_embed(g * d2x)
+        return -logp, -g * dx, hess
 
-    return objective
+    def differences(z: torch.Tensor, rows: torch.Tensor):
+        k, d = z.shape
+        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp(min=1.0)
+        shifted = z[:, None, :] + torch.diag_embed(h)  # (k, d, d): row j moved along j
+        points = torch.cat([z[:, None, :], shifted], 1).reshape(k * (d + 1), d)
+        f, g = lbfgs_objective(density, transform, objects)(points, rows.repeat_interleave(d + 1))
+        f, g = f.reshape(k, d + 1)[:, 0], g.reshape(k, d + 1, d)
+        hess = (g[:, 1:, :] - g[:, :1, :]) / h[:, :, None]  # row j: d g / d z_j
+        return f, g[:, 0], 0.5 * (hess + hess.transpose(-1, -2))
+
+    return differences if hessian == "differences" else exact
