@@ -61,11 +61,12 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
 def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_iter: int = 1000,
                  polish: bool = True, method: str | None = None) -> ManyResult:
     """Maximise each object's ``log p``, all objects in one batch with per-object steps,
-    acceptance and termination: damped Newton steps with exact per-object Hessians
+    acceptance and termination: damped Newton steps with per-object Hessians
     (``method="newton"``, the default up to 30 parameters), or a batched L-BFGS and up to eight
     Newton steps of polish (``"lbfgs"``, the default above).
 
-    Newton: one vmapped value, gradient and Hessian per iteration for all running objects, a
+    Newton: per iteration, one vmapped gradient call for all running objects at their points
+    and ``dim`` shifted points (the Hessian by forward differences of the exact gradient), a
     Levenberg-Marquardt trust region per object
     (:func:`~skyfit.inference.optimizers.minimize_newton`); from data-driven starts most
     objects converge in 10-30 iterations, where L-BFGS needs about a hundred evaluations.
