@@ -14,7 +14,12 @@ import torch
 
 from ..errors import ConvergenceWarning, HessianWarning
 from .batched import BatchedDensity, ObjectRows
-from .many_newton import lbfgs_objective, newton_objective, value_grad_hessian_rows
+from .many_newton import (
+    gradient_for,
+    lbfgs_objective,
+    newton_objective,
+    value_grad_hessian_rows,
+)
 from .many_results import ManyResult
 from .optimizers.lbfgs import Status
 from .optimizers.newton import newton_decrement
@@ -33,6 +38,10 @@ NEWTON_MAX_DIM = 30
 # 10-30; the few that do not by 100 sit where the quadratic model keeps failing (each further
 # iteration costs the whole call's fixed overhead for a handful of objects)
 NEWTON_MAX_ITER = 100
+# for compile=None: the gradient calls a fit typically makes (Newton: iterations x (dim + 1)
+# points per object in one call; L-BFGS: evaluations per object)
+NEWTON_TYPICAL_ITER = 20
+LBFGS_TYPICAL_EVALS = 130
 
 NEWTON_MESSAGES = {
     Status.CONVERGED_GTOL: "converged: Newton decrement {decrement:.3g} after {n_iter} "
@@ -59,7 +68,8 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
 
 
 def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_iter: int = 1000,
-                 polish: bool = True, method: str | None = None) -> ManyResult:
+                 polish: bool = True, method: str | None = None,
+                 compile: bool | None = None) -> ManyResult:  # noqa: A002 (sample_nuts' name)
     """Maximise each object's ``log p``, all objects in one batch with per-object steps,
     acceptance and termination: damped Newton steps with per-object Hessians
     (``method="newton"``, the default up to 30 parameters), or a batched L-BFGS and up to eight
@@ -89,6 +99,10 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
         gtol, polish: the L-BFGS's gradient tolerance and whether it is polished.
         max_iter: iterations per object (Newton: Hessian evaluations, at most 100).
         method: ``"newton"``, ``"lbfgs"`` or None (Newton up to 30 parameters).
+        compile: evaluate the gradients through ``torch.compile``
+            (:class:`~skyfit.inference.many_newton.CompiledGradient`: two compiled batch sizes,
+            tens of seconds each); None: only where the eager gradients of the fit are
+            predicted to take over 300 s (one eager call timed), as ``sample_nuts`` decides.
 
     Returns:
         :class:`~skyfit.inference.ManyResult` with ``x``, ``log_density``, ``converged`` and a
@@ -117,12 +131,14 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     s, n, d = starts.shape
     transform = UnconstrainedDensity(ObjectRows(density, torch.arange(n, device=density.device)))
     z0 = transform.to_unconstrained(starts.reshape(s * n, d))
+    n_calls = NEWTON_TYPICAL_ITER * (d + 1) if method == "newton" else LBFGS_TYPICAL_EVALS
+    gradient = gradient_for(density, compile, starts.reshape(s * n, d), n_calls)
     if method == "newton":
         z, value, ok, n_evals, message = _run_newton(density, transform, z0,
-                                                     min(max_iter, NEWTON_MAX_ITER))
+                                                     min(max_iter, NEWTON_MAX_ITER), gradient)
     else:
         z, value, ok, n_evals, message = _run_lbfgs(density, transform, z0, gtol,
-                                                    max_iter, polish)
+                                                    max_iter, polish, gradient)
     x = transform.to_constrained(z).reshape(s, n, d)
     logp, ok = (-value).reshape(s, n), ok.reshape(s, n)
     best = torch.where(ok, logp, logp - torch.inf).nan_to_num(nan=-torch.inf).argmax(0)
@@ -161,10 +177,11 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     return result
 
 
-def _run_newton(density, transform, z0, max_iter):
+def _run_newton(density, transform, z0, max_iter, gradient):
     from .optimizers.newton import minimize_newton
 
-    state = minimize_newton(newton_objective(density, transform), z0, max_iter=max_iter)
+    state = minimize_newton(newton_objective(density, transform, gradient=gradient), z0,
+                            max_iter=max_iter)
     converged = (state.status == Status.CONVERGED_GTOL) | (state.status == Status.CONVERGED_FTOL)
 
     def message(row: int) -> str:
@@ -174,11 +191,11 @@ def _run_newton(density, transform, z0, max_iter):
     return state.x, state.f, converged, state.n_evals, message
 
 
-def _run_lbfgs(density, transform, z0, gtol, max_iter, polish):
+def _run_lbfgs(density, transform, z0, gtol, max_iter, polish, gradient):
     from .optimizers import minimize_batched
 
-    runs = minimize_batched(lbfgs_objective(density, transform), z0, takes_rows=True,
-                            scale="curvature", gtol=gtol,
+    runs = minimize_batched(lbfgs_objective(density, transform, gradient=gradient), z0,
+                            takes_rows=True, scale="curvature", gtol=gtol,
                             max_iter=min(max_iter, FIRST_PASS_ITER) if polish else max_iter)
     return runs.x, runs.value, runs.converged, runs.n_evals, runs.message
 

@@ -4,13 +4,18 @@ unconstrained coordinates the optimisers move in."""
 
 from __future__ import annotations
 
+import time
+import warnings
+
 import torch
 
+from ..errors import CompileFallbackWarning
 from .batched import BatchedDensity
+from .compiled import WORTH_COMPILING_S, _guard_options, missing_compiler
 from .transforms import UnconstrainedDensity
 
 __all__ = ["value_and_grad_rows", "value_grad_hessian_rows", "newton_objective",
-           "lbfgs_objective"]
+           "lbfgs_objective", "CompiledGradient", "gradient_for"]
 
 
 def value_and_grad_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
@@ -68,15 +73,18 @@ def _object_index(density: BatchedDensity, rows: torch.Tensor, objects: torch.Te
 
 
 def lbfgs_objective(density: BatchedDensity, transform: UnconstrainedDensity,
-                    objects: torch.Tensor | None = None):
+                    objects: torch.Tensor | None = None, gradient=None):
     """``-log p(x(z))`` and its gradient in ``z`` for the batched L-BFGS (``takes_rows``): the
     optimiser moves freely in z and never leaves the support (no Jacobian term: the mode in x
-    is wanted). A non-finite value gets a NaN gradient (the line search backs off)."""
+    is wanted). A non-finite value gets a NaN gradient (the line search backs off).
+    ``gradient(x, rows) -> (log p, grad)``: default :func:`value_and_grad_rows`, or a
+    :class:`CompiledGradient`."""
+    gradient = gradient or (lambda x, rows: value_and_grad_rows(density, x, rows))
 
     def objective(z: torch.Tensor, rows: torch.Tensor):
         which = _object_index(density, rows, objects)
         x, dx, _ = _transform_derivatives(transform, z.detach())
-        logp, g = value_and_grad_rows(density, x, which)
+        logp, g = gradient(x, which)
         bad = ~torch.isfinite(logp)
         return -logp, torch.where(bad[:, None], torch.full_like(g, float("nan")), -g * dx)
 
@@ -84,7 +92,8 @@ def lbfgs_objective(density: BatchedDensity, transform: UnconstrainedDensity,
 
 
 def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
-                     objects: torch.Tensor | None = None, hessian: str = "differences"):
+                     objects: torch.Tensor | None = None, hessian: str = "differences",
+                     gradient=None):
     """``-log p(x(z))``, its gradient and Hessian in ``z``, for
     :func:`~skyfit.inference.optimizers.minimize_newton`.
 
@@ -93,7 +102,7 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
     convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: forward over
     reverse mode through the chain rule of the elementwise transform (``H_z = J H_x J +
     diag(g_x x''(z))``, ``J = diag(x'(z))``), about 2.5 times the cost for Villar's 8
-    parameters."""
+    parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
     if hessian not in ("differences", "exact"):
         raise ValueError(f"hessian must be 'differences' or 'exact', got {hessian!r}")
 
@@ -109,9 +118,88 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
         h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp(min=1.0)
         shifted = z[:, None, :] + torch.diag_embed(h)  # (k, d, d): row j moved along j
         points = torch.cat([z[:, None, :], shifted], 1).reshape(k * (d + 1), d)
-        f, g = lbfgs_objective(density, transform, objects)(points, rows.repeat_interleave(d + 1))
+        f, g = lbfgs_objective(density, transform, objects, gradient)(
+            points, rows.repeat_interleave(d + 1))
         f, g = f.reshape(k, d + 1)[:, 0], g.reshape(k, d + 1, d)
         hess = (g[:, 1:, :] - g[:, :1, :]) / h[:, :, None]  # row j: d g / d z_j
         return f, g[:, 0], 0.5 * (hess + hess.transpose(-1, -2))
 
     return differences if hessian == "differences" else exact
+
+
+class CompiledGradient:
+    """``log p`` and gradient of objects ``rows`` at ``x`` like :func:`value_and_grad_rows`,
+    through ``torch.compile`` of the vmapped ``grad_and_value``.
+
+    The compiled graph is specialised to its batch size (``vmap``'s batch dimension does not
+    stay symbolic), so points go through in chunks of two fixed sizes, ``small`` for a few
+    points and ``chunk`` otherwise, the last chunk padded with copies of the first point
+    (results dropped): two compilations serve every call. Where the backend cannot compile it
+    warns (:class:`~skyfit.errors.CompileFallbackWarning`) and evaluates eagerly.
+
+    Attributes:
+        info: ``compile_s`` (wall time of the first call of each size), ``n_compiles``,
+            ``fallback`` (why it runs eagerly, or None).
+    """
+
+    def __init__(self, density: BatchedDensity, chunk: int = 4096, small: int = 256,
+                 backend: str = "inductor"):
+        self.density, self.sizes = density, (small, chunk)
+        self.info = {"compile_s": 0.0, "n_compiles": 0,
+                     "fallback": missing_compiler(density.device, backend)}
+        self._eager = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob))
+        self._compiled = None if self.info["fallback"] else torch.compile(
+            self._eager, backend=backend, dynamic=False, options=_guard_options())
+        self._seen: set[int] = set()
+        if self.info["fallback"]:
+            self._fall_back(self.info["fallback"])
+
+    def _fall_back(self, reason: str) -> None:
+        self.info["fallback"], self._compiled = reason, None
+        warnings.warn(CompileFallbackWarning(f"torch.compile is not used ({reason}): the "
+                                             "gradients are evaluated eagerly"), stacklevel=3)
+
+    def _call(self, x: torch.Tensor, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._compiled is None:
+            return self._eager(x, data)
+        if x.shape[0] in self._seen:
+            return self._compiled(x, data)
+        start = time.perf_counter()
+        try:
+            out = self._compiled(x, data)
+        except Exception as error:  # the backend could not compile: evaluate eagerly
+            if type(error).__name__ != "BackendCompilerFailed":
+                raise
+            self._fall_back(f"the backend failed: {error}")
+            return self._eager(x, data)
+        self.info["compile_s"] += time.perf_counter() - start
+        self.info["n_compiles"] += 1
+        self._seen.add(x.shape[0])
+        return out
+
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor):
+        k = x.shape[0]
+        size = self.sizes[0] if k <= self.sizes[0] else self.sizes[1]
+        pad = -k % size
+        x = torch.cat([x.detach(), x[:1].detach().expand(pad, x.shape[1])])
+        rows = torch.cat([rows, rows[:1].expand(pad)])
+        grads, values = zip(*(self._call(x[i:i + size], self.density.rows_data(rows[i:i + size]))
+                              for i in range(0, k + pad, size)))
+        return torch.cat(values)[:k].detach(), torch.cat(grads)[:k].detach()
+
+
+def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.Tensor,
+                 n_calls: int):
+    """The gradient function of a fit: eager, or :class:`CompiledGradient` if ``compile_`` is
+    True, or if it is None and the eager gradients are predicted to take over
+    ``WORTH_COMPILING_S`` seconds (one eager call on ``points`` timed, second call, times
+    ``n_calls``): a compilation of the vmapped gradient takes tens of seconds per size."""
+    if compile_ is None:
+        rows = torch.arange(points.shape[0], device=points.device) % density.n_objects
+        value_and_grad_rows(density, points, rows)  # first calls pay one-off costs
+        start = time.perf_counter()
+        value_and_grad_rows(density, points, rows)
+        compile_ = (time.perf_counter() - start) * n_calls > WORTH_COMPILING_S
+    if compile_:
+        return CompiledGradient(density)
+    return lambda x, rows: value_and_grad_rows(density, x, rows)
