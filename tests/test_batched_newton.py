@@ -183,3 +183,28 @@ def test_compiled_gradients_give_the_eager_fit():
         compiled = fit_map_many(density, start, compile=True)
     assert compiled.converged.all()
     torch.testing.assert_close(compiled.x, eager.x, rtol=1e-10, atol=0)
+
+
+def test_hessian_refreshed_every_third_iteration_with_bfgs_updates_between():
+    objective = autograd_objective(rosenbrock)
+    asked = []
+
+    def with_mask(x, rows, need=None):  # the start: every Hessian (need None)
+        if need is not None:
+            asked.append(need.clone())
+        return objective(x, rows)
+
+    gen = torch.Generator().manual_seed(3)
+    x0 = 2 * torch.rand(16, 3, generator=gen, dtype=F64)
+    state = minimize_newton(with_mask, x0, refresh=3)
+    converged = (state.status == Status.CONVERGED_GTOL) | (state.status == Status.CONVERGED_FTOL)
+    assert converged.all(), state.status
+    torch.testing.assert_close(state.x, torch.ones_like(state.x), rtol=0, atol=1e-6)
+    assert [bool(m.all()) for m in asked[:3]] == [False, False, True]
+    # the BFGS update meets the secant condition B+ s = y and stays symmetric
+    B = torch.eye(3, dtype=F64).expand(2, 3, 3) * 2.0
+    s = torch.randn(2, 3, generator=gen, dtype=F64)
+    y = 3.0 * s + 0.1 * torch.randn(2, 3, generator=gen, dtype=F64)
+    updated = kernel._bfgs_update(B, s, y)
+    torch.testing.assert_close((updated @ s[..., None])[..., 0], y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(updated, updated.transpose(-1, -2), rtol=0, atol=1e-14)

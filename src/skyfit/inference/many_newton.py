@@ -113,16 +113,19 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
         hess = -(H * dx[:, :, None] * dx[:, None, :]) - torch.diag_embed(g * d2x)
         return -logp, -g * dx, hess
 
-    def differences(z: torch.Tensor, rows: torch.Tensor):
+    def differences(z: torch.Tensor, rows: torch.Tensor, need: torch.Tensor | None = None):
+        # need: the rows whose Hessian is wanted (None: all); the others get zeros
         k, d = z.shape
-        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp(min=1.0)
-        shifted = z[:, None, :] + torch.diag_embed(h)  # (k, d, d): row j moved along j
-        points = torch.cat([z[:, None, :], shifted], 1).reshape(k * (d + 1), d)
-        f, g = lbfgs_objective(density, transform, objects, gradient)(
-            points, rows.repeat_interleave(d + 1))
-        f, g = f.reshape(k, d + 1)[:, 0], g.reshape(k, d + 1, d)
-        hess = (g[:, 1:, :] - g[:, :1, :]) / h[:, :, None]  # row j: d g / d z_j
-        return f, g[:, 0], 0.5 * (hess + hess.transpose(-1, -2))
+        need = torch.ones(k, dtype=torch.bool, device=z.device) if need is None else need
+        h = torch.finfo(z.dtype).eps ** 0.5 * z[need].abs().clamp(min=1.0)
+        shifted = (z[need][:, None, :] + torch.diag_embed(h)).reshape(-1, d)  # row j along j
+        points = torch.cat([z, shifted])
+        point_rows = torch.cat([rows, rows[need].repeat_interleave(d)])
+        f, g = lbfgs_objective(density, transform, objects, gradient)(points, point_rows)
+        hess = torch.zeros(k, d, d, dtype=z.dtype, device=z.device)
+        columns = (g[k:].reshape(-1, d, d) - g[:k][need][:, None, :]) / h[:, :, None]
+        hess[need] = 0.5 * (columns + columns.transpose(-1, -2))  # row j: d g / d z_j
+        return f[:k], g[:k], hess
 
     return differences if hessian == "differences" else exact
 

@@ -22,7 +22,10 @@ class NewtonOptions(NamedTuple):
     the last step from a decrement near rounding level (its position error is still ~1e-6
     standard deviations) be taken: quadratic convergence puts the point on the optimum.
     ``damping``: the first Levenberg-Marquardt parameter (relative to the Hessian's diagonal).
-    ``max_damping``: a row that needs more to decrease f has stalled."""
+    ``max_damping``: a row that needs more to decrease f has stalled. ``refresh``: the
+    objective's Hessian is asked for every ``refresh``-th iteration of a row (the objective
+    then takes a third argument, the mask of rows that need it); in between, the last one is
+    carried on by BFGS updates (Nocedal & Wright 2006, eq. 6.19) from the steps taken."""
 
     max_iter: int = 200
     decrement: float = 1e-20
@@ -30,6 +33,7 @@ class NewtonOptions(NamedTuple):
     ftol: float | None = None
     damping: float = 1e-3
     max_damping: float = 1e12
+    refresh: int = 1
 
 
 DEFAULT_OPTIONS = NewtonOptions()
@@ -69,9 +73,9 @@ def _ftol(options: NewtonOptions, dtype: torch.dtype) -> float:
 
 def init(x0: torch.Tensor, objective, options: NewtonOptions = DEFAULT_OPTIONS) -> NewtonState:
     """Evaluate all rows of ``x0 (B, D)``: ``objective(x, rows) -> (f, grad, hessian)`` of the
-    value to minimise. Rows with a non-finite value, gradient or Hessian start as
-    ``NONFINITE_START``; rows whose decrement is already below the stopping level as
-    ``CONVERGED_GTOL``."""
+    value to minimise (every Hessian: no third argument). Rows with a non-finite value,
+    gradient or Hessian start as ``NONFINITE_START``; rows whose decrement is already below
+    the stopping level as ``CONVERGED_GTOL``."""
     x0 = x0.detach()
     b = x0.shape[0]
     rows = torch.arange(b, device=x0.device)
@@ -112,12 +116,30 @@ def _damped_step(grad, hessian, damping, max_damping):
         lam[idx[~ok]] = torch.where(lam[idx[~ok]] > 0, lam[idx[~ok]] * 10, 1e-8)
 
 
+def _bfgs_update(B: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``B - B s s^T B / s^T B s + y y^T / y^T s`` per row, ``B`` unchanged where the curvature
+    condition ``y^T s > 0`` (or ``s^T B s > 0``) fails."""
+    Bs = (B @ s[..., None])[..., 0]
+    sBs, ys = (s * Bs).sum(-1), (y * s).sum(-1)
+    tiny = torch.finfo(B.dtype).tiny
+    ok = (ys > 1e-12 * (y * y).sum(-1).sqrt() * (s * s).sum(-1).sqrt()) & (sBs > tiny)
+    update = (-Bs[:, :, None] * Bs[:, None, :] / sBs.clamp(min=tiny)[:, None, None]
+              + y[:, :, None] * y[:, None, :] / ys.clamp(min=tiny)[:, None, None])
+    return B + torch.where(ok[:, None, None], update, torch.zeros_like(update))
+
+
 def _advance(st: NewtonState, objective, options: NewtonOptions) -> NewtonState:
     """One damped Newton iteration for rows that are all RUNNING (the caller gathers them)."""
     p, lam, solved = _damped_step(st.grad, st.hessian, st.damping, options.max_damping)
     predicted = -((st.grad * p).sum(-1) + 0.5 * (p[:, None, :] @ st.hessian @ p[:, :, None])
                   .flatten(1)[:, 0])
-    f, g, H = objective(st.x + p, st.rows)
+    if options.refresh == 1:
+        f, g, H = objective(st.x + p, st.rows)
+        need = torch.ones_like(solved)
+    else:
+        need = (st.n_iter % options.refresh) == options.refresh - 1
+        f, g, H = objective(st.x + p, st.rows, need)
+        H = torch.where(need[:, None, None], H, _bfgs_update(st.hessian, p, g - st.grad))
     finite = torch.isfinite(f) & torch.isfinite(g).all(-1) & torch.isfinite(H).flatten(1).all(1)
     rounding = _ftol(options, st.x.dtype) * st.f.abs().clamp(min=1.0)
     actual = st.f - f
