@@ -13,6 +13,7 @@ small sizes (whether ``many_nuts`` quick fits in about a minute is not yet measu
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import warnings
@@ -142,7 +143,7 @@ def many_fits(quick: bool) -> tuple[float, dict]:
     night = simulate_survey_night(n, seed=0)
     starts = villar_starts(night.data)
     details = dict(objects=n, loop_objects=n_loop, gradient_check=f"{gradient_check(night):.1e}",
-                   threads=torch.get_num_threads())
+                   threads=torch.get_num_threads(), load_1min=round(os.getloadavg()[0], 1))
     warm = {k: v[:5] for k, v in night.data.items()}  # first calls import and allocate
     _batched_fit(warm, starts[:5])
     scipy_loop(warm, starts[:5])

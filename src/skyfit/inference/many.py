@@ -154,18 +154,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     n_evals = n_evals.reshape(s, n).sum(0)
     extra = {}
     if method == "lbfgs" and polish:
-        x, logp, decrement = _newton_polish_many(density, x)
-        converged = decrement < 1e-6
-        if max_iter > FIRST_PASS_ITER and not converged.all():
-            late = (~converged).nonzero().flatten()
-            rest = _second_pass(density, transform, x[late], late, gtol,
-                                max_iter - FIRST_PASS_ITER)
-            better = rest[1] >= logp[late]
-            for field, value in zip((x, logp, decrement), rest[:3]):
-                field[late[better]] = value[better]
-            n_evals[late] += rest[4].n_evals
-            for j, i in enumerate(late.tolist()):
-                messages[i] = rest[4].message(j)
+        x, logp, decrement = _polish_and_continue(density, transform, x, messages, n_evals,
+                                                  gtol, max_iter)
     elif method == "newton":
         logp, grad, hessian = value_grad_hessian_rows(density, x, pick)
         decrement = newton_decrement(grad, -hessian)
@@ -203,6 +193,23 @@ def _run_lbfgs(density, transform, z0, gtol, max_iter, polish, gradient):
                             takes_rows=True, scale="curvature", gtol=gtol,
                             max_iter=min(max_iter, FIRST_PASS_ITER) if polish else max_iter)
     return runs.x, runs.value, runs.converged, runs.n_evals, runs.message
+
+
+def _polish_and_continue(density, transform, x, messages, n_evals, gtol, max_iter):
+    """The L-BFGS path's Newton polish, then a second L-BFGS pass (and polish) for the objects
+    still not converged; ``messages`` and ``n_evals`` are updated in place."""
+    x, logp, decrement = _newton_polish_many(density, x)
+    converged = decrement < 1e-6
+    if max_iter > FIRST_PASS_ITER and not converged.all():
+        late = (~converged).nonzero().flatten()
+        rest = _second_pass(density, transform, x[late], late, gtol, max_iter - FIRST_PASS_ITER)
+        better = rest[1] >= logp[late]
+        for field, value in zip((x, logp, decrement), rest[:3]):
+            field[late[better]] = value[better]
+        n_evals[late] += rest[4].n_evals
+        for j, i in enumerate(late.tolist()):
+            messages[i] = rest[4].message(j)
+    return x, logp, decrement
 
 
 def _second_pass(density: BatchedDensity, transform: UnconstrainedDensity, x: torch.Tensor,
