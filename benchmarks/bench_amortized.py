@@ -44,6 +44,18 @@ def _nuts_seconds_per_object(objects, truths) -> tuple[float, float]:
 
 
 def amortized_vs_nuts(quick: bool) -> tuple[float, dict]:
+    """Both sides on one thread: the network's batch-128 steps and NUTS on 15 points are small
+    operations, which a second thread slows down on a shared machine (the threads wait for each
+    other); the previous thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _amortized_vs_nuts(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _amortized_vs_nuts(quick: bool) -> tuple[float, dict]:
     load_start = os.getloadavg()[0]  # the machine is shared: the load goes next to the times
     template = _posterior()
     # the network of tests/test_amortized_lightcurve.py (within 0.2 sd of NUTS per object);
