@@ -2,6 +2,7 @@
 parameters, embeddings, and the plateau supernova simulator's degeneracy."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -108,3 +109,35 @@ def test_cosine_schedule_anneals_to_a_hundredth_and_finds_the_maximum_likelihood
     with pytest.raises(ValueError, match="schedule"):
         maximise_likelihood(model, log_prob, len(data), epochs=1, schedule="linear",
                             progress=False)
+
+
+def test_amortized_samples_carry_the_posteriors_units(tmp_path):
+    from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+    from skyfit.amortized import fit, refine
+
+    lc = GaussianLightCurve(t0=0.0, sigma=2.0, peak_flux=1.0)
+    lc.t0.valid, lc.sigma.valid, lc.peak_flux.valid = (-1, 1), (1, 3), (0.5, 2)
+    lc.to_dynamic()
+    t = torch.linspace(-5, 5, 11, dtype=torch.float64)
+    posterior = Posterior(PhotometryLikelihood(lc, t, torch.exp(-0.5 * (t / 2) ** 2),
+                                               0.1 * torch.ones(11)))
+    expected = {"GaussianLightCurve.t0": "day", "GaussianLightCurve.sigma": "day",
+                "GaussianLightCurve.peak_flux": "flux"}
+    assert posterior.units == expected
+    post = fit(posterior, n_train=200, epochs=1, transforms=1, hidden=(8,), features=4,
+               embedding_hidden=(8,), progress=False)
+    one = post.sample(torch.zeros(11), 50)
+    many = post.sample(torch.zeros(4, 11), 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a barely trained network: a large Pareto k is expected
+        refined = refine(post, posterior, n=200)
+    for samples in (one, *many, refined):
+        assert samples.units == expected
+    sigma = one.quantity("GaussianLightCurve.sigma")
+    assert str(sigma.unit) == "d"
+    assert sigma.value.tolist() == one["GaussianLightCurve.sigma"].tolist()
+    post.save(tmp_path / "npe.pt")  # the units travel in the saved JSON config
+    assert AmortizedPosterior.load(tmp_path / "npe.pt").sample(torch.zeros(11), 5).units == expected
+    # a network built without a Posterior declares none: quantities are dimensionless
+    bare = AmortizedPosterior(["a"], [0.0], [1.0], (4,), transforms=1, hidden=(8,), features=4)
+    assert bare.sample(torch.zeros(4), 5).units == {}

@@ -116,8 +116,9 @@ def refine(post: AmortizedPosterior, posterior: Posterior, n: int = 2000, seed: 
 
     The returned Samples hold ``n`` draws resampled (systematic resampling) by the smoothed
     weights, so their moments estimate the exact posterior's; ``info`` holds ``pareto_k``, the
-    importance ``ess`` and the raw ``log_weights``. A :class:`~skyfit.errors.ConvergenceWarning`
-    is emitted when ``pareto_k > 0.7``: the network is then not trustworthy for this object.
+    importance ``ess`` and the raw ``log_weights``; ``units`` are the exact Posterior's. A
+    :class:`~skyfit.errors.ConvergenceWarning` is emitted when ``pareto_k > 0.7``: the network
+    is then not trustworthy for this object.
 
     Example:
         >>> import math, torch
@@ -154,4 +155,5 @@ def refine(post: AmortizedPosterior, posterior: Posterior, n: int = 2000, seed: 
             f"posterior is far from the exact one for this observation (importance ESS "
             f"{ess:.0f} of {n}): run MCMC, or train on more simulations"), stacklevel=2)
     return Samples(draws[None], list(post.names), lp[None], f"npe-{post.config['kind']}-psis",
-                   info={"pareto_k": k, "ess": ess, "log_weights": log_w, "seed": seed})
+                   info={"pareto_k": k, "ess": ess, "log_weights": log_w, "seed": seed},
+                   units=dict(posterior.units))

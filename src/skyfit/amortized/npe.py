@@ -40,6 +40,8 @@ class AmortizedPosterior(nn.Module):
         embedding: ``"mlp"``, ``"lightcurve"`` or ``"stamp"``. features: its output size.
         embedding_hidden: hidden widths of the embedding's MLP.
         transforms, hidden, clamp, seed: flow settings.
+        units: ``{name: units}`` of the parameters (the Posterior's :attr:`units`), carried by
+            the :class:`~skyfit.inference.Samples` this network returns and by its saved file.
 
     Example:
         >>> import torch
@@ -55,7 +57,7 @@ class AmortizedPosterior(nn.Module):
     def __init__(self, names, lower, upper, data_shape, kind: str = "nsf",
                  embedding: str = "mlp", features: int = 32, transforms: int = 5,
                  hidden=(64, 64), clamp: float = 2.0, seed: int = 0,
-                 embedding_hidden=(128, 128)):
+                 embedding_hidden=(128, 128), units: dict[str, str] | None = None):
         super().__init__()
         lower = torch.as_tensor(lower, dtype=torch.float64)
         upper = torch.as_tensor(upper, dtype=torch.float64)
@@ -64,7 +66,8 @@ class AmortizedPosterior(nn.Module):
                            embedding=embedding, features=int(features),
                            transforms=int(transforms), hidden=[int(h) for h in hidden],
                            clamp=float(clamp), seed=int(seed),
-                           embedding_hidden=[int(h) for h in embedding_hidden])
+                           embedding_hidden=[int(h) for h in embedding_hidden],
+                           units={str(k): str(v) for k, v in (units or {}).items()})
         self.names = list(names)
         self.info: dict = {}  # training history, sizes and times (set by fit)
         self.data_shape = tuple(self.config["data_shape"])
@@ -81,6 +84,11 @@ class AmortizedPosterior(nn.Module):
         self.register_buffer("x_scale", torch.ones(self.data_shape))
         zero = lambda x: torch.zeros(x.shape[:-1], dtype=x.dtype)  # noqa: E731 - bounds only
         self.bounds = UnconstrainedDensity(FunctionDensity(zero, self.names, lower, upper))
+
+    @property
+    def units(self) -> dict[str, str]:
+        """``{name: units}`` of the parameters, as declared by the template Posterior."""
+        return dict(self.config["units"])
 
     @property
     def dim(self) -> int:
@@ -151,7 +159,8 @@ class AmortizedPosterior(nn.Module):
 
     def sample(self, x, n: int = 1000, seed: int = 0) -> Samples | list[Samples]:
         """Posterior draws as :class:`~skyfit.inference.Samples` (one chain of ``n`` draws;
-        ``log_density`` holds ``log q(theta | x)``); a list of them for a batch of observations."""
+        ``log_density`` holds ``log q(theta | x)``; ``units`` those of :attr:`units`); a list
+        of them for a batch of observations."""
         x = torch.as_tensor(x)
         theta, lq = self.draw(x, n, seed)
         batch = x.shape[:x.ndim - len(self.data_shape)]
@@ -159,11 +168,12 @@ class AmortizedPosterior(nn.Module):
         sampler = f"npe-{self.config['kind']}"
         info = {"seed": seed}
         if not batch:
-            return Samples(theta[None], self.names, lq[None], sampler, info=info)
+            return Samples(theta[None], self.names, lq[None], sampler, info=info,
+                           units=self.units)
         theta = theta.reshape(n, -1, self.dim)
         lq = lq.reshape(n, -1)
         return [Samples(np.ascontiguousarray(theta[None, :, i]), self.names, lq[None, :, i],
-                        sampler, info=info) for i in range(theta.shape[1])]
+                        sampler, info=info, units=self.units) for i in range(theta.shape[1])]
 
     # -- storage --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

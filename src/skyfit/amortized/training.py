@@ -199,7 +199,7 @@ def fit(posterior: Posterior, n_train: int = 10_000, kind: str = "nsf",
     post = AmortizedPosterior(posterior.names, posterior.lower, posterior.upper, data_shape,
                               kind=kind, embedding=embedding, features=features,
                               transforms=transforms, hidden=hidden, seed=seed,
-                              embedding_hidden=embedding_hidden)
+                              embedding_hidden=embedding_hidden, units=posterior.units)
     history = train(post, training_set, epochs=epochs, batch_size=batch_size, lr=lr,
                     validation_fraction=validation_fraction, patience=patience, seed=seed,
                     progress=progress, schedule=schedule)
