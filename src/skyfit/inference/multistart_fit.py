@@ -52,8 +52,12 @@ def best_of_starts(density: LogDensity, x0: torch.Tensor, n: int, scale: float |
                    seed: int) -> tuple[torch.Tensor, list[tuple[float, int]], int]:
     """Maximise from ``n`` starts in one batched L-BFGS run (:func:`multistart`, through the
     unconstrained transform, no Jacobian). Returns the best final point, the distinct optima as
-    ``(log p, count)`` best first, and the log-density evaluations spent."""
+    ``(log p, count)`` best first, and the log-density evaluations spent. The best point is the
+    highest log p of ANY row, converged or stopped at the iteration cap: fit_map refines it, and
+    a row still climbing towards the global mode is worth more than a converged local one."""
     starts = draw_starts(density, x0, n, scale, seed)
     runs = multistart(density, starts, scale="curvature", **SEED_PHASE)
     optima = [(o.log_density, o.count) for o in runs.optima]
-    return runs.best_x.detach().clone(), optima, int(runs.runs.n_evals.sum())
+    finite = torch.where(torch.isfinite(runs.log_density), runs.log_density, -torch.inf)
+    best = int(finite.argmax())
+    return runs.x[best].detach().clone(), optima, int(runs.runs.n_evals.sum())
