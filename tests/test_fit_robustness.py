@@ -151,6 +151,20 @@ def _two_peaks():
     return FunctionDensity(log_p, ["a"], -10.0, 10.0)
 
 
+def test_multistart_refines_the_best_row_even_if_it_has_not_converged(monkeypatch):
+    # the batched phase stops rows at an iteration cap; a row still climbing the better peak
+    # must be preferred over a row converged on the worse one (log p -1): the refinement that
+    # follows takes it to the better peak. Here the cap is 1 iteration and the starts are fixed:
+    # row 0 sits on the worse peak (converged at once), row 1 on the better peak's slope
+    from skyfit.inference import multistart_fit
+    monkeypatch.setattr(multistart_fit, "SEED_PHASE", dict(max_iter=1))
+    monkeypatch.setattr(multistart_fit, "draw_starts",
+                        lambda *args, **kwargs: torch.tensor([[-3.0], [2.3]], dtype=torch.float64))
+    res = fit_map(_two_peaks(), _vec(-3.0), starts=2)
+    assert res.converged and float(res.x[0]) == pytest.approx(3.0, abs=1e-6)
+    assert [count for _, count in res.optima] == [1]  # the worse peak, the only converged row
+
+
 def test_single_start_in_the_worse_basin_stays_there():
     res = fit_map(_two_peaks(), _vec(-4.0))
     assert float(res.x[0]) == pytest.approx(-3.0, abs=1e-6) and res.optima == []
