@@ -206,8 +206,10 @@ def fit_map(
             or with ``start_scale`` a Normal of that width around ``x0`` in the unconstrained
             space; ``seed`` seeds them) run as ONE batched L-BFGS optimisation
             (:func:`~skyfit.inference.multistart`, a vmapped value-and-gradient per line-search
-            trial); the best end point is then refined as a single start, and the distinct
-            optima found are reported in ``result.optima`` as ``(log p, count)``.
+            trial); the best end point (highest log p, converged or not) is then refined as
+            a single start, and the distinct optima among the converged starts are reported in
+            ``result.optima`` as ``(log p, count)``. Use it where one start can end in a local
+            optimum (a lens model from broad priors), at several times the work of one fit.
         compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
             (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
 
