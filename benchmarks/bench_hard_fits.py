@@ -165,7 +165,11 @@ def _run_de(p, x0, seed, quick):
     # full mode: scipy's documented defaults (popsize 15, tol 0.01, maxiter 1000, then an
     # L-BFGS-B polish of the best member); quick mode: a token run (a small population for a few
     # generations), not a fair baseline
-    kw = dict(popsize=5, maxiter=5) if quick else {}
+    # SKYFIT_HARD_FITS_DE_TOL / _DE_MAXITER: a stricter run (e.g. 1e-8 and 300, the setting of
+    # earlier rows), where the default tol (1% of the mean energy) stops DE too early to succeed
+    kw = dict(popsize=5, maxiter=5) if quick else dict(
+        tol=float(os.environ.get("SKYFIT_HARD_FITS_DE_TOL", 0.01)),
+        maxiter=int(os.environ.get("SKYFIT_HARD_FITS_DE_MAXITER", 1000)))
     return torch.tensor(differential_evolution(_negative_log_p(p.post), p.box, seed=seed,
                                                **kw).x)
 
@@ -234,7 +238,7 @@ def _time_ratio(row) -> float:
     return row["skyfit"][1] / min(rivals) if rivals else math.nan
 
 
-def _problem_details(p, row, n, de_seeds) -> dict:
+def _problem_details(p, row, n, de_seeds, quick) -> dict:
     details = {f"{p.name}: {m}": f"{rate:.2f} success of {de_seeds if m == 'diff_evolution' else n}"
                f", {t:.3g} s median per success" for m, (rate, t) in row.items()}
     ratio = _time_ratio(row)
@@ -242,6 +246,10 @@ def _problem_details(p, row, n, de_seeds) -> dict:
         f"{ratio:.3g} (target <= 0.2: {'ok' if ratio <= 0.2 else 'short'})"
         if math.isfinite(ratio) else "no baseline reaches skyfit's success rate")
     details["load"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    details["DE settings"] = ("token run" if quick else
+                              f"popsize 15, tol {os.environ.get('SKYFIT_HARD_FITS_DE_TOL', 0.01)}"
+                              f", maxiter {os.environ.get('SKYFIT_HARD_FITS_DE_MAXITER', 1000)}, "
+                              "polish")
     return details
 
 
@@ -251,7 +259,7 @@ def run(quick: bool, letters: str = "bcda"):
     for letter in letters:
         p = BUILDERS[letter](quick, n)
         row = _solve(p, quick, de_seeds)
-        details.update(_problem_details(p, row, n, de_seeds))
+        details.update(_problem_details(p, row, n, de_seeds, quick))
         worst = min(worst, row["skyfit"][0])
     return worst, details
 
@@ -279,7 +287,7 @@ def _one(letter: str) -> HardFit:
         p = BUILDERS[letter](quick, n)
         row = _solve(p, quick, de_seeds)
         bench.time_ratio = _time_ratio(row)
-        details = _problem_details(p, row, n, de_seeds)
+        details = _problem_details(p, row, n, de_seeds, quick)
         for key, value in details.items():
             print(f"  {key}: {value}", flush=True)
         return row["skyfit"][0], details
