@@ -68,6 +68,23 @@ def test_a_fit_that_does_not_converge_is_retried_near_its_start():
     assert res.n_evals > stuck.n_evals
 
 
+def test_a_fit_pinned_at_a_bound_in_a_wrong_basin_is_retried():
+    # the mode is at 3 (log p 0); a narrow rise to the lower bound (log p -4 at 0) whose basin
+    # ends at x ~ 0.0445: from 0.04 the fit runs into the bound, pinned with the gradient
+    # pushing out; a retry from N(0.04, 0.3^2) in the unconstrained space (x / 10 through a
+    # logit) leaves the basin and converges at the mode
+    d = FunctionDensity(lambda x: (-(x - 3.0) ** 2 + 5.0 * torch.exp(-x / 0.01)).sum(-1), ["a"],
+                        0.0, 10.0)
+    with pytest.warns(ConvergenceWarning, match="pinned at its lower bound"):
+        pinned = fit_map(d, _vec(0.04), retries=0)
+    assert pinned.pinned == ["a"] and float(pinned.x[0]) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the pinned first attempt's warning is not shown
+        res = fit_map(d, _vec(0.04))
+    assert res.converged and res.pinned == []
+    assert float(res.x[0]) == pytest.approx(3.0, abs=1e-8)
+
+
 def _nan_beyond(limit):
     def log_p(x):
         value = -0.5 * ((x - 3.0) ** 2).sum(-1)
@@ -132,6 +149,20 @@ def _two_peaks():
         return torch.logsumexp(torch.stack([-0.5 * ((x - 3) ** 2).sum(-1) / 0.25,
                                             -0.5 * ((x + 3) ** 2).sum(-1) / 0.25 - 1.0]), 0)
     return FunctionDensity(log_p, ["a"], -10.0, 10.0)
+
+
+def test_multistart_refines_the_best_row_even_if_it_has_not_converged(monkeypatch):
+    # the batched phase stops rows at an iteration cap; a row still climbing the better peak
+    # must be preferred over a row converged on the worse one (log p -1): the refinement that
+    # follows takes it to the better peak. Here the cap is 1 iteration and the starts are fixed:
+    # row 0 sits on the worse peak (converged at once), row 1 on the better peak's slope
+    from skyfit.inference import multistart_fit
+    monkeypatch.setattr(multistart_fit, "SEED_PHASE", dict(max_iter=1))
+    monkeypatch.setattr(multistart_fit, "draw_starts",
+                        lambda *args, **kwargs: torch.tensor([[-3.0], [2.3]], dtype=torch.float64))
+    res = fit_map(_two_peaks(), _vec(-3.0), starts=2)
+    assert res.converged and float(res.x[0]) == pytest.approx(3.0, abs=1e-6)
+    assert [count for _, count in res.optima] == [1]  # the worse peak, the only converged row
 
 
 def test_single_start_in_the_worse_basin_stays_there():

@@ -202,6 +202,31 @@ def test_light_curve_bad_input_raises():
         Villar(transition_width=0.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_villar_at_rise_time_zero_is_the_step_limit_with_a_finite_gradient(dtype):
+    # tau_rise = 0 is the bound of its valid range, where an optimiser may stop: dt / tau_rise
+    # was 0/0 there and the gradient NaN in every parameter (a fit needed a retry to escape)
+    lc = Villar(**VILLAR)
+    lc.to_dynamic()
+    assert [p.name for p in lc.dynamic_params][4] == "tau_rise"
+    x = lc.get_values().to(dtype)
+    x[4] = 0.0
+    x.requires_grad_(True)
+    t = torch.tensor([-10.0, 2.0, 3.0, 20.0, 26.0, 60.0], dtype=dtype)  # 2.0 is t0 itself
+    flux = lc.flux(t, None, x)
+    (grad,) = torch.autograd.grad(flux.sum(), x, retain_graph=True)
+    assert torch.isfinite(flux).all() and torch.isfinite(grad).all()
+    # the value is the limit: the rise a step (0 before t0, 1/2 at t0, 1 after)
+    away = t != VILLAR["t0"]
+    steep = Villar(**dict(VILLAR, tau_rise=1e-6)).flux(t.double()).to(dtype)
+    torch.testing.assert_close(flux.detach()[away], steep[away])
+    assert flux[~away].item() == pytest.approx(0.5 * VILLAR["A"], rel=1e-3)
+    # and so is d flux / d tau_rise away from t0: 0 (the smooth model's tends to 0 with tau_rise)
+    for f in flux[away]:
+        (g,) = torch.autograd.grad(f, x, retain_graph=True)
+        assert g[4].item() == 0.0 and torch.isfinite(g).all()
+
+
 # --------------------------------------------------------------------------- autodiff, dtypes
 
 MODELS = {

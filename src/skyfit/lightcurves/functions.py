@@ -69,8 +69,21 @@ def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_wid
         [0.0, 94.54, 0.02]
     """
     dt = t - t0
-    log_rise = F.logsigmoid(dt / tau_rise)
+    log_rise = F.logsigmoid(dt / _time_scale(tau_rise))
     u = (dt - gamma) / transition_width
     plateau = (A + beta * dt) * torch.exp(log_rise + F.logsigmoid(-u))
-    decline = (A + beta * gamma) * torch.exp(log_rise + F.logsigmoid(u) - (dt - gamma) / tau_fall)
+    decline = (A + beta * gamma) * torch.exp(
+        log_rise + F.logsigmoid(u) - (dt - gamma) / _time_scale(tau_fall))
     return plateau + decline
+
+
+def _time_scale(tau):
+    """``tau`` floored at ``tiny ** (1/4)`` of its dtype (1e-77 days in float64, 3e-10 in
+    float32), where the rise or decline is already a step to working precision. At ``tau = 0``
+    (the bound of its valid range, where an optimiser may stop) ``dt / tau`` is 0/0 or infinite
+    and its derivative ``-dt / tau^2`` infinite, so the gradient was NaN (0 x inf); with the
+    floor ``dt / tau^2`` stays finite and the gradient in ``tau`` below it is 0, the limit of
+    the flux's derivative as ``tau -> 0`` (away from ``dt = 0``)."""
+    tau = torch.as_tensor(tau)
+    floor = torch.finfo(tau.dtype).tiny ** 0.25 if tau.is_floating_point() else 0.0
+    return tau.clamp(min=floor)
