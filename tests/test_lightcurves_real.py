@@ -164,10 +164,8 @@ def test_a_relative_plateau_slope_is_the_flux_slope_divided_by_the_amplitude():
 
 
 def test_villar_from_photometry_shares_a_relative_slope_with_a_prior_in_units_of_a():
-    from skyfit.lightcurve_fit import SHARED_DEFAULT
-
     phot = _mock_photometry()
-    lc = from_photometry("villar", phot, shared=SHARED_DEFAULT["villar"])
+    lc = from_photometry("villar", phot)  # default sharing: t0, rise, plateau length and slope
     assert lc.relative_slope and lc.beta.shape == () and lc.gamma.shape == ()
     assert lc.A.shape == (2,) and lc.tau_fall.shape == (2,)
     prior = default_priors(PhotometryLikelihood(lc, phot))[lc.beta]

@@ -13,19 +13,12 @@ import torch
 from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
-from .lightcurves.starts import default_priors, from_photometry
+from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
 __all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
            "nuts_start"]
-
-# parameters shared by all bands unless asked otherwise: what a band seen only after the peak
-# cannot constrain on its own (its rise; for Villar also the plateau length and the plateau
-# slope relative to the amplitude, see skyfit.lightcurves.Villar); each band keeps its
-# amplitude and decline
-SHARED_DEFAULT = {"gaussian": ["t0"], "bazin": ["t0", "tau_rise"],
-                  "villar": ["t0", "tau_rise", "gamma", "beta"]}
 
 
 def fit_map_continued(post: Posterior, x0=None):
