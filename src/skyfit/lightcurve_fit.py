@@ -96,9 +96,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     phot = Photometry.read(path, zero_point=zero_point)
     say(phot)
-    if model not in SHARED_DEFAULT:
-        raise ValueError(f"model must be one of {list(SHARED_DEFAULT)}, got {model!r}")
-    shared = list(SHARED_DEFAULT[model] if shared is None else shared)
+    # an unknown model is refused by from_photometry
+    shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
     lc = from_photometry(model, phot, shared=shared)
     like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
     post = Posterior(like, priors=default_priors(like))
