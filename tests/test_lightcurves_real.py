@@ -144,3 +144,61 @@ def test_joint_fits_of_the_sparse_rise_supernova_converge_from_the_default_start
     post.set(res.x)
     assert like.chi2().item() / (like.n_detections - post.dim) < 2.5
     assert (res.x > post.lower + 1e-3).all()  # nothing pinned at a bound (tau_rise at 0 was)
+
+
+def test_a_relative_plateau_slope_is_the_flux_slope_divided_by_the_amplitude():
+    t = torch.linspace(-10.0, 90.0, 41, dtype=torch.float64)
+    band = torch.arange(41) % 2
+    relative = Villar(t0=2.0, A=[300.0, 100.0], beta=-0.01, gamma=25.0, tau_rise=3.0,
+                      tau_fall=[20.0, 30.0], bands="gr", shared=["t0", "beta", "gamma"],
+                      relative_slope=True)
+    # one relative slope for both bands is a flux slope proportional to each band's amplitude
+    absolute = Villar(t0=2.0, A=[300.0, 100.0], beta=[-3.0, -1.0], gamma=25.0, tau_rise=3.0,
+                      tau_fall=[20.0, 30.0], bands="gr", shared=["t0", "gamma"])
+    assert relative.beta.shape == () and relative.beta.units == "1/day"
+    assert torch.allclose(relative.flux(t, band=band), absolute.flux(t, band=band), rtol=1e-13)
+    # on the plateau, far from the rise and the plateau end: A (1 + beta (t - t0))
+    single = Villar(t0=2.0, A=100.0, beta=-0.01, gamma=60.0, tau_rise=0.5, relative_slope=True)
+    on_plateau = single.flux(torch.tensor(14.0, dtype=torch.float64)).item()
+    assert on_plateau == pytest.approx(100.0 * (1 - 0.01 * 12.0), rel=1e-6)
+
+
+def test_villar_from_photometry_shares_a_relative_slope_with_a_prior_in_units_of_a():
+    phot = _mock_photometry()
+    lc = from_photometry("villar", phot)  # default sharing: t0, rise, plateau length and slope
+    assert lc.relative_slope and lc.beta.shape == () and lc.gamma.shape == ()
+    assert lc.A.shape == (2,) and lc.tau_fall.shape == (2,)
+    prior = default_priors(PhotometryLikelihood(lc, phot))[lc.beta]
+    assert float(prior.loc) == 0.0 and float(prior.scale) == pytest.approx(0.01)
+    assert not from_photometry("villar", phot, relative_slope=False).relative_slope
+
+
+def test_the_command_line_fit_starts_nuts_from_the_laplace_approximation(tmp_path,
+                                                                         monkeypatch):
+    # a dense metric from the Laplace covariance (not the MAP point and a unit metric): warm-up
+    # then need not learn the correlations of t0, amplitudes and time scales
+    import skyfit.lightcurve_fit as lf
+    from skyfit.inference.laplace import LaplaceResult
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_sample_nuts(post, init=None, mass="diag", **kwargs):
+        seen.update(init=init, mass=mass, names=post.names)
+        raise Stop
+
+    monkeypatch.setattr(lf, "sample_nuts", fake_sample_nuts)
+    phot = _mock_photometry()
+    lines = ["mjd,band,flux,flux_err"] + [
+        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
+            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(Stop):
+        lf.fit_photometry(path, model="villar", n_starts=1, out=tmp_path / "fit",
+                          progress=False)
+    assert isinstance(seen["init"], LaplaceResult) and seen["mass"] == "dense"
+    # the default sharing of Villar: one t0, rise, plateau length and relative slope
+    assert {"Villar.t0", "Villar.tau_rise", "Villar.gamma", "Villar.beta"} <= set(seen["names"])

@@ -50,8 +50,9 @@ def _add_lightcurve_parser(sub) -> None:
     fit.add_argument("file", help="table with columns mjd, band, flux, flux_err (or mag, mag_err)"
                      " [, upper_limit, limit]")
     fit.add_argument("--model", choices=["villar", "bazin", "gaussian"], default="bazin")
-    fit.add_argument("--shared", nargs="*", default=["t0"],
-                     help="parameters shared by all bands (default: t0)")
+    fit.add_argument("--shared", nargs="*", default=None,
+                     help="parameters shared by all bands (default: t0 and tau_rise for bazin; "
+                     "t0, tau_rise, gamma and beta for villar; t0 for gaussian)")
     fit.add_argument("--mag", action="store_true", help="fit in magnitudes (default: flux)")
     fit.add_argument("--zero-point", type=float, default=25.0,
                      help="AB magnitude of unit flux (default 25)")

@@ -13,11 +13,12 @@ import torch
 from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
-from .lightcurves.starts import default_priors, from_photometry
+from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
-__all__ = ["fit_photometry", "fit_map_continued", "multistart_map"]
+__all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
+           "nuts_start"]
 
 
 def fit_map_continued(post: Posterior, x0=None):
@@ -71,18 +72,33 @@ def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
     return best, at_best, fits
 
 
-def fit_photometry(path, model: str = "bazin", shared=("t0",), mag: bool = False,
+def nuts_start(fit, lap):
+    """``init=`` for :func:`~skyfit.inference.sample_nuts` after a MAP fit and its Laplace
+    approximation: the Laplace result (starts drawn from it, its covariance the first dense
+    metric, so warm-up need not learn the correlations of t0, amplitudes and time scales) when
+    its standard deviations are finite and positive, else the MAP point."""
+    std = lap.std
+    if bool(torch.isfinite(std).all()) and bool((std > 0).all()):
+        return lap
+    return fit.x
+
+
+def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
                    progress: bool = True) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
-    write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary."""
+    write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
+    ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
+    from the Laplace approximation at the best MAP fit (:func:`nuts_start`)."""
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     phot = Photometry.read(path, zero_point=zero_point)
     say(phot)
-    lc = from_photometry(model, phot, shared=list(shared))
+    # an unknown model is refused by from_photometry
+    shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
+    lc = from_photometry(model, phot, shared=shared)
     like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
     post = Posterior(like, priors=default_priors(like))
     best, n_ok, fits = multistart_map(post, n_starts)
@@ -100,8 +116,8 @@ def fit_photometry(path, model: str = "bazin", shared=("t0",), mag: bool = False
     summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
     result = lap
     if nuts:
-        samples = sample_nuts(post, init=best.x, n_chains=4, n_warmup=n_warmup,
-                              n_draws=n_draws, progress=progress)
+        samples = sample_nuts(post, init=nuts_start(best, lap), n_chains=4, n_warmup=n_warmup,
+                              n_draws=n_draws, mass="dense", progress=progress)
         problems = samples.check(warn=False)
         table = samples.summary(warn=False)
         summary["nuts"] = dict(converged=not problems, problems=problems,

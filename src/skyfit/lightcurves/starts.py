@@ -13,9 +13,14 @@ from .bazin import Bazin
 from .gaussian import GaussianLightCurve
 from .villar import Villar
 
-__all__ = ["light_curve_scales", "from_photometry", "default_priors"]
+__all__ = ["light_curve_scales", "from_photometry", "default_priors", "SHARED_DEFAULT"]
 
 MODELS = {"gaussian": GaussianLightCurve, "bazin": Bazin, "villar": Villar}
+# parameters shared by all bands unless asked otherwise: what a band seen only after the peak
+# cannot constrain on its own (its rise; for Villar also the plateau length and the plateau
+# slope relative to the amplitude, see Villar); each band keeps its amplitude and decline
+SHARED_DEFAULT = {"gaussian": ["t0"], "bazin": ["t0", "tau_rise"],
+                  "villar": ["t0", "tau_rise", "gamma", "beta"]}
 
 
 def light_curve_scales(phot) -> dict:
@@ -75,38 +80,48 @@ def _starts(kind: str, s: dict, z: float) -> dict:
         shape_at_peak = math.exp(-dt_peak / fall) / (1 + math.exp(-dt_peak / rise))
         return dict(t0=s["t_peak"] - dt_peak * (1 + z), A=peak / shape_at_peak,
                     tau_rise=rise, tau_fall=fall)
-    # the rise sigmoid is 0.98 at the peak and 0.12 at the first detection
+    # the rise sigmoid is 0.98 at the peak and 0.12 at the first detection; the plateau ends at
+    # the peak (gamma = 2 rise). The former start (and LogNormal prior centre) of 0.1 fall,
+    # ~3.5 days on LSQ12dlf, lay below the blend width and the plateau lengths its data prefer
+    # (MAP 12-18 days), so the prior pulled against the data
     return dict(t0=s["t_peak"] - 2 * rise * (1 + z), A=peak * 1.02, beta=0.0,
-                gamma=max(1.0, 0.1 * fall), tau_rise=rise / 2, tau_fall=fall)
+                gamma=2 * rise, tau_rise=rise / 2, tau_fall=fall)
 
 
-def from_photometry(model: str, phot, shared: Sequence = ("t0",), baseline: bool = False,
+def from_photometry(model: str, phot, shared: Sequence | None = None, baseline: bool = False,
                     redshift: float | None = None, **options):
     """A light-curve model for ``phot``'s bands, started from the data, its Params dynamic.
 
     Arguments:
         model: ``"gaussian"``, ``"bazin"`` or ``"villar"``.
         phot: a :class:`~skyfit.data.Photometry` (times relative to its reference).
-        shared: parameters shared by all bands, or ``(name, bands)`` pairs (default one ``t0``).
+        shared: parameters shared by all bands, or ``(name, bands)`` pairs (default
+            ``SHARED_DEFAULT[model]``: ``t0`` and ``tau_rise`` for Bazin; ``t0``, ``tau_rise``,
+            ``gamma`` and ``beta`` for Villar; ``t0`` for the Gaussian).
         baseline: add a per-band baseline ``B`` (Bazin always has one).
         redshift: the source's redshift (default ``phot.redshift``; rest-frame time scales);
-            kept static. options: more keywords for the model (e.g. ``dimming``).
+            kept static. options: more keywords for the model (e.g. ``dimming``). A Villar model
+            is built with ``relative_slope=True`` unless ``options`` say otherwise, so its
+            plateau slope can be shared by bands (:class:`~skyfit.lightcurves.Villar`).
 
     Example:
         >>> from skyfit.data import load_example
         >>> phot = load_example("PS1-10jh")
         >>> lc = from_photometry("bazin", phot)
-        >>> lc.bands, tuple(lc.tau_rise.shape), lc.t0.shape
-        (('NUV', 'g', 'r', 'i', 'z'), (5,), ())
+        >>> lc.bands, tuple(lc.tau_fall.shape), lc.t0.shape, lc.tau_rise.shape
+        (('NUV', 'g', 'r', 'i', 'z'), (5,), (), ())
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
+    shared = SHARED_DEFAULT[model] if shared is None else shared
     z = phot.redshift if redshift is None else redshift
     starts = _starts(model, light_curve_scales(phot), z or 0.0)
     if model == "bazin" and not baseline:
         starts["B"] = 0.0  # declared, and held at 0 below
     elif baseline:
         starts["B"] = 0.0
+    if model == "villar":
+        options.setdefault("relative_slope", True)  # a slope that can be shared (Villar doc)
     lc = MODELS[model](bands=phot.bands, shared=shared, redshift=z, **starts, **options)
     lc.to_dynamic()
     if z is not None:
@@ -125,7 +140,8 @@ def default_priors(likelihood) -> dict:
     - time scales (``tau_rise``, ``tau_fall``, ``sigma``, ``gamma``): LogNormal(ln start, 1), a
       factor e either way at 1 sd (flat priors leave a rise without data unconstrained);
     - amplitudes (``A``, ``peak_flux``): LogNormal(ln start, 1);
-    - ``beta``: Normal(0, A / 100 per day); ``B``: Normal(0, 3 median flux errors);
+    - ``beta``: Normal(0, A / 100 per day), or Normal(0, 0.01 per day) for a slope relative to
+      ``A`` (the plateau loses 1% of ``A`` per day at 1 sd); ``B``: Normal(0, 3 median flux errors);
     - the likelihood's ``jitter``: HalfNormal(median error).
 
     Only dynamic Params get one; others are left out.
@@ -152,7 +168,8 @@ def default_priors(likelihood) -> dict:
     rules = {
         "t0": lambda v: Normal(v, span / 3),
         "B": lambda v: Normal(torch.zeros_like(v), 3 * err),
-        "beta": lambda v: Normal(torch.zeros_like(v), value("A").mean() / 100),
+        "beta": lambda v: Normal(torch.zeros_like(v), 0.01 if getattr(lc, "relative_slope", False)
+                                 else value("A").mean() / 100),
     }
     for name in ("tau_rise", "tau_fall", "sigma", "gamma", "A", "peak_flux"):
         rules[name] = lambda v: LogNormal(v.log(), 1.0)

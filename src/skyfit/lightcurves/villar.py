@@ -17,6 +17,15 @@ class Villar(LightCurve):
 
     Per band and batched parameters as explained in :class:`LightCurve`.
 
+    ``relative_slope=True`` makes ``beta`` the plateau slope as a fraction of ``A`` per day
+    (units 1/day): the plateau is ``A (1 + beta (t - t0))`` and the plateau end
+    ``A (1 + beta gamma)``, as in Superphot (Hosseinzadeh et al. 2020, ApJ 905, 93). A slope
+    relative to the amplitude means the same thing in every band, so it can be ``shared``:
+    with a band sampled only after the peak, a per-band plateau length and slope are not
+    identifiable (a short flat plateau and a long declining one fit the same decline), while a
+    relative slope and a plateau length shared by all bands are set by the best-sampled band.
+    :func:`~skyfit.lightcurves.from_photometry` builds Villar models this way.
+
     References:
         Villar et al. (2019), ApJ 884, 83, eq. 1 (arXiv:1905.07422).
         Sanchez-Saez et al. (2021), AJ 161, 141 (arXiv:2008.03311): the sigmoid blend.
@@ -26,6 +35,7 @@ class Villar(LightCurve):
         negative). gamma: plateau duration (day). tau_rise, tau_fall: rise and decline time scales
         (day). transition_width: fixed width of the plateau-end blend (day; not a parameter).
         B: baseline flux per band (None: no baseline Param; 0.0 to fit one).
+        relative_slope: ``beta`` in units of ``A`` per day instead of flux per day.
         bands: band names, or None for one band. shared: parameters common to all bands (or to
         a band subset). redshift, dimming: see :class:`LightCurve`.
 
@@ -33,7 +43,7 @@ class Villar(LightCurve):
     data-driven start (sd: a third of the data's time span), ``tau_rise``, ``tau_fall`` and
     ``gamma`` log-normal around the data's scales (sd 1 in ln), ``A`` log-normal around the
     start (sd 1), ``beta`` normal around 0 (sd: A / 100 days), ``B`` normal around 0 (sd: 3
-    median flux errors).
+    median flux errors); with ``relative_slope``: ``beta`` normal around 0 (sd 0.01 per day).
 
     Example:
         >>> import torch
@@ -45,8 +55,9 @@ class Villar(LightCurve):
 
     def __init__(self, name: str | None = None, t0=0.0, A=1.0, beta=0.0, gamma=30.0, tau_rise=3.0,
                  tau_fall=30.0, B=None, transition_width: float = 3.0, bands=None, shared=(),
-                 redshift=None, dimming: bool = False):
+                 redshift=None, dimming: bool = False, relative_slope: bool = False):
         super().__init__(name, bands, shared, redshift, dimming)
+        self.relative_slope = bool(relative_slope)
         if not transition_width > 0:
             raise ValueError(f"transition_width must be positive (days), got {transition_width}")
         self.transition_width = float(transition_width)
@@ -55,7 +66,8 @@ class Villar(LightCurve):
         self.A = Param("A", *self._per_band("A", A),
                        valid=(0.0, None), units="flux", description="amplitude")
         self.beta = Param("beta", *self._per_band("beta", beta),
-                          units="flux/day", description="plateau slope")
+                          units="1/day" if relative_slope else "flux/day",
+                          description="plateau slope" + (" / A" if relative_slope else ""))
         self.gamma = Param("gamma", *self._per_band("gamma", gamma),
                            valid=(0.0, None), units="day", description="plateau duration")
         self.tau_rise = Param("tau_rise", *self._per_band("tau_rise", tau_rise),
@@ -76,5 +88,7 @@ class Villar(LightCurve):
         t, p = self._inputs(t, band, redshift, t0=t0, A=A, beta=beta, gamma=gamma,
                             tau_rise=tau_rise, tau_fall=tau_fall, **baseline)
         B = p.pop("B", 0.0)
+        if self.relative_slope:
+            p["beta"] = p["beta"] * p["A"]
         flux = villar_light_curve(t, transition_width=self.transition_width, **p)
         return self._observed(flux, redshift) + B
