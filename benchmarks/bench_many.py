@@ -208,10 +208,13 @@ def _kill_a_worker_when_busy(client, done: threading.Event, delay_s: float) -> d
 
 
 def many_fits_dask(quick: bool) -> tuple[float, dict]:
+    return dask_row(400, 200) if quick else dask_row(10_000, 1_000)
+
+
+def dask_row(n: int, chunk: int) -> tuple[float, dict]:
+    """The ``many_fits_dask`` row at ``n`` objects in chunks of ``chunk``."""
     from distributed import Client, LocalCluster
 
-    n = 400 if quick else 10_000
-    chunk = 200 if quick else 1_000
     night = simulate_survey_night(n, seed=1)
     starts = villar_starts(night.data)
     t = time.perf_counter()
