@@ -5,7 +5,8 @@ L-BFGS-B on a numpy model with an analytic gradient, as an expert would write it
 when it is installed), ``many_fits_dask`` (``fit_catalogue`` on a LocalCluster of 2 workers vs
 the in-process batched call) and ``many_nuts`` (ESS/s of ``sample_nuts_many`` vs a loop of
 single-object ``sample_nuts``). Full mode: 10,000 objects (``many_nuts``: 1,000); ``--quick``:
-small sizes (whether ``many_nuts`` quick fits in about a minute is not yet measured).
+small sizes (``many_nuts`` quick: 4 objects, a few minutes on a loaded 2-core machine).
+``dask_row(n, chunk)`` and ``nuts_row(n, n_loop, warmup, draws)`` run a row at other sizes.
 
 ``python benchmarks/bench_many.py [--quick] [--rows many_fits ...]`` prints the same lines as
 ``run.py``.
@@ -263,10 +264,13 @@ def _single_object_nuts(data: dict, start: np.ndarray, **options) -> np.ndarray:
 
 
 def many_nuts(quick: bool) -> tuple[float, dict]:
-    # both sides start the expert way (MAP + Laplace metric, dense), 4 chains each, the MAP,
-    # Laplace and warm-up inside the timings, ESS by one estimator (bulk_ess), R-hat checked
-    n, n_loop = (4, 1) if quick else (1_000, 20)
-    warmup, draws = (100, 100) if quick else (500, 500)
+    return nuts_row(4, 1, 100, 100) if quick else nuts_row(1_000, 20, 500, 500)
+
+
+def nuts_row(n: int, n_loop: int, warmup: int, draws: int) -> tuple[float, dict]:
+    """The ``many_nuts`` row: ``n`` objects batched, ``n_loop`` of them in the loop. Both sides
+    start the expert way (MAP + Laplace metric, dense), 4 chains each, the MAP, Laplace and
+    warm-up inside the timings, ESS by one estimator (bulk_ess), R-hat checked."""
     options = dict(n_chains=4, n_warmup=warmup, n_draws=draws, mass="dense")
     night = simulate_survey_night(n, seed=2)
     starts = villar_starts(night.data)
