@@ -170,16 +170,7 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     objects = ObjectRows(density, rows)
     u = UnconstrainedDensity(objects)
     generator = torch.Generator(device=density.device).manual_seed(seed + 1)
-    z0 = u.to_unconstrained(x0[rows])
-    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=z0.device)
-    if covariance is not None:
-        cov_z = unconstrained_covariance(u, x0, covariance)
-        scale, info = torch.linalg.cholesky_ex(cov_z)
-        diagonal = torch.diag_embed(cov_z.diagonal(dim1=-2, dim2=-1).sqrt())
-        scale = torch.where((info == 0)[:, None, None], scale, diagonal)
-        start = _PerChainStart(z0 + (scale[rows] @ noise[:, :, None])[:, :, 0], cov_z[rows])
-    else:
-        start = u.to_constrained(z0 + init_scale * noise if init_scale > 0 else z0)
+    start = _chain_starts(u, x0, covariance, rows, init_scale, generator)
     kernel = _ObjectsNUTS(objects, ValueAndGrad(u), max_tree_depth, n)
     samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws, seed, mass,
                       False, target_accept, None, 100, False, progress)
@@ -187,6 +178,21 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     result.extra["n_gradient_evals"] = kernel.evals_per_object
     result.extra["n_batched_steps"] = torch.tensor(kernel.value_and_grad.n_calls)
     return result
+
+
+def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: torch.Tensor,
+                  init_scale: float, generator: torch.Generator):
+    """Every chain's start: its object's point plus ``init_scale`` N(0, 1) (unconstrained), or
+    with per-object covariances a draw of that Gaussian, the covariance its first metric."""
+    z0 = u.to_unconstrained(x0[rows])
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=z0.device)
+    if covariance is None:
+        return u.to_constrained(z0 + init_scale * noise if init_scale > 0 else z0)
+    cov_z = unconstrained_covariance(u, x0, covariance)
+    scale, info = torch.linalg.cholesky_ex(cov_z)
+    diagonal = torch.diag_embed(cov_z.diagonal(dim1=-2, dim2=-1).sqrt())
+    scale = torch.where((info == 0)[:, None, None], scale, diagonal)
+    return _PerChainStart(z0 + (scale[rows] @ noise[:, :, None])[:, :, 0], cov_z[rows])
 
 
 def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
