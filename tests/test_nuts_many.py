@@ -146,6 +146,16 @@ def test_each_object_starts_from_its_own_laplace_covariance():
                                np.repeat(expected[:, None], 2, 1), rtol=1e-6)
 
 
+def test_a_broken_covariance_still_starts_every_chain_in_the_support():
+    # object 2's covariance is absurd (a repaired Hessian, an unconverged fit): its Gaussian
+    # draws of log b overflow, so its chains start near its point instead
+    density, mode = one_narrow_object(1.0)
+    start = laplace_many(density, mode)
+    start.covariance[2] = torch.diag(torch.tensor([1.0, 1e8], dtype=torch.float64)) * 1e6
+    result = sample_nuts_many(density, start, n_chains=2, n_warmup=0, n_draws=3, seed=2)
+    assert np.isfinite(result.draws).all() and (result.draws[..., 1] > 0).all()
+
+
 def test_a_badly_scaled_object_does_not_set_the_batch_cost():
     # counts, not times: leapfrog gradients per object and batched calls of the whole run
     density, mode = one_narrow_object(1e-2)

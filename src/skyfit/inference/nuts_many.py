@@ -192,7 +192,16 @@ def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: t
     scale, info = torch.linalg.cholesky_ex(cov_z)
     diagonal = torch.diag_embed(cov_z.diagonal(dim1=-2, dim2=-1).sqrt())
     scale = torch.where((info == 0)[:, None, None], scale, diagonal)
-    return _PerChainStart(z0 + (scale[rows] @ noise[:, :, None])[:, :, 0], cov_z[rows])
+    z = z0 + (scale[rows] @ noise[:, :, None])[:, :, 0]
+    # a draw of a broad or broken approximation (an unconverged fit, a repaired Hessian) can
+    # leave the support or overflow: that chain starts near its object's point instead
+    x = u.to_constrained(z)
+    finite = torch.isfinite(x).all(1)
+    with torch.no_grad():
+        logp = u.density.log_prob(torch.where(finite[:, None], x, x0[rows]))
+    bad = ~finite | ~torch.isfinite(logp)
+    z = torch.where(bad[:, None], z0 + init_scale * noise, z)
+    return _PerChainStart(z, cov_z[rows])
 
 
 def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
