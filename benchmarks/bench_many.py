@@ -5,7 +5,8 @@ L-BFGS-B on a numpy model with an analytic gradient, as an expert would write it
 when it is installed), ``many_fits_dask`` (``fit_catalogue`` on a LocalCluster of 2 workers vs
 the in-process batched call) and ``many_nuts`` (ESS/s of ``sample_nuts_many`` vs a loop of
 single-object ``sample_nuts``). Full mode: 10,000 objects (``many_nuts``: 1,000); ``--quick``:
-small sizes (whether ``many_nuts`` quick fits in about a minute is not yet measured).
+small sizes (``many_nuts`` quick: 4 objects, a few minutes on a loaded 2-core machine).
+``dask_row(n, chunk)`` and ``nuts_row(n, n_loop, warmup, draws)`` run a row at other sizes.
 
 ``python benchmarks/bench_many.py [--quick] [--rows many_fits ...]`` prints the same lines as
 ``run.py``.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 import warnings
 
@@ -30,7 +32,15 @@ from skyfit.examples.survey_night import (
     villar_posterior,
     villar_starts,
 )
-from skyfit.inference import fit_map_many, laplace_many, sample_nuts, sample_nuts_many
+from skyfit.inference import (
+    fit_map,
+    fit_map_many,
+    laplace,
+    laplace_many,
+    sample_nuts,
+    sample_nuts_many,
+)
+from skyfit.inference.nuts_many import bulk_ess, split_rhat
 from skyfit.survey import ManyObjects, fit_catalogue
 
 LOWER = np.array([-np.inf, 0, 0, 0, -np.inf, 0, 0, 0], dtype=float)
@@ -175,51 +185,121 @@ def many_fits(quick: bool) -> tuple[float, dict]:
     return (n / batched_s) / (n_loop / loop_s), details
 
 
+def _kill_a_worker_when_busy(client, done: threading.Event, delay_s: float) -> dict:
+    """Start a thread that waits until both workers hold a chunk, then ``delay_s`` more, and
+    kills the process of one of them mid-chunk (its nanny starts a new one)."""
+    killed = {}
+
+    def kill():
+        while not done.is_set():
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if len(busy) >= 2:
+                time.sleep(delay_s)
+                victim = busy[0]
+                killed["worker"] = victim
+                try:  # the worker dies before it can answer: the call may raise
+                    client.run(os._exit, 1, workers=[victim])
+                except Exception as exc:  # noqa: BLE001 - the expected lost connection
+                    killed["answer"] = type(exc).__name__
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=kill, daemon=True).start()
+    return killed
+
+
 def many_fits_dask(quick: bool) -> tuple[float, dict]:
-    n = 400 if quick else 10_000
-    chunk = 200 if quick else 1_000
+    return dask_row(400, 200) if quick else dask_row(10_000, 1_000)
+
+
+def dask_row(n: int, chunk: int) -> tuple[float, dict]:
+    """The ``many_fits_dask`` row at ``n`` objects in chunks of ``chunk``."""
+    from distributed import Client, LocalCluster
+
     night = simulate_survey_night(n, seed=1)
     starts = villar_starts(night.data)
     t = time.perf_counter()
     _batched_fit(night.data, starts)
     inline_s = time.perf_counter() - t
+    options = dict(chunk_size=chunk, starts=starts, progress=False, torch_threads=1)
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        table = fit_catalogue(villar_posterior, night.data, folder, chunk_size=chunk,
-                              starts=starts, n_workers=2, processes=True, progress=False)
-        dask_s = time.perf_counter() - t
-    ratio = dask_s / inline_s
+        # 2 worker processes of 1 thread each, as fit_catalogue's own LocalCluster
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            client.run(lambda: __import__("skyfit.survey"))
+            start_s = time.perf_counter() - t
+            t = time.perf_counter()
+            table = fit_catalogue(villar_posterior, night.data, f"{folder}/run", client=client,
+                                  **options)
+            dask_s = time.perf_counter() - t
+            done = threading.Event()
+            killed = _kill_a_worker_when_busy(client, done, 0.2 * dask_s / (n / chunk / 2))
+            survived = fit_catalogue(villar_posterior, night.data, f"{folder}/kill",
+                                     client=client, **options)
+            done.set()
+    ratio = (start_s + dask_s) / inline_s
+    once = list(survived.index) == list(range(n))
     return ratio, dict(objects=n, chunk_size=chunk, in_process_s=round(inline_s, 2),
-                       dask_s=round(dask_s, 2), rows=len(table),
-                       note="dask time includes starting the LocalCluster")
+                       cluster_start_s=round(start_s, 2), dask_fit_s=round(dask_s, 2),
+                       ratio_without_start=round(dask_s / inline_s, 3), rows=len(table),
+                       kill_run=f"killed {killed.get('worker', 'none')} "
+                                f"({killed.get('answer', 'no answer')})",
+                       kill_run_every_object_once=once,
+                       kill_run_converged_same=bool((survived["converged"].to_numpy()
+                                                     == table["converged"].to_numpy()).all()),
+                       threads_in_process=torch.get_num_threads(),
+                       note="ratio includes starting the LocalCluster and importing skyfit "
+                            "on the workers")
+
+
+def _single_object_nuts(data: dict, start: np.ndarray, **options) -> np.ndarray:
+    """An expert's single-object run: MAP, Laplace, NUTS from the Laplace approximation (its
+    covariance the first metric); the draws ``(chains, draws, dim)``."""
+    post = villar_posterior(**data)
+    mode = fit_map(post, torch.as_tensor(start))
+    return sample_nuts(post, init=laplace(post, mode), progress=False, compile=False,
+                       **options).draws
 
 
 def many_nuts(quick: bool) -> tuple[float, dict]:
-    n, n_loop = (4, 1) if quick else (1_000, 20)
-    warmup, draws = (100, 100) if quick else (500, 500)
+    return nuts_row(4, 1, 100, 100) if quick else nuts_row(1_000, 20, 500, 500)
+
+
+def nuts_row(n: int, n_loop: int, warmup: int, draws: int) -> tuple[float, dict]:
+    """The ``many_nuts`` row: ``n`` objects batched, ``n_loop`` of them in the loop. Both sides
+    start the expert way (MAP + Laplace metric, dense), 4 chains each, the MAP, Laplace and
+    warm-up inside the timings, ESS by one estimator (bulk_ess), R-hat checked."""
+    options = dict(n_chains=4, n_warmup=warmup, n_draws=draws, mass="dense")
     night = simulate_survey_night(n, seed=2)
-    start = torch.as_tensor(night.truth)
+    starts = villar_starts(night.data)
     many = ManyObjects(villar_posterior, night.data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        result = sample_nuts_many(many, start, n_chains=4, n_warmup=warmup, n_draws=draws)
+        result = sample_nuts_many(many, laplace_many(many, fit_map_many(
+            many, torch.as_tensor(starts))), **options)
         batched_s = time.perf_counter() - t
-        loop_ess, t = 0.0, time.perf_counter()
-        for i in range(n_loop):
-            post = villar_posterior(**{k: v[i] for k, v in night.data.items()})
-            s = sample_nuts(post, init=start[i], n_chains=4, n_warmup=warmup, n_draws=draws,
-                            progress=False)
-            loop_ess += float(np.min(s.ess()))
+        t = time.perf_counter()
+        loop_draws = [_single_object_nuts({k: v[i] for k, v in night.data.items()},
+                                          starts[i], **options) for i in range(n_loop)]
         loop_s = time.perf_counter() - t
+    loop_ess = np.array([bulk_ess(d).min() for d in loop_draws])
+    loop_rhat = max(float(split_rhat(d).max()) for d in loop_draws)
     batched_rate = float(result.ess.min(1).sum()) / batched_s
-    loop_rate = loop_ess / loop_s
+    loop_rate = float(loop_ess.sum()) / loop_s
+    evals = result.extra["n_gradient_evals"].numpy()
     return batched_rate / loop_rate, dict(
-        objects=n, loop_objects=n_loop, chains=4, warmup=warmup, draws=draws,
+        objects=n, loop_objects=n_loop, chains=4, warmup=warmup, draws=draws, mass="dense",
+        batched_s=round(batched_s, 1), loop_s=round(loop_s, 1),
         batched_min_ess_per_s=round(batched_rate, 2), loop_min_ess_per_s=round(loop_rate, 2),
-        max_rhat=round(float(result.rhat.max()), 3),
-        divergent=int(result.extra["n_divergent"].sum()))
+        max_rhat_batched=round(float(result.rhat.max()), 3), max_rhat_loop=round(loop_rhat, 3),
+        rhat_over_1_01_batched=int((result.rhat.max(1) >= 1.01).sum()),
+        divergent=int(result.extra["n_divergent"].sum()),
+        batched_steps=int(result.extra["n_batched_steps"]),
+        gradients_per_object_median=int(np.median(evals)), gradients_per_object_max=int(
+            evals.max()), threads=torch.get_num_threads())
 
 
 BENCHMARKS = [
@@ -230,8 +310,9 @@ BENCHMARKS = [
               "fit_catalogue on a LocalCluster of 2 worker processes vs the in-process "
               "batched fit of the same catalogue"),
     Benchmark("many_nuts", "min_ess_per_s_ratio", ">=", 20, many_nuts,
-              "sample_nuts_many (objects x 4 chains) vs a loop of single-object sample_nuts, "
-              "sum over objects of the smallest ESS per parameter, per second"),
+              "fit_map_many + laplace_many + sample_nuts_many (objects x 4 chains, dense "
+              "Laplace metric) vs a loop of fit_map + laplace + sample_nuts from the Laplace "
+              "result; sum over objects of the smallest bulk ESS, per second, warm-up included"),
 ]
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from skyfit.inference import BatchedDensity, ManyResult, sample_nuts, sample_nuts_many
+from skyfit.inference import (
+    BatchedDensity,
+    ManyResult,
+    laplace,
+    laplace_many,
+    sample_nuts,
+    sample_nuts_many,
+)
 from skyfit.inference.nuts_many import bulk_ess, split_rhat
 
 
@@ -107,6 +114,64 @@ def test_one_object_is_the_single_object_sampler():
                          init=torch.as_tensor(mean).expand(3, 2), n_chains=3, n_warmup=60,
                          n_draws=30, seed=4, progress=False)
     np.testing.assert_allclose(many.draws[0], single.draws, rtol=1e-10, atol=1e-12)
+
+
+def one_narrow_object(narrow_sd):
+    """Six objects ``a ~ N(0, 1)``, ``b ~ Gamma(10, 1)``; object 3's ``a`` is ``narrow_sd``
+    wide: its widths differ by ``0.33 / narrow_sd`` (``log b`` has sd ``1/3``)."""
+    sd = np.ones(6)
+    sd[3] = narrow_sd
+    density = NormalGamma(mu=np.zeros(6), sd=sd, k=np.full(6, 10.0), rate=np.ones(6))
+    mode = torch.as_tensor(np.column_stack([np.zeros(6), np.full(6, 9.0)]))
+    return density, mode
+
+
+def test_each_object_starts_from_its_own_laplace_covariance():
+    density, mode = one_narrow_object(1e-3)
+    start = laplace_many(density, mode)
+    result = sample_nuts_many(density, start, n_chains=2, n_warmup=0, n_draws=5)
+    # unconstrained metric: var(a) = sd^2; z = log b at the Gamma mode b* = (k - 1) / rate has
+    # var (dz/db)^2 var(b) = (1 / b*^2) (b*^2 / (k - 1)) = 1 / (k - 1)
+    expected = np.column_stack([density.data["sd"].numpy() ** 2, np.full(6, 1 / 9)])
+    np.testing.assert_allclose(result.extra["inv_mass"].numpy(),
+                               np.repeat(expected[:, None], 2, 1), rtol=1e-6)
+    for i in (0, 3):
+        single = sample_nuts(density.object(i), init=laplace(density.object(i), mode[i]),
+                             n_chains=2, n_warmup=0, n_draws=5, progress=False)
+        np.testing.assert_allclose(result.extra["inv_mass"][i].numpy(),
+                                   single.info["inv_mass_matrix"], rtol=1e-10)
+    dense = sample_nuts_many(density, start, n_chains=2, n_warmup=0, n_draws=5, mass="dense")
+    assert dense.extra["inv_mass"].shape == (6, 2, 2, 2)
+    np.testing.assert_allclose(dense.extra["inv_mass"].numpy().diagonal(0, -2, -1),
+                               np.repeat(expected[:, None], 2, 1), rtol=1e-6)
+
+
+def test_a_broken_covariance_still_starts_every_chain_in_the_support():
+    # object 2's covariance is absurd (a repaired Hessian, an unconverged fit): its Gaussian
+    # draws of log b overflow, so its chains start near its point instead
+    density, mode = one_narrow_object(1.0)
+    start = laplace_many(density, mode)
+    start.covariance[2] = torch.diag(torch.tensor([1.0, 1e8], dtype=torch.float64)) * 1e6
+    result = sample_nuts_many(density, start, n_chains=2, n_warmup=0, n_draws=3, seed=2)
+    assert np.isfinite(result.draws).all() and (result.draws[..., 1] > 0).all()
+
+
+def test_a_badly_scaled_object_does_not_set_the_batch_cost():
+    # counts, not times: leapfrog gradients per object and batched calls of the whole run
+    density, mode = one_narrow_object(1e-2)
+    options = dict(n_chains=4, n_warmup=100, n_draws=50, seed=1)
+    per_chain_iteration = 4 * 150
+    identity = sample_nuts_many(density, mode, **options)
+    evals = identity.extra["n_gradient_evals"].numpy() / per_chain_iteration
+    others = np.delete(evals, 3)
+    # an identity first metric: the narrow object needs far longer trees than the others
+    assert evals[3] > 2.5 * np.median(others), evals
+    from_laplace = sample_nuts_many(density, laplace_many(density, mode), **options)
+    evals = from_laplace.extra["n_gradient_evals"].numpy() / per_chain_iteration
+    # its own covariance as the first metric: every object a well-scaled Gaussian's trees
+    assert evals.max() < 10 and evals[3] < 2 * np.median(np.delete(evals, 3)), evals
+    assert int(from_laplace.extra["n_batched_steps"]) < int(identity.extra["n_batched_steps"]) / 2
+    assert (from_laplace.rhat < 1.05).all()
 
 
 def gaussian_light_curve_posterior(time, flux, flux_err):

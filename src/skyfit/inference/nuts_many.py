@@ -10,6 +10,7 @@ from .many_results import ManyResult
 from .mcmc import NUTS
 from .mcmc.integrators import ValueAndGrad
 from .sampling import _sample
+from .start_strategy import InitStrategy, Start
 from .transforms import UnconstrainedDensity
 
 __all__ = ["sample_nuts_many", "split_rhat", "bulk_ess"]
@@ -18,16 +19,53 @@ __all__ = ["sample_nuts_many", "split_rhat", "bulk_ess"]
 class _ObjectsNUTS(NUTS):
     # chain k samples object k // n_chains: each evaluation selects the objects of the chains
     # it is given, so the batch stays one vmapped call however many chains are still building
-    def __init__(self, rows_density: ObjectRows, value_and_grad, max_tree_depth: int):
+    def __init__(self, rows_density: ObjectRows, value_and_grad, max_tree_depth: int,
+                 n_objects: int):
         super().__init__(value_and_grad, max_tree_depth)
         self.rows_density = rows_density
+        # leapfrog gradients per object (all its chains, warm-up included): the cost an object
+        # needs, against the batch's lock-step cost (value_and_grad.n_calls)
+        self.evals_per_object = torch.zeros(n_objects, dtype=torch.long)
 
     def value_and_grad_of(self, z, chains):
         self.rows_density.select(chains)
+        objects = self.rows_density.rows.cpu()
+        self.evals_per_object += torch.bincount(objects, minlength=len(self.evals_per_object))
         try:
             return self.value_and_grad(z)
         finally:
             self.rows_density.select(None)
+
+
+class _PerChainStart(InitStrategy):
+    """Given starts ``(chains, dim)`` (unconstrained) and a per-chain first metric
+    ``(chains, dim, dim)``: each chain its own object's covariance."""
+
+    def __init__(self, z: torch.Tensor, covariance: torch.Tensor):
+        self.z, self.covariance = z, covariance
+        self.n_points = z.shape[0]
+
+    def __call__(self, u, n, random, space, scale) -> Start:
+        z = self.z if space == "unconstrained" else u.to_constrained(self.z)
+        return Start(z, self.covariance)
+
+
+def unconstrained_covariance(u: UnconstrainedDensity, x: torch.Tensor,
+                             covariance: torch.Tensor) -> torch.Tensor:
+    """Per-object covariances ``(N, dim, dim)`` at ``x (N, dim)`` mapped to the unconstrained
+    space to first order: ``J C J^T`` with ``J = d z / d x`` (the transform is elementwise, so
+    ``J`` is diagonal), as :func:`~skyfit.sample_nuts` maps a LaplaceResult's covariance."""
+    with torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        (jac,) = torch.autograd.grad(u.to_unconstrained(xg).sum(), xg)
+    cov = covariance.to(x) * jac[:, :, None] * jac[:, None, :]
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    bad = ~(torch.isfinite(cov).flatten(1).all(1) & (cov.diagonal(dim1=-2, dim2=-1) > 0).all(1))
+    if bool(bad.any()):
+        which = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(f"the start covariances of objects {which} are not finite and positive "
+                         "in the unconstrained space (a mode on a bound?); pass starts instead")
+    return cov
 
 
 def split_rhat(draws: np.ndarray) -> np.ndarray:
@@ -64,7 +102,7 @@ def bulk_ess(draws: np.ndarray) -> np.ndarray:
 
 def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup: int = 500,
                      n_draws: int = 500, seed: int = 0, target_accept: float = 0.8,
-                     max_tree_depth: int = 10, init_scale: float = 0.1,
+                     max_tree_depth: int = 10, init_scale: float = 0.1, mass: str = "diag",
                      progress: bool = False) -> ManyResult:
     """NUTS on every object at once: ``N x n_chains`` chains in one batch, each object's chains
     on that object's log-density, every leapfrog step one vmapped call for all of them.
@@ -81,16 +119,29 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
             :class:`~skyfit.survey.ManyObjects`.
         init: starts ``(N, dim)`` or a :class:`ManyResult` (e.g. of :func:`fit_map_many`);
             each object's chains start there plus ``init_scale`` N(0, 1) in unconstrained space.
+            A ManyResult with covariances (:func:`laplace_many`) is what an expert starts
+            from: each object's covariance, mapped to the unconstrained space, is its chains'
+            first inverse mass matrix (its diagonal) and the prior of every window estimate,
+            and its chains start at draws of that Gaussian, as :func:`~skyfit.sample_nuts` does
+            with a LaplaceResult. Without it the first metric is the identity, and an object
+            whose widths differ by 100x needs trees of ~1000 leapfrog steps until the first
+            window ends.
         n_chains, n_warmup, n_draws: per object. seed: of the one ``torch.Generator``.
         target_accept, max_tree_depth: as :func:`~skyfit.sample_nuts`.
+        mass: ``"diag"`` or ``"dense"`` inverse mass matrix per chain (dense: each object's
+            whole start covariance is its first metric; worth it for correlated parameters).
         progress: a progress bar over iterations.
 
     Returns:
         :class:`ManyResult`: ``x`` the posterior means, ``covariance`` the sample covariances,
         ``rhat`` and ``ess`` ``(N, dim)``, ``draws`` ``(N, chains, draws, dim)`` (constrained),
         ``converged`` = max R-hat < 1.01, ``extra["n_divergent"]`` ``(N,)`` (a table column),
-        ``extra["step_size"]`` ``(N, chains)`` and ``extra["inv_mass"]`` ``(N, chains, dim)``;
-        a warning text per object with R-hat >= 1.01 or divergences.
+        ``extra["step_size"]`` ``(N, chains)``, ``extra["inv_mass"]``
+        ``(N, chains, dim[, dim])``,
+        ``extra["n_gradient_evals"]`` ``(N,)`` the leapfrog gradients each object's chains
+        needed (warm-up included; a column) and ``extra["n_batched_steps"]`` the batched calls
+        the run made (a 0-d tensor: the lock-step cost every object paid); a warning text per
+        object with R-hat >= 1.01 or divergences.
 
     Example:
         >>> import torch
@@ -109,6 +160,7 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         >>> list(result.to_pandas().columns[:4])
         ['x', 'x_err', 'x_rhat', 'x_ess']
     """
+    covariance = init.covariance if isinstance(init, ManyResult) else None
     x0 = density.as_points(init.x if isinstance(init, ManyResult) else init)
     n, d = density.n_objects, density.dim
     if x0.shape != (n, d):
@@ -118,14 +170,38 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     objects = ObjectRows(density, rows)
     u = UnconstrainedDensity(objects)
     generator = torch.Generator(device=density.device).manual_seed(seed + 1)
+    start = _chain_starts(u, x0, covariance, rows, init_scale, generator)
+    kernel = _ObjectsNUTS(objects, ValueAndGrad(u), max_tree_depth, n)
+    samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws, seed, mass,
+                      False, target_accept, None, 100, False, progress)
+    result = _many_result(density, samples, n_chains)
+    result.extra["n_gradient_evals"] = kernel.evals_per_object
+    result.extra["n_batched_steps"] = torch.tensor(kernel.value_and_grad.n_calls)
+    return result
+
+
+def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: torch.Tensor,
+                  init_scale: float, generator: torch.Generator):
+    """Every chain's start: its object's point plus ``init_scale`` N(0, 1) (unconstrained), or
+    with per-object covariances a draw of that Gaussian, the covariance its first metric."""
     z0 = u.to_unconstrained(x0[rows])
-    if init_scale > 0:
-        z0 = z0 + init_scale * torch.randn(z0.shape, generator=generator, dtype=z0.dtype,
-                                           device=z0.device)
-    kernel = _ObjectsNUTS(objects, ValueAndGrad(u), max_tree_depth)
-    samples = _sample(kernel, u, u.to_constrained(z0), 0.0, n * n_chains, n_warmup, n_draws,
-                      seed, "diag", False, target_accept, None, 100, False, progress)
-    return _many_result(density, samples, n_chains)
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=z0.device)
+    if covariance is None:
+        return u.to_constrained(z0 + init_scale * noise if init_scale > 0 else z0)
+    cov_z = unconstrained_covariance(u, x0, covariance)
+    scale, info = torch.linalg.cholesky_ex(cov_z)
+    diagonal = torch.diag_embed(cov_z.diagonal(dim1=-2, dim2=-1).sqrt())
+    scale = torch.where((info == 0)[:, None, None], scale, diagonal)
+    z = z0 + (scale[rows] @ noise[:, :, None])[:, :, 0]
+    # a draw of a broad or broken approximation (an unconverged fit, a repaired Hessian) can
+    # leave the support or overflow: that chain starts near its object's point instead
+    x = u.to_constrained(z)
+    finite = torch.isfinite(x).all(1)
+    with torch.no_grad():
+        logp = u.density.log_prob(torch.where(finite[:, None], x, x0[rows]))
+    bad = ~finite | ~torch.isfinite(logp)
+    z = torch.where(bad[:, None], z0 + init_scale * noise, z)
+    return _PerChainStart(z, cov_z[rows])
 
 
 def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
@@ -148,8 +224,8 @@ def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
         ess=ess, draws=draws, wall_time=float(samples.info["wall_time"]))
     result.extra["n_divergent"] = torch.as_tensor(diverging)
     result.extra["step_size"] = torch.as_tensor(samples.info["step_size"]).reshape(n, n_chains)
-    result.extra["inv_mass"] = torch.as_tensor(samples.info["inv_mass_matrix"]).reshape(
-        n, n_chains, d)
+    inv_mass = torch.as_tensor(samples.info["inv_mass_matrix"])
+    result.extra["inv_mass"] = inv_mass.reshape(n, n_chains, *inv_mass.shape[1:])
     for i in np.nonzero(~(rhat.max(-1) < 1.01))[0].tolist():
         result.warnings[i].append(f"nuts: max R-hat {rhat[i].max():.3f} >= 1.01")
     for i in np.nonzero(diverging)[0].tolist():

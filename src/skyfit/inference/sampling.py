@@ -277,8 +277,9 @@ def _start(run_, adaptation, u, init, init_scale, generator) -> LoopState:
     if cov is None:
         inv_mass = torch.eye(D, **kw) if dense else torch.ones(D, **kw)
     else:
-        inv_mass = cov if dense else cov.diagonal().clone()
-    inv_mass = inv_mass.expand(C, *inv_mass.shape).clone()
+        inv_mass = cov if dense else cov.diagonal(dim1=-2, dim2=-1).clone()
+    # one covariance for every chain, or one per chain (sample_nuts_many: each its object's)
+    inv_mass = inv_mass.expand(C, *inv_mass.shape[-2 if dense else -1:]).clone()
     # a start's covariance is kept as the prior of every window estimate
     prior = inv_mass.clone() if cov is not None else None
     kernel_state = HMCState(z, logp, grad)

@@ -103,6 +103,13 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output, chu
     chunk that raises is retried ``retries`` times; chunks that still fail are listed in a
     :class:`CatalogueError` raised after the others are written.
 
+    Chunk size is a trade: a batched fit runs until its slowest object stops and pays a fixed
+    cost per iteration, so one chunk of 2k objects costs less CPU than two of k (see
+    ``many_fits_dask`` in benchmarks/RESULTS.md), and each worker's first chunk pays torch's
+    first calls;
+    smaller chunks lose less to a killed worker and balance better. Aim at several chunks per
+    worker of at least ~500 objects.
+
     Arguments:
         factory: module-level ``factory(**arrays_of_one_object) -> Posterior``.
         data: ``{key: array (N, ...)}`` (ragged light curves: :func:`stack_ragged`).
