@@ -56,7 +56,8 @@ def update_results(rows: list[dict], quick: bool, known: set[str]) -> None:
         "Every metric is a ratio against a baseline run in the same process on the same machine",
         "(or an absolute measure where it says so); timed rows are the median of interleaved",
         "rounds, their lowest and highest round in `spread`; `ok?`: the median meets the target,",
-        "the spread crosses it. The baseline of each row is described in its `baseline` column.",
+        "the spread crosses it (or, where the row says so, too few trials to show the target).",
+        "The baseline of each row is described in its `baseline` column.",
         "",
         "| benchmark | metric | value | spread | target | status | mode | date | baseline | "
         "details |",
