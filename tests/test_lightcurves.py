@@ -227,6 +227,24 @@ def test_villar_at_rise_time_zero_is_the_step_limit_with_a_finite_gradient(dtype
         assert g[4].item() == 0.0 and torch.isfinite(g).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bazin_at_rise_time_zero_is_the_step_limit_with_a_finite_gradient(dtype):
+    # as Villar: dt / tau_rise was 0/0 at tau_rise = 0 (its bound) and every gradient entry NaN
+    from skyfit.lightcurves.functions import bazin_light_curve
+
+    t = torch.tensor([-10.0, 2.0, 3.0, 20.0], dtype=dtype)  # 2.0 is t0 itself
+    params = torch.tensor([2.0, 4.0, 0.0, 15.0, 0.5], dtype=dtype, requires_grad=True)
+    flux = bazin_light_curve(t, *params)
+    (grad,) = torch.autograd.grad(flux.sum(), params)
+    assert torch.isfinite(flux).all() and torch.isfinite(grad).all()
+    # the value is the step limit: the baseline before t0, A/2 + B at t0, the decline after
+    steep = bazin_light_curve(t.double(), 2.0, 4.0, 1e-6, 15.0, 0.5).to(dtype)
+    away = t != 2.0
+    torch.testing.assert_close(flux.detach()[away], steep[away])
+    assert flux[~away].item() == pytest.approx(0.5 * 4.0 + 0.5, rel=1e-3)
+    assert grad[2].item() == 0.0  # d flux / d tau_rise: 0 away from t0, and at t0 dt = 0
+
+
 # --------------------------------------------------------------------------- autodiff, dtypes
 
 MODELS = {

@@ -41,7 +41,8 @@ def bazin_light_curve(t, t0, A, tau_rise, tau_fall, B):
         True
     """
     dt = t - t0
-    return A * torch.exp(-dt / tau_fall + F.logsigmoid(dt / tau_rise)) + B
+    # time scales floored (``_time_scale``) so the gradient at tau = 0, their bound, is finite
+    return A * torch.exp(-dt / _time_scale(tau_fall) + F.logsigmoid(dt / _time_scale(tau_rise))) + B
 
 
 def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_width=3.0):
