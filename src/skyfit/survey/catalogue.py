@@ -146,6 +146,24 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output, chu
     return pd.concat([pd.read_parquet(_chunk_path(output, i)) for i in range(len(bounds))])
 
 
+def _local_cluster(n_workers: int, processes: bool):
+    """A ``LocalCluster`` of single-threaded workers without Dask's ``MALLOC_TRIM_THRESHOLD_``.
+
+    Dask sets that variable (64 KiB) in every worker process to return freed memory to the OS.
+    Setting it switches off glibc's dynamic mmap threshold, so every tensor above 128 KiB that
+    a batched fit allocates and frees at each iteration is a fresh ``mmap``/``munmap`` with its
+    page faults: measured on the ``many_fits_dask`` catalogue (10,000 light curves, 2 workers),
+    the workers fitted 2.3x slower with it (chunks of 5,000: 29.8 s vs 13.1 s). A user's own ``Client`` keeps its
+    configuration (drop the variable there with ``distributed.nanny.pre-spawn-environ``).
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                            dashboard_address=None)
+
+
 def _run(todo, task_args, fit, output, client, n_workers, processes, retries, progress):
     from tqdm.auto import tqdm
 
@@ -164,12 +182,11 @@ def _run(todo, task_args, fit, output, client, n_workers, processes, retries, pr
             bar.update()
         bar.close()
         return failed
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     own = client is None
     if own:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                               dashboard_address=None)
+        cluster = _local_cluster(n_workers, processes)
         client = Client(cluster)
     try:
         futures = {}
