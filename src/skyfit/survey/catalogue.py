@@ -152,8 +152,8 @@ def _local_cluster(n_workers: int, processes: bool):
     Dask sets that variable (64 KiB) in every worker process to return freed memory to the OS.
     Setting it switches off glibc's dynamic mmap threshold, so every tensor above 128 KiB that
     a batched fit allocates and frees at each iteration is a fresh ``mmap``/``munmap`` with its
-    page faults: measured on the ``many_fits_dask`` catalogue (10,000 light curves, 2 workers),
-    the workers fitted 2.3x slower with it (chunks of 5,000: 29.8 s vs 13.1 s). A user's own ``Client`` keeps its
+    page faults, and chunk fits ran several times slower than in a plain process (measured in
+    the ``many_fits_dask`` row of benchmarks/RESULTS.md). A user's own ``Client`` keeps its
     configuration (drop the variable there with ``distributed.nanny.pre-spawn-environ``).
     """
     import dask
