@@ -116,8 +116,8 @@ def test_dask_table_equals_in_process(tmp_path):
 
 def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold():
     # Dask's MALLOC_TRIM_THRESHOLD_ switches off glibc's dynamic mmap threshold: every large
-    # tensor a batched fit frees is unmapped and the next one page-faulted back (measured 2.3x
-    # slower chunk fits); skyfit's embedded cluster drops it, a plain LocalCluster keeps it
+    # tensor a batched fit frees is unmapped and the next one page-faulted back (the
+    # many_fits_dask row); skyfit's embedded cluster drops it, a plain LocalCluster keeps it
     import dask
     from distributed import Client, LocalCluster
 

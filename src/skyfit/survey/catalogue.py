@@ -152,7 +152,7 @@ def _local_cluster(n_workers: int, processes: bool):
     Dask sets that variable (64 KiB) in every worker process to return freed memory to the OS.
     Setting it switches off glibc's dynamic mmap threshold, so every tensor above 128 KiB that
     a batched fit allocates and frees at each iteration is a fresh ``mmap``/``munmap`` with its
-    page faults, and chunk fits ran several times slower than in a plain process (measured in
+    page faults, and chunk fits ran over twice as slow as in a plain process (measured in
     the ``many_fits_dask`` row of benchmarks/RESULTS.md). A user's own ``Client`` keeps its
     configuration (drop the variable there with ``distributed.nanny.pre-spawn-environ``).
     """
