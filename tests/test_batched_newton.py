@@ -208,3 +208,29 @@ def test_hessian_refreshed_every_third_iteration_with_bfgs_updates_between():
     updated = kernel._bfgs_update(B, s, y)
     torch.testing.assert_close((updated @ s[..., None])[..., 0], y, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(updated, updated.transpose(-1, -2), rtol=0, atol=1e-14)
+
+
+def test_fit_map_many_honours_max_iter_and_refuses_a_non_positive_one():
+    # the Newton path capped a user's max_iter at 100 silently; now None picks the default
+    from skyfit.inference import BatchedDensity
+    from skyfit.inference.many import fit_map_many
+
+    class Rosenbrocks(BatchedDensity):
+        names = ["a", "b"]
+        lower = torch.full((2,), -torch.inf, dtype=torch.float64)
+        upper = torch.full((2,), torch.inf, dtype=torch.float64)
+
+        def __init__(self, n):
+            self.data = {"k": torch.ones(n, 1, dtype=torch.float64)}
+
+        def object_log_prob(self, x, data):
+            return -(data["k"][0] * (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
+
+    start = torch.tensor([[-1.2, 1.0]], dtype=torch.float64)
+    one = fit_map_many(Rosenbrocks(1), start, max_iter=1)
+    assert not bool(one.converged[0]) and "max_iter" in one.messages[0]
+    full = fit_map_many(Rosenbrocks(1), start)
+    assert bool(full.converged[0])
+    torch.testing.assert_close(full.x[0], torch.ones(2, dtype=torch.float64), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="max_iter"):
+        fit_map_many(Rosenbrocks(1), start, max_iter=0)

@@ -34,10 +34,11 @@ FIRST_PASS_ITER = 200
 # up to this many parameters per object the default is damped Newton with exact Hessians
 # (a d x d Hessian per object costs about d gradients); above it, L-BFGS
 NEWTON_MAX_DIM = 30
-# Newton iterations per object at most: from data-driven starts nearly all objects converge in
-# 10-30; the few that do not by 100 sit where the quadratic model keeps failing (each further
-# iteration costs the whole call's fixed overhead for a handful of objects)
+# default iterations per object (max_iter=None) for Newton: from data-driven starts nearly
+# all objects converge in 10-30; the few that do not by 100 sit where the quadratic model keeps
+# failing (each further iteration costs the whole call's fixed overhead for a few objects)
 NEWTON_MAX_ITER = 100
+LBFGS_MAX_ITER = 1000
 # the Hessian by differences (dim + 1 gradients) every second iteration, a BFGS update of it in
 # between (one gradient): 20% more iterations than a fresh Hessian each time, about 1.5 times
 # fewer gradients (measured on the Villar survey night)
@@ -71,7 +72,8 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
     return x0 if x0.ndim == 3 else x0[None]
 
 
-def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_iter: int = 1000,
+def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
+                 max_iter: int | None = None,
                  polish: bool = True, method: str | None = None,
                  compile: bool | None = None) -> ManyResult:  # noqa: A002 (sample_nuts' name)
     """Maximise each object's ``log p``, all objects in one batch with per-object steps,
@@ -102,7 +104,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
             converged one is kept); None: ``density.initial()``. Inside the support, off its
             finite bounds.
         gtol, polish: the L-BFGS's gradient tolerance and whether it is polished.
-        max_iter: iterations per object (Newton: Hessian evaluations, at most 100).
+        max_iter: iterations per object; None: 100 for Newton (where the quadratic model still
+            fails after 100 it keeps failing), 1000 for L-BFGS.
         method: ``"newton"``, ``"lbfgs"`` or None (Newton up to 30 parameters).
         compile: evaluate the gradients through ``torch.compile``
             (:class:`~skyfit.inference.many_newton.CompiledGradient`: two compiled batch sizes,
@@ -132,6 +135,10 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
         method = "newton" if density.dim <= NEWTON_MAX_DIM else "lbfgs"
     if method not in ("newton", "lbfgs"):
         raise ValueError(f"method must be 'newton', 'lbfgs' or None, got {method!r}")
+    if max_iter is None:
+        max_iter = NEWTON_MAX_ITER if method == "newton" else LBFGS_MAX_ITER
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
     starts = _starts(density, init)
     s, n, d = starts.shape
     transform = UnconstrainedDensity(ObjectRows(density, torch.arange(n, device=density.device)))
@@ -140,7 +147,7 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6, max_ite
     gradient = gradient_for(density, compile, starts.reshape(s * n, d), n_calls)
     if method == "newton":
         z, value, ok, n_evals, message = _run_newton(density, transform, z0,
-                                                     min(max_iter, NEWTON_MAX_ITER), gradient)
+                                                     max_iter, gradient)
     else:
         z, value, ok, n_evals, message = _run_lbfgs(density, transform, z0, gtol,
                                                     max_iter, polish, gradient)
