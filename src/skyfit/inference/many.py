@@ -104,8 +104,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
             converged one is kept); None: ``density.initial()``. Inside the support, off its
             finite bounds.
         gtol, polish: the L-BFGS's gradient tolerance and whether it is polished.
-        max_iter: iterations per object; None: 100 for Newton (where the quadratic model still
-            fails after 100 it keeps failing), 1000 for L-BFGS.
+        max_iter: iterations per object, by default 100 for Newton (where the quadratic model
+            still fails after 100 it keeps failing) and 1000 for L-BFGS.
         method: ``"newton"``, ``"lbfgs"`` or None (Newton up to 30 parameters).
         compile: evaluate the gradients through ``torch.compile``
             (:class:`~skyfit.inference.many_newton.CompiledGradient`: two compiled batch sizes,
