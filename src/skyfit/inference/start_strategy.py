@@ -20,8 +20,9 @@ __all__ = ["Start", "RandomSource", "InitStrategy", "check_finite"]
 
 
 class Start(NamedTuple):
-    """Resolved starts: ``position (n, dim)`` in the space asked for, and ``covariance``
-    ``(dim, dim)`` in the unconstrained space (positive definite) or ``None``."""
+    """Resolved starts: ``position (n, dim)`` in the space asked for, and ``covariance`` in the
+    unconstrained space (positive definite): ``(dim, dim)`` shared by every start, ``(n, dim,
+    dim)`` one per start (a start per chain of many objects), or ``None``."""
 
     position: torch.Tensor
     covariance: torch.Tensor | None
