@@ -15,6 +15,7 @@ from skyfit.errors import (
     NoFreeParameterError,
 )
 from skyfit.inference import FunctionDensity, fit_map, laplace, sample_nuts
+from skyfit.inference.nonfinite import NonfiniteTally
 
 
 def _vec(*v):
@@ -182,3 +183,26 @@ def test_multistart_finds_both_modes_and_keeps_the_best():
     near = fit_map(_two_peaks(), _vec(-4.0), starts=8, start_scale=0.1)
     assert float(near.x[0]) == pytest.approx(-3.0, abs=1e-6)
     assert len(near.optima) == 1 and near.optima[0][1] == 8
+
+
+def test_nan_warning_names_a_bound_reached_exactly():
+    # a model undefined exactly at its lower bound 0 (x * log x style), whose mode is at 0:
+    # the optimiser's clamped steps land on the bound itself, and the warning says so
+    def log_p(x):
+        value = -((x - (-1.0)) ** 2).sum(-1)
+        return torch.where(x[..., 0] > 0, value, torch.full_like(value, math.nan))
+    d = FunctionDensity(log_p, ["q"], lower=0.0, upper=1.0)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fit_map(d, _vec(0.5))
+    msg = " ".join(str(w.message) for w in rec if issubclass(w.category, LogDensityWarning))
+    assert "q = 0 (its bound) reached exactly" in msg
+
+
+def test_nan_warning_without_bound_keeps_the_general_advice():
+    t = NonfiniteTally(["q"])
+    t.add(torch.tensor([[0.5], [0.7]], dtype=torch.float64))
+    bounds = (torch.tensor([0.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))
+    with pytest.warns(LogDensityWarning, match="restrict the parameters' valid ranges") as rec:
+        t.warn("test", 10, bounds=bounds)
+    assert "its bound" not in str(rec[0].message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -52,16 +53,36 @@ class NonfiniteTally:
             lo, hi = torch.minimum(lo, hi), torch.maximum(lo, hi)
         return {n: (a, b) for n, a, b in zip(self.names, lo.tolist(), hi.tolist())}
 
-    def warn(self, who: str, n_total: int, transform=None, stacklevel: int = 3) -> None:
+    def warn(self, who: str, n_total: int, transform=None, stacklevel: int = 3,
+             bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """A :class:`~skyfit.errors.LogDensityWarning` naming how many of ``n_total`` evaluated
-        points were NaN/inf and the parameter ranges they span; nothing if there were none."""
+        points were NaN/inf and the parameter ranges they span; nothing if there were none.
+        ``bounds``: the support ``(lower, upper)``; a span ending exactly on a finite bound is
+        named as such (the unconstrained transform saturated there, so the model was evaluated
+        on its own bound, not inside the prior)."""
         if not self.count:
             return
-        spans = ", ".join(f"{n} in [{a:.4g}, {b:.4g}]" for n, (a, b) in
-                          self.ranges(transform).items())
+        ranges = self.ranges(transform)
+        spans = ", ".join(f"{n} in [{a:.4g}, {b:.4g}]" for n, (a, b) in ranges.items())
+        advice = ("restrict the parameters' valid ranges or fix the model")
+        on_bound = _on_bound(ranges, bounds)
+        if on_bound:
+            advice = (f"{', '.join(on_bound)} reached exactly (a step so far out that the "
+                      "bounded transform saturated): make the model finite at its bounds or "
+                      "narrow their valid ranges")
         warnings.warn(LogDensityWarning(
             f"{who}: the log-density or its gradient was NaN/inf at {self.count} of {n_total} "
             f"evaluated points" + (f", spanning {spans}" if spans else "") + ". Those points "
             "were rejected; a model that is undefined over part of the prior biases the fit "
-            "there: restrict the parameters' valid ranges or fix the model"),
-            stacklevel=stacklevel)
+            f"there: {advice}"), stacklevel=stacklevel)
+
+
+def _on_bound(ranges: dict, bounds) -> list[str]:
+    """``"name = bound"`` for each span ending exactly on a finite bound of its parameter."""
+    if bounds is None or not ranges:
+        return []
+    found = []
+    for (name, (a, b)), lo, hi in zip(ranges.items(), bounds[0].tolist(), bounds[1].tolist()):
+        found += [f"{name} = {v:.4g} (its bound)" for v, edge in ((a, lo), (b, hi))
+                  if math.isfinite(edge) and v == edge]
+    return found

@@ -339,7 +339,8 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
         warnings.warn(ConvergenceWarning(
             f"{method} stopped without converging: {verdict.reason} (scipy: {res.message})."),
             stacklevel=4)
-    objective.nonfinite.warn("fit_map", objective.n_evals, stacklevel=5)
+    objective.nonfinite.warn("fit_map", objective.n_evals, stacklevel=5,
+                             bounds=(density.lower, density.upper))
     return MAPResult(x=x.detach(), names=list(density.names), log_density=float(logp),
                      n_evals=n_evals, grad_norm=verdict.grad_norm, newton_decrement=decrement,
                      converged=verdict.converged, message=str(res.message),

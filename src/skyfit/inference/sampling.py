@@ -340,7 +340,8 @@ def _samples(run_, u, state: LoopState, trace: Trace, wall: float, error,
         **run_.kernel.final_info(a.tuning))
     if error is not None:
         info["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
-    vg.nonfinite.warn(run_.kernel.name.upper(), int(vg.n_evals), u.to_constrained, stacklevel=4)
+    vg.nonfinite.warn(run_.kernel.name.upper(), int(vg.n_evals), u.to_constrained, stacklevel=4,
+                      bounds=(u.density.lower, u.density.upper))
     periodic = {n: [float(lo), float(hi)] for n, lo, hi, w in zip(
         run_.names, u.density.lower.tolist(), u.density.upper.tolist(), u.periodic.tolist()) if w}
     if periodic:

@@ -206,7 +206,8 @@ def fit_vi(
         final, terms = _final_elbo(q, u)
     k = _pareto_k(terms)
     _warn_fit(family, n_bad, n_steps, k)
-    tally.warn(f"VI ({family})", n_steps * n_samples, u.to_constrained, stacklevel=3)
+    tally.warn(f"VI ({family})", n_steps * n_samples, u.to_constrained, stacklevel=3,
+               bounds=(u.density.lower, u.density.upper))
     mean, cov = _moments(q, u, family)
     info = dict(wall_time=time.perf_counter() - t_start, n_steps=n_steps, n_samples=n_samples,
                 n_evals=n_steps * n_samples + 4096 + pre_evals, lr=lr, seed=seed,
