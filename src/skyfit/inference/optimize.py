@@ -103,6 +103,7 @@ class _Objective:
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
         self.nonfinite = NonfiniteTally(density.names)
         self.best_f = math.inf
+        self.at_start = None  # (f, gradient) at v = 0, known before scipy's first call
         # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
         self.reject_outside = reject_outside
 
@@ -122,6 +123,10 @@ class _Objective:
     def __call__(self, v: np.ndarray):
         if self.reject_outside and self._outside(v):
             return np.inf, np.zeros_like(v)
+        if self.at_start is not None and not v.any():  # scipy starts where the fit checked
+            f, g = self.at_start
+            self.best_f = min(self.best_f, f)
+            return f, g.copy()
         self.n_evals += 1
         x = self.to_x(v)
         logp, grad = self.density.value_and_grad(x)
@@ -305,13 +310,14 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
     from scipy.optimize import minimize  # kept out of `import skyfit`
 
     t_start = time.perf_counter()
-    _, grad0 = check_finite_start(density, x0)
+    logp0, grad0 = check_finite_start(density, x0)
     # Diagonal preconditioning: optimise v = (x - x0) / scale with scale ~ 1 / sqrt(curvature).
     # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
     # cost quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
     scale = _diagonal_scales(density, x0, grad0) if precondition else torch.ones_like(x0)
     objective = _Objective(density, x0.clone(), scale, reject_outside=method == "trust-exact")
     objective.n_evals = 1 + (x0.shape[0] if precondition else 0)  # dim gradients of work
+    objective.at_start = (-logp0.item(), -(grad0 * scale).cpu().numpy().astype(np.float64))
     kwargs = _scipy_options(density, method, maxiter, gtol, polish, objective.x_ref, scale)
     if method == "trust-exact":
         kwargs["hess"] = objective.hessian
