@@ -17,7 +17,7 @@ from .density import LogDensity
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
 from .laplace import log_density_hessian
-from .multistart_fit import best_of_starts, draw_starts
+from .multistart_fit import best_of_starts, draw_starts, refine_best_and_start
 from .nonfinite import NonfiniteTally
 from .verdict import convergence_verdict, pinned_mask
 
@@ -212,9 +212,10 @@ def fit_map(
             space; ``seed`` seeds them) run as ONE batched L-BFGS optimisation
             (:func:`~skyfit.inference.multistart`, a vmapped value-and-gradient per line-search
             trial); the best end point (highest log p, converged or not) is then refined as
-            a single start, and the distinct optima among the converged starts are reported in
-            ``result.optima`` as ``(log p, count)``. Use it where one start can end in a local
-            optimum (a lens model from broad priors), at several times the work of one fit.
+            a single start, ``x0``'s own single-start fit too (the higher log p is kept: N
+            starts never end lower than one), and the distinct optima among the converged
+            starts are reported in ``result.optima`` as ``(log p, count)``. Use it where one
+            start can end in a local optimum, at several times the work of one fit.
         compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
             (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
 
@@ -252,11 +253,13 @@ def fit_map(
     pairs = ellipse_pairs(density) if coordinates == "auto" else []
     target = EllipticityCoordinates(density, pairs) if pairs else density
     y0 = target.to_y(x0) if pairs else x0
-    optima, n_multistart = [], 0
+    settings, optima, n_multistart = (method, maxiter, gtol, polish, precondition), [], 0
     if int(starts) > 1:
-        y0, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
-    result = _fit_with_retries(target, y0, (method, maxiter, gtol, polish, precondition),
-                               retries if int(starts) == 1 else 0, seed)
+        y_best, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
+        result = refine_best_and_start(lambda y, best_row: _fit_with_retries(
+            target, y, settings, 0 if best_row else retries, seed), y_best, y0)
+    else:
+        result = _fit_with_retries(target, y0, settings, retries, seed)
     if pairs:  # back to the density's own (q, phi)
         result.x = target.to_x(result.x).detach()
         result.names, result.density = list(density.names), density
