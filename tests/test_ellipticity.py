@@ -98,3 +98,44 @@ def test_modules_accept_e1e2_with_the_same_output(module):
     assert torch.allclose(out(m).detach(), ref, atol=1e-10)
     m.to_dynamic()
     assert not m.q.dynamic and not m.phi.dynamic and e1.dynamic and e2.dynamic
+
+
+def test_coordinates_keep_every_ellipse_inside_the_bounds():
+    # EllipticityCoordinates has no bounds check of its own: to_x must put (q, phi) inside the
+    # density's bounds for ANY (e1, e2), including the corners of the box beyond the disc and
+    # points far outside it, and the capped map must agree with the uncapped one inside the disc
+    from skyfit.inference.ellipticity import EllipticityCoordinates
+    post = _sersic_posterior()
+    coords = EllipticityCoordinates(post, ellipse_pairs(post))
+    i, j = ellipse_pairs(post)[0]
+    g = torch.Generator().manual_seed(4)
+    y = coords.to_y(post.initial()).repeat(2000, 1)
+    y[:, [i, j]] = 3.0 * (2 * torch.rand(2000, 2, generator=g, dtype=torch.float64) - 1)
+    x = coords.to_x(y)
+    assert ((x[:, [i, j]] >= post.lower[[i, j]]) & (x[:, [i, j]] <= post.upper[[i, j]])).all()
+    inside = (y[:, i] ** 2 + y[:, j] ** 2) < 0.99 * float(coords._radius_squared[0])
+    q, phi = e1e2_to_q_phi(y[inside, i], y[inside, j])
+    assert torch.allclose(x[inside, i], q, rtol=0, atol=1e-14)
+    assert torch.allclose(x[inside, j], phi, rtol=0, atol=1e-14)
+    # beyond the disc: the same angle, q at (just above) the lower bound
+    outside = ~inside & ((y[:, i] ** 2 + y[:, j] ** 2) > float(coords._radius_squared[0]))
+    q_lo = float(post.lower[i])
+    assert torch.allclose(x[outside, i], torch.full_like(x[outside, i], q_lo), atol=1e-5)
+    assert torch.isfinite(coords.log_prob(y[:50])).all()
+
+
+def test_hessian_matches_finite_differences_of_the_gradient():
+    # log_density_hessian (one batched double backward) against central differences of the
+    # exact gradient, on a Sersic image posterior in (e1, e2) coordinates
+    from skyfit.inference import log_density_hessian
+    from skyfit.inference.ellipticity import EllipticityCoordinates
+    post = _sersic_posterior()
+    coords = EllipticityCoordinates(post, ellipse_pairs(post))
+    y = coords.to_y(post.initial()) + 0.01
+    H = log_density_hessian(coords, y)
+    h = 1e-5
+    rows = [(coords.value_and_grad(y + h * e)[1] - coords.value_and_grad(y - h * e)[1]) / (2 * h)
+            for e in torch.eye(y.shape[0], dtype=y.dtype)]
+    fd = torch.stack(rows)
+    assert torch.allclose(H, 0.5 * (fd + fd.T), rtol=1e-5, atol=1e-6 * float(H.abs().max()))
+    assert torch.equal(H, H.T)

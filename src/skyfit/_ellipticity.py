@@ -39,16 +39,20 @@ def q_phi_to_e1e2(q, phi) -> tuple[torch.Tensor, torch.Tensor]:
     return c * torch.cos(2 * phi), c * torch.sin(2 * phi)
 
 
-def e1e2_to_q_phi(e1, e2) -> tuple[torch.Tensor, torch.Tensor]:
+def e1e2_to_q_phi(e1, e2, max_modulus_squared=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q, phi)`` of ``(e1, e2)``, ``phi`` in ``[0, pi)``: the inverse of
     :func:`q_phi_to_e1e2` (differentiable everywhere; at ``e = 0`` it gives ``q = 1 - 2e-8``,
-    ``phi = 0``)."""
+    ``phi = 0``). With ``max_modulus_squared`` (``c^2``, broadcasting with ``e1``), a point
+    beyond the disc ``|e| <= c`` is taken radially onto it: ``q >= (1 - c) / (1 + c)`` for
+    every input, ``phi`` unchanged."""
     e1, e2 = torch.as_tensor(e1), torch.as_tensor(e2)
-    c = torch.sqrt(e1**2 + e2**2 + _E_FLOOR**2)
+    modulus_squared = e1**2 + e2**2
+    if max_modulus_squared is not None:  # the radial cap: a clamp of |e|^2, no square root
+        modulus_squared = torch.minimum(modulus_squared, max_modulus_squared)
+    c = torch.sqrt(modulus_squared + _E_FLOOR**2)
     at_zero = (e1 == 0) & (e2 == 0)
     phi = 0.5 * torch.atan2(e2, torch.where(at_zero, torch.full_like(e1, _E_FLOOR), e1))
     return (1 - c) / (1 + c), torch.remainder(phi, math.pi)
-
 
 
 def use_ellipticity(module: ck.Module, dynamic: bool | None = None) -> tuple[ck.Param, ck.Param]:

@@ -21,8 +21,9 @@ __all__ = ["log_density_hessian", "laplace", "LaplaceResult"]
 
 
 def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
-    """Hessian ``d^2 log p / dx dx^T`` at ``x (dim,)``: reverse-over-reverse autograd,
-    vectorised over rows (``torch.func.jacrev(jacrev)``), one batched backward pass per level.
+    """Hessian ``d^2 log p / dx dx^T`` at ``x (dim,)``: reverse-over-reverse autograd, the
+    gradient's graph differentiated once more for all ``dim`` rows in one batched backward pass
+    (``torch.autograd.grad(..., is_grads_batched=True)``).
 
     Example:
         >>> import torch
@@ -37,14 +38,34 @@ def log_density_hessian(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
         density = density.eager_density
     f = lambda v: density.log_prob(v)  # noqa: E731
     try:
-        H = torch.func.jacrev(torch.func.jacrev(f))(x)
-    except (RuntimeError, NotImplementedError):  # ops without functorch rules: plain autograd
-        H = torch.autograd.functional.hessian(f, x, vectorize=True)
+        H = _batched_double_backward(f, x)
+    except (RuntimeError, NotImplementedError):  # an op without a batched backward: row by row
+        H = torch.autograd.functional.hessian(f, x)
     H = 0.5 * (H + H.T)  # exact symmetry for Cholesky
     if not torch.isfinite(H).all():
         raise LogDensityError("the Hessian has NaN or inf entries at this point (parameters "
                               f"{density.names}); is the point inside the support?")
     return H
+
+
+def _batched_double_backward(f, x: torch.Tensor) -> torch.Tensor:
+    # Same values as torch.func.jacrev(jacrev(f)) (the previous implementation) at about half
+    # its cost on small image models, and without torch.func's first-call import of
+    # torch._dynamo (seconds, once per process)
+    zeros = torch.zeros(x.shape[0], x.shape[0], dtype=x.dtype, device=x.device)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        value = f(x)
+        if not value.requires_grad:  # constant in x (e.g. -inf outside the support)
+            return zeros
+        (grad,) = torch.autograd.grad(value, x, create_graph=True)
+        if not grad.requires_grad:  # linear in x
+            return zeros
+        eye = torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
+        with warnings.catch_warnings():  # torch's note that an op has no batching rule
+            warnings.filterwarnings("ignore", message=".*performance drop.*")
+            (H,) = torch.autograd.grad(grad, x, eye, is_grads_batched=True)
+    return H.detach()
 
 
 @dataclass(repr=False)

@@ -17,7 +17,7 @@ from .density import LogDensity
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
 from .laplace import log_density_hessian
-from .multistart_fit import best_of_starts, draw_starts
+from .multistart_fit import best_of_starts, draw_starts, refine_best_and_start
 from .nonfinite import NonfiniteTally
 from .verdict import convergence_verdict, pinned_mask
 
@@ -103,6 +103,7 @@ class _Objective:
         self.density, self.x_ref, self.scale, self.n_evals = density, x_ref, scale, 0
         self.nonfinite = NonfiniteTally(density.names)
         self.best_f = math.inf
+        self.at_start = None  # (f, gradient) at v = 0, known before scipy's first call
         # trust-exact has no bounds of its own: a step leaving them is rejected (f = inf)
         self.reject_outside = reject_outside
 
@@ -122,6 +123,10 @@ class _Objective:
     def __call__(self, v: np.ndarray):
         if self.reject_outside and self._outside(v):
             return np.inf, np.zeros_like(v)
+        if self.at_start is not None and not v.any():  # scipy starts where the fit checked
+            f, g = self.at_start
+            self.best_f = min(self.best_f, f)
+            return f, g.copy()
         self.n_evals += 1
         x = self.to_x(v)
         logp, grad = self.density.value_and_grad(x)
@@ -207,9 +212,10 @@ def fit_map(
             space; ``seed`` seeds them) run as ONE batched L-BFGS optimisation
             (:func:`~skyfit.inference.multistart`, a vmapped value-and-gradient per line-search
             trial); the best end point (highest log p, converged or not) is then refined as
-            a single start, and the distinct optima among the converged starts are reported in
-            ``result.optima`` as ``(log p, count)``. Use it where one start can end in a local
-            optimum (a lens model from broad priors), at several times the work of one fit.
+            a single start, ``x0``'s own single-start fit too (the higher log p is kept: N
+            starts never end lower than one), and the distinct optima among the converged
+            starts are reported in ``result.optima`` as ``(log p, count)``. Use it where one
+            start can end in a local optimum, at several times the work of one fit.
         compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
             (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
 
@@ -247,11 +253,13 @@ def fit_map(
     pairs = ellipse_pairs(density) if coordinates == "auto" else []
     target = EllipticityCoordinates(density, pairs) if pairs else density
     y0 = target.to_y(x0) if pairs else x0
-    optima, n_multistart = [], 0
+    settings, optima, n_multistart = (method, maxiter, gtol, polish, precondition), [], 0
     if int(starts) > 1:
-        y0, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
-    result = _fit_with_retries(target, y0, (method, maxiter, gtol, polish, precondition),
-                               retries if int(starts) == 1 else 0, seed)
+        y_best, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
+        result = refine_best_and_start(lambda y, best_row: _fit_with_retries(
+            target, y, settings, 0 if best_row else retries, seed), y_best, y0)
+    else:
+        result = _fit_with_retries(target, y0, settings, retries, seed)
     if pairs:  # back to the density's own (q, phi)
         result.x = target.to_x(result.x).detach()
         result.names, result.density = list(density.names), density
@@ -305,13 +313,14 @@ def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, 
     from scipy.optimize import minimize  # kept out of `import skyfit`
 
     t_start = time.perf_counter()
-    _, grad0 = check_finite_start(density, x0)
+    logp0, grad0 = check_finite_start(density, x0)
     # Diagonal preconditioning: optimise v = (x - x0) / scale with scale ~ 1 / sqrt(curvature).
     # Parameters of very different sizes (positions in arcsec, fluxes in thousands) otherwise
     # cost quasi-Newton methods many iterations. Unit scales where the curvature is not negative.
     scale = _diagonal_scales(density, x0, grad0) if precondition else torch.ones_like(x0)
     objective = _Objective(density, x0.clone(), scale, reject_outside=method == "trust-exact")
     objective.n_evals = 1 + (x0.shape[0] if precondition else 0)  # dim gradients of work
+    objective.at_start = (-logp0.item(), -(grad0 * scale).cpu().numpy().astype(np.float64))
     kwargs = _scipy_options(density, method, maxiter, gtol, polish, objective.x_ref, scale)
     if method == "trust-exact":
         kwargs["hess"] = objective.hessian
