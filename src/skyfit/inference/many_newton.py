@@ -18,13 +18,37 @@ __all__ = ["value_and_grad_rows", "value_grad_hessian_rows", "newton_objective",
            "lbfgs_objective", "CompiledGradient", "gradient_for"]
 
 
+# points per vmapped call: the model's intermediate tensors of a few thousand points stay in
+# the CPU's cache, where one call over all points streams every one of them through memory
+# (measured on the Villar survey night: see benchmarks/RESULTS.md, many_fits)
+GRADIENT_CHUNK = 4096
+HESSIAN_CHUNK = 1024
+# gradient_for times the eager gradient on this many points (a smaller chunk costs more per
+# point, so the prediction errs towards compiling): timing all points cost two full gradient
+# calls, 8% of a 10,000-object fit
+PROBE_POINTS = 512
+
+
+def _in_chunks(function, x: torch.Tensor, rows: torch.Tensor, chunk: int):
+    """``function(x[i:j], rows[i:j])`` over chunks of ``chunk`` rows, outputs concatenated."""
+    if x.shape[0] <= chunk:
+        return function(x, rows)
+    parts = [function(x[i:i + chunk], rows[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+    return tuple(torch.cat(values) for values in zip(*parts))
+
+
 def value_and_grad_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
     """``log p`` ``(k,)`` and its gradient ``(k, dim)`` of objects ``rows`` at ``x (k, dim)``:
     ``vmap`` of the per-object ``grad_and_value`` (one vectorised backward pass inside the
-    vmap, cheaper than autograd through the vmapped forward for small per-object graphs)."""
-    grad, logp = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob))(
-        x.detach(), density.rows_data(rows))
-    return logp.detach(), grad.detach()
+    vmap, cheaper than autograd through the vmapped forward for small per-object graphs), in
+    chunks of ``GRADIENT_CHUNK`` points."""
+    evaluate = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob))
+
+    def chunk(x, rows):
+        grad, logp = evaluate(x, density.rows_data(rows))
+        return logp.detach(), grad.detach()
+
+    return _in_chunks(chunk, x.detach(), rows, GRADIENT_CHUNK)
 
 
 def _value_grad_hessian(log_prob):
@@ -44,9 +68,13 @@ def value_grad_hessian_rows(density: BatchedDensity, x: torch.Tensor, rows: torc
     over reverse mode, symmetrised) of objects ``rows`` at ``x (k, dim)``, in one call. Unlike
     ``density.hessian_rows`` non-finite entries are returned, not raised (an optimiser's trial
     point may overflow: it is rejected)."""
-    logp, grad, hessian = _value_grad_hessian(density.object_log_prob)(
-        x.detach(), density.rows_data(rows))
-    return logp.detach(), grad.detach(), hessian.detach()
+    evaluate = _value_grad_hessian(density.object_log_prob)
+
+    def chunk(x, rows):
+        logp, grad, hessian = evaluate(x, density.rows_data(rows))
+        return logp.detach(), grad.detach(), hessian.detach()
+
+    return _in_chunks(chunk, x.detach(), rows, HESSIAN_CHUNK)
 
 
 def _transform_derivatives(transform: UnconstrainedDensity, z: torch.Tensor):
@@ -195,14 +223,17 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
                  n_calls: int):
     """The gradient function of a fit: eager, or :class:`CompiledGradient` if ``compile_`` is
     True, or if it is None and the eager gradients are predicted to take over
-    ``WORTH_COMPILING_S`` seconds (one eager call on ``points`` timed, second call, times
-    ``n_calls``): a compilation of the vmapped gradient takes tens of seconds per size."""
+    ``WORTH_COMPILING_S`` seconds (one eager call on up to ``PROBE_POINTS`` of ``points``
+    timed, second call, scaled to all of them, times ``n_calls``): a compilation of the vmapped
+    gradient takes tens of seconds per size."""
     if compile_ is None:
-        rows = torch.arange(points.shape[0], device=points.device) % density.n_objects
-        value_and_grad_rows(density, points, rows)  # first calls pay one-off costs
+        probe = points[:PROBE_POINTS]
+        rows = torch.arange(probe.shape[0], device=points.device) % density.n_objects
+        value_and_grad_rows(density, probe, rows)  # first calls pay one-off costs
         start = time.perf_counter()
-        value_and_grad_rows(density, points, rows)
-        compile_ = (time.perf_counter() - start) * n_calls > WORTH_COMPILING_S
+        value_and_grad_rows(density, probe, rows)
+        per_point = (time.perf_counter() - start) / probe.shape[0]
+        compile_ = per_point * points.shape[0] * n_calls > WORTH_COMPILING_S
     if compile_:
         return CompiledGradient(density)
     return lambda x, rows: value_and_grad_rows(density, x, rows)

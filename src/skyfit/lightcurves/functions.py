@@ -70,11 +70,13 @@ def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_wid
         [0.0, 94.54, 0.02]
     """
     dt = t - t0
-    log_rise = F.logsigmoid(dt / _time_scale(tau_rise))
-    u = (dt - gamma) / transition_width
-    plateau = (A + beta * dt) * torch.exp(log_rise + F.logsigmoid(-u))
-    decline = (A + beta * gamma) * torch.exp(
-        log_rise + F.logsigmoid(u) - (dt - gamma) / _time_scale(tau_fall))
+    after_end = dt - gamma
+    u = after_end / transition_width
+    # log s(t) + log w; log(1 - w) = log w - u (one log-sigmoid fewer: the model is evaluated
+    # for every point of every object at each step of a batched fit)
+    log_rise_end = F.logsigmoid(dt / _time_scale(tau_rise)) + F.logsigmoid(u)
+    plateau = (A + beta * dt) * torch.exp(log_rise_end - u)
+    decline = (A + beta * gamma) * torch.exp(log_rise_end - after_end / _time_scale(tau_fall))
     return plateau + decline
 
 
