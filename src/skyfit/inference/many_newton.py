@@ -22,10 +22,10 @@ __all__ = ["value_and_grad_rows", "value_grad_hessian_rows", "newton_objective",
 # the CPU's cache, where one call over all points streams every one of them through memory
 # (measured on the Villar survey night: see benchmarks/RESULTS.md, many_fits)
 GRADIENT_CHUNK = 4096
-HESSIAN_CHUNK = 1024
-# gradient_for times the eager gradient on this many points (a smaller chunk costs more per
-# point, so the prediction errs towards compiling): timing all points cost two full gradient
-# calls, 8% of a 10,000-object fit
+HESSIAN_CHUNK = 512  # objects per exact-Hessian call (dim backward passes each)
+# gradient_for times the eager gradient on this many points and scales to all (a smaller
+# chunk costs more per point, so the prediction errs towards compiling): timing all points
+# cost two full gradient calls of every fit
 PROBE_POINTS = 512
 
 
@@ -57,14 +57,17 @@ def _value_grad_hessian(log_prob):
             g, v = torch.func.grad_and_value(log_prob)(x, data)
             return g, (g, v)
 
-        H, (g, v) = torch.func.jacfwd(grad_with_aux, has_aux=True)(x)
+        # reverse over reverse: for small per-object graphs dim vmapped backward passes cost
+        # less than dim tangents pushed through the backward graph (forward over reverse);
+        # the two agree to rounding (see benchmarks/RESULTS.md, many_fits)
+        H, (g, v) = torch.func.jacrev(grad_with_aux, has_aux=True)(x)
         return v, g, 0.5 * (H + H.transpose(-1, -2))
 
     return torch.func.vmap(one)
 
 
 def value_grad_hessian_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
-    """``log p`` ``(k,)``, gradient ``(k, dim)`` and exact Hessian ``(k, dim, dim)`` (forward
+    """``log p`` ``(k,)``, gradient ``(k, dim)`` and exact Hessian ``(k, dim, dim)`` (reverse
     over reverse mode, symmetrised) of objects ``rows`` at ``x (k, dim)``, in one call. Unlike
     ``density.hessian_rows`` non-finite entries are returned, not raised (an optimiser's trial
     point may overflow: it is rejected)."""
@@ -127,7 +130,7 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
 
     ``hessian="differences"``: forward differences of the exact gradient, all ``k (dim + 1)``
     points in one vmapped gradient call (relative error ~1e-8, which leaves Newton's
-    convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: forward over
+    convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: reverse over
     reverse mode through the chain rule of the elementwise transform (``H_z = J H_x J +
     diag(g_x x''(z))``, ``J = diag(x'(z))``), about 2.5 times the cost for Villar's 8
     parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
