@@ -281,3 +281,27 @@ def test_gradients_and_hessians_in_chunks_equal_one_call(monkeypatch):
     a = density.data["a"][rows]
     expected = -(a - x[:, 0]) ** 2 - 10.0 * (x[:, 1] - x[:, 0] ** 2) ** 2
     torch.testing.assert_close(chunked[0][0], expected, rtol=1e-14, atol=0)
+
+
+def test_grouped_difference_points_equal_the_same_points_one_by_one():
+    # the eager difference Hessian evaluates each object's dim + 1 points as one group (data
+    # gathered once per object); a gradient function given (e.g. compiled) takes them one by
+    # one: same values, gradients and Hessians, for every mix of rows with and without one
+    from skyfit.inference.batched import ObjectRows
+    from skyfit.inference.many_newton import newton_objective, value_and_grad_rows
+    from skyfit.inference.transforms import UnconstrainedDensity
+
+    density = Banana(torch.linspace(0.5, 3.0, 5, dtype=F64))
+    transform = UnconstrainedDensity(ObjectRows(density, torch.arange(5)))
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    rows = torch.tensor([3, 0, 4, 1, 2])
+    grouped = newton_objective(density, transform)
+    single = newton_objective(density, transform,
+                              gradient=lambda x, r: value_and_grad_rows(density, x, r))
+    for need in ([True, False, True, True, False], [False] * 5, [True] * 5):
+        need = torch.tensor(need)
+        for a, b in zip(grouped(z, rows, need), single(z, rows, need)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        # rows without a Hessian get zeros, the others a non-zero one
+        H = grouped(z, rows, need)[2]
+        assert (H[~need] == 0).all() and (H[need].flatten(1).abs().amax(1) > 0).all()

@@ -51,6 +51,25 @@ def value_and_grad_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Te
     return _in_chunks(chunk, x.detach(), rows, GRADIENT_CHUNK)
 
 
+def value_and_grad_groups(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
+    """As :func:`value_and_grad_rows` for ``m`` points of each object, ``x (k, m, dim)``:
+    ``(k, m)`` values and ``(k, m, dim)`` gradients. A ``vmap`` over the points inside the
+    ``vmap`` over objects, the data not batched over the points: each object's data are
+    gathered, and whatever the model computes from its data alone (reciprocal errors, the
+    normalisation) is evaluated, once for its ``m`` points (the ``dim + 1`` points of a
+    difference Hessian)."""
+    per_point = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob),
+                                in_dims=(0, None))
+    evaluate = torch.func.vmap(per_point)
+    objects_per_chunk = max(1, GRADIENT_CHUNK // x.shape[1])
+
+    def chunk(x, rows):
+        grad, logp = evaluate(x, density.rows_data(rows))
+        return logp.detach(), grad.detach()
+
+    return _in_chunks(chunk, x.detach(), rows, objects_per_chunk)
+
+
 def _value_grad_hessian(log_prob):
     def one(x, data):
         def grad_with_aux(x):
@@ -149,14 +168,35 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
         k, d = z.shape
         need = torch.ones(k, dtype=torch.bool, device=z.device) if need is None else need
         h = torch.finfo(z.dtype).eps ** 0.5 * z[need].abs().clamp(min=1.0)
-        shifted = (z[need][:, None, :] + torch.diag_embed(h)).reshape(-1, d)  # row j along j
-        points = torch.cat([z, shifted])
-        point_rows = torch.cat([rows, rows[need].repeat_interleave(d)])
-        f, g = lbfgs_objective(density, transform, objects, gradient)(points, point_rows)
+        shifted = z[need][:, None, :] + torch.diag_embed(h)  # row j along j
         hess = torch.zeros(k, d, d, dtype=z.dtype, device=z.device)
-        columns = (g[k:].reshape(-1, d, d) - g[:k][need][:, None, :]) / h[:, :, None]
+        if gradient is None:  # eager: each object's dim + 1 points in one group
+            f, g = torch.empty_like(z[:, 0]), torch.empty_like(z)
+            if not bool(need.all()):
+                f[~need], g[~need] = lbfgs_objective(density, transform, objects)(
+                    z[~need], rows[~need])
+            if not bool(need.any()):
+                return f, g, hess
+            f_group, g_group = _grouped_objective(
+                torch.cat([z[need][:, None, :], shifted], 1), rows[need])
+            f[need], g[need] = f_group[:, 0], g_group[:, 0]
+            columns = (g_group[:, 1:] - g_group[:, :1]) / h[:, :, None]
+        else:
+            points = torch.cat([z, shifted.reshape(-1, d)])
+            point_rows = torch.cat([rows, rows[need].repeat_interleave(d)])
+            f, g = lbfgs_objective(density, transform, objects, gradient)(points, point_rows)
+            columns = (g[k:].reshape(-1, d, d) - g[:k][need][:, None, :]) / h[:, :, None]
+            f, g = f[:k], g[:k]
         hess[need] = 0.5 * (columns + columns.transpose(-1, -2))  # row j: d g / d z_j
-        return f[:k], g[:k], hess
+        return f, g, hess
+
+    def _grouped_objective(z: torch.Tensor, rows: torch.Tensor):
+        # lbfgs_objective for groups of points of one object each, z (k, m, dim)
+        which = _object_index(density, rows, objects)
+        x, dx, _ = _transform_derivatives(transform, z.detach())
+        logp, g = value_and_grad_groups(density, x, which)
+        bad = ~torch.isfinite(logp)
+        return -logp, torch.where(bad[..., None], torch.full_like(g, float("nan")), -g * dx)
 
     return differences if hessian == "differences" else exact
 
@@ -237,6 +277,4 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
         value_and_grad_rows(density, probe, rows)
         per_point = (time.perf_counter() - start) / probe.shape[0]
         compile_ = per_point * points.shape[0] * n_calls > WORTH_COMPILING_S
-    if compile_:
-        return CompiledGradient(density)
-    return lambda x, rows: value_and_grad_rows(density, x, rows)
+    return CompiledGradient(density) if compile_ else None  # None: the eager default
