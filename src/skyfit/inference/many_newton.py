@@ -14,8 +14,8 @@ from .batched import BatchedDensity
 from .compiled import WORTH_COMPILING_S, _guard_options, missing_compiler
 from .transforms import UnconstrainedDensity
 
-__all__ = ["value_and_grad_rows", "value_grad_hessian_rows", "newton_objective",
-           "lbfgs_objective", "CompiledGradient", "gradient_for"]
+__all__ = ["value_and_grad_rows", "value_and_grad_groups", "value_grad_hessian_rows",
+           "newton_objective", "lbfgs_objective", "CompiledGradient", "gradient_for"]
 
 
 # points per vmapped call: the model's intermediate tensors of a few thousand points stay in
@@ -148,7 +148,8 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
     :func:`~skyfit.inference.optimizers.minimize_newton`.
 
     ``hessian="differences"``: forward differences of the exact gradient, all ``k (dim + 1)``
-    points in one vmapped gradient call (relative error ~1e-8, which leaves Newton's
+    points in one vmapped gradient evaluation (each object's points as one group,
+    :func:`value_and_grad_groups`, unless a ``gradient`` is given) (relative error ~1e-8, which leaves Newton's
     convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: reverse over
     reverse mode through the chain rule of the elementwise transform (``H_z = J H_x J +
     diag(g_x x''(z))``, ``J = diag(x'(z))``), about 2.5 times the cost for Villar's 8
