@@ -149,11 +149,11 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
 
     ``hessian="differences"``: forward differences of the exact gradient, all ``k (dim + 1)``
     points in one vmapped gradient evaluation (each object's points as one group,
-    :func:`value_and_grad_groups`, unless a ``gradient`` is given) (relative error ~1e-8, which leaves Newton's
-    convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: reverse over
-    reverse mode through the chain rule of the elementwise transform (``H_z = J H_x J +
-    diag(g_x x''(z))``, ``J = diag(x'(z))``), about 2.5 times the cost for Villar's 8
-    parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
+    :func:`value_and_grad_groups`, unless a ``gradient`` is given; relative error ~1e-8, which
+    leaves Newton's convergence as it is: the gradient, exact, decides where it ends);
+    ``"exact"``: reverse over reverse mode through the chain rule of the elementwise transform
+    (``H_z = J H_x J + diag(g_x x''(z))``, ``J = diag(x'(z))``), several times the cost for
+    Villar's 8 parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
     if hessian not in ("differences", "exact"):
         raise ValueError(f"hessian must be 'differences' or 'exact', got {hessian!r}")
 
