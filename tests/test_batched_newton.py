@@ -234,3 +234,74 @@ def test_fit_map_many_honours_max_iter_and_refuses_a_non_positive_one():
     torch.testing.assert_close(full.x[0], torch.ones(2, dtype=torch.float64), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="max_iter"):
         fit_map_many(Rosenbrocks(1), start, max_iter=0)
+
+
+class Banana32(Banana):
+    """:class:`Banana` with float32 bounds (its points are float32)."""
+
+    lower = Banana.lower.float()
+    upper = Banana.upper.float()
+
+
+def test_bounds_and_data_of_different_dtypes_are_refused_with_both_named():
+    # float32 bounds make the points float32; float64 data make log p float64: the solve mixed
+    # the two and failed deep inside ("Expected b and A to have the same dtype")
+    density = Banana32(torch.linspace(0.5, 3.0, 4, dtype=F64))
+    start = torch.tensor([[0.1, 4.0]], dtype=F64).expand(4, 2)
+    for call in (lambda: fit_map_many(density, start), lambda: laplace_many(density, start)):
+        with pytest.raises(TypeError, match="float32.*float64"):
+            call()
+    # one dtype throughout works, float64 starts cast to the bounds' float32
+    single = Banana32(torch.linspace(0.5, 3.0, 4, dtype=torch.float32))
+    result = fit_map_many(single, start)
+    assert result.x.dtype == torch.float32 and result.converged.all(), result.messages
+    a = single.data["a"]  # float32 resolves a mode to ~sqrt(eps) ~ 3e-4
+    torch.testing.assert_close(result.x, torch.stack([a, a**2], -1), rtol=1e-3, atol=0)
+
+
+def test_gradients_and_hessians_in_chunks_equal_one_call(monkeypatch):
+    # the points go through the vmapped derivatives in chunks (cache-sized); rows of different
+    # objects across chunk boundaries must come back in order
+    from skyfit.inference import many_newton
+
+    density = Banana(torch.linspace(0.5, 3.0, 7, dtype=F64))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(23, 2, generator=gen, dtype=F64).abs() + 0.1
+    rows = torch.randint(0, 7, (23,), generator=gen)
+    whole = (many_newton.value_and_grad_rows(density, x, rows),
+             many_newton.value_grad_hessian_rows(density, x, rows))
+    monkeypatch.setattr(many_newton, "GRADIENT_CHUNK", 5)
+    monkeypatch.setattr(many_newton, "HESSIAN_CHUNK", 4)
+    chunked = (many_newton.value_and_grad_rows(density, x, rows),
+               many_newton.value_grad_hessian_rows(density, x, rows))
+    for one, parts in zip(whole, chunked):
+        for a, b in zip(one, parts):
+            torch.testing.assert_close(b, a, rtol=1e-14, atol=0)
+    # and each row is its own object's log p
+    a = density.data["a"][rows]
+    expected = -(a - x[:, 0]) ** 2 - 10.0 * (x[:, 1] - x[:, 0] ** 2) ** 2
+    torch.testing.assert_close(chunked[0][0], expected, rtol=1e-14, atol=0)
+
+
+def test_grouped_difference_points_equal_the_same_points_one_by_one():
+    # the eager difference Hessian evaluates each object's dim + 1 points as one group (data
+    # gathered once per object); a gradient function given (e.g. compiled) takes them one by
+    # one: same values, gradients and Hessians, for every mix of rows with and without one
+    from skyfit.inference.batched import ObjectRows
+    from skyfit.inference.many_newton import newton_objective, value_and_grad_rows
+    from skyfit.inference.transforms import UnconstrainedDensity
+
+    density = Banana(torch.linspace(0.5, 3.0, 5, dtype=F64))
+    transform = UnconstrainedDensity(ObjectRows(density, torch.arange(5)))
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    rows = torch.tensor([3, 0, 4, 1, 2])
+    grouped = newton_objective(density, transform)
+    single = newton_objective(density, transform,
+                              gradient=lambda x, r: value_and_grad_rows(density, x, r))
+    for need in ([True, False, True, True, False], [False] * 5, [True] * 5):
+        need = torch.tensor(need)
+        for a, b in zip(grouped(z, rows, need), single(z, rows, need)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        # rows without a Hessian get zeros, the others a non-zero one
+        H = grouped(z, rows, need)[2]
+        assert (H[~need] == 0).all() and (H[need].flatten(1).abs().amax(1) > 0).all()

@@ -72,6 +72,21 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
     return x0 if x0.ndim == 3 else x0[None]
 
 
+def _check_dtype(density: BatchedDensity, x: torch.Tensor) -> None:
+    """Points take the dtype of the bounds; a log-density that computes in another one (data
+    of another dtype) would mix the two in the solves. Refused here, with both named."""
+    rows = torch.zeros(1, dtype=torch.long, device=x.device)
+    logp = density.log_prob_rows(x.reshape(-1, density.dim)[:1], rows)
+    if logp.dtype != density.dtype:
+        data = {k: str(v.dtype).removeprefix("torch.") for k, v in density.data.items()
+                if v.is_floating_point()}
+        raise TypeError(
+            f"{type(density).__name__}'s points have the dtype of its bounds (lower/upper: "
+            f"{str(density.dtype).removeprefix('torch.')}) but its log-density is "
+            f"{str(logp.dtype).removeprefix('torch.')} (data dtypes {data}): give the bounds "
+            "and the data one dtype (float64 for inference)")
+
+
 def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
                  max_iter: int | None = None,
                  polish: bool = True, method: str | None = None,
@@ -140,6 +155,7 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
     starts = _starts(density, init)
+    _check_dtype(density, starts)
     s, n, d = starts.shape
     transform = UnconstrainedDensity(ObjectRows(density, torch.arange(n, device=density.device)))
     z0 = transform.to_unconstrained(starts.reshape(s * n, d))
@@ -308,6 +324,7 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     """
     result = x if isinstance(x, ManyResult) else None
     x = density.as_points(result.x if result is not None else x)
+    _check_dtype(density, x)
     rows = torch.arange(x.shape[0], device=x.device)
     # fit_map_many's Newton path leaves the exact Hessian at its modes: not computed twice
     hessian = None if result is None else result.extra.get("hessian")

@@ -14,17 +14,60 @@ from .batched import BatchedDensity
 from .compiled import WORTH_COMPILING_S, _guard_options, missing_compiler
 from .transforms import UnconstrainedDensity
 
-__all__ = ["value_and_grad_rows", "value_grad_hessian_rows", "newton_objective",
-           "lbfgs_objective", "CompiledGradient", "gradient_for"]
+__all__ = ["value_and_grad_rows", "value_and_grad_groups", "value_grad_hessian_rows",
+           "newton_objective", "lbfgs_objective", "CompiledGradient", "gradient_for"]
+
+
+# points per vmapped call: the model's intermediate tensors of a few thousand points stay in
+# the CPU's cache, where one call over all points streams every one of them through memory
+# (measured on the Villar survey night: see benchmarks/RESULTS.md, many_fits)
+GRADIENT_CHUNK = 4096
+HESSIAN_CHUNK = 512  # objects per exact-Hessian call (dim backward passes each)
+# gradient_for times the eager gradient on this many points and scales to all (a smaller
+# chunk costs more per point, so the prediction errs towards compiling): timing all points
+# cost two full gradient calls of every fit
+PROBE_POINTS = 512
+
+
+def _in_chunks(function, x: torch.Tensor, rows: torch.Tensor, chunk: int):
+    """``function(x[i:j], rows[i:j])`` over chunks of ``chunk`` rows, outputs concatenated."""
+    if x.shape[0] <= chunk:
+        return function(x, rows)
+    parts = [function(x[i:i + chunk], rows[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+    return tuple(torch.cat(values) for values in zip(*parts))
 
 
 def value_and_grad_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
     """``log p`` ``(k,)`` and its gradient ``(k, dim)`` of objects ``rows`` at ``x (k, dim)``:
     ``vmap`` of the per-object ``grad_and_value`` (one vectorised backward pass inside the
-    vmap, cheaper than autograd through the vmapped forward for small per-object graphs)."""
-    grad, logp = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob))(
-        x.detach(), density.rows_data(rows))
-    return logp.detach(), grad.detach()
+    vmap, cheaper than autograd through the vmapped forward for small per-object graphs), in
+    chunks of ``GRADIENT_CHUNK`` points."""
+    evaluate = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob))
+
+    def chunk(x, rows):
+        grad, logp = evaluate(x, density.rows_data(rows))
+        return logp.detach(), grad.detach()
+
+    return _in_chunks(chunk, x.detach(), rows, GRADIENT_CHUNK)
+
+
+def value_and_grad_groups(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
+    """As :func:`value_and_grad_rows` for ``m`` points of each object, ``x (k, m, dim)``:
+    ``(k, m)`` values and ``(k, m, dim)`` gradients. A ``vmap`` over the points inside the
+    ``vmap`` over objects, the data not batched over the points: each object's data are
+    gathered, and whatever the model computes from its data alone (reciprocal errors, the
+    normalisation) is evaluated, once for its ``m`` points (the ``dim + 1`` points of a
+    difference Hessian)."""
+    per_point = torch.func.vmap(torch.func.grad_and_value(density.object_log_prob),
+                                in_dims=(0, None))
+    evaluate = torch.func.vmap(per_point)
+    objects_per_chunk = max(1, GRADIENT_CHUNK // x.shape[1])
+
+    def chunk(x, rows):
+        grad, logp = evaluate(x, density.rows_data(rows))
+        return logp.detach(), grad.detach()
+
+    return _in_chunks(chunk, x.detach(), rows, objects_per_chunk)
 
 
 def _value_grad_hessian(log_prob):
@@ -33,20 +76,27 @@ def _value_grad_hessian(log_prob):
             g, v = torch.func.grad_and_value(log_prob)(x, data)
             return g, (g, v)
 
-        H, (g, v) = torch.func.jacfwd(grad_with_aux, has_aux=True)(x)
+        # reverse over reverse: for small per-object graphs dim vmapped backward passes cost
+        # less than dim tangents pushed through the backward graph (forward over reverse);
+        # the two agree to rounding (see benchmarks/RESULTS.md, many_fits)
+        H, (g, v) = torch.func.jacrev(grad_with_aux, has_aux=True)(x)
         return v, g, 0.5 * (H + H.transpose(-1, -2))
 
     return torch.func.vmap(one)
 
 
 def value_grad_hessian_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
-    """``log p`` ``(k,)``, gradient ``(k, dim)`` and exact Hessian ``(k, dim, dim)`` (forward
+    """``log p`` ``(k,)``, gradient ``(k, dim)`` and exact Hessian ``(k, dim, dim)`` (reverse
     over reverse mode, symmetrised) of objects ``rows`` at ``x (k, dim)``, in one call. Unlike
     ``density.hessian_rows`` non-finite entries are returned, not raised (an optimiser's trial
     point may overflow: it is rejected)."""
-    logp, grad, hessian = _value_grad_hessian(density.object_log_prob)(
-        x.detach(), density.rows_data(rows))
-    return logp.detach(), grad.detach(), hessian.detach()
+    evaluate = _value_grad_hessian(density.object_log_prob)
+
+    def chunk(x, rows):
+        logp, grad, hessian = evaluate(x, density.rows_data(rows))
+        return logp.detach(), grad.detach(), hessian.detach()
+
+    return _in_chunks(chunk, x.detach(), rows, HESSIAN_CHUNK)
 
 
 def _transform_derivatives(transform: UnconstrainedDensity, z: torch.Tensor):
@@ -98,11 +148,12 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
     :func:`~skyfit.inference.optimizers.minimize_newton`.
 
     ``hessian="differences"``: forward differences of the exact gradient, all ``k (dim + 1)``
-    points in one vmapped gradient call (relative error ~1e-8, which leaves Newton's
-    convergence as it is: the gradient, exact, decides where it ends); ``"exact"``: forward over
-    reverse mode through the chain rule of the elementwise transform (``H_z = J H_x J +
-    diag(g_x x''(z))``, ``J = diag(x'(z))``), about 2.5 times the cost for Villar's 8
-    parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
+    points in one vmapped gradient evaluation (each object's points as one group,
+    :func:`value_and_grad_groups`, unless a ``gradient`` is given; relative error ~1e-8, which
+    leaves Newton's convergence as it is: the gradient, exact, decides where it ends);
+    ``"exact"``: reverse over reverse mode through the chain rule of the elementwise transform
+    (``H_z = J H_x J + diag(g_x x''(z))``, ``J = diag(x'(z))``), several times the cost for
+    Villar's 8 parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
     if hessian not in ("differences", "exact"):
         raise ValueError(f"hessian must be 'differences' or 'exact', got {hessian!r}")
 
@@ -118,14 +169,35 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
         k, d = z.shape
         need = torch.ones(k, dtype=torch.bool, device=z.device) if need is None else need
         h = torch.finfo(z.dtype).eps ** 0.5 * z[need].abs().clamp(min=1.0)
-        shifted = (z[need][:, None, :] + torch.diag_embed(h)).reshape(-1, d)  # row j along j
-        points = torch.cat([z, shifted])
-        point_rows = torch.cat([rows, rows[need].repeat_interleave(d)])
-        f, g = lbfgs_objective(density, transform, objects, gradient)(points, point_rows)
+        shifted = z[need][:, None, :] + torch.diag_embed(h)  # row j along j
         hess = torch.zeros(k, d, d, dtype=z.dtype, device=z.device)
-        columns = (g[k:].reshape(-1, d, d) - g[:k][need][:, None, :]) / h[:, :, None]
+        if gradient is None:  # eager: each object's dim + 1 points in one group
+            f, g = torch.empty_like(z[:, 0]), torch.empty_like(z)
+            if not bool(need.all()):
+                f[~need], g[~need] = lbfgs_objective(density, transform, objects)(
+                    z[~need], rows[~need])
+            if not bool(need.any()):
+                return f, g, hess
+            f_group, g_group = _grouped_objective(
+                torch.cat([z[need][:, None, :], shifted], 1), rows[need])
+            f[need], g[need] = f_group[:, 0], g_group[:, 0]
+            columns = (g_group[:, 1:] - g_group[:, :1]) / h[:, :, None]
+        else:
+            points = torch.cat([z, shifted.reshape(-1, d)])
+            point_rows = torch.cat([rows, rows[need].repeat_interleave(d)])
+            f, g = lbfgs_objective(density, transform, objects, gradient)(points, point_rows)
+            columns = (g[k:].reshape(-1, d, d) - g[:k][need][:, None, :]) / h[:, :, None]
+            f, g = f[:k], g[:k]
         hess[need] = 0.5 * (columns + columns.transpose(-1, -2))  # row j: d g / d z_j
-        return f[:k], g[:k], hess
+        return f, g, hess
+
+    def _grouped_objective(z: torch.Tensor, rows: torch.Tensor):
+        # lbfgs_objective for groups of points of one object each, z (k, m, dim)
+        which = _object_index(density, rows, objects)
+        x, dx, _ = _transform_derivatives(transform, z.detach())
+        logp, g = value_and_grad_groups(density, x, which)
+        bad = ~torch.isfinite(logp)
+        return -logp, torch.where(bad[..., None], torch.full_like(g, float("nan")), -g * dx)
 
     return differences if hessian == "differences" else exact
 
@@ -195,14 +267,15 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
                  n_calls: int):
     """The gradient function of a fit: eager, or :class:`CompiledGradient` if ``compile_`` is
     True, or if it is None and the eager gradients are predicted to take over
-    ``WORTH_COMPILING_S`` seconds (one eager call on ``points`` timed, second call, times
-    ``n_calls``): a compilation of the vmapped gradient takes tens of seconds per size."""
+    ``WORTH_COMPILING_S`` seconds (one eager call on up to ``PROBE_POINTS`` of ``points``
+    timed, second call, scaled to all of them, times ``n_calls``): a compilation of the vmapped
+    gradient takes tens of seconds per size."""
     if compile_ is None:
-        rows = torch.arange(points.shape[0], device=points.device) % density.n_objects
-        value_and_grad_rows(density, points, rows)  # first calls pay one-off costs
+        probe = points[:PROBE_POINTS]
+        rows = torch.arange(probe.shape[0], device=points.device) % density.n_objects
+        value_and_grad_rows(density, probe, rows)  # first calls pay one-off costs
         start = time.perf_counter()
-        value_and_grad_rows(density, points, rows)
-        compile_ = (time.perf_counter() - start) * n_calls > WORTH_COMPILING_S
-    if compile_:
-        return CompiledGradient(density)
-    return lambda x, rows: value_and_grad_rows(density, x, rows)
+        value_and_grad_rows(density, probe, rows)
+        per_point = (time.perf_counter() - start) / probe.shape[0]
+        compile_ = per_point * points.shape[0] * n_calls > WORTH_COMPILING_S
+    return CompiledGradient(density) if compile_ else None  # None: the eager default

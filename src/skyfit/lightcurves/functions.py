@@ -69,12 +69,18 @@ def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_wid
         >>> [round(v, 2) for v in f.tolist()]  # before the rise, on the plateau, long after
         [0.0, 94.54, 0.02]
     """
+    # evaluated for every point of every object at each step of a batched fit, so written with
+    # few operations: products with reciprocals of the (per-object) time scales, not divisions
+    # of every point (a division and its derivatives cost several products), and one
+    # log-sigmoid fewer through log(1 - w) = log w - u
     dt = t - t0
-    log_rise = F.logsigmoid(dt / _time_scale(tau_rise))
-    u = (dt - gamma) / transition_width
-    plateau = (A + beta * dt) * torch.exp(log_rise + F.logsigmoid(-u))
+    after_end = dt - gamma
+    u = after_end * (1.0 / transition_width)
+    log_rise_end = (F.logsigmoid(dt * _time_scale(tau_rise).reciprocal())
+                    + F.logsigmoid(u))  # log s(t) + log w
+    plateau = (A + beta * dt) * torch.exp(log_rise_end - u)
     decline = (A + beta * gamma) * torch.exp(
-        log_rise + F.logsigmoid(u) - (dt - gamma) / _time_scale(tau_fall))
+        log_rise_end - after_end * _time_scale(tau_fall).reciprocal())
     return plateau + decline
 
 

@@ -80,6 +80,9 @@ def init(x0: torch.Tensor, objective, options: NewtonOptions = DEFAULT_OPTIONS) 
     b = x0.shape[0]
     rows = torch.arange(b, device=x0.device)
     f, g, H = objective(x0, rows)
+    if not f.dtype == g.dtype == H.dtype == x0.dtype:
+        raise TypeError(f"the objective returns {f.dtype} values, {g.dtype} gradients and "
+                        f"{H.dtype} Hessians for {x0.dtype} points: one dtype is needed")
     finite = torch.isfinite(f) & torch.isfinite(g).all(-1) & torch.isfinite(H).flatten(1).all(1)
     g = torch.where(finite[:, None], g, torch.zeros_like(g))
     H = torch.where(finite[:, None, None], H, torch.eye(x0.shape[1], dtype=H.dtype,
