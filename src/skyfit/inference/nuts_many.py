@@ -175,8 +175,12 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         ``(N, chains, dim[, dim])``,
         ``extra["n_gradient_evals"]`` ``(N,)`` the leapfrog gradients each object's chains
         needed (warm-up included; a column) and ``extra["n_batched_steps"]`` the batched calls
-        the run made (a 0-d tensor: the lock-step cost every object paid); a warning text per
-        object with R-hat >= 1.01 or divergences.
+        the run made (a 0-d tensor: the calls the busiest chain needed, or with ``lockstep``
+        the lock-step cost every object paid), ``extra["start_metric_replaced"]`` ``(N,)``
+        the objects whose start covariance was not usable as a metric (not finite, not
+        positive definite, or a variance over ``BROAD_VARIANCE_RATIO`` times the objects'
+        median: a fit stuck on a bound) and started from the objects' typical diagonal one;
+        a warning text per object with R-hat >= 1.01, divergences or a replaced metric.
 
     Example:
         >>> import torch
