@@ -299,7 +299,8 @@ def nuts_row(n: int, n_loop: int, warmup: int, draws: int) -> tuple[float, dict]
         max_rhat_batched=round(float(result.rhat.max()), 3), max_rhat_loop=round(loop_rhat, 3),
         rhat_over_1_01_batched=int((result.rhat.max(1) >= 1.01).sum()),
         divergent=int(result.extra["n_divergent"].sum()),
-        batched_steps=int(result.extra["n_batched_steps"]),
+        batched_steps=int(result.extra["n_batched_steps"]), schedule="chains out of step",
+        start_metric_replaced=int(result.extra["start_metric_replaced"].sum()),
         gradients_per_object_median=int(np.median(evals)), gradients_per_object_max=int(
             evals.max()), threads=torch.get_num_threads())
 

@@ -109,7 +109,7 @@ def test_one_object_is_the_single_object_sampler():
     density = normal_gamma(1, seed=3)
     mean, _ = density.truth()
     many = sample_nuts_many(density, torch.as_tensor(mean), n_chains=3, n_warmup=60,
-                            n_draws=30, seed=4, init_scale=0.0)
+                            n_draws=30, seed=4, init_scale=0.0, lockstep=True)
     single = sample_nuts(density.object(0),
                          init=torch.as_tensor(mean).expand(3, 2), n_chains=3, n_warmup=60,
                          n_draws=30, seed=4, progress=False)
@@ -209,3 +209,81 @@ def test_light_curves_agree_with_single_object_nuts():
         se = sd * np.sqrt(1 / batched.ess[i] + 1 / single.ess())
         assert (np.abs(batched.x[i].numpy() - flat.mean(0)) < 5 * se).all(), i
         np.testing.assert_allclose(batched.std[i].numpy(), sd, rtol=0.25)
+
+
+class CorrelatedGaussians(BatchedDensity):
+    """Object n: ``x ~ N(mean_n, cov_n)`` in 2-D with correlation ``rho_n`` (up to 0.95) and
+    widths that differ by 100x between objects."""
+
+    def __init__(self, n, seed=0):
+        rng = np.random.default_rng(seed)
+        sd = np.exp(rng.uniform(-2.3, 2.3, (n, 2)))
+        rho = rng.uniform(-0.95, 0.95, n)
+        cov = np.empty((n, 2, 2))
+        cov[:, 0, 0], cov[:, 1, 1] = sd[:, 0] ** 2, sd[:, 1] ** 2
+        cov[:, 0, 1] = cov[:, 1, 0] = rho * sd[:, 0] * sd[:, 1]
+        self.names = ["u", "v"]
+        self.lower = torch.full((2,), -torch.inf, dtype=torch.float64)
+        self.upper = torch.full((2,), torch.inf, dtype=torch.float64)
+        self.mean, self.cov = rng.normal(0, 5, (n, 2)), cov
+        self.data = {"mean": torch.as_tensor(self.mean),
+                     "precision": torch.as_tensor(np.linalg.inv(cov))}
+
+    def object_log_prob(self, x, data):
+        r = x - data["mean"]
+        return -0.5 * r @ data["precision"] @ r
+
+
+def test_chains_out_of_step_recover_each_objects_mean_and_covariance():
+    # dense metric from each object's exact covariance (Laplace of a Gaussian is exact)
+    density = CorrelatedGaussians(10, seed=1)
+    start = laplace_many(density, torch.as_tensor(density.mean))
+    result = sample_nuts_many(density, start, n_chains=4, n_warmup=200, n_draws=300, seed=3,
+                              mass="dense")
+    sd = np.sqrt(density.cov.diagonal(0, -2, -1))
+    z_mean = (result.x.numpy() - density.mean) / (sd / np.sqrt(result.ess))
+    assert np.abs(z_mean).max() < 4.5, z_mean
+    est_sd = result.std.numpy()
+    corr = result.covariance.numpy() / (est_sd[:, :, None] * est_sd[:, None, :])
+    true_corr = density.cov / (sd[:, :, None] * sd[:, None, :])
+    np.testing.assert_allclose(corr, true_corr, atol=0.1)
+    np.testing.assert_allclose(result.std.numpy(), sd, rtol=0.15)
+    assert (result.rhat < 1.02).all() and int(result.extra["n_divergent"].sum()) == 0
+    # the adapted dense metric is each object's covariance, to the error of one chain's window
+    # (each entry within a factor 2; their geometric mean within 20%)
+    ratio = result.extra["inv_mass"].numpy().diagonal(0, -2, -1) / sd[:, None] ** 2
+    assert (np.abs(np.log(ratio)) < np.log(2)).all() and abs(np.log(ratio).mean()) < 0.2
+
+
+def test_chains_out_of_step_need_fewer_batched_calls_than_lockstep():
+    # identity first metric on objects 100x apart in width: some chain of the batch builds a
+    # deep tree at most iterations; out of step, the others do not wait for it
+    density = normal_gamma(40, seed=5)
+    mean, sd = density.truth()
+    options = dict(n_chains=4, n_warmup=150, n_draws=150, seed=1)
+    lockstep = sample_nuts_many(density, torch.as_tensor(mean), lockstep=True, **options)
+    free = sample_nuts_many(density, torch.as_tensor(mean), **options)
+    assert int(free.extra["n_batched_steps"]) < 0.5 * int(lockstep.extra["n_batched_steps"])
+    # the same leapfrog work per object, to within the runs' randomness
+    ratio = free.extra["n_gradient_evals"].sum() / lockstep.extra["n_gradient_evals"].sum()
+    assert 0.7 < float(ratio) < 1.4, ratio
+    for result in (free, lockstep):
+        z_mean = (result.x.numpy() - mean) / (sd / np.sqrt(result.ess))
+        assert np.abs(z_mean).max() < 4.5, z_mean
+
+
+def test_an_absurd_start_covariance_is_replaced_by_the_objects_typical_one():
+    # object 2's Laplace covariance has an sd of 1e6 for a (a flat direction of a fit stuck on
+    # a bound): as a metric it would give step sizes of ~1e-6 and trees of maximum depth
+    density, mode = one_narrow_object(1.0)
+    start = laplace_many(density, mode)
+    start.covariance[2, 0, 0] = 1e12
+    result = sample_nuts_many(density, start, n_chains=2, n_warmup=0, n_draws=3, seed=2)
+    replaced = result.extra["start_metric_replaced"].numpy()
+    assert replaced.tolist() == [False, False, True, False, False, False]
+    assert any("start covariance" in w for w in result.warnings[2])
+    # the typical metric: the median of the other objects' variances (a: 1, log b: 1/9)
+    np.testing.assert_allclose(result.extra["inv_mass"][2].numpy(), [[1.0, 1 / 9]] * 2,
+                               rtol=1e-6)
+    np.testing.assert_allclose(result.extra["inv_mass"][0].numpy(), [[1.0, 1 / 9]] * 2,
+                               rtol=1e-6)

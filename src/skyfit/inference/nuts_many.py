@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -9,7 +11,8 @@ from .batched import BatchedDensity, ObjectRows
 from .many_results import ManyResult
 from .mcmc import NUTS
 from .mcmc.integrators import ValueAndGrad
-from .sampling import _sample
+from .nuts_unsynced import as_numpy_stats, run_unsynced
+from .sampling import _check_start, _sample
 from .start_strategy import InitStrategy, Start
 from .transforms import UnconstrainedDensity
 
@@ -54,18 +57,44 @@ def unconstrained_covariance(u: UnconstrainedDensity, x: torch.Tensor,
                              covariance: torch.Tensor) -> torch.Tensor:
     """Per-object covariances ``(N, dim, dim)`` at ``x (N, dim)`` mapped to the unconstrained
     space to first order: ``J C J^T`` with ``J = d z / d x`` (the transform is elementwise, so
-    ``J`` is diagonal), as :func:`~skyfit.sample_nuts` maps a LaplaceResult's covariance."""
+    ``J`` is diagonal), as :func:`~skyfit.sample_nuts` maps a LaplaceResult's covariance.
+    Entries may be inf or NaN where a mode sits on a bound (see :func:`trusted_covariances`)."""
     with torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
         (jac,) = torch.autograd.grad(u.to_unconstrained(xg).sum(), xg)
     cov = covariance.to(x) * jac[:, :, None] * jac[:, None, :]
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    bad = ~(torch.isfinite(cov).flatten(1).all(1) & (cov.diagonal(dim1=-2, dim2=-1) > 0).all(1))
-    if bool(bad.any()):
-        which = bad.nonzero().flatten()[:5].tolist()
-        raise ValueError(f"the start covariances of objects {which} are not finite and positive "
-                         "in the unconstrained space (a mode on a bound?); pass starts instead")
-    return cov
+    return 0.5 * (cov + cov.transpose(-1, -2))
+
+
+# a start covariance whose variance of one parameter exceeds the objects' median variance of it
+# by this factor (an sd 10^4 times the typical one) is not a posterior width but a flat
+# direction of the Hessian: a mode on a bound, an unconverged fit
+BROAD_VARIANCE_RATIO = 1e8
+
+
+def trusted_covariances(cov_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each object's start covariance ``(N, dim, dim)`` (unconstrained) if it is usable as a
+    first metric, else the objects' typical one; and which objects were replaced ``(N,)``.
+
+    Usable: finite, positive definite, and no variance more than ``BROAD_VARIANCE_RATIO`` times
+    the median over the usable objects. Such a metric (object 40 of the survey bench: a fit
+    stuck at ``gamma = 0``, Laplace sd of ``log gamma`` 2.6e12) gave its chains step sizes of
+    1e-13 and trees of the maximum depth at every iteration, and with them every batched
+    iteration ``2**max_tree_depth`` calls long. The replacement is the diagonal of the median
+    variances of the usable objects (the identity if none is), which warm-up then adapts."""
+    variance = cov_z.diagonal(dim1=-2, dim2=-1)
+    finite = torch.isfinite(cov_z).flatten(1).all(1) & (variance > 0).all(1)
+    _, info = torch.linalg.cholesky_ex(torch.where(finite[:, None, None], cov_z,
+                                                   torch.eye(cov_z.shape[-1]).to(cov_z)))
+    usable = finite & (info == 0)
+    if bool(usable.any()):
+        typical = variance[usable].median(0).values
+        usable = usable & (variance <= BROAD_VARIANCE_RATIO * typical).all(1)
+    if bool(usable.any()):
+        fallback = torch.diag(variance[usable].median(0).values)
+    else:
+        fallback = torch.eye(cov_z.shape[-1]).to(cov_z)
+    return torch.where(usable[:, None, None], cov_z, fallback), ~usable
 
 
 def split_rhat(draws: np.ndarray) -> np.ndarray:
@@ -103,16 +132,19 @@ def bulk_ess(draws: np.ndarray) -> np.ndarray:
 def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup: int = 500,
                      n_draws: int = 500, seed: int = 0, target_accept: float = 0.8,
                      max_tree_depth: int = 10, init_scale: float = 0.1, mass: str = "diag",
-                     progress: bool = False) -> ManyResult:
+                     progress: bool = False, lockstep: bool = False) -> ManyResult:
     """NUTS on every object at once: ``N x n_chains`` chains in one batch, each object's chains
     on that object's log-density, every leapfrog step one vmapped call for all of them.
 
-    Each chain adapts its own step size (dual averaging) and diagonal inverse mass matrix
-    (Stan's windows), so objects of very different posterior widths each get their own; the
-    kernel is :func:`~skyfit.sample_nuts`'s (a batch of one object is that sampler, draw for
-    draw). A chain whose tree is finished waits for the slowest chain of the batch (NUTS's
-    lock-step cost), so objects of similar geometry batch best. Per object: split R-hat, bulk
-    ESS (without rank normalisation) and divergent transitions.
+    Each chain adapts its own step size (dual averaging) and inverse mass matrix (Stan's
+    windows), so objects of very different posterior widths each get their own; the kernel is
+    :func:`~skyfit.sample_nuts`'s. By default chains run out of step
+    (:mod:`~skyfit.inference.nuts_unsynced`): a chain whose tree is finished starts its next
+    transition at once, each on its own warm-up schedule, so the run makes about as many
+    batched calls as its busiest chain needs leapfrog steps, instead of ``iterations x`` the
+    deepest tree of any chain in each iteration (NUTS's lock-step cost, which grows with the
+    number of chains). Per object: split R-hat, bulk ESS (without rank normalisation) and
+    divergent transitions.
 
     Arguments:
         density: a :class:`~skyfit.inference.BatchedDensity`, e.g.
@@ -130,7 +162,10 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         target_accept, max_tree_depth: as :func:`~skyfit.sample_nuts`.
         mass: ``"diag"`` or ``"dense"`` inverse mass matrix per chain (dense: each object's
             whole start covariance is its first metric; worth it for correlated parameters).
-        progress: a progress bar over iterations.
+        progress: a progress bar over iterations (transitions of all chains, out of step).
+        lockstep: every chain waits for the slowest chain at each iteration, in
+            :func:`~skyfit.sample_nuts`'s loop (a batch of one object is then that sampler,
+            draw for draw; warm-up windows end together and search a new step size).
 
     Returns:
         :class:`ManyResult`: ``x`` the posterior means, ``covariance`` the sample covariances,
@@ -140,8 +175,12 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         ``(N, chains, dim[, dim])``,
         ``extra["n_gradient_evals"]`` ``(N,)`` the leapfrog gradients each object's chains
         needed (warm-up included; a column) and ``extra["n_batched_steps"]`` the batched calls
-        the run made (a 0-d tensor: the lock-step cost every object paid); a warning text per
-        object with R-hat >= 1.01 or divergences.
+        the run made (a 0-d tensor: the calls the busiest chain needed, or with ``lockstep``
+        the lock-step cost every object paid), ``extra["start_metric_replaced"]`` ``(N,)``
+        the objects whose start covariance was not usable as a metric (not finite, not
+        positive definite, or a variance over ``BROAD_VARIANCE_RATIO`` times the objects'
+        median: a fit stuck on a bound) and started from the objects' typical diagonal one;
+        a warning text per object with R-hat >= 1.01, divergences or a replaced metric.
 
     Example:
         >>> import torch
@@ -170,14 +209,50 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     objects = ObjectRows(density, rows)
     u = UnconstrainedDensity(objects)
     generator = torch.Generator(device=density.device).manual_seed(seed + 1)
-    start = _chain_starts(u, x0, covariance, rows, init_scale, generator)
+    start, replaced = _chain_starts(u, x0, covariance, rows, init_scale, generator)
     kernel = _ObjectsNUTS(objects, ValueAndGrad(u), max_tree_depth, n)
-    samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws, seed, mass,
-                      False, target_accept, None, 100, False, progress)
+    if lockstep:
+        samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws, seed, mass,
+                          False, target_accept, None, 100, False, progress)
+    else:
+        samples = _sample_unsynced(kernel, u, start, mass, n_warmup, n_draws, seed,
+                                   target_accept, progress)
     result = _many_result(density, samples, n_chains)
     result.extra["n_gradient_evals"] = kernel.evals_per_object
     result.extra["n_batched_steps"] = torch.tensor(kernel.value_and_grad.n_calls)
+    result.extra["start_metric_replaced"] = replaced.cpu()
+    for i in replaced.nonzero().flatten().tolist():
+        result.warnings[i].append("nuts: start covariance not usable as a metric (not finite, "
+                                  "not positive definite or absurdly broad); started from the "
+                                  "objects' typical one")
     return result
+
+
+def _sample_unsynced(kernel: _ObjectsNUTS, u: UnconstrainedDensity, start, mass: str,
+                     n_warmup: int, n_draws: int, seed: int, target_accept: float,
+                     progress: bool) -> SimpleNamespace:
+    """:func:`run_unsynced` from :func:`_chain_starts`' starts, as the fields of a
+    :class:`~skyfit.Samples` that :func:`_many_result` reads."""
+    dense = mass == "dense"
+    if isinstance(start, _PerChainStart):
+        z, cov = start.z, start.covariance
+        inv_mass = cov if dense else cov.diagonal(dim1=-2, dim2=-1)
+        prior = inv_mass.clone()
+    else:
+        z = u.to_unconstrained(start)
+        kw = dict(dtype=z.dtype, device=z.device)
+        base = torch.eye(u.dim, **kw) if dense else torch.ones(u.dim, **kw)
+        inv_mass = base.expand(z.shape[0], *base.shape).clone()
+        prior = None
+    _check_start(kernel.value_and_grad, u, z)
+    generator = torch.Generator(device=z.device).manual_seed(seed)
+    run = run_unsynced(kernel, z, inv_mass.clone(), prior, generator, n_warmup, n_draws,
+                       target_accept, progress)
+    return SimpleNamespace(
+        draws=u.to_constrained(run.draws).detach().cpu().numpy(),
+        sample_stats=as_numpy_stats(run.stats),
+        info=dict(wall_time=run.wall_time, step_size=run.step_size.cpu().numpy(),
+                  inv_mass_matrix=run.inv_mass.cpu().numpy()))
 
 
 def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: torch.Tensor,
@@ -187,11 +262,10 @@ def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: t
     z0 = u.to_unconstrained(x0[rows])
     noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype, device=z0.device)
     if covariance is None:
-        return u.to_constrained(z0 + init_scale * noise if init_scale > 0 else z0)
-    cov_z = unconstrained_covariance(u, x0, covariance)
-    scale, info = torch.linalg.cholesky_ex(cov_z)
-    diagonal = torch.diag_embed(cov_z.diagonal(dim1=-2, dim2=-1).sqrt())
-    scale = torch.where((info == 0)[:, None, None], scale, diagonal)
+        start = u.to_constrained(z0 + init_scale * noise if init_scale > 0 else z0)
+        return start, torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+    cov_z, replaced = trusted_covariances(unconstrained_covariance(u, x0, covariance))
+    scale = torch.linalg.cholesky(cov_z)
     z = z0 + (scale[rows] @ noise[:, :, None])[:, :, 0]
     # a draw of a broad or broken approximation (an unconverged fit, a repaired Hessian) can
     # leave the support or overflow: that chain starts near its object's point instead
@@ -201,7 +275,7 @@ def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: t
         logp = u.density.log_prob(torch.where(finite[:, None], x, x0[rows]))
     bad = ~finite | ~torch.isfinite(logp)
     z = torch.where(bad[:, None], z0 + init_scale * noise, z)
-    return _PerChainStart(z, cov_z[rows])
+    return _PerChainStart(z, cov_z[rows]), replaced
 
 
 def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:

@@ -1,0 +1,234 @@
+"""NUTS for many chains out of step: a chain whose tree is finished starts its next transition
+at once instead of waiting for the slowest chain of the batch.
+
+The lock-step loop (:func:`~skyfit.inference.sampling._sample` with the batched
+:class:`~skyfit.inference.mcmc.NUTS`) makes one batched call per leapfrog step of the deepest
+tree of *any* chain, every iteration: with thousands of chains some chain is in a deep tree at
+almost every iteration (a transient of its step-size adaptation, a curved posterior), so the run
+makes ``iterations x max tree size`` calls. Here every chain keeps its own iteration count and
+warm-up schedule, and the run makes about ``max over chains of its total leapfrog steps`` calls
+(Radul et al. 2020 batch NUTS across iterations the same way). Each call still evaluates only
+the chains that are building.
+
+Warm-up per chain, Stan's schedule on the chain's own iteration count: dual averaging of the
+step size, and at the end of each slow window the inverse mass matrix becomes the window's
+(co)variance, shrunk towards the start metric (``prior``, with weight ``10 * dim`` draws) or,
+without one, Stan's regularised estimate. Dual averaging then restarts from the current step
+size (Stan searches a new one by doubling/halving: here chains reach their window ends at
+different calls, and a search per call would cost about ten calls each).
+
+References:
+    Radul, Patton, Maclaurin, Hoffman & Saurous (2020), *Automatically batching
+    control-intensive programs for modern accelerators*, https://arxiv.org/abs/1910.11141
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from .adaptation import DualAveraging, find_reasonable_step_size, warmup_windows
+from .mcmc.hmc import HMCState, KernelParams
+from .mcmc.metrics import Metric
+from .mcmc.nuts import _WORKING, NUTS
+
+__all__ = ["run_unsynced"]
+
+_STATS = ("tree_depth", "diverging", "energy", "step_size", "accept_prob", "n_steps")
+
+
+def _schedule(n_warmup: int, device) -> SimpleNamespace:
+    """Per warm-up iteration: in a slow window, and the last iteration of one."""
+    in_window = torch.zeros(max(n_warmup, 1), dtype=torch.bool, device=device)
+    window_end = torch.zeros_like(in_window)
+    for start, end in warmup_windows(n_warmup):
+        in_window[start:end] = True
+        window_end[end - 1] = True
+    return SimpleNamespace(in_window=in_window, window_end=window_end)
+
+
+class _ChainAdaptation:
+    """Per-chain dual averaging and window (co)variance estimates, each chain on its own
+    iteration count; updates touch only the chains ``idx`` that just finished a transition."""
+
+    def __init__(self, step_size, inv_mass, prior, target_accept: float):
+        self.da = DualAveraging(target_accept)
+        self.step_size, self.inv_mass, self.prior = step_size, inv_mass, prior
+        self.mu = torch.log(10 * step_size)
+        self.counter = torch.zeros_like(step_size)
+        self.s_bar, self.x_bar = torch.zeros_like(step_size), torch.zeros_like(step_size)
+        C, D = inv_mass.shape[:2]
+        self.count = torch.zeros_like(step_size)
+        self.mean = torch.zeros(C, D, dtype=step_size.dtype, device=step_size.device)
+        self.m2 = torch.zeros_like(inv_mass)
+        self.prior_count = 10.0 * D
+
+    def learn(self, idx, accept_prob):
+        """Dual averaging of chains ``idx`` (Stan's constants, per-chain counters)."""
+        n = self.counter[idx] + 1
+        stat = torch.nan_to_num(accept_prob, nan=0.0).clamp(max=1.0)
+        eta = 1.0 / (n + self.da.t0)
+        s_bar = (1 - eta) * self.s_bar[idx] + eta * (self.da.target - stat)
+        x = self.mu[idx] - s_bar * n.sqrt() / self.da.gamma
+        x_eta = n.pow(-self.da.kappa)
+        self.x_bar[idx] = (1 - x_eta) * self.x_bar[idx] + x_eta * x
+        self.s_bar[idx], self.counter[idx], self.step_size[idx] = s_bar, n, torch.exp(x)
+
+    def observe(self, idx, z):
+        """Welford update of chains ``idx`` with their new positions ``z``."""
+        count = self.count[idx] + 1
+        delta = z - self.mean[idx]
+        mean = self.mean[idx] + delta / count[:, None]
+        delta2 = z - mean
+        if self.m2.ndim == 3:
+            self.m2[idx] = self.m2[idx] + delta[:, :, None] * delta2[:, None, :]
+        else:
+            self.m2[idx] = self.m2[idx] + delta * delta2
+        self.count[idx], self.mean[idx] = count, mean
+
+    def end_window(self, idx, metric: Metric):
+        """Chains ``idx`` end a slow window: new inverse mass (also in ``metric``, in place),
+        estimates reset, dual averaging restarted from the current step size."""
+        n = self.count[idx]
+        dense = self.m2.ndim == 3
+        shape = (-1, 1, 1) if dense else (-1, 1)
+        cov = self.m2[idx] / (n - 1).view(shape)
+        if dense:
+            cov = 0.5 * (cov + cov.transpose(-1, -2))
+        if self.prior is not None:
+            new = (n.view(shape) * cov + self.prior_count * self.prior[idx]) / (
+                n.view(shape) + self.prior_count)
+        else:
+            eye = torch.eye(cov.shape[-1]).to(cov) if dense else torch.ones_like(cov[0])
+            new = (n / (n + 5.0)).view(shape) * cov + (1e-3 * 5.0 / (n + 5.0)).view(shape) * eye
+        self.inv_mass[idx] = new
+        metric.inv_mass[idx] = new
+        if dense:
+            metric.chol[idx] = torch.linalg.cholesky(new)
+        else:
+            metric.inv_sqrt[idx] = new.sqrt()
+        self.count[idx], self.mean[idx], self.m2[idx] = 0.0, 0.0, 0.0
+        self.mu[idx] = torch.log(10 * self.step_size[idx])
+        self.counter[idx], self.s_bar[idx], self.x_bar[idx] = 0.0, 0.0, 0.0
+
+    def finish(self, idx):
+        """Chains ``idx`` end warm-up: the averaged step size from now on."""
+        averaged = self.counter[idx] > 0
+        self.step_size[idx] = torch.where(averaged, torch.exp(self.x_bar[idx]),
+                                          self.step_size[idx])
+
+
+def _restart(kernel: NUTS, t, generator, idx, z, logp, grad, step_size) -> None:
+    """Fresh trees for chains ``idx`` (in the working set ``t``) from the given points."""
+    metric = t.metric.select(idx)
+    fresh = kernel._begin(generator, HMCState(z, logp, grad), KernelParams(step_size, metric))
+    for key in _WORKING:
+        if key != "ck":
+            getattr(t, key)[idx] = getattr(fresh, key)
+
+
+def _finished(t, idx):
+    """The transition results of chains ``idx``: (z, log p, grad), accept statistic, depth,
+    steps, divergence, energy."""
+    D = t.D
+    proposal = t.proposal[idx]
+    z, p, g, logp = proposal[:, :D], proposal[:, D:2 * D], proposal[:, 2 * D:3 * D], \
+        proposal[:, 3 * D]
+    n_steps = t.n_steps[idx]
+    accept = t.sum_metro[idx] / n_steps.clamp(min=1)
+    energy = t.metric.select(idx).kinetic(p) - logp
+    return z, logp, g, accept, t.depth[idx], n_steps, t.diverging[idx], energy
+
+
+def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_draws: int,
+                 target_accept: float = 0.8, progress: bool = False) -> SimpleNamespace:
+    """NUTS on every chain of ``kernel`` from ``z (C, D)`` (unconstrained, finite log p),
+    ``inv_mass`` ``(C, D[, D])`` the first metric, ``prior`` the window estimates' prior (or
+    None). Returns ``draws (C, n_draws, D)`` (unconstrained), ``stats`` (each ``(C, n_draws)``),
+    ``step_size``, ``inv_mass`` and ``n_calls``."""
+    start = time.perf_counter()
+    C, D = z.shape
+    kw = dict(dtype=z.dtype, device=z.device)
+    logp, grad = kernel.value_and_grad(z)
+    metric = Metric(inv_mass.clone())
+    step = find_reasonable_step_size(kernel.value_and_grad, metric, z, logp, grad,
+                                     torch.ones(C, **kw), generator)
+    adapt = _ChainAdaptation(step, metric.inv_mass, prior, target_accept)
+    schedule = _schedule(n_warmup, z.device)
+    out = SimpleNamespace(draws=torch.zeros(C, n_draws, D, **kw),
+                          stats={k: torch.zeros(C, n_draws, **kw) for k in _STATS})
+    out.stats["log_density_unconstrained"] = torch.zeros(C, n_draws, **kw)
+    t = kernel._begin(generator, HMCState(z, logp, grad), KernelParams(adapt.step_size, metric))
+    iteration = torch.zeros(C, dtype=torch.long, device=z.device)
+    n_total = n_warmup + n_draws
+    bar = _progress(progress, C * n_total)
+    while not bool(t.done.all()):
+        active = ~t.done
+        new, p, forward, level, bad, div = kernel._leaf(t, generator, active, int(active.sum()))
+        complete = active & ~bad & (t.leaf == t.pow2[t.depth])
+        t.diverging = t.diverging | (active & div)
+        t.done = t.done | bad
+        if bool(complete.any()):
+            kernel._merge(t, complete, new, p, forward, level)
+        idx = (t.done & active).nonzero().flatten()
+        if len(idx):
+            _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
+            iteration[idx] += 1
+            bar.update(len(idx))
+            more = idx[iteration[idx] < n_total]
+            if len(more):
+                z_m, logp_m, g_m = _finished(t, more)[:3]
+                _restart(kernel, t, generator, more, z_m, logp_m, g_m, adapt.step_size[more])
+    bar.close()
+    out.step_size, out.inv_mass = adapt.step_size, adapt.inv_mass
+    out.wall_time = time.perf_counter() - start
+    return out
+
+
+def _advance(t, idx, iteration, adapt, schedule, out, n_warmup) -> None:
+    """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded."""
+    z, logp, g, accept, depth, n_steps, diverging, energy = _finished(t, idx)
+    it = iteration[idx]
+    warm = it < n_warmup
+    if bool(warm.any()):
+        w, it_w = idx[warm], it[warm]
+        adapt.learn(w, accept[warm])
+        in_window = schedule.in_window[it_w]
+        if bool(in_window.any()):
+            adapt.observe(w[in_window], z[warm][in_window])
+        ending = schedule.window_end[it_w]
+        if bool(ending.any()):
+            adapt.end_window(w[ending], t.metric)
+        last = it_w == n_warmup - 1
+        if bool(last.any()):
+            adapt.finish(w[last])
+    if not bool(warm.all()):
+        keep = ~warm
+        s, j = idx[keep], it[keep] - n_warmup
+        out.draws[s, j] = z[keep]
+        out.stats["log_density_unconstrained"][s, j] = logp[keep]
+        facts = dict(tree_depth=depth, diverging=diverging, energy=energy,
+                     step_size=adapt.step_size[idx], accept_prob=accept, n_steps=n_steps)
+        for k, v in facts.items():
+            out.stats[k][s, j] = v[keep].to(out.draws.dtype)
+
+
+def _progress(enabled: bool, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc="NUTS (chains out of step)",
+                unit="transition", dynamic_ncols=True)
+
+
+def as_numpy_stats(stats: dict) -> dict:
+    """The per-draw statistics as numpy arrays of the types :class:`Samples` uses."""
+    converted = {}
+    for k, v in stats.items():
+        v = v.cpu().numpy()
+        converted[k] = (v.astype(bool) if k == "diverging" else
+                        v.astype(np.int64) if k in ("tree_depth", "n_steps") else v)
+    return converted
+
