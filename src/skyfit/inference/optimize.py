@@ -124,9 +124,8 @@ class _Objective:
         if self.reject_outside and self._outside(v):
             return np.inf, np.zeros_like(v)
         if self.at_start is not None and not v.any():  # scipy starts where the fit checked
-            f, g = self.at_start
-            self.best_f = min(self.best_f, f)
-            return f, g.copy()
+            self.best_f = min(self.best_f, self.at_start[0])
+            return self.at_start[0], self.at_start[1].copy()
         self.n_evals += 1
         x = self.to_x(v)
         logp, grad = self.density.value_and_grad(x)
