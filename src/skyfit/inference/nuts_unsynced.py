@@ -125,9 +125,10 @@ def _restart(kernel: NUTS, t, generator, idx, z, logp, grad, step_size) -> None:
     """Fresh trees for chains ``idx`` (in the working set ``t``) from the given points."""
     metric = t.metric.select(idx)
     fresh = kernel._begin(generator, HMCState(z, logp, grad), KernelParams(step_size, metric))
+    working, begun = vars(t), vars(fresh)  # SimpleNamespaces with the fields of _WORKING
     for key in _WORKING:
         if key != "ck":
-            getattr(t, key)[idx] = getattr(fresh, key)
+            working[key][idx] = begun[key]
 
 
 def _finished(t, idx):
