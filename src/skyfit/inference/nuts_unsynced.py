@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .adaptation import DualAveraging, find_reasonable_step_size, warmup_windows
+from .adaptation.window_adaptation import DualAveragingState
 from .mcmc.hmc import HMCState, KernelParams
 from .mcmc.metrics import Metric
 from .mcmc.nuts import _WORKING, NUTS
@@ -68,14 +69,11 @@ class _ChainAdaptation:
 
     def learn(self, idx, accept_prob):
         """Dual averaging of chains ``idx`` (Stan's constants, per-chain counters)."""
-        n = self.counter[idx] + 1
-        stat = torch.nan_to_num(accept_prob, nan=0.0).clamp(max=1.0)
-        eta = 1.0 / (n + self.da.t0)
-        s_bar = (1 - eta) * self.s_bar[idx] + eta * (self.da.target - stat)
-        x = self.mu[idx] - s_bar * n.sqrt() / self.da.gamma
-        x_eta = n.pow(-self.da.kappa)
-        self.x_bar[idx] = (1 - x_eta) * self.x_bar[idx] + x_eta * x
-        self.s_bar[idx], self.counter[idx], self.step_size[idx] = s_bar, n, torch.exp(x)
+        state = self.da.update(DualAveragingState(
+            self.step_size[idx], self.mu[idx], self.counter[idx], self.s_bar[idx],
+            self.x_bar[idx]), accept_prob)
+        self.step_size[idx], self.counter[idx] = state.step_size, state.counter
+        self.s_bar[idx], self.x_bar[idx] = state.s_bar, state.x_bar
 
     def observe(self, idx, z):
         """Welford update of chains ``idx`` with their new positions ``z``."""

@@ -98,12 +98,13 @@ class DualAveraging:
 
     def update(self, state: DualAveragingState, accept_prob: torch.Tensor) -> DualAveragingState:
         """Learn from one transition's acceptance statistic; the new state holds the next
-        step sizes."""
+        step sizes. ``counter`` may be a tensor of per-chain counts (chains out of step)."""
         n = state.counter + 1
         stat = torch.nan_to_num(accept_prob, nan=0.0).clamp(max=1.0)
         eta = 1.0 / (n + self.t0)
         s_bar = (1 - eta) * state.s_bar + eta * (self.target - stat)
-        x = state.mu - s_bar * math.sqrt(n) / self.gamma
+        root_n = n.sqrt() if isinstance(n, torch.Tensor) else math.sqrt(n)
+        x = state.mu - s_bar * root_n / self.gamma
         x_eta = n ** (-self.kappa)
         x_bar = (1 - x_eta) * state.x_bar + x_eta * x
         return DualAveragingState(torch.exp(x), state.mu, n, s_bar, x_bar)
