@@ -287,3 +287,15 @@ def test_an_absurd_start_covariance_is_replaced_by_the_objects_typical_one():
                                rtol=1e-6)
     np.testing.assert_allclose(result.extra["inv_mass"][0].numpy(), [[1.0, 1 / 9]] * 2,
                                rtol=1e-6)
+
+
+def test_a_non_finite_rhat_names_the_parameter_and_the_drift():
+    from skyfit.inference.nuts_many import _rhat_warning
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((4, 50, 2))
+    draws[..., 1] = np.cumsum(np.full((4, 50), 1e306), axis=1)  # drifting to overflow
+    rhat = split_rhat(draws[None])[0]
+    assert np.isfinite(rhat[0]) and not np.isfinite(rhat[1])
+    text = _rhat_warning(rhat, draws, ["a", "tau_rise"])
+    assert "R-hat not finite for tau_rise" in text and "improper posterior" in text
+    assert _rhat_warning(np.array([1.2, 1.0]), draws, ["a", "b"]) == "nuts: max R-hat 1.200 >= 1.01"

@@ -301,7 +301,21 @@ def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
     inv_mass = torch.as_tensor(samples.info["inv_mass_matrix"])
     result.extra["inv_mass"] = inv_mass.reshape(n, n_chains, *inv_mass.shape[1:])
     for i in np.nonzero(~(rhat.max(-1) < 1.01))[0].tolist():
-        result.warnings[i].append(f"nuts: max R-hat {rhat[i].max():.3f} >= 1.01")
+        result.warnings[i].append(_rhat_warning(rhat[i], draws[i], density.names))
     for i in np.nonzero(diverging)[0].tolist():
         result.warnings[i].append(f"nuts: {int(diverging[i])} divergent transitions")
     return result
+
+
+def _rhat_warning(rhat: np.ndarray, draws: np.ndarray, names) -> str:
+    """The R-hat warning of one object; a non-finite R-hat names its parameters and why: draws
+    that overflow or do not move (an improper posterior the chains drift along)."""
+    bad = [n for n, r in zip(names, rhat) if not np.isfinite(r)]
+    if not bad:
+        return f"nuts: max R-hat {rhat.max():.3f} >= 1.01"
+    with np.errstate(all="ignore"):
+        spread = np.abs(draws).max(axis=(0, 1))
+    return (f"nuts: R-hat not finite for {', '.join(bad)} (largest |draw| "
+            f"{', '.join(f'{s:.3g}' for n, s in zip(names, spread) if n in bad)}): the draws "
+            "overflow or do not move, e.g. an improper posterior the chains drift along: give "
+            "those parameters a proper prior or bounds")
