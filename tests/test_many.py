@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -91,6 +92,49 @@ def test_fit_map_many_and_laplace_many_equal_single_object_fits(night):
     # the fitted t0 is within 5 sigma of the truth for nearly every object (a physics check)
     pull = (table["Villar.t0"] - night.truth[:, 0]) / table["Villar.t0_err"]
     assert (pull.abs() < 5).mean() > 0.9
+
+
+def test_objects_split_over_threads_give_the_one_thread_fit(night, monkeypatch):
+    # with two intra-op threads fit_map_many runs two shards of objects in two Python threads
+    # (one intra-op thread each); ManyObjects swaps each object's data into its one template
+    # model, so each shard needs its own copy: shared, the threads' data would mix. Each
+    # object's arithmetic is that of the one-thread fit, bit for bit.
+    from skyfit.inference import many_newton
+
+    many = ManyObjects(villar_posterior, night.data)
+    x0 = torch.as_tensor(near_truth(night, seed=2))
+    threads = torch.get_num_threads()
+    seen = []
+    original = many_newton.in_threads
+
+    def counting(work, density, n_rows):
+        def recorded(copy_, rows):
+            seen.append((id(copy_), threading.get_ident(), torch.get_num_threads(), len(rows)))
+            return work(copy_, rows)
+        return original(recorded, density, n_rows)
+
+    monkeypatch.setattr("skyfit.inference.many.in_threads", counting)
+    monkeypatch.setattr(many_newton, "MIN_ROWS_PER_THREAD", 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.set_num_threads(1)
+        one = laplace_many(many, fit_map_many(many, x0))
+        torch.set_num_threads(2)
+        try:
+            split = laplace_many(many, fit_map_many(many, x0))
+        finally:
+            assert torch.get_num_threads() == 2  # restored after the shards
+            torch.set_num_threads(threads)
+    # one thread: one shard; two: the Newton fit and the final Hessians in two shards each,
+    # in two threads, on two densities, with one intra-op thread each
+    assert [s[3] for s in seen] == [50, 50, 25, 25, 25, 25]
+    split_runs = seen[2:]
+    assert len({s[0] for s in split_runs[:2]}) == 2 and len({s[1] for s in split_runs[:2]}) == 2
+    assert {s[2] for s in split_runs} == {1}
+    assert one.converged.float().mean() > 0.9
+    for field in ("x", "log_density", "converged", "covariance"):
+        assert torch.equal(getattr(split, field), getattr(one, field)), field
+    assert split.messages == one.messages
 
 
 # -- Dask ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from ..errors import ConvergenceWarning, HessianWarning
 from .batched import BatchedDensity, ObjectRows
 from .many_newton import (
     gradient_for,
+    in_threads,
     lbfgs_objective,
     newton_objective,
     value_grad_hessian_rows,
@@ -180,7 +181,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
         x, logp, decrement = _polish_and_continue(density, transform, x, messages, n_evals,
                                                   gtol, max_iter)
     elif method == "newton":
-        logp, grad, hessian = value_grad_hessian_rows(density, x, pick)
+        logp, grad, hessian = (torch.cat(parts) for parts in zip(*in_threads(
+            lambda copy_, rows: value_grad_hessian_rows(copy_, x[rows], rows), density, n)))
         decrement = newton_decrement(grad, -hessian)
         extra["hessian"] = hessian
     else:
@@ -196,10 +198,17 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
 
 
 def _run_newton(density, transform, z0, max_iter, gradient):
-    from .optimizers.newton import minimize_newton
+    from .optimizers.newton import NewtonState, minimize_newton
 
-    state = minimize_newton(newton_objective(density, transform, gradient=gradient), z0,
-                            max_iter=max_iter, refresh=NEWTON_REFRESH)
+    def fit(copy_: BatchedDensity, rows: torch.Tensor) -> NewtonState:
+        objective = newton_objective(copy_, transform, rows % density.n_objects,
+                                     gradient=gradient)
+        return minimize_newton(objective, z0[rows], max_iter=max_iter, refresh=NEWTON_REFRESH)
+
+    # a compiled gradient is one graph for all rows: not shared between threads
+    shards = in_threads(fit, density, z0.shape[0]) if gradient is None else [
+        fit(density, torch.arange(z0.shape[0], device=z0.device))]
+    state = NewtonState(*(torch.cat(field) for field in zip(*shards)))
     converged = (state.status == Status.CONVERGED_GTOL) | (state.status == Status.CONVERGED_FTOL)
 
     def message(row: int) -> str:

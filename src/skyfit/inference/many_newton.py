@@ -4,8 +4,10 @@ unconstrained coordinates the optimisers move in."""
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -15,7 +17,8 @@ from .compiled import WORTH_COMPILING_S, _guard_options, missing_compiler
 from .transforms import UnconstrainedDensity
 
 __all__ = ["value_and_grad_rows", "value_and_grad_groups", "value_grad_hessian_rows",
-           "newton_objective", "lbfgs_objective", "CompiledGradient", "gradient_for"]
+           "newton_objective", "lbfgs_objective", "CompiledGradient", "gradient_for",
+           "in_threads"]
 
 
 # points per vmapped call: the model's intermediate tensors of a few thousand points stay in
@@ -27,6 +30,9 @@ HESSIAN_CHUNK = 512  # objects per exact-Hessian call (dim backward passes each)
 # chunk costs more per point, so the prediction errs towards compiling): timing all points
 # cost two full gradient calls of every fit
 PROBE_POINTS = 512
+# rows per thread below which in_threads does not split: each thread's batched calls carry a
+# fixed cost of their own
+MIN_ROWS_PER_THREAD = 256
 
 
 def _in_chunks(function, x: torch.Tensor, rows: torch.Tensor, chunk: int):
@@ -279,3 +285,33 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
         per_point = (time.perf_counter() - start) / probe.shape[0]
         compile_ = per_point * points.shape[0] * n_calls > WORTH_COMPILING_S
     return CompiledGradient(density) if compile_ else None  # None: the eager default
+
+
+def in_threads(work, density: BatchedDensity, n_rows: int) -> list:
+    """``work(density, rows)`` for contiguous shards ``rows`` of ``range(n_rows)``, one shard
+    per torch intra-op thread, run concurrently in that many Python threads with one intra-op
+    thread each (the thread count restored after); the results in shard order.
+
+    Independent objects are split where they are independent, between whole fits: an intra-op
+    split of each of a fit's many small tensor operations spends much of the second core on
+    synchronisation. Each shard after the first gets its own deep copy of ``density`` (sharing
+    its ``data`` tensors), so a density whose ``object_log_prob`` swaps its data into a model
+    (:class:`~skyfit.survey.ManyObjects`) is not changed under another thread's evaluation.
+    One shard (``work(density, arange(n_rows))`` in this thread) with one intra-op thread, off
+    the CPU, or below ``MIN_ROWS_PER_THREAD`` rows per thread. Each row's arithmetic does not
+    depend on the shard it is in: the results equal one call over all rows."""
+    shards = min(torch.get_num_threads(), n_rows // MIN_ROWS_PER_THREAD)
+    everything = torch.arange(n_rows, device=density.device)
+    if shards < 2 or density.device.type != "cpu":
+        return [work(density, everything)]
+    shared = {id(value): value for value in density.data.values()}
+    copies = [density] + [copy.deepcopy(density, dict(shared)) for _ in range(shards - 1)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(shards) as pool:
+            futures = [pool.submit(work, copy_, rows) for copy_, rows in
+                       zip(copies, torch.tensor_split(everything, shards))]
+            return [future.result() for future in futures]
+    finally:
+        torch.set_num_threads(threads)
