@@ -274,15 +274,17 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
     """The gradient function of a fit: eager, or :class:`CompiledGradient` if ``compile_`` is
     True, or if it is None and the eager gradients are predicted to take over
     ``WORTH_COMPILING_S`` seconds (one eager call on up to ``PROBE_POINTS`` of ``points``
-    timed, second call, scaled to all of them, times ``n_calls``): a compilation of the vmapped
-    gradient takes tens of seconds per size."""
+    timed in this thread's CPU time, second call, scaled to all of them, times ``n_calls``):
+    a compilation of the vmapped gradient takes tens of seconds per size."""
     if compile_ is None:
         probe = points[:PROBE_POINTS]
         rows = torch.arange(probe.shape[0], device=points.device) % density.n_objects
         value_and_grad_rows(density, probe, rows)  # first calls pay one-off costs
-        start = time.perf_counter()
+        # this thread's CPU time, not the wall's: on a busy machine the wall time of the probe
+        # grew tenfold and turned a 10 s eager fit into a compilation of tens of seconds
+        start = time.thread_time()
         value_and_grad_rows(density, probe, rows)
-        per_point = (time.perf_counter() - start) / probe.shape[0]
+        per_point = (time.thread_time() - start) / probe.shape[0]
         compile_ = per_point * points.shape[0] * n_calls > WORTH_COMPILING_S
     return CompiledGradient(density) if compile_ else None  # None: the eager default
 
@@ -307,10 +309,15 @@ def in_threads(work, density: BatchedDensity, n_rows: int) -> list:
     shared = {id(value): value for value in density.data.values()}
     copies = [density] + [copy.deepcopy(density, dict(shared)) for _ in range(shards - 1)]
     threads = torch.get_num_threads()
+
+    def one_thread(copy_: BatchedDensity, rows: torch.Tensor):
+        torch.set_num_threads(1)  # this thread's OpenMP setting too, not only the global one
+        return work(copy_, rows)
+
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(shards) as pool:
-            futures = [pool.submit(work, copy_, rows) for copy_, rows in
+            futures = [pool.submit(one_thread, copy_, rows) for copy_, rows in
                        zip(copies, torch.tensor_split(everything, shards))]
             return [future.result() for future in futures]
     finally:
