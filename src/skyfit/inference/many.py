@@ -103,6 +103,11 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
     object
     (:func:`~skyfit.inference.optimizers.minimize_newton`); from data-driven starts most
     objects converge in 10-30 iterations, where L-BFGS needs about a hundred evaluations.
+    On the CPU with several torch threads the objects are split into one shard per thread,
+    each fitted in a Python thread of its own with one intra-op thread (torch's thread count
+    is 1 for the duration, then restored), which uses the cores better than splitting each
+    small tensor operation; every object's result is that of the one-thread fit, bit for bit
+    (:func:`~skyfit.inference.many_newton.in_threads`).
     L-BFGS: the first pass stops after 200 iterations; the objects not converged after it and
     the polish (usually a few percent) continue in a batch of their own for the rest of
     ``max_iter``, from where they are, and are polished again.
