@@ -305,3 +305,33 @@ def test_grouped_difference_points_equal_the_same_points_one_by_one():
         # rows without a Hessian get zeros, the others a non-zero one
         H = grouped(z, rows, need)[2]
         assert (H[~need] == 0).all() and (H[need].flatten(1).abs().amax(1) > 0).all()
+
+
+def test_in_threads_shards_rows_in_order_and_falls_back_for_an_uncopyable_density(monkeypatch):
+    # rows split into one contiguous shard per torch thread (each on its own copy of the
+    # density); a density that cannot be deep-copied (here: it holds a lock) is not split
+    import threading
+
+    from skyfit.inference import many_newton
+
+    monkeypatch.setattr(many_newton, "MIN_ROWS_PER_THREAD", 3)
+    density = Banana(torch.linspace(0.5, 3.0, 8, dtype=F64))
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+
+    def work(copy_, rows):
+        return copy_, rows, copy_.log_prob_rows(x[rows], rows)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        split = many_newton.in_threads(work, density, 8)
+        density.lock = threading.Lock()
+        whole = many_newton.in_threads(work, density, 8)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.tolist() for _, r, _ in split] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert split[0][0] is density and split[1][0] is not density
+    assert split[1][0].data["a"] is density.data["a"]  # the data are shared, not copied
+    expected = density.log_prob_rows(x, torch.arange(8))
+    torch.testing.assert_close(torch.cat([v for _, _, v in split]), expected, rtol=0, atol=0)
+    assert len(whole) == 1 and whole[0][0] is density and whole[0][1].tolist() == list(range(8))
