@@ -16,7 +16,7 @@ from peers import diagnostics, run_emcee_to_ess
 import skyfit
 from skyfit.data import load_example
 from skyfit.errors import ConvergenceWarning
-from skyfit.lightcurve_fit import SHARED_DEFAULT, fit_map_continued, nuts_start
+from skyfit.lightcurve_fit import SHARED_DEFAULT, fit_map_continued, sample_light_curve_nuts
 from skyfit.lightcurves import default_priors, from_photometry
 
 SLSN_BAZIN_SHARED = SHARED_DEFAULT["bazin"]  # one t0 and rise: U, B, R, I start after the peak
@@ -55,14 +55,14 @@ def _map_success(post, n_starts: int, seed: int = 0) -> str:
 
 def _nuts_from_laplace(post, n_warmup: int, n_draws: int, target_accept: float = 0.8) -> dict:
     """The CLI's path: MAP from the data start, Laplace, NUTS started from draws of the Laplace
-    Gaussian with its covariance as first (dense) metric; every stage timed."""
+    Gaussian with its covariance as first (dense) metric (:func:`sample_light_curve_nuts`: a
+    Villar posterior in anchored coordinates); every stage timed."""
     start, cpu = time.perf_counter(), time.process_time()
     fit = fit_map_continued(post)
     t_map = time.perf_counter() - start
     lap = skyfit.laplace(post, fit.x)
-    samples = skyfit.sample_nuts(post, init=nuts_start(fit, lap), n_chains=4, n_warmup=n_warmup,
-                                 n_draws=n_draws, mass="dense", target_accept=target_accept,
-                                 progress=False)
+    samples = sample_light_curve_nuts(post, fit, lap, n_warmup=n_warmup, n_draws=n_draws,
+                                      target_accept=target_accept, progress=False)
     wall = time.perf_counter() - start
     ess, rhat = diagnostics(samples.draws)
     return dict(wall=wall, cpu=time.process_time() - cpu, map_s=t_map, lap=lap, fit=fit,

@@ -13,12 +13,13 @@ import torch
 from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
+from .lightcurves.anchored import VillarAnchoredDensity
 from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
 __all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "nuts_start"]
+           "nuts_start", "sample_light_curve_nuts"]
 
 
 def fit_map_continued(post: Posterior, x0=None):
@@ -83,6 +84,39 @@ def nuts_start(fit, lap):
     return fit.x
 
 
+def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool | None = None,
+                            **nuts_options):
+    """NUTS after a MAP fit and its Laplace approximation, as ``skyfit lightcurve`` runs it
+    (4 chains, dense metric, started from :func:`nuts_start`); a Villar posterior is sampled in
+    the coordinates of :class:`~skyfit.lightcurves.anchored.VillarAnchoredDensity` (the same
+    posterior, a near-Gaussian geometry: in the model's own parameters NUTS diverged on
+    LSQ12dlf) and its draws are returned as the model's parameters.
+
+    Arguments:
+        post: the light-curve posterior. fit: its MAP result. lap: the Laplace result at it.
+        anchored: sample in the anchored coordinates; ``None``: when the posterior allows them
+            (a Villar model with ``t0`` and ``tau_rise`` shared, per-band amplitudes and a
+            relative slope, as :func:`~skyfit.lightcurves.from_photometry` builds it).
+        nuts_options: more keywords for :func:`~skyfit.inference.sample_nuts`.
+    """
+    options = dict(n_chains=4, mass="dense") | nuts_options
+    density = None
+    if anchored is not False:
+        try:
+            density = VillarAnchoredDensity(post, anchor=fit.x)
+        except ValueError:
+            if anchored:
+                raise
+    if density is None:
+        return sample_nuts(post, init=nuts_start(fit, lap), **options)
+    start = nuts_start(fit, lap)
+    init = density.gaussian(start) if start is lap else density.from_original(fit.x)
+    # the Newton solve inside the density has a data-dependent number of iterations and
+    # nested gradients: not something torch.compile traces, so it runs eagerly
+    samples = sample_nuts(density, init=init, compile=False, **options)
+    return density.original_samples(samples)
+
+
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
@@ -90,7 +124,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
-    from the Laplace approximation at the best MAP fit (:func:`nuts_start`)."""
+    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`: a
+    Villar posterior in anchored coordinates)."""
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +151,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
     result = lap
     if nuts:
-        samples = sample_nuts(post, init=nuts_start(best, lap), n_chains=4, n_warmup=n_warmup,
-                              n_draws=n_draws, mass="dense", progress=progress)
+        samples = sample_light_curve_nuts(post, best, lap, n_warmup=n_warmup, n_draws=n_draws,
+                                          progress=progress)
         problems = samples.check(warn=False)
         table = samples.summary(warn=False)
         summary["nuts"] = dict(converged=not problems, problems=problems,
