@@ -84,31 +84,31 @@ def nuts_start(fit, lap):
     return fit.x
 
 
-def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool | None = None,
+def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
                             **nuts_options):
     """NUTS after a MAP fit and its Laplace approximation, as ``skyfit lightcurve`` runs it
-    (4 chains, dense metric, started from :func:`nuts_start`); a Villar posterior is sampled in
-    the coordinates of :class:`~skyfit.lightcurves.anchored.VillarAnchoredDensity` (the same
-    posterior, a near-Gaussian geometry: in the model's own parameters NUTS diverged on
-    LSQ12dlf) and its draws are returned as the model's parameters.
+    (4 chains, dense metric, started from :func:`nuts_start`).
+
+    With ``anchored=True`` a Villar posterior is sampled in the coordinates of
+    :class:`~skyfit.lightcurves.anchored.VillarAnchoredDensity` (the same posterior; fluxes at
+    fixed times instead of ``t0``, ``tau_rise`` and the amplitudes) and the draws are returned
+    as the model's parameters. Not the default: on LSQ12dlf it removes the curved ridge of the
+    bulk (2.7x fewer leapfrog steps per draw) but not the divergences of a tail where the
+    plateau end crosses precise points, and on a synthetic two-band light curve with a sparse
+    rise it diverged more than the model's own parameters (benchmarks/RESULTS.md,
+    ``lightcurve_real_slsn_villar``).
 
     Arguments:
         post: the light-curve posterior. fit: its MAP result. lap: the Laplace result at it.
-        anchored: sample in the anchored coordinates; ``None``: when the posterior allows them
-            (a Villar model with ``t0`` and ``tau_rise`` shared, per-band amplitudes and a
-            relative slope, as :func:`~skyfit.lightcurves.from_photometry` builds it).
+        anchored: sample a Villar posterior in anchored coordinates (needs ``t0`` and
+            ``tau_rise`` shared, per-band amplitudes and a relative slope, as
+            :func:`~skyfit.lightcurves.from_photometry` builds it).
         nuts_options: more keywords for :func:`~skyfit.inference.sample_nuts`.
     """
     options = dict(n_chains=4, mass="dense") | nuts_options
-    density = None
-    if anchored is not False:
-        try:
-            density = VillarAnchoredDensity(post, anchor=fit.x)
-        except ValueError:
-            if anchored:
-                raise
-    if density is None:
+    if not anchored:
         return sample_nuts(post, init=nuts_start(fit, lap), **options)
+    density = VillarAnchoredDensity(post, anchor=fit.x)
     start = nuts_start(fit, lap)
     init = density.gaussian(start) if start is lap else density.from_original(fit.x)
     # the Newton solve inside the density has a data-dependent number of iterations and
@@ -124,8 +124,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
-    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`: a
-    Villar posterior in anchored coordinates)."""
+    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`)."""
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

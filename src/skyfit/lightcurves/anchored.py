@@ -53,6 +53,14 @@ class VillarAnchoredDensity(LogDensity):
     shared or per band); ``t0``, ``tau_rise``, ``A``, ``beta``, ``gamma``, ``tau_fall``
     dynamic, the redshift static. Other dynamic parameters (a baseline, a jitter) pass through.
 
+    The map from ``(t0, tau_rise)`` to the rise coordinates can fold: far from the anchor a
+    second ``(t0, tau_rise)`` with the Jacobian's determinant of the other sign can give the
+    same rise coordinates (seen on a synthetic light curve with a sparse rise, at twice the
+    Laplace width). Only the anchor's side of the fold is kept (the log-density is ``-inf`` on
+    the other): this density is the posterior restricted to that side, which is the whole
+    posterior where its mass lies there (all 2000 draws of a long original-parameter run on
+    LSQ12dlf did; check it with :meth:`on_anchor_branch` on draws of the original posterior).
+
     Arguments:
         posterior: the :class:`~skyfit.Posterior` of a photometric Villar fit.
         anchor: the point the coordinates are built around and Newton's method starts from
@@ -102,6 +110,12 @@ class VillarAnchoredDensity(LogDensity):
         i = self._index
         self._anchor = x_anchor
         self._start = torch.stack([x_anchor[i["t0"]], x_anchor[i["tau_rise"]].log()])
+        beta, gamma, tau_fall = self._band_params(x_anchor)
+        with torch.enable_grad():
+            start = self._start.clone().requires_grad_(True)
+            at = self._rise_residual(start, beta, gamma, tau_fall)
+            rows = [torch.autograd.grad(at[k], start, retain_graph=True)[0] for k in range(2)]
+        self._branch = torch.sign(rows[0][0] * rows[1][1] - rows[0][1] * rows[1][0]).item()
         self.names = list(posterior.names)
         bands = lc.bands or ("0",)
         r = bands[self.rise_band]
@@ -179,6 +193,8 @@ class VillarAnchoredDensity(LogDensity):
             rows = [torch.autograd.grad(at_s[..., k].sum(), s, retain_graph=True,
                                         create_graph=True)[0] for k in range(2)]
         det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
+        # the other side of a fold of the map (see the class docstring): not this branch
+        s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
         return s, det.abs().log()
 
     def _residual_and_difference_jacobian(self, s, args, target):
@@ -205,6 +221,21 @@ class VillarAnchoredDensity(LogDensity):
         # |dx/dw|: A_b = exp(ln_a) (ln A_b has unit slope in ln f_b), tau_rise = exp(ln tau),
         # (t0, ln tau) from the rise coordinates: 1 / |det J|; block triangular, so a product
         return x, ln_a.sum(-1) + s[..., 1] - log_det
+
+    def on_anchor_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether the model's parameter vector(s) ``x`` lie on the anchor's side of the fold
+        (those this density represents), ``(...,)`` bool."""
+        x = self.as_tensor(x)
+        i = self._index
+        beta, gamma, tau_fall = self._band_params(x)
+        with torch.enable_grad():
+            s = torch.stack([x[..., i["t0"]], x[..., i["tau_rise"]].log()], -1).detach()
+            s.requires_grad_(True)
+            at = self._rise_residual(s, beta.detach(), gamma.detach(), tau_fall.detach())
+            rows = [torch.autograd.grad(at[..., k].sum(), s, retain_graph=True)[0]
+                    for k in range(2)]
+        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
+        return det * self._branch > 0
 
     def to_original(self, w: torch.Tensor) -> torch.Tensor:
         """The model's parameter vector(s) of the new coordinates ``w`` (``(..., dim)``)."""
