@@ -5,6 +5,7 @@ emcee (what MOSFiT users run) on a hand-written numpy Bazin model of the same da
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 
@@ -202,12 +203,14 @@ def lightcurve_real_slsn_villar(quick: bool) -> tuple[float, dict]:
     torch.set_num_threads(1)
     n_warmup, n_draws = _slsn_sizes(quick)
     villar = _posterior("LSQ12dlf", SHARED_DEFAULT["villar"], "villar")
+    load_start = os.getloadavg()[0]
     rv = _nuts_from_laplace(villar, n_warmup, n_draws, anchored=True)
     details = dict(
         wall_s=round(rv["wall"], 1), cpu_s=round(rv["cpu"], 1), max_rhat=round(rv["rhat"], 4),
         divergent=rv["divergent"], min_ess_bulk=round(rv["ess"]),
         mean_tree_depth=round(rv["tree_depth"], 2), warmup_draws=f"{n_warmup}+{n_draws}",
-        shared="+".join(SHARED_DEFAULT["villar"]), modes=_villar_modes(rv["samples"], villar))
+        shared="+".join(SHARED_DEFAULT["villar"]), modes=_villar_modes(rv["samples"], villar),
+        load_1min=f"{load_start:.1f}-{os.getloadavg()[0]:.1f}")
     return (rv["wall"] if rv["converged"] else float("inf")), details
 
 
