@@ -13,12 +13,13 @@ import torch
 from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
+from .lightcurves.anchored import VillarAnchoredDensity
 from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
 __all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "nuts_start"]
+           "nuts_start", "sample_light_curve_nuts"]
 
 
 def fit_map_continued(post: Posterior, x0=None):
@@ -83,6 +84,39 @@ def nuts_start(fit, lap):
     return fit.x
 
 
+def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
+                            **nuts_options):
+    """NUTS after a MAP fit and its Laplace approximation, as ``skyfit lightcurve`` runs it
+    (4 chains, dense metric, started from :func:`nuts_start`).
+
+    With ``anchored=True`` a Villar posterior is sampled in the coordinates of
+    :class:`~skyfit.lightcurves.anchored.VillarAnchoredDensity` (the same posterior; fluxes at
+    fixed times instead of ``t0``, ``tau_rise`` and the amplitudes) and the draws are returned
+    as the model's parameters. Not the default: on LSQ12dlf it removes the curved ridge of the
+    bulk (2.7x fewer leapfrog steps per draw) but not the divergences of a tail where the
+    plateau end crosses precise points, and on a synthetic two-band light curve with a sparse
+    rise it diverged more than the model's own parameters (benchmarks/RESULTS.md,
+    ``lightcurve_real_slsn_villar``).
+
+    Arguments:
+        post: the light-curve posterior. fit: its MAP result. lap: the Laplace result at it.
+        anchored: sample a Villar posterior in anchored coordinates (needs ``t0`` and
+            ``tau_rise`` shared, per-band amplitudes and a relative slope, as
+            :func:`~skyfit.lightcurves.from_photometry` builds it).
+        nuts_options: more keywords for :func:`~skyfit.inference.sample_nuts`.
+    """
+    options = dict(n_chains=4, mass="dense") | nuts_options
+    if not anchored:
+        return sample_nuts(post, init=nuts_start(fit, lap), **options)
+    density = VillarAnchoredDensity(post, anchor=fit.x)
+    start = nuts_start(fit, lap)
+    init = density.gaussian(start) if start is lap else density.from_original(fit.x)
+    # the Newton solve inside the density has a data-dependent number of iterations and
+    # nested gradients: not something torch.compile traces, so it runs eagerly
+    samples = sample_nuts(density, init=init, compile=False, **options)
+    return density.original_samples(samples)
+
+
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
@@ -90,7 +124,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
-    from the Laplace approximation at the best MAP fit (:func:`nuts_start`)."""
+    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`)."""
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +150,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
     result = lap
     if nuts:
-        samples = sample_nuts(post, init=nuts_start(best, lap), n_chains=4, n_warmup=n_warmup,
-                              n_draws=n_draws, mass="dense", progress=progress)
+        samples = sample_light_curve_nuts(post, best, lap, n_warmup=n_warmup, n_draws=n_draws,
+                                          progress=progress)
         problems = samples.check(warn=False)
         table = samples.summary(warn=False)
         summary["nuts"] = dict(converged=not problems, problems=problems,

@@ -1,0 +1,347 @@
+"""Sampling coordinates for a multi-band Villar posterior: fluxes at fixed times instead of
+``t0``, ``tau_rise`` and the amplitudes.
+
+Why (measured on LSQ12dlf, benchmark row ``lightcurve_real_slsn_villar``): in the model's own
+parameters the posterior is a thin curved ridge. The precise decline points fix each band's
+decline level ``ln A_b + ln(1 + beta gamma) - (t - t1) / tau_fall_b``, the precise rise points
+of the best-sampled band fix the shape of the rise; both are nonlinear in ``t0``, ``tau_rise``,
+``gamma`` and ``beta``, so the Hessian of the log-density whitened by the posterior covariance
+had one eigenvalue of median 47 (up to 200; a Gaussian has 1): NUTS with a step size adapted to
+the bulk diverged where that curvature peaks. In the coordinates below the largest eigenvalue
+has median 2.9 (at most 6.4) over the bulk's draws and NUTS takes 2.7x fewer leapfrog steps per
+draw. Not removed: a tail where the plateau end reaches the first points of the other bands
+(eigenvalues 10-190 where the blend's kink crosses precise points), where NUTS still diverges;
+and on a synthetic two-band curve with a faint, sparse rise these coordinates diverged more
+than the model's own. Hence an option (``anchored=True`` of
+:func:`~skyfit.lightcurve_fit.sample_light_curve_nuts`), not a default.
+
+The coordinates (a bijection on the anchor's side of a fold, see
+:class:`VillarAnchoredDensity`; the log-density of the new coordinates adds
+``log |d(old)/d(new)|``):
+
+- ``A_b`` -> ``ln f_b(T_b)``: the log of band ``b``'s light curve at a reference time ``T_b``
+  (the median time of its detections). The model is ``A_b`` times a shape ``g_b`` that does not
+  depend on ``A_b`` (the plateau slope is relative to ``A``), so ``ln A_b = ln f_b(T_b) -
+  ln g_b(T_b)``: explicit, unit Jacobian in log coordinates.
+- ``(t0, tau_rise)`` -> ``(ln f_r(t_1) - ln f_r(T_r), ln f_r(t_2) - ln f_r(T_r))``: the rise
+  band ``r``'s light curve at two rise epochs ``t_1 < t_2`` relative to its reference time
+  (10% and 80% of the way from its first detection to the peak). Given the others this is a
+  2-D equation in ``(t0, ln tau_rise)``, solved by Newton's method; its first derivatives come
+  from the implicit function theorem (a last Newton step differentiated at the solution) and
+  its log-Jacobian is ``-ln |det d(rise coordinates) / d(t0, ln tau_rise)|``.
+
+Only the fluxes of the light curve before redshift dimming enter (a constant factor per band),
+so these are the model's own values, not the data's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..inference.approximations import GaussianApproximation
+from ..inference.density import LogDensity
+from ..inference.results import Samples
+from .functions import villar_light_curve
+from .villar import Villar
+
+__all__ = ["VillarAnchoredDensity"]
+
+
+class VillarAnchoredDensity(LogDensity):
+    """A Villar posterior in the coordinates of the module docstring: same distribution, a
+    near-Gaussian geometry for NUTS. Its draws map back with :meth:`to_original` and
+    :meth:`original_samples`.
+
+    The light curve must be a :class:`~skyfit.lightcurves.Villar` with ``relative_slope=True``,
+    ``t0`` and ``tau_rise`` shared by all bands and every band's ``A``, as
+    :func:`~skyfit.lightcurves.from_photometry` builds it (``beta``, ``gamma``, ``tau_fall``
+    shared or per band); ``t0``, ``tau_rise``, ``A``, ``beta``, ``gamma``, ``tau_fall``
+    dynamic, the redshift static. Other dynamic parameters (a baseline, a jitter) pass through.
+
+    The map from ``(t0, tau_rise)`` to the rise coordinates can fold: far from the anchor a
+    second ``(t0, tau_rise)`` with the Jacobian's determinant of the other sign can give the
+    same rise coordinates (seen on a synthetic light curve with a sparse rise, at twice the
+    Laplace width). Only the anchor's side of the fold is kept (the log-density is ``-inf`` on
+    the other): this density is the posterior restricted to that side, which is the whole
+    posterior where its mass lies there (all 2000 draws of a long original-parameter run on
+    LSQ12dlf did; check it with :meth:`on_anchor_branch` on draws of the original posterior).
+
+    Arguments:
+        posterior: the :class:`~skyfit.Posterior` of a photometric Villar fit.
+        anchor: the point the coordinates are built around and Newton's method starts from
+            (default ``posterior.initial()``; pass the MAP).
+        rise_band: index of the band whose rise sets ``t0`` and ``tau_rise`` (default: the
+            band with most detections before the peak).
+        rise_times: the two rise epochs (days, the data's time axis; default in the module
+            docstring).
+        reference_times: one time per band (days; default in the module docstring).
+
+    Example:
+        >>> import torch
+        >>> from skyfit import Posterior, PhotometryLikelihood
+        >>> from skyfit.data import load_example
+        >>> from skyfit.lightcurves import default_priors, from_photometry
+        >>> phot = load_example("LSQ12dlf")
+        >>> like = PhotometryLikelihood(from_photometry("villar", phot), phot, space="mag")
+        >>> post = Posterior(like, priors=default_priors(like))
+        >>> dens = VillarAnchoredDensity(post)
+        >>> x = post.initial()
+        >>> bool(torch.allclose(dens.to_original(dens.from_original(x)), x))
+        True
+    """
+
+    def __init__(self, posterior, anchor=None, rise_band: int | None = None,
+                 rise_times=None, reference_times=None):
+        self.posterior = posterior
+        like = posterior.likelihood
+        lc = getattr(like, "lightcurve", None)
+        self._index = _villar_slices(posterior, lc)
+        self.redshift = _static_redshift(lc)
+        self.width = lc.transition_width
+        kw = dict(dtype=posterior.dtype, device=posterior.device)
+        time, det, n_bands = like.time, like.detected & torch.isfinite(like.flux), lc.n_bands
+        band = torch.zeros_like(time, dtype=torch.long) if like.band is None else like.band
+        self.rise_band, times = _rise_anchors(time, band, like.flux, det, n_bands, rise_band)
+        self.rise_times = torch.as_tensor(times if rise_times is None else rise_times, **kw)
+        if reference_times is None:
+            reference_times = [float(time[det & (band == b)].median()) if bool(
+                (det & (band == b)).any()) else float(time[det].median()) for b in range(n_bands)]
+        self.reference_times = torch.as_tensor(reference_times, **kw)
+        if self.rise_times.shape != (2,) or not bool(self.rise_times[0] < self.rise_times[1]):
+            raise ValueError(f"rise_times must be two increasing times, got {self.rise_times}")
+        if self.reference_times.shape != (n_bands,):
+            raise ValueError(f"reference_times must have one time per band ({n_bands}), "
+                             f"got shape {tuple(self.reference_times.shape)}")
+        x_anchor = posterior.initial() if anchor is None else torch.as_tensor(anchor, **kw)
+        i = self._index
+        self._anchor = x_anchor
+        self._start = torch.stack([x_anchor[i["t0"]], x_anchor[i["tau_rise"]].log()])
+        beta, gamma, tau_fall = self._band_params(x_anchor)
+        with torch.enable_grad():
+            start = self._start.clone().requires_grad_(True)
+            at = self._rise_residual(start, beta, gamma, tau_fall)
+            rows = [torch.autograd.grad(at[k], start, retain_graph=True)[0] for k in range(2)]
+        self._branch = torch.sign(rows[0][0] * rows[1][1] - rows[0][1] * rows[1][0]).item()
+        self.names = list(posterior.names)
+        bands = lc.bands or ("0",)
+        r = bands[self.rise_band]
+        self.names[i["t0"]] = f"rise_{r}@{float(self.rise_times[0]):.3g}d"
+        self.names[i["tau_rise"]] = f"rise_{r}@{float(self.rise_times[1]):.3g}d"
+        for b, k in enumerate(i["A"]):
+            self.names[k] = f"log_flux_{bands[b]}@{float(self.reference_times[b]):.3g}d"
+        self.lower, self.upper = posterior.lower.clone(), posterior.upper.clone()
+        replaced = [i["t0"], i["tau_rise"], *i["A"]]
+        self.lower[replaced], self.upper[replaced] = -torch.inf, torch.inf
+
+    # ------------------------------------------------------------------ the map and its inverse
+
+    def _log_shape(self, t, t0, beta, gamma, tau_rise, tau_fall):
+        """``ln g(t)``: log of the light curve with ``A = 1`` at observed times ``t``."""
+        rest = t0 + (t - t0) / (1 + self.redshift)
+        return villar_light_curve(rest, t0, 1.0, beta, gamma, tau_rise, tau_fall,
+                                  self.width).log()
+
+    def _band_params(self, x):
+        """``beta, gamma, tau_fall`` per band, ``(..., n_bands)``, from a vector of either space
+        (they are the same entries in both)."""
+        i = self._index
+        return x[..., i["beta"]], x[..., i["gamma"]], x[..., i["tau_fall"]]
+
+    def _rise_residual(self, s, beta, gamma, tau_fall):
+        """The rise coordinates at ``s = (t0, ln tau_rise)``, ``(..., 2)``."""
+        r = self.rise_band
+        t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
+        ln_g = self._log_shape(t, s[..., :1], beta[..., r:r + 1], gamma[..., r:r + 1],
+                               s[..., 1:].exp(), tau_fall[..., r:r + 1])
+        return ln_g[..., :2] - ln_g[..., 2:]
+
+    def from_original(self, x: torch.Tensor) -> torch.Tensor:
+        """The new coordinates of the model's parameter vector(s) ``x`` (``(..., dim)``)."""
+        x = self.as_tensor(x)
+        i = self._index
+        beta, gamma, tau_fall = self._band_params(x)
+        t0, tau_rise = x[..., i["t0"]], x[..., i["tau_rise"]]
+        s = torch.stack([t0, tau_rise.log()], -1)
+        ln_g = self._log_shape(self.reference_times, t0[..., None], beta, gamma,
+                               tau_rise[..., None], tau_fall)
+        w = x.clone()
+        w[..., i["A"]] = x[..., i["A"]].log() + ln_g
+        w[..., [i["t0"], i["tau_rise"]]] = self._rise_residual(s, beta, gamma, tau_fall)
+        return w
+
+    def _solve(self, w, beta, gamma, tau_fall, max_iter: int = 30):
+        """``(t0, ln tau_rise)`` for the rise coordinates of ``w`` and ``ln |det J|``, ``J`` the
+        Jacobian of the rise coordinates in ``(t0, ln tau_rise)``. Newton's method from the
+        anchor without a graph (forward-difference Jacobians), then one Newton step at the
+        solution with a graph: the step is ~0, its derivatives are the exact first derivatives
+        of the solution (implicit function theorem). Rows that do not converge are NaN."""
+        i = self._index
+        target = w[..., [i["t0"], i["tau_rise"]]]
+        args = (beta, gamma, tau_fall)
+        with torch.no_grad():
+            s = self._start.expand(target.shape).clone()
+            for _ in range(max_iter):
+                jac, res = self._residual_and_difference_jacobian(s, args, target)
+                step = _solve_2x2(jac, res)
+                # a bounded step: a Newton step from far away may leave the model's range
+                step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
+                                    step[..., 1].clamp(-1.0, 1.0)], -1)
+                s = s - step
+                if bool((step.abs() < 1e-10).all()):
+                    break
+        with torch.enable_grad():
+            res = self._rise_residual(s, *args) - target
+            ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
+            s = torch.where(ok, s - _solve_2x2(jac, res), torch.nan)
+            if not s.requires_grad:  # no graph to w (a no_grad caller): J still needs one to s
+                s = s.requires_grad_(True)
+            at_s = self._rise_residual(s, *args)
+            rows = [torch.autograd.grad(at_s[..., k].sum(), s, retain_graph=True,
+                                        create_graph=True)[0] for k in range(2)]
+        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
+        # the other side of a fold of the map (see the class docstring): not this branch
+        s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
+        return s, det.abs().log()
+
+    def _residual_and_difference_jacobian(self, s, args, target):
+        """Residual at ``s`` and its Jacobian by forward differences, from one batched
+        evaluation (good enough for the steps of Newton's method)."""
+        h = 1e-7
+        shifts = torch.tensor([[0.0, 0.0], [h, 0.0], [0.0, h]], dtype=s.dtype, device=s.device)
+        shifted = s + shifts.reshape(3, *(1,) * (s.ndim - 1), 2)
+        res = self._rise_residual(shifted, *args) - target
+        jac = torch.stack([(res[1] - res[0]) / h, (res[2] - res[0]) / h], -1)
+        return jac, res[0]
+
+    def _original_and_log_jacobian(self, w):
+        i = self._index
+        beta, gamma, tau_fall = self._band_params(w)
+        s, log_det = self._solve(w, beta, gamma, tau_fall)
+        t0, tau_rise = s[..., 0], s[..., 1].exp()
+        ln_g = self._log_shape(self.reference_times, t0[..., None], beta, gamma,
+                               tau_rise[..., None], tau_fall)
+        ln_a = w[..., i["A"]] - ln_g
+        x = w.clone()
+        x[..., i["t0"]], x[..., i["tau_rise"]] = t0, tau_rise
+        x[..., i["A"]] = ln_a.exp()
+        # |dx/dw|: A_b = exp(ln_a) (ln A_b has unit slope in ln f_b), tau_rise = exp(ln tau),
+        # (t0, ln tau) from the rise coordinates: 1 / |det J|; block triangular, so a product
+        return x, ln_a.sum(-1) + s[..., 1] - log_det
+
+    def on_anchor_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether the model's parameter vector(s) ``x`` lie on the anchor's side of the fold
+        (those this density represents), ``(...,)`` bool."""
+        x = self.as_tensor(x)
+        i = self._index
+        beta, gamma, tau_fall = self._band_params(x)
+        with torch.enable_grad():
+            s = torch.stack([x[..., i["t0"]], x[..., i["tau_rise"]].log()], -1).detach()
+            s.requires_grad_(True)
+            at = self._rise_residual(s, beta.detach(), gamma.detach(), tau_fall.detach())
+            rows = [torch.autograd.grad(at[..., k].sum(), s, retain_graph=True)[0]
+                    for k in range(2)]
+        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
+        return det * self._branch > 0
+
+    def to_original(self, w: torch.Tensor) -> torch.Tensor:
+        """The model's parameter vector(s) of the new coordinates ``w`` (``(..., dim)``)."""
+        return self._original_and_log_jacobian(self.as_tensor(w))[0]
+
+    def log_abs_det_jacobian(self, w: torch.Tensor) -> torch.Tensor:
+        """``ln |d(original) / d(new)|`` at ``w``."""
+        return self._original_and_log_jacobian(self.as_tensor(w))[1]
+
+    def log_prob(self, w: torch.Tensor) -> torch.Tensor:
+        x, log_jac = self._original_and_log_jacobian(w)
+        bad = ~torch.isfinite(x).all(-1)
+        if bool(bad.any()):  # Newton did not converge: outside the map's range
+            x = torch.where(bad[..., None], self._anchor.to(x), x)
+            return torch.where(bad, -torch.inf, self.posterior.log_prob(x) + log_jac)
+        return self.posterior.log_prob(x) + log_jac
+
+    def initial(self) -> torch.Tensor:
+        return self.from_original(self.posterior.initial())
+
+    # ------------------------------------------------------------------ results, both ways
+
+    def gaussian(self, approximation) -> GaussianApproximation:
+        """A Gaussian approximation of the posterior (e.g. its Laplace approximation) in these
+        coordinates (delta method), to start :func:`~skyfit.inference.sample_nuts` from."""
+        mean, cov = approximation.propagate(self.from_original)
+        return GaussianApproximation(mean, cov, list(self.names))
+
+    def original_samples(self, samples: Samples) -> Samples:
+        """``samples`` of this density as draws of the model's parameters (the posterior's
+        names; ``log_density`` that of the posterior, without the Jacobian)."""
+        w = torch.as_tensor(samples.draws, dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            x = self.to_original(w)
+            log_density = self.posterior.log_prob(x)
+        return Samples(draws=x.cpu().numpy(), names=list(self.posterior.names),
+                       log_density=log_density.cpu().numpy(), sampler=samples.sampler,
+                       sample_stats=samples.sample_stats,
+                       info={**samples.info, "coordinates": list(self.names)},
+                       units=self.posterior.units)
+
+
+def _solve_2x2(jac, rhs):
+    """``jac^{-1} rhs`` for batches of 2 x 2 systems."""
+    a, b, c, d = jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1]
+    det = a * d - b * c
+    return torch.stack([(d * rhs[..., 0] - b * rhs[..., 1]) / det,
+                        (a * rhs[..., 1] - c * rhs[..., 0]) / det], -1)
+
+
+def _villar_slices(posterior, lc) -> dict:
+    """Positions in the posterior's vector: ``t0``, ``tau_rise`` (ints), ``A``, ``beta``,
+    ``gamma``, ``tau_fall`` (one index per band); a clear error for unsupported models."""
+    if not isinstance(lc, Villar) or not lc.relative_slope:
+        raise ValueError("VillarAnchoredDensity needs a Villar light curve with "
+                         "relative_slope=True (as from_photometry builds it), got "
+                         f"{type(lc).__name__}")
+    by_param = {id(p): (sl, shape) for sl, shape, p in posterior.slices.values()}
+    out = {}
+    for name in ("t0", "tau_rise", "A", "beta", "gamma", "tau_fall"):
+        entry = by_param.get(id(getattr(lc, name)))
+        if entry is None:
+            raise ValueError(f"VillarAnchoredDensity needs {name} dynamic in the posterior")
+        sl, shape = entry
+        idx = list(range(sl.start, sl.stop))
+        per_band = tuple(shape) == (lc.n_bands,)
+        if name in ("t0", "tau_rise"):
+            if tuple(shape) != ():
+                raise ValueError(f"VillarAnchoredDensity needs {name} shared by all bands")
+            out[name] = idx[0]
+        elif name == "A":
+            if not per_band:
+                raise ValueError("VillarAnchoredDensity needs one amplitude A per band")
+            out[name] = idx
+        elif per_band or tuple(shape) == ():
+            out[name] = idx if per_band else idx * lc.n_bands
+        else:
+            raise ValueError(f"VillarAnchoredDensity needs {name} per band or shared by all "
+                             f"bands, not by a subset (shape {tuple(shape)})")
+    return out
+
+
+def _static_redshift(lc) -> float:
+    z = getattr(lc, "redshift", None)
+    if z is None:
+        return 0.0
+    if z.dynamic:
+        raise ValueError("VillarAnchoredDensity needs a static redshift")
+    return float(z.value)
+
+
+def _rise_anchors(time, band, flux, det, n_bands: int, rise_band):
+    """The band with most detections before the peak of the best-sampled band (unless given)
+    and its two rise epochs: 10% and 80% of the way from its first detection to that peak."""
+    counts = torch.bincount(band[det], minlength=n_bands)
+    best = torch.nonzero(det & (band == int(counts.argmax()))).flatten()
+    t_peak = float(time[best[flux[best].argmax()]])
+    if rise_band is None:
+        before = torch.bincount(band[det & (time < t_peak)], minlength=n_bands)
+        rise_band = int(before.argmax())
+    first = float(time[det & (band == rise_band)].min())
+    span = max(t_peak - first, 1.0)
+    return rise_band, [first + 0.1 * span, first + 0.8 * span]
