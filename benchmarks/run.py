@@ -29,6 +29,8 @@ def discover() -> list[Benchmark]:
     for path in sorted(HERE.glob("bench_*.py")):
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
+        # registered under its name, so worker processes (spawn) can unpickle its functions
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         found.extend(getattr(module, "BENCHMARKS", []))
     return found
