@@ -99,7 +99,9 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     ``lightcurve_real_slsn_villar``).
 
     Arguments:
-        post: the light-curve posterior. fit: its MAP result. lap: the Laplace result at it.
+        post: the light-curve posterior.
+        fit: its MAP result.
+        lap: the Laplace result at ``fit``.
         anchored: sample a Villar posterior in anchored coordinates (needs ``t0`` and
             ``tau_rise`` shared, per-band amplitudes and a relative slope, as
             :func:`~skyfit.lightcurves.from_photometry` builds it).
