@@ -174,21 +174,23 @@ def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_d
             kernel._merge(t, complete, new, p, forward, level)
         idx = (t.done & active).nonzero().flatten()
         if len(idx):
-            _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
+            z_i, logp_i, g_i = _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
             iteration[idx] += 1
             bar.update(len(idx))
-            more = idx[iteration[idx] < n_total]
-            if len(more):
-                z_m, logp_m, g_m = _finished(t, more)[:3]
-                _restart(kernel, t, generator, more, z_m, logp_m, g_m, adapt.step_size[more])
+            going_on = iteration[idx] < n_total
+            if bool(going_on.any()):
+                more = idx[going_on]
+                _restart(kernel, t, generator, more, z_i[going_on], logp_i[going_on],
+                         g_i[going_on], adapt.step_size[more])
     bar.close()
     out.step_size, out.inv_mass = adapt.step_size, adapt.inv_mass
     out.wall_time = time.perf_counter() - start
     return out
 
 
-def _advance(t, idx, iteration, adapt, schedule, out, n_warmup) -> None:
-    """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded."""
+def _advance(t, idx, iteration, adapt, schedule, out, n_warmup):
+    """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded.
+    Returns their new points ``(z, log p, grad)``, where their next transitions start."""
     z, logp, g, accept, depth, n_steps, diverging, energy = _finished(t, idx)
     it = iteration[idx]
     warm = it < n_warmup
@@ -213,6 +215,7 @@ def _advance(t, idx, iteration, adapt, schedule, out, n_warmup) -> None:
                      step_size=adapt.step_size[idx], accept_prob=accept, n_steps=n_steps)
         for k, v in facts.items():
             out.stats[k][s, j] = v[keep].to(out.draws.dtype)
+    return z, logp, g
 
 
 def _progress(enabled: bool, total: int):
