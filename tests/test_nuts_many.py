@@ -334,3 +334,34 @@ def test_compiled_chains_give_the_eager_gradients_and_each_objects_posterior():
     assert np.abs(z_mean).max() < 4.5, z_mean
     np.testing.assert_allclose(result.std.numpy(), sd, rtol=0.2)
     assert info["fallback"] is not None or info["n_compiles"] == 2
+
+
+def test_welford_with_a_count_per_chain_gives_each_chains_covariance():
+    # chains out of step add draws at different times: a (chain,) count, updates on subsets
+    from skyfit.inference.adaptation.welford import WelfordCovariance, WelfordState
+
+    rng = np.random.default_rng(4)
+    draws = [rng.standard_normal((n, 3)) @ rng.standard_normal((3, 3)) for n in (5, 9, 30)]
+    for dense in (True, False):
+        welford = WelfordCovariance(3, 3, dense=dense)
+        first = welford.init()
+        state = WelfordState(torch.zeros(3, dtype=torch.float64), first.mean, first.m2)
+        for step in range(30):
+            idx = torch.tensor([c for c in range(3) if step < len(draws[c])])
+            z = torch.as_tensor(np.stack([draws[c][step] for c in idx.tolist()]))
+            sub = welford.update(WelfordState(state.count[idx], state.mean[idx],
+                                              state.m2[idx]), z)
+            for field, value in zip(state, sub):
+                field[idx] = value
+        cov = welford.covariance(state).numpy()
+        for c in range(3):
+            want = np.cov(draws[c].T)
+            np.testing.assert_allclose(cov[c], want if dense else np.diag(want), rtol=1e-12)
+        n = np.array([5.0, 9.0, 30.0])
+        shrunk = welford.inverse_mass(state).numpy()
+        for c in range(3):  # Stan's regularisation with each chain's own count
+            want = np.cov(draws[c].T)
+            want = want if dense else np.diag(want)
+            eye = np.eye(3) if dense else np.ones(3)
+            np.testing.assert_allclose(shrunk[c], n[c] / (n[c] + 5) * want
+                                       + 1e-3 * 5 / (n[c] + 5) * eye, rtol=1e-12)

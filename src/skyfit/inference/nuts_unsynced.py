@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .adaptation import DualAveraging, find_reasonable_step_size, warmup_windows
+from .adaptation.welford import WelfordCovariance, WelfordState
 from .adaptation.window_adaptation import DualAveragingState
 from .mcmc.hmc import HMCState, KernelParams
 from .mcmc.metrics import Metric
@@ -62,9 +63,11 @@ class _ChainAdaptation:
         self.counter = torch.zeros_like(step_size)
         self.s_bar, self.x_bar = torch.zeros_like(step_size), torch.zeros_like(step_size)
         C, D = inv_mass.shape[:2]
-        self.count = torch.zeros_like(step_size)
-        self.mean = torch.zeros(C, D, dtype=step_size.dtype, device=step_size.device)
-        self.m2 = torch.zeros_like(inv_mass)
+        # each chain's window estimate, with its own count (a (C,) tensor)
+        self.welford = WelfordCovariance(C, D, dense=inv_mass.ndim == 3, dtype=inv_mass.dtype,
+                                         device=inv_mass.device)
+        self.window = SimpleNamespace(count=torch.zeros_like(step_size),
+                                      mean=self.welford.init().mean, m2=torch.zeros_like(inv_mass))
         self.prior_count = 10.0 * D
 
     def learn(self, idx, accept_prob):
@@ -77,38 +80,24 @@ class _ChainAdaptation:
 
     def observe(self, idx, z):
         """Welford update of chains ``idx`` with their new positions ``z``."""
-        count = self.count[idx] + 1
-        delta = z - self.mean[idx]
-        mean = self.mean[idx] + delta / count[:, None]
-        delta2 = z - mean
-        if self.m2.ndim == 3:
-            self.m2[idx] = self.m2[idx] + delta[:, :, None] * delta2[:, None, :]
-        else:
-            self.m2[idx] = self.m2[idx] + delta * delta2
-        self.count[idx], self.mean[idx] = count, mean
+        w = self.window
+        state = self.welford.update(WelfordState(w.count[idx], w.mean[idx], w.m2[idx]), z)
+        w.count[idx], w.mean[idx], w.m2[idx] = state
 
     def end_window(self, idx, metric: Metric):
         """Chains ``idx`` end a slow window: new inverse mass (also in ``metric``, in place),
         estimates reset, dual averaging restarted from the current step size."""
-        n = self.count[idx]
-        dense = self.m2.ndim == 3
-        shape = (-1, 1, 1) if dense else (-1, 1)
-        cov = self.m2[idx] / (n - 1).view(shape)
-        if dense:
-            cov = 0.5 * (cov + cov.transpose(-1, -2))
-        if self.prior is not None:
-            new = (n.view(shape) * cov + self.prior_count * self.prior[idx]) / (
-                n.view(shape) + self.prior_count)
-        else:
-            eye = torch.eye(cov.shape[-1]).to(cov) if dense else torch.ones_like(cov[0])
-            new = (n / (n + 5.0)).view(shape) * cov + (1e-3 * 5.0 / (n + 5.0)).view(shape) * eye
+        w = self.window
+        window = WelfordState(w.count[idx], w.mean[idx], w.m2[idx])
+        prior = None if self.prior is None else self.prior[idx]
+        new = self.welford.inverse_mass(window, prior, self.prior_count)
         self.inv_mass[idx] = new
         metric.inv_mass[idx] = new
-        if dense:
+        if self.welford.dense:
             metric.chol[idx] = torch.linalg.cholesky(new)
         else:
             metric.inv_sqrt[idx] = new.sqrt()
-        self.count[idx], self.mean[idx], self.m2[idx] = 0.0, 0.0, 0.0
+        w.count[idx], w.mean[idx], w.m2[idx] = 0.0, 0.0, 0.0
         self.mu[idx] = torch.log(10 * self.step_size[idx])
         self.counter[idx], self.s_bar[idx], self.x_bar[idx] = 0.0, 0.0, 0.0
 
