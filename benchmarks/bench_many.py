@@ -285,23 +285,28 @@ def dask_row(n: int, chunk: int) -> tuple[float, dict]:
                             "on the workers")
 
 
-def _single_object_nuts(data: dict, start: np.ndarray, **options) -> np.ndarray:
+def _single_object_nuts(data: dict, start: np.ndarray, **options):
     """An expert's single-object run: MAP, Laplace, NUTS from the Laplace approximation (its
-    covariance the first metric); the draws ``(chains, draws, dim)``."""
+    covariance the first metric); the draws ``(chains, draws, dim)`` and the divergences."""
     post = villar_posterior(**data)
     mode = fit_map(post, torch.as_tensor(start))
-    return sample_nuts(post, init=laplace(post, mode), progress=False, compile=False,
-                       **options).draws
+    samples = sample_nuts(post, init=laplace(post, mode), progress=False, compile=False,
+                          **options)
+    return samples.draws, int(np.sum(samples.sample_stats["diverging"]))
 
 
 def many_nuts(quick: bool) -> tuple[float, dict]:
     return nuts_row(4, 1, 100, 100) if quick else nuts_row(1_000, 20, 500, 500)
 
 
-def nuts_row(n: int, n_loop: int, warmup: int, draws: int) -> tuple[float, dict]:
+def nuts_row(n: int, n_loop: int, warmup: int, draws: int,
+             compile: bool | None = None) -> tuple[float, dict]:  # noqa: A002
     """The ``many_nuts`` row: ``n`` objects batched, ``n_loop`` of them in the loop. Both sides
     start the expert way (MAP + Laplace metric, dense), 4 chains each, the MAP, Laplace and
-    warm-up inside the timings, ESS by one estimator (bulk_ess), R-hat checked."""
+    warm-up inside the timings (the batched side's compilation too), ESS by one estimator
+    (bulk_ess), R-hat and divergences checked on both sides. The loop's single-object runs are
+    eager: ``sample_nuts``' ``compile=None`` rule predicts each under the time a compilation
+    takes."""
     options = dict(n_chains=4, n_warmup=warmup, n_draws=draws, mass="dense")
     night = simulate_survey_night(n, seed=2)
     starts = villar_starts(night.data)
@@ -309,29 +314,38 @@ def nuts_row(n: int, n_loop: int, warmup: int, draws: int) -> tuple[float, dict]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        result = sample_nuts_many(many, laplace_many(many, fit_map_many(
-            many, torch.as_tensor(starts))), **options)
+        fitted = laplace_many(many, fit_map_many(many, torch.as_tensor(starts)))
+        fit_s = time.perf_counter() - t
+        result = sample_nuts_many(many, fitted, compile=compile, **options)
         batched_s = time.perf_counter() - t
         t = time.perf_counter()
-        loop_draws = [_single_object_nuts({k: v[i] for k, v in night.data.items()},
-                                          starts[i], **options) for i in range(n_loop)]
+        loop = [_single_object_nuts({k: v[i] for k, v in night.data.items()}, starts[i],
+                                    **options) for i in range(n_loop)]
         loop_s = time.perf_counter() - t
-    loop_ess = np.array([bulk_ess(d).min() for d in loop_draws])
-    loop_rhat = max(float(split_rhat(d).max()) for d in loop_draws)
+    loop_ess = np.array([bulk_ess(d).min() for d, _ in loop])
+    loop_rhat = np.array([split_rhat(d).max() for d, _ in loop])
     batched_rate = float(result.ess.min(1).sum()) / batched_s
     loop_rate = float(loop_ess.sum()) / loop_s
     evals = result.extra["n_gradient_evals"].numpy()
+    calls = int(result.extra["n_batched_steps"])
+    compile_s = float(result.extra["compile_s"])
     return batched_rate / loop_rate, dict(
         objects=n, loop_objects=n_loop, chains=4, warmup=warmup, draws=draws, mass="dense",
-        batched_s=round(batched_s, 1), loop_s=round(loop_s, 1),
+        batched_s=round(batched_s, 1), fit_s=round(fit_s, 1), compile_s=round(compile_s, 1),
+        loop_s=round(loop_s, 1),
         batched_min_ess_per_s=round(batched_rate, 2), loop_min_ess_per_s=round(loop_rate, 2),
-        max_rhat_batched=round(float(result.rhat.max()), 3), max_rhat_loop=round(loop_rhat, 3),
+        max_rhat_batched=round(float(result.rhat.max()), 3),
+        max_rhat_loop=round(float(loop_rhat.max()), 3),
         rhat_over_1_01_batched=int((result.rhat.max(1) >= 1.01).sum()),
+        rhat_over_1_01_loop=int((loop_rhat >= 1.01).sum()),
         divergent=int(result.extra["n_divergent"].sum()),
-        batched_steps=int(result.extra["n_batched_steps"]), schedule="chains out of step",
+        divergent_loop=int(sum(d for _, d in loop)),
+        batched_steps=calls, ms_per_batched_step=round(
+            1e3 * (batched_s - fit_s - compile_s) / calls, 2), schedule="chains out of step",
         start_metric_replaced=int(result.extra["start_metric_replaced"].sum()),
         gradients_per_object_median=int(np.median(evals)), gradients_per_object_max=int(
-            evals.max()), threads=torch.get_num_threads())
+            evals.max()), threads=torch.get_num_threads(),
+        load_1min=round(os.getloadavg()[0], 1))
 
 
 BENCHMARKS = [

@@ -299,3 +299,69 @@ def test_a_non_finite_rhat_names_the_parameter_and_the_drift():
     text = _rhat_warning(rhat, draws, ["a", "tau_rise"])
     assert "R-hat not finite for tau_rise" in text and "improper posterior" in text
     assert _rhat_warning(np.array([1.2, 1.0]), draws, ["a", "b"]) == "nuts: max R-hat 1.200 >= 1.01"
+
+
+@pytest.mark.slow  # two torch.compile compilations of the per-object gradient
+def test_compiled_chains_give_the_eager_gradients_and_each_objects_posterior():
+    import warnings
+
+    from skyfit.inference.batched import ObjectRows
+    from skyfit.inference.nuts_many_gradient import CHUNK, chains_density
+    from skyfit.inference.transforms import UnconstrainedDensity
+
+    density = normal_gamma(80, seed=2)
+    mean, sd = density.truth()
+    rows = torch.arange(80).repeat_interleave(4)  # 320 chains: one chunk and a padded one
+    objects = ObjectRows(density, rows)
+    u = UnconstrainedDensity(objects)
+    z = u.to_unconstrained(torch.as_tensor(mean)[rows]) + 0.3 * torch.randn(320, 2,
+                                                                            dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fallback warning where no compiler is found
+        compiled, info = chains_density(u, objects, True, 100, z)
+        for chains in (torch.arange(320), torch.tensor([5]), torch.arange(3, 3 + CHUNK // 2)):
+            objects.select(chains)
+            got, want = compiled.value_and_grad(z[chains]), u.value_and_grad(z[chains])
+            objects.select(None)
+            torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-10)
+        assert chains_density(u, objects, False, 100, z)[0] is u
+        result = sample_nuts_many(normal_gamma(12, seed=3), torch.as_tensor(normal_gamma(
+            12, seed=3).truth()[0]), n_chains=4, n_warmup=200, n_draws=300, seed=1,
+            compile=True)
+    mean, sd = normal_gamma(12, seed=3).truth()
+    z_mean = (result.x.numpy() - mean) / (sd / np.sqrt(result.ess))
+    assert np.abs(z_mean).max() < 4.5, z_mean
+    np.testing.assert_allclose(result.std.numpy(), sd, rtol=0.2)
+    assert info["fallback"] is not None or info["n_compiles"] == 2
+
+
+def test_welford_with_a_count_per_chain_gives_each_chains_covariance():
+    # chains out of step add draws at different times: a (chain,) count, updates on subsets
+    from skyfit.inference.adaptation.welford import WelfordCovariance, WelfordState
+
+    rng = np.random.default_rng(4)
+    draws = [rng.standard_normal((n, 3)) @ rng.standard_normal((3, 3)) for n in (5, 9, 30)]
+    for dense in (True, False):
+        welford = WelfordCovariance(3, 3, dense=dense)
+        first = welford.init()
+        state = WelfordState(torch.zeros(3, dtype=torch.float64), first.mean, first.m2)
+        for step in range(30):
+            idx = torch.tensor([c for c in range(3) if step < len(draws[c])])
+            z = torch.as_tensor(np.stack([draws[c][step] for c in idx.tolist()]))
+            sub = welford.update(WelfordState(state.count[idx], state.mean[idx],
+                                              state.m2[idx]), z)
+            for field, value in zip(state, sub):
+                field[idx] = value
+        cov = welford.covariance(state).numpy()
+        for c in range(3):
+            want = np.cov(draws[c].T)
+            np.testing.assert_allclose(cov[c], want if dense else np.diag(want), rtol=1e-12)
+        n = np.array([5.0, 9.0, 30.0])
+        shrunk = welford.inverse_mass(state).numpy()
+        for c in range(3):  # Stan's regularisation with each chain's own count
+            want = np.cov(draws[c].T)
+            want = want if dense else np.diag(want)
+            eye = np.eye(3) if dense else np.ones(3)
+            np.testing.assert_allclose(shrunk[c], n[c] / (n[c] + 5) * want
+                                       + 1e-3 * 5 / (n[c] + 5) * eye, rtol=1e-12)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.distributions import LogNormal, Normal
 
 from .. import Posterior, Villar
 from ..survey import PaddedPhotometry, stack_ragged
@@ -21,14 +22,57 @@ __all__ = ["SurveyNight", "simulate_survey_night", "villar_posterior", "villar_s
 BANDS = ("g", "r", "i")
 SHARED = ("t0", "beta", "gamma", "tau_rise", "tau_fall")
 TRANSITION_WIDTH = 3.0
+WINDOW = (-20.0, 110.0)  # days observed
+WINDOW_DAYS = WINDOW[1] - WINDOW[0]
+# the survey's reference light curve, the prior centres: a typical explosion epoch and peak
+# flux of the night, and the shape villar_starts starts every object from
+REFERENCE = {"t0": 10.0, "A": 100.0, "gamma": 20.0, "tau_rise": 5.0, "tau_fall": 30.0}
 
 
-def villar_posterior(time, flux, flux_err, band, mask=None) -> Posterior:
+def villar_posterior(time, flux, flux_err, band, mask=None, priors: bool = True) -> Posterior:
     """One object's posterior: a three-band Villar light curve (``A`` per band, the shape
-    shared) with flat priors inside each Param's ``valid`` range."""
+    shared) with weakly-informative priors, so that the posterior is proper.
+
+    The priors are :func:`~skyfit.lightcurves.default_priors`' rules centred on the survey's
+    reference light curve instead of each object's data-driven start (:class:`ManyObjects
+    <skyfit.survey.ManyObjects>` batches one template's priors over every object, so they
+    cannot depend on one object's data): ``t0`` Normal(10, 130 / 3) (the survey window of 130
+    days, a third of it as sd); ``tau_rise``, ``gamma``, ``tau_fall`` LogNormal(ln 5, 1),
+    LogNormal(ln 20, 1), LogNormal(ln 30, 1) (the shape :func:`villar_starts` starts from);
+    each band's ``A`` LogNormal(ln 100, 1); ``beta`` Normal(0, 100 / 100 flux per day). With
+    flat priors (``priors=False``: the maximum-likelihood problem) a light curve that does not
+    constrain the rise leaves ``tau_rise`` unbounded above and the posterior improper.
+
+    Arguments:
+        time, flux, flux_err, band, mask: one object's padded arrays ``(L,)``.
+        priors: the weakly-informative priors above (False: flat inside each Param's range).
+
+    Example:
+        >>> night = simulate_survey_night(1, seed=0)
+        >>> post = villar_posterior(**{k: v[0] for k, v in night.data.items()})
+        >>> x = torch.as_tensor(night.truth[0])
+        >>> far = x.clone()
+        >>> far[6] = 1e4  # tau_rise: the prior decays where the data stop constraining it
+        >>> bool(post.log_prior(far) < post.log_prior(x) - 20)
+        True
+    """
     lc = Villar(bands=list(BANDS), shared=SHARED, transition_width=TRANSITION_WIDTH)
     lc.to_dynamic()
-    return Posterior(PaddedPhotometry(lc, time, flux, flux_err, band, mask))
+    if not priors:
+        return Posterior(PaddedPhotometry(lc, time, flux, flux_err, band, mask))
+    # validate_args=False: the values are checked against each Param's range already, and the
+    # check costs as much as the log-density of these small models
+    quiet = dict(validate_args=False)
+    scales = {getattr(lc, k): LogNormal(_f64(REFERENCE[k]).log(), 1.0, **quiet)
+              for k in ("gamma", "tau_rise", "tau_fall")}
+    return Posterior(PaddedPhotometry(lc, time, flux, flux_err, band, mask), priors={
+        lc.t0: Normal(_f64(REFERENCE["t0"]), _f64(WINDOW_DAYS / 3), **quiet),
+        lc.A: LogNormal(_f64([REFERENCE["A"]] * len(BANDS)).log(), 1.0, **quiet),
+        lc.beta: Normal(_f64(0.0), _f64(REFERENCE["A"] / 100), **quiet), **scales})
+
+
+def _f64(value) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
 
 
 def villar_flux(params: np.ndarray, time: np.ndarray, band: np.ndarray) -> np.ndarray:
@@ -78,7 +122,7 @@ def simulate_survey_night(n_objects: int, seed: int = 0, n_min: int = 20,
     sizes = rng.integers(n_min, n_max + 1, n)
     objects = []
     for i in range(n):
-        time = np.sort(rng.uniform(-20.0, 110.0, sizes[i]))
+        time = np.sort(rng.uniform(*WINDOW, sizes[i]))
         band = rng.integers(0, 3, sizes[i])
         objects.append({"time": time, "band": band})
     stacked = stack_ragged(objects, length=n_max)
@@ -99,5 +143,5 @@ def villar_starts(data: dict[str, np.ndarray]) -> np.ndarray:
     amplitude = np.stack([np.where(data["band"] == b, flux, -np.inf).max(1) for b in range(3)], 1)
     amplitude = np.clip(np.where(np.isfinite(amplitude), amplitude, 50.0), 1.0, None)
     n = len(flux)
-    return np.column_stack([peak - 15.0, amplitude, np.zeros(n), np.full(n, 20.0),
-                            np.full(n, 5.0), np.full(n, 30.0)])
+    shape = [np.full(n, REFERENCE[k]) for k in ("gamma", "tau_rise", "tau_fall")]
+    return np.column_stack([peak - 15.0, amplitude, np.zeros(n), *shape])

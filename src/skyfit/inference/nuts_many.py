@@ -11,6 +11,7 @@ from .batched import BatchedDensity, ObjectRows
 from .many_results import ManyResult
 from .mcmc import NUTS
 from .mcmc.integrators import ValueAndGrad
+from .nuts_many_gradient import chains_density
 from .nuts_unsynced import as_numpy_stats, run_unsynced
 from .sampling import _check_start, _sample
 from .start_strategy import InitStrategy, Start
@@ -132,7 +133,8 @@ def bulk_ess(draws: np.ndarray) -> np.ndarray:
 def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup: int = 500,
                      n_draws: int = 500, seed: int = 0, target_accept: float = 0.8,
                      max_tree_depth: int = 10, init_scale: float = 0.1, mass: str = "diag",
-                     progress: bool = False, lockstep: bool = False) -> ManyResult:
+                     progress: bool = False, lockstep: bool = False,
+                     compile: bool | None = None) -> ManyResult:  # noqa: A002 (sample_nuts')
     """NUTS on every object at once: ``N x n_chains`` chains in one batch, each object's chains
     on that object's log-density, every leapfrog step one vmapped call for all of them.
 
@@ -166,6 +168,12 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         lockstep: every chain waits for the slowest chain at each iteration, in
             :func:`~skyfit.sample_nuts`'s loop (a batch of one object is then that sampler,
             draw for draw; warm-up windows end together and search a new step size).
+        compile: the chains' value and gradient through ``torch.compile``
+            (:mod:`~skyfit.inference.nuts_many_gradient`: two compiled batch sizes, the few
+            chains of the run's tail padded to one, many chains in chunks of the other; the
+            compilation is part of the run's time). By default (None) it compiles when the
+            eager gradients are predicted to take over ``WORTH_COMPILING_S`` seconds, as
+            :func:`~skyfit.sample_nuts` decides; False keeps them eager.
 
     Returns:
         :class:`ManyResult`: ``x`` the posterior means, ``covariance`` the sample covariances,
@@ -179,8 +187,9 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         the lock-step cost every object paid), ``extra["start_metric_replaced"]`` ``(N,)``
         the objects whose start covariance was not usable as a metric (not finite, not
         positive definite, or a variance over ``BROAD_VARIANCE_RATIO`` times the objects'
-        median: a fit stuck on a bound) and started from the objects' typical diagonal one;
-        a warning text per object with R-hat >= 1.01, divergences or a replaced metric.
+        median: a fit stuck on a bound) and started from the objects' typical diagonal one,
+        ``extra["compile_s"]`` the compilations' wall time (0 when eager); a warning text
+        per object with R-hat >= 1.01, divergences or a replaced metric.
 
     Example:
         >>> import torch
@@ -210,7 +219,9 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     u = UnconstrainedDensity(objects)
     generator = torch.Generator(device=density.device).manual_seed(seed + 1)
     start, replaced = _chain_starts(u, x0, covariance, rows, init_scale, generator)
-    kernel = _ObjectsNUTS(objects, ValueAndGrad(u), max_tree_depth, n)
+    chains, compiled = chains_density(u, objects, compile, n_warmup + n_draws,
+                                      u.to_unconstrained(x0[rows]))
+    kernel = _ObjectsNUTS(objects, ValueAndGrad(chains), max_tree_depth, n)
     if lockstep:
         samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws, seed, mass,
                           False, target_accept, None, 100, False, progress)
@@ -221,6 +232,7 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     result.extra["n_gradient_evals"] = kernel.evals_per_object
     result.extra["n_batched_steps"] = torch.tensor(kernel.value_and_grad.n_calls)
     result.extra["start_metric_replaced"] = replaced.cpu()
+    result.extra["compile_s"] = torch.tensor(compiled.get("compile_s", 0.0))
     for i in replaced.nonzero().flatten().tolist():
         result.warnings[i].append("nuts: start covariance not usable as a metric (not finite, "
                                   "not positive definite or absurdly broad); started from the "

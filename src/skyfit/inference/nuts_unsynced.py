@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .adaptation import DualAveraging, find_reasonable_step_size, warmup_windows
+from .adaptation.welford import WelfordCovariance, WelfordState
 from .adaptation.window_adaptation import DualAveragingState
 from .mcmc.hmc import HMCState, KernelParams
 from .mcmc.metrics import Metric
@@ -62,9 +63,11 @@ class _ChainAdaptation:
         self.counter = torch.zeros_like(step_size)
         self.s_bar, self.x_bar = torch.zeros_like(step_size), torch.zeros_like(step_size)
         C, D = inv_mass.shape[:2]
-        self.count = torch.zeros_like(step_size)
-        self.mean = torch.zeros(C, D, dtype=step_size.dtype, device=step_size.device)
-        self.m2 = torch.zeros_like(inv_mass)
+        # each chain's window estimate, with its own count (a (C,) tensor)
+        self.welford = WelfordCovariance(C, D, dense=inv_mass.ndim == 3, dtype=inv_mass.dtype,
+                                         device=inv_mass.device)
+        self.window = SimpleNamespace(count=torch.zeros_like(step_size),
+                                      mean=self.welford.init().mean, m2=torch.zeros_like(inv_mass))
         self.prior_count = 10.0 * D
 
     def learn(self, idx, accept_prob):
@@ -77,38 +80,24 @@ class _ChainAdaptation:
 
     def observe(self, idx, z):
         """Welford update of chains ``idx`` with their new positions ``z``."""
-        count = self.count[idx] + 1
-        delta = z - self.mean[idx]
-        mean = self.mean[idx] + delta / count[:, None]
-        delta2 = z - mean
-        if self.m2.ndim == 3:
-            self.m2[idx] = self.m2[idx] + delta[:, :, None] * delta2[:, None, :]
-        else:
-            self.m2[idx] = self.m2[idx] + delta * delta2
-        self.count[idx], self.mean[idx] = count, mean
+        w = self.window
+        state = self.welford.update(WelfordState(w.count[idx], w.mean[idx], w.m2[idx]), z)
+        w.count[idx], w.mean[idx], w.m2[idx] = state
 
     def end_window(self, idx, metric: Metric):
         """Chains ``idx`` end a slow window: new inverse mass (also in ``metric``, in place),
         estimates reset, dual averaging restarted from the current step size."""
-        n = self.count[idx]
-        dense = self.m2.ndim == 3
-        shape = (-1, 1, 1) if dense else (-1, 1)
-        cov = self.m2[idx] / (n - 1).view(shape)
-        if dense:
-            cov = 0.5 * (cov + cov.transpose(-1, -2))
-        if self.prior is not None:
-            new = (n.view(shape) * cov + self.prior_count * self.prior[idx]) / (
-                n.view(shape) + self.prior_count)
-        else:
-            eye = torch.eye(cov.shape[-1]).to(cov) if dense else torch.ones_like(cov[0])
-            new = (n / (n + 5.0)).view(shape) * cov + (1e-3 * 5.0 / (n + 5.0)).view(shape) * eye
+        w = self.window
+        window = WelfordState(w.count[idx], w.mean[idx], w.m2[idx])
+        prior = None if self.prior is None else self.prior[idx]
+        new = self.welford.inverse_mass(window, prior, self.prior_count)
         self.inv_mass[idx] = new
         metric.inv_mass[idx] = new
-        if dense:
+        if self.welford.dense:
             metric.chol[idx] = torch.linalg.cholesky(new)
         else:
             metric.inv_sqrt[idx] = new.sqrt()
-        self.count[idx], self.mean[idx], self.m2[idx] = 0.0, 0.0, 0.0
+        w.count[idx], w.mean[idx], w.m2[idx] = 0.0, 0.0, 0.0
         self.mu[idx] = torch.log(10 * self.step_size[idx])
         self.counter[idx], self.s_bar[idx], self.x_bar[idx] = 0.0, 0.0, 0.0
 
@@ -174,21 +163,23 @@ def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_d
             kernel._merge(t, complete, new, p, forward, level)
         idx = (t.done & active).nonzero().flatten()
         if len(idx):
-            _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
+            z_i, logp_i, g_i = _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
             iteration[idx] += 1
             bar.update(len(idx))
-            more = idx[iteration[idx] < n_total]
-            if len(more):
-                z_m, logp_m, g_m = _finished(t, more)[:3]
-                _restart(kernel, t, generator, more, z_m, logp_m, g_m, adapt.step_size[more])
+            going_on = iteration[idx] < n_total
+            if bool(going_on.any()):
+                more = idx[going_on]
+                _restart(kernel, t, generator, more, z_i[going_on], logp_i[going_on],
+                         g_i[going_on], adapt.step_size[more])
     bar.close()
     out.step_size, out.inv_mass = adapt.step_size, adapt.inv_mass
     out.wall_time = time.perf_counter() - start
     return out
 
 
-def _advance(t, idx, iteration, adapt, schedule, out, n_warmup) -> None:
-    """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded."""
+def _advance(t, idx, iteration, adapt, schedule, out, n_warmup):
+    """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded.
+    Returns their new points ``(z, log p, grad)``, where their next transitions start."""
     z, logp, g, accept, depth, n_steps, diverging, energy = _finished(t, idx)
     it = iteration[idx]
     warm = it < n_warmup
@@ -213,6 +204,7 @@ def _advance(t, idx, iteration, adapt, schedule, out, n_warmup) -> None:
                      step_size=adapt.step_size[idx], accept_prob=accept, n_steps=n_steps)
         for k, v in facts.items():
             out.stats[k][s, j] = v[keep].to(out.draws.dtype)
+    return z, logp, g
 
 
 def _progress(enabled: bool, total: int):

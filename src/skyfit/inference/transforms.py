@@ -49,6 +49,8 @@ class UnconstrainedDensity(LogDensity):
         self._low_only = torch.isfinite(lo) & ~torch.isfinite(hi)
         self._high_only = ~torch.isfinite(lo) & torch.isfinite(hi)
         self._periodic = density.periodic & self._both
+        # a Python bool, so that torch.compile traces to_constrained without a graph break
+        self._any_periodic = bool(self._periodic.any())
         self._period = torch.where(self._periodic, self._hi - self._lo, torch.ones_like(lo))
         self._center = 0.5 * (self._lo + self._hi)
 
@@ -76,7 +78,7 @@ class UnconstrainedDensity(LogDensity):
         high = self._hi - torch.exp(z)
         x = torch.where(self._both, both, torch.where(self._low_only, low,
                         torch.where(self._high_only, high, z)))
-        if not bool(self._periodic.any()):
+        if not self._any_periodic:
             return x
         return torch.where(self._periodic, self.wrap(z), x)
 

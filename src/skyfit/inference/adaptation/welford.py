@@ -11,9 +11,11 @@ __all__ = ["WelfordState", "WelfordCovariance"]
 
 
 class WelfordState(NamedTuple):
-    """Running count, mean and sum of squared deviations (``(chain,)``-batched or pooled)."""
+    """Running count, mean and sum of squared deviations (``(chain,)``-batched or pooled).
+    Per chain, ``count`` may be a ``(chain,)`` tensor: chains that run out of step
+    (:mod:`~skyfit.inference.nuts_unsynced`) each have their own number of draws."""
 
-    count: int
+    count: int | torch.Tensor
     mean: torch.Tensor
     m2: torch.Tensor
 
@@ -52,7 +54,7 @@ class WelfordCovariance:
             return WelfordState(n, mean, state.m2 + m2_b + corr * (state.count * n_b / n))
         count = state.count + 1
         delta = x - state.mean
-        mean = state.mean + delta / count
+        mean = state.mean + delta / _per_chain(count, 1)
         delta2 = x - mean
         if self.dense:
             return WelfordState(count, mean, state.m2 + delta[:, :, None] * delta2[:, None, :])
@@ -60,9 +62,10 @@ class WelfordCovariance:
 
     def covariance(self, state: WelfordState) -> torch.Tensor:
         """Sample (co)variance, ``(chain, dim[, dim])`` (pooled: the same for every chain)."""
-        if state.count < 2:
-            raise ValueError(f"need at least 2 draws for a covariance, have {state.count}")
-        cov = state.m2 / (state.count - 1)
+        fewest = int(torch.as_tensor(state.count).min())
+        if fewest < 2:
+            raise ValueError(f"need at least 2 draws for a covariance, have {fewest}")
+        cov = state.m2 / (_per_chain(state.count, 2 if self.dense else 1) - 1)
         if self.pooled:
             cov = cov.expand(self.n_chains, *cov.shape).clone()
         return cov
@@ -75,7 +78,7 @@ class WelfordCovariance:
         estimate is instead ``(n S + n0 prior) / (n + n0)`` with ``n0 = prior_count``: a short
         window's noisy (co)variance then refines a good starting metric instead of replacing it.
         """
-        n = state.count
+        n = _per_chain(state.count, 2 if self.dense else 1)
         cov = self.covariance(state)
         if prior is not None and prior_count > 0:
             if self.dense:
@@ -87,3 +90,8 @@ class WelfordCovariance:
             cov = 0.5 * (cov + cov.transpose(-1, -2))
             return (n / (n + 5.0)) * cov + shrink * eye
         return (n / (n + 5.0)) * cov + shrink
+
+
+def _per_chain(count: int | torch.Tensor, trailing: int) -> int | torch.Tensor:
+    """A ``(chain,)`` count shaped to broadcast over ``trailing`` dimensions; an int as it is."""
+    return count.reshape(-1, *(1,) * trailing) if isinstance(count, torch.Tensor) else count
