@@ -270,7 +270,11 @@ def _solve(p, quick, de_seeds):
     row = {}
     for m, runs in results.items():
         times = [t for (_, t), ok in zip(runs, flags[m]) if ok]
-        row[m] = (sum(flags[m]) / len(runs), statistics.median(times) if times else math.inf)
+        row[m] = (sum(flags[m]) / len(runs), statistics.median(times) if times else math.inf,
+                  len(runs))
+        print(f"  {p.name} {m}: " + ", ".join(f"{i} {'ok' if ok else 'FAIL'} {t:.0f} s"
+                                          for i, ((_, t), ok) in enumerate(zip(runs, flags[m]))),
+              flush=True)
     return row
 
 
@@ -290,13 +294,13 @@ def _time_ratio(row) -> float:
     none does: then no baseline is a rival at the same success)."""
     if "skyfit" not in row:  # a baselines-only run (SKYFIT_HARD_FITS_METHODS)
         return math.nan
-    rivals = [t for m, (rate, t) in row.items() if m != "skyfit" and rate >= row["skyfit"][0]]
+    rivals = [t for m, (rate, t, _) in row.items() if m != "skyfit" and rate >= row["skyfit"][0]]
     return row["skyfit"][1] / min(rivals) if rivals else math.nan
 
 
-def _problem_details(p, row, n, de_seeds, quick) -> dict:
-    details = {f"{p.name}: {m}": f"{rate:.2f} success of {de_seeds if m == 'diff_evolution' else n}"
-               f", {t:.3g} s median per success" for m, (rate, t) in row.items()}
+def _problem_details(p, row, quick) -> dict:
+    details = {f"{p.name}: {m}": f"{rate:.2f} success of {runs}, {t:.3g} s median per success"
+               for m, (rate, t, runs) in row.items()}
     ratio = _time_ratio(row)
     details[f"{p.name}: time ratio"] = (
         f"{ratio:.3g} (target <= 0.2: {'ok' if ratio <= 0.2 else 'short'})"
@@ -315,7 +319,7 @@ def run(quick: bool, letters: str = "bcda"):
     for letter in letters:
         p = BUILDERS[letter](quick, n)
         row = _solve(p, quick, de_seeds)
-        details.update(_problem_details(p, row, n, de_seeds, quick))
+        details.update(_problem_details(p, row, quick))
         worst = min(worst, row.get("skyfit", (math.nan,))[0])
     return worst, details
 
@@ -343,7 +347,7 @@ def _one(letter: str) -> HardFit:
         p = BUILDERS[letter](quick, n)
         row = _solve(p, quick, de_seeds)
         bench.time_ratio = _time_ratio(row)
-        details = _problem_details(p, row, n, de_seeds, quick)
+        details = _problem_details(p, row, quick)
         for key, value in details.items():
             print(f"  {key}: {value}", flush=True)
         return row.get("skyfit", (math.nan,))[0], details
