@@ -264,6 +264,7 @@ def _solve(p, quick, de_seeds):
                   f"{float(p.post(x.to(torch.float64))):.2f}", flush=True)
             _save_raw(p, results)  # after every run: a run cut short keeps what it finished
     _merge_raw(p, results)
+    results = {m: runs for m, runs in results.items() if runs}  # a method cut before its first
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flags = _judge(p, results)
