@@ -126,3 +126,11 @@ def test_only_the_kept_fits_warnings_are_shown():
         res = fit_map(d, _vec(-9.0), retries=0, candidates=[_vec(2.5)])
     assert res.converged and float(res.x[0]) == pytest.approx(3.0, abs=1e-6)
     assert not any(w.category is ConvergenceWarning for w in rec)
+
+
+def test_a_candidate_where_the_density_is_not_finite_is_refused():
+    from skyfit.errors import LogDensityError
+    d = FunctionDensity(lambda x: torch.where(x[..., 0] < 5, -(x**2).sum(-1), torch.nan),
+                        ["a"], -10.0, 10.0)
+    with pytest.raises(LogDensityError, match="start"):
+        fit_map(d, _vec(1.0), candidates=[_vec(7.0)])

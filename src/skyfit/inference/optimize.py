@@ -259,8 +259,10 @@ def fit_map(
     target = EllipticityCoordinates(density, pairs) if pairs else density
     y0 = target.to_y(x0) if pairs else x0
     settings = (method, maxiter, gtol, polish, precondition)
-    others = [target.to_y(x) if pairs else x for x in (resolve_point(density, c)
-                                                        for c in candidates)]
+    others = [resolve_point(density, c) for c in candidates]
+    for x in others:
+        check_finite_start(density, x)  # refused before any fit runs, like x0
+    others = [target.to_y(x) for x in others] if pairs else others
 
     def fit(y, tries=retries):
         return fit_with_retries(lambda z: _fit_from(target, z, *settings), target, y, tries, seed)
