@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from .density import LogDensity
 from .ellipticity import EllipticityCoordinates, ellipse_pairs
 from .initialization import resolve_point
 from .laplace import log_density_hessian
-from .multistart_fit import best_of_starts, draw_starts, refine_best_and_start
+from .multistart_fit import best_of_fits, best_of_starts, fit_with_retries, refine_best_and_start
 from .nonfinite import NonfiniteTally
 from .verdict import convergence_verdict, pinned_mask
 
@@ -189,6 +190,7 @@ def fit_map(
     coordinates: str = "auto",
     retries: int = 4,
     compile: bool = False,
+    candidates: Sequence = (),
 ) -> MAPResult:
     """Maximise ``log p`` with scipy ``minimize`` and exact autograd gradients (``jac=True``).
 
@@ -217,6 +219,10 @@ def fit_map(
             start can end in a local optimum, at several times the work of one fit.
         compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
             (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
+        candidates: further starts (anything ``x0`` takes, e.g. a data-driven strategy such as
+            :func:`~skyfit.scenes.init_to_lensed_image`), each fitted like ``x0``;
+            the result of highest log p is returned. The recommended call for a strong-lens
+            image from an uncertain start: ``candidates=[init_to_lensed_image(sim, image)]``.
 
     Periodic parameters (``density.periodic``, e.g. angles) are optimised unbounded and
     wrapped: the optimiser sees no wall at their bounds, and results are in the canonical range.
@@ -252,13 +258,20 @@ def fit_map(
     pairs = ellipse_pairs(density) if coordinates == "auto" else []
     target = EllipticityCoordinates(density, pairs) if pairs else density
     y0 = target.to_y(x0) if pairs else x0
-    settings, optima, n_multistart = (method, maxiter, gtol, polish, precondition), [], 0
+    settings = (method, maxiter, gtol, polish, precondition)
+    others = [resolve_point(density, c) for c in candidates]
+    for x in others:
+        check_finite_start(density, x)  # refused before any fit runs, like x0
+    others = [target.to_y(x) for x in others] if pairs else others
+
+    def fit(y, tries=retries):
+        return fit_with_retries(lambda z: _fit_from(target, z, *settings), target, y, tries, seed)
+    optima, n_multistart, first = [], 0, lambda: fit(y0)
     if int(starts) > 1:
         y_best, optima, n_multistart = best_of_starts(target, y0, int(starts), start_scale, seed)
-        result = refine_best_and_start(lambda y, best_row: _fit_with_retries(
-            target, y, settings, 0 if best_row else retries, seed), y_best, y0)
-    else:
-        result = _fit_with_retries(target, y0, settings, retries, seed)
+        first = lambda: refine_best_and_start(  # noqa: E731
+            lambda y, best_row: fit(y, 0 if best_row else retries), y_best, y0)
+    result = best_of_fits([first] + [lambda y=y: fit(y) for y in others])
     if pairs:  # back to the density's own (q, phi)
         result.x = target.to_x(result.x).detach()
         result.names, result.density = list(density.names), density
@@ -277,33 +290,6 @@ def _check_arguments(density: LogDensity, method: str, starts: int, coordinates:
         raise ValueError(f"starts must be at least 1, got {starts}")
     if coordinates not in ("auto", "native"):
         raise ValueError(f"coordinates must be 'auto' or 'native', got {coordinates!r}")
-
-
-def _fit_with_retries(density: LogDensity, x0: torch.Tensor, settings: tuple, retries: int,
-                      seed: int) -> MAPResult:
-    """The fit from ``x0``; if it does not converge, up to ``retries`` more from starts drawn
-    ``N(0, 0.3^2)`` around ``x0`` in the unconstrained space, until one converges. The best
-    result is returned (work of all attempts counted); only its warnings are shown. A pinned
-    end is retried too: on image fits from broad starts it is mostly a wrong basin (a quad lens
-    with the source's Sersic index run to its bound of 10 at log p -220 against 1872 at the
-    mode), which a start nearby leaves."""
-    best, best_warnings, n_evals = None, [], 0
-    starts = None
-    for attempt in range(1 + retries):
-        if attempt == 1:
-            starts = draw_starts(density, x0, 1 + retries, 0.3, seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = _fit_from(density, x0 if starts is None else starts[attempt], *settings)
-        n_evals += result.n_evals
-        if best is None or result.log_density > best.log_density:
-            best, best_warnings = result, caught
-        if best.converged:
-            break
-    for w in best_warnings:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    best.n_evals = n_evals
-    return best
 
 
 def _fit_from(density: LogDensity, x0: torch.Tensor, method: str, maxiter: int, gtol: float,
