@@ -37,7 +37,7 @@ from harness import Benchmark
 
 import skyfit
 from skyfit.inference import fit_map, laplace
-from skyfit.scenes.lens_start import init_to_lensed_image
+from skyfit.lens_start import init_to_lensed_image
 
 
 def quad_lens(quick: bool, n: int) -> SimpleNamespace:

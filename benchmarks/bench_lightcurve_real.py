@@ -185,7 +185,7 @@ def lightcurve_real_slsn(quick: bool) -> tuple[float, dict]:
 def lightcurve_real_slsn_villar(quick: bool) -> tuple[float, dict]:
     """SLSN Villar with the default sharing (t0, rise, plateau length, relative slope), the
     CLI's path with ``anchored=True`` (not the CLI's default): sampled in anchored coordinates
-    (:class:`~skyfit.lightcurves.anchored.VillarAnchoredDensity`: each band's flux at a
+    (:class:`~skyfit.lightcurve_anchored.VillarAnchoredDensity`: each band's flux at a
     reference time instead of its amplitude, the V band's flux at two rise epochs instead of
     ``t0`` and ``tau_rise``).
 

@@ -38,7 +38,9 @@ API_PAGES = {
                "images (flux per pixel).", ["skyfit.scenes"]),
     "posterior": ("Likelihoods, priors, posterior", "From a model to the log-density of one "
                   "flat parameter vector.", ["skyfit.likelihoods", "skyfit.priors",
-                                              "skyfit.posterior", "skyfit.params"]),
+                                              "skyfit.posterior", "skyfit.params",
+                                              "skyfit.lens_start",
+                                              "skyfit.lightcurve_anchored"]),
     "inference": ("Inference", "Optimisers, Laplace, samplers, variational fits, diagnostics, "
                   "results and checkpoints. This layer knows nothing about astronomy: it sees a "
                   "log-density with names, bounds and a batched `log_prob`.",

@@ -35,6 +35,8 @@ LAYER_OF = {
     "skyfit.priors": "posterior",
     "skyfit.posterior": "posterior",
     "skyfit.survey": "posterior",  # many objects of one Posterior; Dask over chunks
+    "skyfit.lightcurve_anchored": "posterior",  # a Villar posterior in other coordinates
+    "skyfit.lens_start": "posterior",  # a start strategy for lens-image posteriors
     "skyfit.plots": "plots",
     "skyfit.io": "io",
     "skyfit.amortized": "amortized",

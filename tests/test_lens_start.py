@@ -10,7 +10,8 @@ import skyfit
 from skyfit.errors import ConvergenceWarning
 from skyfit.inference import FunctionDensity, fit_map
 from skyfit.inference.initialization import resolve_point
-from skyfit.scenes.lens_start import init_to_lensed_image, lensed_image_start
+from skyfit.lens_start import init_to_lensed_image
+from skyfit.scenes.lens_start import lensed_image_start
 
 
 def _vec(*v):

@@ -5,9 +5,9 @@ import torch
 
 from skyfit import PhotometryLikelihood, Posterior, fit_map, laplace
 from skyfit.data import Photometry
+from skyfit.lightcurve_anchored import VillarAnchoredDensity
 from skyfit.lightcurve_fit import sample_light_curve_nuts
 from skyfit.lightcurves import Villar, default_priors, from_photometry
-from skyfit.lightcurves.anchored import VillarAnchoredDensity
 
 
 def synthetic_posterior(redshift=None):

@@ -36,6 +36,7 @@ from .inference import (
 )
 from .instruments import GaussianPSF, PixelatedPSF, PixelGrid, ReadPoissonNoise
 from .io import load_model, register_module, save_model
+from .lens_start import init_to_lensed_image
 from .lenses import (
     EPL,
     NFW,
@@ -76,7 +77,7 @@ __all__ = [
     "FlatLambdaCDM", "LensGeometry", "find_images", "critical_curves", "LensedPointSource",
     "LensedSupernova",
     # scenes, likelihoods, posterior
-    "Scene", "ImageStack", "LensedImage", "LensedSource",
+    "Scene", "ImageStack", "LensedImage", "LensedSource", "init_to_lensed_image",
     "GaussianLikelihood", "PoissonLikelihood", "PhotometryLikelihood", "Posterior",
     # inference
     "LogDensity", "compile", "fit_map", "laplace", "fit_vi", "sample_emcee", "sample_nuts",

@@ -13,7 +13,7 @@ import torch
 from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
-from .lightcurves.anchored import VillarAnchoredDensity
+from .lightcurve_anchored import VillarAnchoredDensity
 from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
@@ -90,7 +90,7 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     (4 chains, dense metric, started from :func:`nuts_start`).
 
     With ``anchored=True`` a Villar posterior is sampled in the coordinates of
-    :class:`~skyfit.lightcurves.anchored.VillarAnchoredDensity` (the same posterior; fluxes at
+    :class:`~skyfit.lightcurve_anchored.VillarAnchoredDensity` (the same posterior; fluxes at
     fixed times instead of ``t0``, ``tau_rise`` and the amplitudes) and the draws are returned
     as the model's parameters. Not the default: on LSQ12dlf it removes the curved ridge of the
     bulk (2.7x fewer leapfrog steps per draw) but not the divergences of a tail where the

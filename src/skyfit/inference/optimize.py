@@ -220,7 +220,7 @@ def fit_map(
         compile: evaluate values and gradients through :func:`~skyfit.inference.compile`
             (``torch.compile``; the Hessians of the preconditioning and the polish stay eager).
         candidates: further starts (anything ``x0`` takes, e.g. a data-driven strategy such as
-            :func:`~skyfit.scenes.init_to_lensed_image`), each fitted like ``x0``;
+            :func:`~skyfit.lens_start.init_to_lensed_image`), each fitted like ``x0``;
             the result of highest log p is returned. The recommended call for a strong-lens
             image from an uncertain start: ``candidates=[init_to_lensed_image(sim, image)]``.
 

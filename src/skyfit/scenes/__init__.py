@@ -8,6 +8,6 @@ from .lensed import LensedImage, LensedSource, ResolutionWarning  # noqa: E402
 
 __all__ += ["LensedImage", "LensedSource", "ResolutionWarning"]
 
-from .lens_start import init_to_lensed_image, lensed_image_start  # noqa: E402
+from .lens_start import lensed_image_start  # noqa: E402
 
-__all__ += ["init_to_lensed_image", "lensed_image_start"]
+__all__ += ["lensed_image_start"]

@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import torch
 
-from ..inference.approximations import GaussianApproximation
-from ..inference.density import LogDensity
-from ..inference.results import Samples
-from .functions import villar_light_curve
-from .villar import Villar
+from .inference.approximations import GaussianApproximation
+from .inference.density import LogDensity
+from .inference.results import Samples
+from .lightcurves.functions import villar_light_curve
+from .lightcurves.villar import Villar
 
 __all__ = ["VillarAnchoredDensity"]
 
