@@ -3,6 +3,7 @@ points and batches), compiles once per shape, and falls back to eager with a war
 C++ compiler exists; the samplers take it (compile=True/None/False)."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -156,3 +157,21 @@ def test_fit_map_compiled_reaches_the_eager_optimum():
     torch.testing.assert_close(fast.x, eager.x, rtol=1e-7, atol=1e-9)
     assert fast.converged
     torch._dynamo.reset()
+
+
+def test_the_compile_probe_counts_this_threads_cpu_time_not_waiting():
+    # a busy machine stretches the wall time of a probe, not its CPU time: a call that waits
+    # counts (almost) nothing, a call that computes counts its work
+    calls = []
+    waited = compiled.eager_seconds(lambda: (calls.append(1), time.sleep(0.2)))
+    assert len(calls) == 2 and waited < 0.05  # the first call is the one-off warm-up
+
+    def work():  # a fixed amount of computation
+        return sum(i * i for i in range(300_000))
+
+    once = compiled.eager_seconds(work)
+    twice = compiled.eager_seconds(lambda: (work(), work()))
+    assert once > 0 and 1.3 < twice / once < 3  # CPU time scales with the work done
+
+    assert compiled.worth_compiling(compiled.WORTH_COMPILING_S / 10, 11)
+    assert not compiled.worth_compiling(compiled.WORTH_COMPILING_S / 10, 9)

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -13,7 +14,8 @@ from ..errors import CompileFallbackWarning, ParameterVectorError
 from .density import LogDensity
 from .transforms import UnconstrainedDensity
 
-__all__ = ["CompiledDensity", "compile", "compile_if_worth", "missing_compiler"]
+__all__ = ["CompiledDensity", "compile", "compile_if_worth", "missing_compiler", "eager_seconds",
+           "worth_compiling"]
 
 # sample_nuts / sample_hmc with compile=None compile when the eager gradients of the run are
 # predicted to take longer than this: compiling the supernova example's value and gradient takes
@@ -223,21 +225,39 @@ def compile(density: LogDensity, backend: str = "inductor",
     return CompiledDensity(density, backend, mode)
 
 
+def eager_seconds(call: Callable[[], object]) -> float:
+    """This thread's CPU seconds for a second ``call()`` (the first pays one-off costs).
+
+    The probe of every ``compile=None`` decision (:func:`compile_if_worth`,
+    :func:`~skyfit.inference.many_newton.gradient_for`, the chains of
+    :func:`~skyfit.inference.sample_nuts_many`). CPU time, not the wall's: on a busy machine
+    the wall time of a probe grew tenfold and turned a 10 s eager fit into a compilation of
+    tens of seconds. The calling thread's time only: an operation torch splits across intra-op
+    threads counts its share on this thread, so a probe under-predicts such runs rather than
+    compiling for them (the small operations of a fit rarely split)."""
+    call()
+    start = time.thread_time()
+    call()
+    return time.thread_time() - start
+
+
+def worth_compiling(seconds_per_call: float, n_calls: float) -> bool:
+    """Whether ``n_calls`` eager calls of ``seconds_per_call`` take over ``WORTH_COMPILING_S``."""
+    return seconds_per_call * n_calls > WORTH_COMPILING_S
+
+
 def compile_if_worth(density: LogDensity, compile_: bool | None, n_iterations: int,
                      n_chains: int) -> LogDensity:
     """``compile(density)`` if ``compile_`` is True, or if it is None and the run's eager
     gradients are predicted to take over ``WORTH_COMPILING_S`` seconds: one batched eager
-    value-and-gradient of ``n_chains`` points timed (second call), times
+    value-and-gradient of ``n_chains`` points (:func:`eager_seconds`), times
     ``GRADIENTS_PER_ITERATION * n_iterations``. ``density`` as it is otherwise."""
     if compile_ is False or isinstance(density, CompiledDensity):
         return density
     if compile_ is None:
         zeros = torch.zeros(n_chains, density.dim, dtype=density.dtype, device=density.device)
         probe = UnconstrainedDensity(density).to_constrained(zeros)  # inside the bounds
-        density.value_and_grad(probe)  # first calls pay one-off costs
-        start = time.perf_counter()
-        density.value_and_grad(probe)
-        predicted = (time.perf_counter() - start) * GRADIENTS_PER_ITERATION * n_iterations
-        if predicted < WORTH_COMPILING_S:
+        seconds = eager_seconds(lambda: density.value_and_grad(probe))
+        if not worth_compiling(seconds, GRADIENTS_PER_ITERATION * n_iterations):
             return density
     return CompiledDensity(density)

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import CompileFallbackWarning
 from .batched import BatchedDensity
-from .compiled import WORTH_COMPILING_S, _guard_options, missing_compiler
+from .compiled import _guard_options, eager_seconds, missing_compiler, worth_compiling
 from .transforms import UnconstrainedDensity
 
 __all__ = ["value_and_grad_rows", "value_and_grad_groups", "value_grad_hessian_rows",
@@ -274,18 +274,15 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
     """The gradient function of a fit: eager, or :class:`CompiledGradient` if ``compile_`` is
     True, or if it is None and the eager gradients are predicted to take over
     ``WORTH_COMPILING_S`` seconds (one eager call on up to ``PROBE_POINTS`` of ``points``
-    timed in this thread's CPU time, second call, scaled to all of them, times ``n_calls``):
+    timed by :func:`~skyfit.inference.compiled.eager_seconds`, scaled to all of them, times
+    ``n_calls``):
     a compilation of the vmapped gradient takes tens of seconds per size."""
     if compile_ is None:
         probe = points[:PROBE_POINTS]
         rows = torch.arange(probe.shape[0], device=points.device) % density.n_objects
-        value_and_grad_rows(density, probe, rows)  # first calls pay one-off costs
-        # this thread's CPU time, not the wall's: on a busy machine the wall time of the probe
-        # grew tenfold and turned a 10 s eager fit into a compilation of tens of seconds
-        start = time.thread_time()
-        value_and_grad_rows(density, probe, rows)
-        per_point = (time.thread_time() - start) / probe.shape[0]
-        compile_ = per_point * points.shape[0] * n_calls > WORTH_COMPILING_S
+        per_point = eager_seconds(lambda: value_and_grad_rows(density, probe, rows)) \
+            / probe.shape[0]
+        compile_ = worth_compiling(per_point * points.shape[0], n_calls)
     return CompiledGradient(density) if compile_ else None  # None: the eager default
 
 

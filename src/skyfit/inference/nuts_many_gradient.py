@@ -10,12 +10,10 @@ A compiled call has almost none of it (the ``many_nuts`` benchmark's notes in
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .batched import BatchedDensity, ObjectRows
-from .compiled import GRADIENTS_PER_ITERATION, WORTH_COMPILING_S
+from .compiled import GRADIENTS_PER_ITERATION, eager_seconds, worth_compiling
 from .density import LogDensity
 from .many_newton import CompiledGradient
 from .transforms import UnconstrainedDensity
@@ -68,15 +66,13 @@ def chains_density(u: UnconstrainedDensity, objects: ObjectRows, compile_: bool 
     """The density the chains' kernel differentiates: ``u`` itself (eager), or a
     :class:`CompiledChains` if ``compile_`` is True, or if it is None and the run's eager
     gradients are predicted to take over ``WORTH_COMPILING_S`` seconds (one eager call on all
-    chains ``z`` timed, second call, times ``GRADIENTS_PER_ITERATION * n_iterations``: the
-    rule of :func:`~skyfit.inference.compiled.compile_if_worth`). Returns it and the
+    chains ``z`` timed by :func:`~skyfit.inference.compiled.eager_seconds`, times
+    ``GRADIENTS_PER_ITERATION * n_iterations``: the rule of
+    :func:`~skyfit.inference.compiled.compile_if_worth`). Returns it and the
     compilation's ``info`` (``compile_s``, ``n_compiles``, ``fallback``; empty when eager)."""
     if compile_ is None:
-        u.value_and_grad(z)  # the first call pays one-off costs
-        start = time.perf_counter()
-        u.value_and_grad(z)
-        compile_ = (time.perf_counter() - start) * GRADIENTS_PER_ITERATION * n_iterations \
-            >= WORTH_COMPILING_S
+        compile_ = worth_compiling(eager_seconds(lambda: u.value_and_grad(z)),
+                                   GRADIENTS_PER_ITERATION * n_iterations)
     if not compile_:
         return u, {}
     gradient = CompiledGradient(UnconstrainedObjects(objects.batched, u), chunk=CHUNK,
