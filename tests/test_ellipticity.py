@@ -139,3 +139,22 @@ def test_hessian_matches_finite_differences_of_the_gradient():
     fd = torch.stack(rows)
     assert torch.allclose(H, 0.5 * (fd + fd.T), rtol=1e-5, atol=1e-6 * float(H.abs().max()))
     assert torch.equal(H, H.T)
+
+
+
+def test_a_float32_model_gets_e1e2_and_the_fit_keeps_its_units():
+    # a phi bound declared in float32 is pi rounded to 3.14159274: its ellipse is still an
+    # ellipse; the fit in (e1, e2) reports the density's own names and units
+    host = skyfit.Sersic("host", q=0.7, phi=0.5, Re=0.3, flux=100.0).to(dtype=torch.float32)
+    scene = skyfit.Scene(skyfit.PixelGrid((16, 16), pixel_scale=0.05), [host])
+    with torch.no_grad():
+        image = scene()
+    host.q.to_dynamic()
+    host.phi.to_dynamic()
+    post = skyfit.Posterior(skyfit.GaussianLikelihood(scene, image, variance=1.0))
+    i_q, i_phi = post.names.index("host.q"), post.names.index("host.phi")
+    assert abs(float(post.upper[i_phi]) - math.pi) > 1e-12  # the rounded bound
+    assert ellipse_pairs(post) == [(i_q, i_phi)]
+    res = fit_map(_sersic_posterior())
+    assert res.names == _sersic_posterior().names and "host.e1" not in res.units
+    assert res.units["host.phi"] and res.units["host.Re"]  # lost in (e1, e2) before

@@ -34,9 +34,11 @@ def ellipse_pairs(density: LogDensity) -> list[tuple[int, int]]:
         if j is None or not bool(density.periodic[j]):
             continue
         # q_lo <= 0.99: EllipticityCoordinates keeps q above q_lo by a margin (1e-6 of the
-        # disc's radius) that must exceed the floor of |e| (1e-8); no ellipse needs it above
+        # disc's radius) that must exceed the floor of |e| (1e-8); no ellipse needs it above.
+        # pi within 1e-6: a bound declared in float32 (a float32 model, caustics' Params) is
+        # pi rounded to 3.14159274
         if float(density.upper[i]) == 1.0 and float(density.lower[i]) <= 0.99 and \
-                float(density.lower[j]) == 0.0 and abs(float(density.upper[j]) - math.pi) < 1e-12:
+                float(density.lower[j]) == 0.0 and abs(float(density.upper[j]) - math.pi) < 1e-6:
             pairs.append((i, j))
     return pairs
 

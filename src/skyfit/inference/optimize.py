@@ -275,6 +275,7 @@ def fit_map(
     if pairs:  # back to the density's own (q, phi)
         result.x = target.to_x(result.x).detach()
         result.names, result.density = list(density.names), density
+        result.units = units_of(density)
     result.n_evals += n_multistart
     result.optima = optima
     result.wall_time = time.perf_counter() - t_start
