@@ -1,5 +1,7 @@
 """One start resolver for every algorithm: each accepted form of ``init`` and each error."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -122,7 +124,8 @@ def test_wrong_shapes_names_and_values_are_clear_errors():
     d = bounded()
     with pytest.raises(ParameterVectorError, match="expected 2"):
         resolve_point(d, torch.zeros(3))
-    with pytest.raises(ParameterVectorError, match=r"unknown names \['c'\], missing names \['b'\]"):
+    with pytest.raises(ParameterVectorError,
+                       match=r"unknown or ambiguous names \['c'\], missing names \['b'\]"):
         resolve_point(d, {"a": 1.0, "c": 2.0})
     with pytest.raises(ParameterRangeError, match=r"a=3 not in \[0, 2\]"):
         resolve_point(d, torch.tensor([3.0, 0.0]))
@@ -135,3 +138,21 @@ def test_wrong_shapes_names_and_values_are_clear_errors():
     log = FunctionDensity(lambda x: torch.log(x[..., 0] - 1.0), ["w"])
     with pytest.raises(LogDensityError, match=r"log-density is nan at the start point \(w=0\.5\)"):
         resolve_point(log, torch.tensor([0.5]))
+
+
+def test_start_dicts_take_unique_name_ends_and_angles_outside_their_period():
+    # the rule of priors: a name or the one name ending with ".key"; an angle given outside
+    # its period is the same angle, moved into it
+    d = FunctionDensity(lambda x: -(x**2).sum(-1), ["lens.phi", "shear.gamma_1", "src.gamma_1"],
+                        lower=[0.0, -1.0, -1.0], upper=[math.pi, 1.0, 1.0],
+                        periodic=["lens.phi"])
+    x = resolve_point(d, {"phi": -0.3, "shear.gamma_1": 0.1, "src.gamma_1": 0.2})
+    assert torch.allclose(x, torch.tensor([math.pi - 0.3, 0.1, 0.2], dtype=x.dtype))
+    assert resolve_point(d, torch.tensor([0.6 + math.pi, 0.0, 0.0]))[0] == pytest.approx(0.6)
+    with pytest.raises(ParameterVectorError, match=r"ambiguous names \['gamma_1'\]"):
+        resolve_point(d, {"phi": 0.1, "gamma_1": 0.1, "src.gamma_1": 0.2})
+    with pytest.raises(ParameterVectorError, match="two keys name one parameter"):
+        resolve_point(d, {"phi": 0.1, "lens.phi": 0.1, "shear.gamma_1": 0.0,
+                          "src.gamma_1": 0.2})
+    with pytest.raises(ParameterRangeError, match="gamma_1"):
+        resolve_point(d, {"phi": 0.1, "shear.gamma_1": 3.0, "src.gamma_1": 0.2})

@@ -57,17 +57,39 @@ def _ball(u: UnconstrainedDensity, x: torch.Tensor, n: int, random: RandomSource
     return base + float(scale) * noise
 
 
+def _name_of(key: str, names: list[str]) -> str | None:
+    """``key`` itself or the one name ending with ``.key`` (the rule priors use), else None."""
+    if key in names:
+        return key
+    ends = [n for n in names if n.endswith(f".{key}")]
+    return ends[0] if len(ends) == 1 else None
+
+
+def _wrap_periodic(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
+    """Angles given outside their period (``phi = -0.3``) moved into it: the same point."""
+    periodic = density.periodic.to(x.device)
+    if not bool(periodic.any()):
+        return x
+    lower, upper = density.lower.to(x), density.upper.to(x)
+    return torch.where(periodic, lower + torch.remainder(x - lower, upper - lower), x)
+
+
 def _as_vector(density: LogDensity, values) -> torch.Tensor:
-    """A ``(dim,)`` or ``(n, dim)`` tensor from a vector, an array or a ``{name: value}`` dict."""
+    """A ``(dim,)`` or ``(n, dim)`` tensor from a vector, an array or a ``{name: value}`` dict
+    (a name or its unique end, as for priors: ``"gamma_1"`` for ``"shear.gamma_1"``); periodic
+    entries wrapped into their period."""
     if isinstance(values, Mapping):
         names = list(density.names)
-        unknown = sorted(set(values) - set(names))
-        missing = [n for n in names if n not in values]
-        if unknown or missing:
+        resolved = {key: _name_of(key, names) for key in values}
+        unknown = sorted(key for key, name in resolved.items() if name is None)
+        missing = [n for n in names if n not in resolved.values()]
+        if unknown or missing or len(set(resolved.values())) < len(resolved):
             raise ParameterVectorError(
-                f"init dict: unknown names {unknown}, missing names {missing}; the density's "
-                f"names are {names}")
-        values = [float(values[n]) for n in names]
+                f"init dict: unknown or ambiguous names {unknown}, missing names {missing}"
+                f"{'' if unknown or missing else ' (two keys name one parameter)'}; the "
+                f"density's names are {names}")
+        by_name = {name: values[key] for key, name in resolved.items()}
+        values = [float(by_name[n]) for n in names]
     try:
         x = density.as_tensor(values).detach()
     except (TypeError, RuntimeError) as err:
@@ -79,7 +101,7 @@ def _as_vector(density: LogDensity, values) -> torch.Tensor:
     if x.ndim not in (1, 2):
         raise ParameterVectorError(f"init has shape {tuple(x.shape)}; expected ({density.dim},) "
                                    f"or (n, {density.dim}) (names {list(density.names)})")
-    return x
+    return _wrap_periodic(density, x)
 
 
 class _Value(InitStrategy):
