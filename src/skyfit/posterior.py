@@ -164,8 +164,11 @@ class Posterior(LogDensity):
         rows = []
         for label, (sl, shape, p) in self.slices.items():
             lo, hi = float(self.lower[sl].min()), float(self.upper[sl].max())
+            # the default prior is uniform only where both bounds are finite (flat otherwise,
+            # default_prior_log_prob); a one-sided valid range still bounds the flat prior
+            bounds = f"[{format_value(lo)}, {format_value(hi)}]"
             default = "flat" if lo == -math.inf and hi == math.inf else \
-                f"uniform on [{format_value(lo)}, {format_value(hi)}]"
+                f"flat on {bounds}" if math.isinf(lo) or math.isinf(hi) else f"uniform on {bounds}"
             prior = type(self.priors[label]).__name__ if label in self.priors else default
             rows.append((label, "x".join(map(str, shape)) or "scalar",
                          getattr(p, "units", None) or "", prior))
