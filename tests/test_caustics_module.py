@@ -14,7 +14,8 @@ import skyfit
 from skyfit.errors import NoFreeParameterError
 from skyfit.sources.profiles import sersic_b
 
-caustics = pytest.importorskip("caustics", reason="caustics (in the dev extra, Python 3.11+) is not installed")
+caustics = pytest.importorskip(
+    "caustics", reason="caustics (in the dev extra, Python 3.11+) is not installed")
 
 f64 = dict(dtype=torch.float64)
 TRUTH = {"sie.q": 0.7, "sie.phi": 0.6, "sie.Rein": 1.0, "shear.gamma_1": 0.03,
