@@ -247,6 +247,31 @@ def test_linked_velocity_dispersion_param_is_fitted(problem):
     assert abs(float(fit.x[0]) - 250.0) < 4 * float(errors.std[0]) and errors.std[0] < 1.0
 
 
+def test_pixelated_source_image_param_is_a_vector_of_the_posterior():
+    """caustics' ``Pixelated`` source: its ``image`` Param (8 x 8) becomes 64 entries
+    ``src.image[i]``, fitted from a flat start and recovered pixel by pixel."""
+    cosmo = caustics.FlatLambdaCDM(name="cosmo")
+    sie = caustics.SIE(cosmology=cosmo, name="sie", x0=0.0, y0=0.0, q=0.7, phi=0.6, Rein=1.0,
+                       z_l=0.5, z_s=1.0)
+    g = torch.linspace(-1, 1, 8)
+    y, x = torch.meshgrid(g, g, indexing="ij")
+    truth = torch.exp(-(x**2 + y**2) / 0.3)
+    src = caustics.Pixelated(name="src", image=truth, x0=0.0, y0=0.0, pixelscale=0.1)
+    sim = caustics.LensSource(sie, src, pixelscale=0.1, pixels_x=32, name="sim")
+    clean = sim().detach()
+    data = clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    src.image.to_dynamic()
+    posterior = skyfit.Posterior(
+        skyfit.GaussianLikelihood(sim, data, variance=torch.full_like(data, 0.05**2)))
+    assert posterior.dim == 64 and posterior.names[9] == "src.image[9]"
+    assert posterior.unpack(posterior.initial())["src.image"].shape == (8, 8)
+    fit = skyfit.fit_map(posterior, torch.full((64,), 0.5, **f64))
+    errors = skyfit.laplace(posterior, fit.x)
+    assert fit.converged and (errors.std < 0.5).all()  # every source pixel is seen
+    pulls = (fit.x - truth.reshape(-1).double()) / errors.std
+    assert pulls.abs().max() < 4.5 and abs(float(pulls.mean())) < 0.5
+
+
 # -- errors a new user meets ------------------------------------------------------------------
 
 def test_errors_name_what_is_wrong(problem):
@@ -259,6 +284,14 @@ def test_errors_name_what_is_wrong(problem):
         skyfit.Posterior(skyfit.GaussianLikelihood(static_sim, data, variance=1.0))
     with pytest.raises(KeyError, match="not a dynamic parameter"):
         skyfit.Posterior(posterior.likelihood, priors={"src.n": Normal(1.0, 0.1)})
+    # an odd number of pixels puts one on caustics' SIE centre, where its deflection is NaN
+    sie = caustics.SIE(cosmology=caustics.FlatLambdaCDM(), x0=0.0, y0=0.0, q=0.7, phi=0.6,
+                       Rein=1.0, z_l=0.5, z_s=1.0)
+    odd = caustics.LensSource(sie, caustics.Sersic(x0=0.1, y0=0.05, q=0.8, phi=0.3, n=1.0,
+                                                   Re=0.25, Ie=5.0), pixelscale=0.1, pixels_x=33)
+    image = odd().detach()
+    with pytest.raises(skyfit.errors.DataError, match=r"1 NaN .* indices \[\[16, 16\]\]"):
+        skyfit.GaussianLikelihood(odd, image, variance=1.0)
 
 
 def test_how_to_page_example_recovers_the_truth():
