@@ -204,6 +204,22 @@ def test_default_prior_with_one_open_bound_is_shown_as_flat():
     assert float(posterior.log_prior(posterior.initial())) == 0.0  # flat indeed
 
 
+def test_start_from_an_angle_outside_its_cyclic_range():
+    """Before: caustics' ``phi`` (valid ``(0, pi)``, cyclic) set to ``0.6 + pi`` or ``-0.3``
+    made ``fit_map(posterior)`` fail with ParameterRangeError; the start is now wrapped."""
+    sim, sie, _, _ = simulator()
+    data = sim().detach()
+    sie.phi.to_dynamic(0.6 + math.pi)  # the same ellipse as phi = 0.6
+    sie.q.to_dynamic()
+    posterior = skyfit.Posterior(
+        skyfit.GaussianLikelihood(sim, data, variance=torch.full_like(data, SIGMA**2)))
+    assert abs(float(posterior.initial()[1]) - 0.6) < 1e-6
+    sie.phi.value = -0.3
+    assert abs(float(posterior.initial()[1]) - (math.pi - 0.3)) < 1e-6
+    fit = skyfit.fit_map(posterior)
+    assert fit.converged and abs(float(fit.x[1]) - 0.6) < 1e-3  # noiseless data: the truth
+
+
 # -- fits --------------------------------------------------------------------------------------
 
 def test_fit_map_and_laplace_recover_the_truth(problem):

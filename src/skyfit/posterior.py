@@ -198,11 +198,16 @@ class Posterior(LogDensity):
 
     # -- values ---------------------------------------------------------------------------
     def initial(self) -> torch.Tensor:
-        """The current values of the dynamic Params as a flat vector (a starting point)."""
+        """The current values of the dynamic Params as a flat vector (a starting point); the
+        values of ``cyclic`` Params (angles) are wrapped into their range (a position angle of
+        ``-0.3`` starts a Param valid on ``[0, pi)`` at ``pi - 0.3``, the same ellipse)."""
         x = self.joint.get_values()
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device).reshape(-1)
         if x.shape[-1] != self.dim:
             raise ParameterVectorError("some dynamic parameters have no value; set them first")
+        width = self.upper - self.lower
+        cyclic = self._periodic & torch.isfinite(width)
+        x = torch.where(cyclic, self.lower + torch.remainder(x - self.lower, width), x)
         self.check_inside(x)
         return x
 
