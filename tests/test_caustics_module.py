@@ -106,6 +106,21 @@ def test_caustics_sie_and_shear_deflect_as_skyfit_and_lenstronomy():
             torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
 
 
+def test_caustics_epl_is_skyfit_epl_with_t_the_slope_minus_one():
+    """caustics' EPL slope ``t`` (``kappa ~ R^-t``) is skyfit's ``gamma - 1``; both sum the
+    Tessore & Metcalf series (deflections agree to 4e-12, convergences to rounding)."""
+    cosmo = caustics.FlatLambdaCDM(name="cosmo")
+    x, y = _grid()
+    for q, phi, rein, gamma in [(0.7, 0.6, 1.0, 2.0), (0.6, 2.0, 1.2, 2.3), (0.9, 0.2, 0.8, 1.7)]:
+        theirs = caustics.EPL(cosmology=cosmo, **_f64(z_l=0.5, z_s=1.0, x0=0.1, y0=-0.05, q=q,
+                                                      phi=phi, Rein=rein, t=gamma - 1))
+        ours = skyfit.EPL(x0=0.1, y0=-0.05, q=q, phi=phi, theta_E=rein, gamma=gamma)
+        for a, b in zip(theirs.reduced_deflection_angle(x, y), ours.deflection(x, y)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+        torch.testing.assert_close(theirs.convergence(x, y), ours.convergence(x, y),
+                                   rtol=1e-13, atol=0)
+
+
 def test_caustics_sersic_is_skyfit_sersic_up_to_conventions_and_b_n():
     """caustics' Sersic ``Re`` is the semi-major axis (skyfit's is circularised:
     ``Re_skyfit = Re sqrt(q)``), ``Ie`` the brightness at ``Re`` (skyfit: total flux), and its
