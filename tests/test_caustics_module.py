@@ -306,6 +306,28 @@ def test_linked_velocity_dispersion_param_is_fitted(problem):
     assert abs(float(fit.x[0]) - 250.0) < 4 * float(errors.std[0]) and errors.std[0] < 1.0
 
 
+def test_results_in_caustics_units_as_astropy_quantities(problem):
+    """Before: ``samples.quantity("sie.phi")`` raised UnitsError, caustics' unit strings
+    ``"radians"`` and ``"unitless"`` having no astropy equivalent in skyfit's table."""
+    u = pytest.importorskip("astropy.units")
+    posterior, _ = problem
+    x = posterior.initial()
+    samples = skyfit.laplace(posterior, x).sample(50, seed=0)
+    assert samples.quantity("sie.phi").unit == u.rad
+    assert samples.quantity("sie.q").unit == u.dimensionless_unscaled
+    assert samples.quantity("sie.Rein").unit == u.arcsec
+    for spelling, unit in [("arcsec/pixel", u.arcsec / u.pix), ("Msol", u.solMass),
+                           ("Msun/Mpc^3", u.solMass / u.Mpc**3), ("km/s", u.km / u.s)]:
+        assert skyfit.units.astropy_unit(spelling) == unit
+    # a Quantity in degrees goes into caustics' radians Param
+    sim, sie, _, _ = simulator()
+    sie.phi.to_dynamic()
+    data = sim().detach()
+    post = skyfit.Posterior(skyfit.GaussianLikelihood(sim, data, variance=1.0))
+    assert abs(float(post.unpack(skyfit.units.from_quantity(
+        [30.0] * u.deg, "radians"))["sie.phi"]) - math.pi / 6) < 1e-12
+
+
 def test_pixelated_source_image_param_is_a_vector_of_the_posterior():
     """caustics' ``Pixelated`` source: its ``image`` Param (8 x 8) becomes 64 entries
     ``src.image[i]``, fitted from a flat start and recovered pixel by pixel."""
