@@ -49,8 +49,8 @@ def test_posterior_and_result_summaries(posterior):
         "Posterior: dim 3, 3 parameters",
         "  parameter     shape   units  prior",
         "  sn.t0         scalar  day    flat",
-        "  sn.sigma      scalar  day    uniform on [0, inf]",
-        "  sn.peak_flux  scalar  flux   uniform on [0, inf]",
+        "  sn.sigma      scalar  day    flat on [0, inf]",
+        "  sn.peak_flux  scalar  flux   flat on [0, inf]",
     ]
     fit = skyfit.fit_map(posterior)
     assert repr(fit).splitlines()[2].split() == ["sn.t0", "1", "day"]

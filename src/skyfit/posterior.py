@@ -164,8 +164,11 @@ class Posterior(LogDensity):
         rows = []
         for label, (sl, shape, p) in self.slices.items():
             lo, hi = float(self.lower[sl].min()), float(self.upper[sl].max())
+            # the default prior is uniform only where both bounds are finite (flat otherwise,
+            # default_prior_log_prob); a one-sided valid range still bounds the flat prior
+            bounds = f"[{format_value(lo)}, {format_value(hi)}]"
             default = "flat" if lo == -math.inf and hi == math.inf else \
-                f"uniform on [{format_value(lo)}, {format_value(hi)}]"
+                f"flat on {bounds}" if math.isinf(lo) or math.isinf(hi) else f"uniform on {bounds}"
             prior = type(self.priors[label]).__name__ if label in self.priors else default
             rows.append((label, "x".join(map(str, shape)) or "scalar",
                          getattr(p, "units", None) or "", prior))
@@ -195,11 +198,16 @@ class Posterior(LogDensity):
 
     # -- values ---------------------------------------------------------------------------
     def initial(self) -> torch.Tensor:
-        """The current values of the dynamic Params as a flat vector (a starting point)."""
+        """The current values of the dynamic Params as a flat vector (a starting point); the
+        values of ``cyclic`` Params (angles) are wrapped into their range (a position angle of
+        ``-0.3`` starts a Param valid on ``[0, pi)`` at ``pi - 0.3``, the same ellipse)."""
         x = self.joint.get_values()
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device).reshape(-1)
         if x.shape[-1] != self.dim:
             raise ParameterVectorError("some dynamic parameters have no value; set them first")
+        width = self.upper - self.lower
+        cyclic = self._periodic & torch.isfinite(width)
+        x = torch.where(cyclic, self.lower + torch.remainder(x - self.lower, width), x)
         self.check_inside(x)
         return x
 

@@ -25,6 +25,9 @@ UNIT_STRINGS = {  # skyfit's string -> astropy's spelling of it
     "flux/day": "flux/day", "e-/s": "electron/s", "e-/s per pixel": "electron/(s pix)",
     "K": "K", "mag": "mag", "dex": "dex", "log10(cm s^-2)": "dex(cm/s2)",
     "10 M_sun": "10 solMass", "500 R_sun": "500 solRad", "1e51 erg": "1e51 erg",
+    # caustics' spellings (its modules are fitted by skyfit as they are)
+    "unitless": "", "radians": "rad", "arcsec/pixel": "arcsec/pix", "Msol": "solMass",
+    "Msun/Mpc^3": "solMass/Mpc3",
 }
 
 
