@@ -14,6 +14,7 @@ from ._forward import forward
 from ._graph import ModuleList, data_arrays, param_paths, short_names
 from .errors import NoFreeParameterError, ParameterVectorError
 from .inference.checkpoint import data_fingerprint
+from .inference.circular import wrap_periodic
 from .inference.density import LogDensity
 from .priors import default_prior_log_prob, param_bounds, prior_log_prob
 
@@ -205,9 +206,7 @@ class Posterior(LogDensity):
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device).reshape(-1)
         if x.shape[-1] != self.dim:
             raise ParameterVectorError("some dynamic parameters have no value; set them first")
-        width = self.upper - self.lower
-        cyclic = self._periodic & torch.isfinite(width)
-        x = torch.where(cyclic, self.lower + torch.remainder(x - self.lower, width), x)
+        x = wrap_periodic(x, self._periodic, self.lower, self.upper)
         self.check_inside(x)
         return x
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-__all__ = ["circular_mean", "circular_std", "unwrap_around", "wrap"]
+__all__ = ["circular_mean", "circular_std", "unwrap_around", "wrap", "wrap_periodic"]
 
 
 def _angle(x, lower: float, upper: float):
@@ -14,6 +15,18 @@ def _angle(x, lower: float, upper: float):
 def wrap(x, lower: float, upper: float):
     """``x`` brought into ``[lower, upper)`` modulo the period."""
     return lower + np.mod(np.asarray(x, dtype=np.float64) - lower, upper - lower)
+
+
+def wrap_periodic(x: torch.Tensor, periodic: torch.Tensor, lower: torch.Tensor,
+                  upper: torch.Tensor) -> torch.Tensor:
+    """``x`` (``(..., dim)``) with its ``periodic`` entries brought into ``[lower, upper)``
+    modulo their period (an angle of ``-0.3`` on ``[0, pi)`` is ``pi - 0.3``: the same angle);
+    the other entries as they are. Differentiable; for starts and values given by a user."""
+    periodic = periodic.to(x.device) & torch.isfinite(upper - lower).to(x.device)
+    if not bool(periodic.any()):
+        return x
+    lower, upper = lower.to(x), upper.to(x)
+    return torch.where(periodic, lower + torch.remainder(x - lower, upper - lower), x)
 
 
 def circular_mean(x, lower: float, upper: float, axis: int = 0):

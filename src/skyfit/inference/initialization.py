@@ -29,6 +29,7 @@ import torch
 
 from ..errors import ParameterVectorError
 from .approximations import GaussianApproximation, MAPResult
+from .circular import wrap_periodic
 from .density import LogDensity
 from .results import Samples
 from .start_strategy import InitStrategy, RandomSource, Start, _seeded, check_finite
@@ -65,15 +66,6 @@ def _name_of(key: str, names: list[str]) -> str | None:
     return ends[0] if len(ends) == 1 else None
 
 
-def _wrap_periodic(density: LogDensity, x: torch.Tensor) -> torch.Tensor:
-    """Angles given outside their period (``phi = -0.3``) moved into it: the same point."""
-    periodic = density.periodic.to(x.device)
-    if not bool(periodic.any()):
-        return x
-    lower, upper = density.lower.to(x), density.upper.to(x)
-    return torch.where(periodic, lower + torch.remainder(x - lower, upper - lower), x)
-
-
 def _as_vector(density: LogDensity, values) -> torch.Tensor:
     """A ``(dim,)`` or ``(n, dim)`` tensor from a vector, an array or a ``{name: value}`` dict
     (a name or its unique end, as for priors: ``"gamma_1"`` for ``"shear.gamma_1"``); periodic
@@ -101,7 +93,7 @@ def _as_vector(density: LogDensity, values) -> torch.Tensor:
     if x.ndim not in (1, 2):
         raise ParameterVectorError(f"init has shape {tuple(x.shape)}; expected ({density.dim},) "
                                    f"or (n, {density.dim}) (names {list(density.names)})")
-    return _wrap_periodic(density, x)
+    return wrap_periodic(x, density.periodic, density.lower, density.upper)
 
 
 class _Value(InitStrategy):
