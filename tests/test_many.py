@@ -231,9 +231,12 @@ def test_resume_after_a_failed_run_refits_nothing_twice(tmp_path):
 
 
 def test_default_chunks_are_few_per_worker_and_a_rerun_keeps_the_runs_chunking(tmp_path):
-    # 2 chunks per worker, 2,000 to 20,000 objects each, never more than the catalogue
-    assert [default_chunk_size(n, 2) for n in (12, 3_000, 10_000)] == [12, 2_000, 2_500]
-    assert default_chunk_size(10**6, 8) == 20_000 and default_chunk_size(10**5, 4) == 12_500
+    # 2 chunks per worker of >= 1,000 objects, else 1 per worker, else chunks of 1,000 (or one);
+    # more only above 20,000 objects per chunk; shared out evenly
+    assert [default_chunk_size(n, 2) for n in (12, 1_999, 2_000, 3_000, 10_000)] == [
+        12, 1_999, 1_000, 1_500, 2_500]
+    assert default_chunk_size(2_500, 4) == 1_250 and default_chunk_size(10**5, 4) == 12_500
+    assert default_chunk_size(10**6, 8) == 20_000  # 50 chunks, not 16 of 62,500
     with pytest.raises(ValueError):
         default_chunk_size(0, 2)
     night, starts = small_catalogue(6)

@@ -24,15 +24,12 @@ from .objects import ManyObjects
 
 __all__ = ["fit_catalogue", "fit_chunk", "default_chunk_size", "CatalogueError"]
 
-# chunk_size=None: this many chunks per worker, each of at least MIN_CHUNK and at most MAX_CHUNK
-# objects. A batched fit runs until its slowest object stops, paying a fixed cost per call for
-# its last few objects, and small batches pay more per object (on the Villar survey night one
-# thread spent 1.5 times the CPU time per object in chunks of 500 as in chunks of 2,000, and no
-# less in one chunk of 4,000: benchmarks/RESULTS.md, many_fits_dask); two chunks per worker still
-# let a fast worker take over the last chunk and lose at most half a worker's share to a crash,
-# and the upper bound keeps resume points within about a minute of one core's work.
+# chunk_size=None (default_chunk_size): up to this many chunks per worker, of at least MIN_CHUNK
+# and at most MAX_CHUNK objects. On the Villar survey night one thread spent 1.5 times the CPU time
+# per object in chunks of 500 as in chunks of 2,000 (1.1 times in chunks of 1,000, no less in one
+# chunk of 4,000): benchmarks/RESULTS.md, many_fits_dask.
 CHUNKS_PER_WORKER = 2
-MIN_CHUNK = 2000
+MIN_CHUNK = 1000
 MAX_CHUNK = 20_000
 
 
@@ -102,8 +99,10 @@ def _previous_chunk_size(output: Path) -> int | None:
 
 def default_chunk_size(n_objects: int, n_workers: int) -> int:
     """Objects per chunk when :func:`fit_catalogue` is given ``chunk_size=None``: the catalogue
-    in ``CHUNKS_PER_WORKER`` (2) chunks per worker, each of at least ``MIN_CHUNK`` (2,000) and at
-    most ``MAX_CHUNK`` (20,000) objects (and never more than the catalogue).
+    in ``CHUNKS_PER_WORKER`` (2) chunks per worker where each then has at least ``MIN_CHUNK``
+    (1,000) objects, else in one chunk per worker, else in as many chunks of ``MIN_CHUNK`` as
+    it holds (at least one); more chunks only where one would pass ``MAX_CHUNK`` (20,000); the
+    objects shared out evenly.
 
     A batched fit runs until its slowest object stops, so each chunk pays the per-call cost of
     its last, nearly empty iterations, and batches of a few hundred objects cost more per object
@@ -113,12 +112,15 @@ def default_chunk_size(n_objects: int, n_workers: int) -> int:
 
     Example:
         >>> [default_chunk_size(n, 2) for n in (1_500, 3_000, 10_000, 10**6)]
-        [1500, 2000, 2500, 20000]
+        [1500, 1500, 2500, 20000]
     """
     if n_objects < 1 or n_workers < 1:
         raise ValueError(f"need at least one object and one worker, got {n_objects}, {n_workers}")
-    per_chunk = -(-n_objects // (CHUNKS_PER_WORKER * n_workers))
-    return min(n_objects, max(MIN_CHUNK, min(MAX_CHUNK, per_chunk)))
+    per_worker = n_objects // (n_workers * MIN_CHUNK)
+    n_chunks = (n_workers * min(CHUNKS_PER_WORKER, per_worker) if per_worker
+                else max(1, n_objects // MIN_CHUNK))
+    n_chunks = max(n_chunks, -(-n_objects // MAX_CHUNK))
+    return -(-n_objects // n_chunks)
 
 
 def _write(table, path: Path) -> None:
@@ -162,7 +164,7 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
         output: folder of the per-chunk Parquet files.
         chunk_size: objects per chunk; None: the chunking of the run already in ``output``,
             else :func:`default_chunk_size` of the catalogue and the workers (2 chunks per
-            worker, 2,000 to 20,000 objects each).
+            worker of 1,000 to 20,000 objects, fewer for a small catalogue).
         starts: None, an ``(N, dim)`` array, or a module-level ``starts(chunk_data)`` function.
         client: a ``dask.distributed.Client`` (its workers' threads count as workers for the
             chunking); None starts the embedded cluster above and closes it at the end;
