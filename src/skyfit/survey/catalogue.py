@@ -153,8 +153,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
     interpreter lock, so two worker threads use two cores (as ``fit_map_many`` splits its own
     objects, :func:`~skyfit.inference.many_newton.in_threads`); torch's thread count in this
     process is 1 while they run, then restored. Worker processes (``processes=True``) each
-    import torch and pay its first calls (seconds: more than a 10,000-object catalogue's whole
-    fit on 2 cores, see ``many_fits_dask`` in benchmarks/RESULTS.md), but survive one another's
+    import torch and pay its first calls (seconds, a large part of the fit of a 10,000-object
+    catalogue on 2 cores: ``many_fits_dask`` in benchmarks/RESULTS.md), but survive one another's
     crash and do not share the interpreter lock: for many cores, or chunks whose model spends
     its time in Python.
 
@@ -162,14 +162,15 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
         factory: module-level ``factory(**arrays_of_one_object) -> Posterior``.
         data: ``{key: array (N, ...)}`` (ragged light curves: :func:`stack_ragged`).
         output: folder of the per-chunk Parquet files.
-        chunk_size: objects per chunk; None: the chunking of the run already in ``output``,
-            else :func:`default_chunk_size` of the catalogue and the workers (2 chunks per
-            worker of 1,000 to 20,000 objects, fewer for a small catalogue).
+        chunk_size: objects per chunk. By default (None) the chunking of the run already in
+            ``output``, else :func:`default_chunk_size` of the catalogue and the workers (2
+            chunks per worker of 1,000 to 20,000 objects, fewer for a small catalogue).
         starts: None, an ``(N, dim)`` array, or a module-level ``starts(chunk_data)`` function.
         client: a ``dask.distributed.Client`` (its workers' threads count as workers for the
             chunking); None starts the embedded cluster above and closes it at the end;
             ``"inline"``: no Dask, chunks fitted here one after the other.
-        n_workers: workers of the embedded cluster; None: torch's thread count (the cores).
+        n_workers: workers of the embedded cluster, by default torch's thread count (the
+            cores).
         processes: the embedded cluster's workers are processes, not threads.
 
     Returns:
