@@ -172,7 +172,7 @@ def test_dask_table_equals_in_process(tmp_path):
     assert list(dask["message"]) == list(inline["message"])
 
 
-def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold():
+def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold_and_profiler():
     # Dask's MALLOC_TRIM_THRESHOLD_ switches off glibc's dynamic mmap threshold: every large
     # tensor a batched fit frees is unmapped and the next one page-faulted back (the
     # many_fits_dask row); skyfit's embedded cluster drops it, a plain LocalCluster keeps it
@@ -184,12 +184,17 @@ def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold():
     def trim_threshold():
         return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
+    def profiled(dask_worker):  # Dask's stack sampler, for a dashboard skyfit's cluster lacks
+        return "profile" in dask_worker.periodic_callbacks
+
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}):
         with _local_cluster(1, processes=True) as cluster, Client(cluster) as client:
             assert set(client.run(trim_threshold).values()) == {None}
+            assert set(client.run(profiled).values()) == {False}
         with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as plain, \
                 Client(plain) as client:
             assert set(client.run(trim_threshold).values()) == {"65536"}
+            assert set(client.run(profiled).values()) == {True}
 
 
 def failing_once(factory, data, marker_dir=None, fail_chunk=1, kill=False, **options):

@@ -238,11 +238,14 @@ def _local_cluster(n_workers: int, processes: bool):
     page faults, and chunk fits ran over twice as slow as in a plain process (measured in
     the ``many_fits_dask`` row of benchmarks/RESULTS.md). A user's own ``Client`` keeps its
     configuration (drop the variable there with ``distributed.nanny.pre-spawn-environ``).
+    Its workers do not run Dask's statistical profiler either (a stack sample of the working
+    thread every 10 ms, under the interpreter lock, for a dashboard this cluster does not have).
     """
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.worker.profile.enabled": False}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                             dashboard_address=None)
 
@@ -274,7 +277,10 @@ def _run_dask(todo, task_args, fit, output, client, n_workers, processes, retrie
     if own:
         cluster = _local_cluster(n_workers, processes)
         client = Client(cluster)
-        client.run(_warm_up) if processes else _warm_up()
+        if processes:  # each worker pays its first calls now, not inside its first chunk
+            client.run(_warm_up)
+        else:
+            _warm_up()
     bar = tqdm(total=len(todo), desc="chunks", unit="chunk", disable=not progress)
     failed = []
     # worker threads of this process enter and leave warnings.catch_warnings out of order:
