@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import warnings
@@ -14,7 +15,14 @@ import torch
 from skyfit import fit_map, laplace
 from skyfit.examples.survey_night import simulate_survey_night, villar_posterior
 from skyfit.inference.many import fit_map_many, laplace_many
-from skyfit.survey import CatalogueError, ManyObjects, fit_catalogue, fit_chunk, stack_ragged
+from skyfit.survey import (
+    CatalogueError,
+    ManyObjects,
+    default_chunk_size,
+    fit_catalogue,
+    fit_chunk,
+    stack_ragged,
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +156,14 @@ def test_dask_table_equals_in_process(tmp_path):
     night, starts = small_catalogue()
     # one torch thread in whichever thread fits a chunk: OpenMP's thread count is per calling
     # thread, and a different reduction order may flip a borderline object's Laplace error
+    # (the embedded cluster's worker threads get torch_threads=1 by default)
     inline = fit_catalogue(villar_posterior, night.data, tmp_path / "inline", chunk_size=4,
                            starts=starts, client="inline", progress=False, torch_threads=1)
+    threads, filters = torch.get_num_threads(), list(warnings.filters)
     dask = fit_catalogue(villar_posterior, night.data, tmp_path / "dask", chunk_size=4,
-                         starts=starts, n_workers=2, processes=False, progress=False,
-                         torch_threads=1)
+                         starts=starts, n_workers=2, progress=False)
+    # the worker threads set torch's threads and warning filters of this process: restored
+    assert torch.get_num_threads() == threads and warnings.filters == filters
     assert list(dask.index) == list(range(12))
     numeric = list(inline.select_dtypes(include=["number", "bool"]).columns)
     assert "Villar.t0_err" in numeric
@@ -161,7 +172,7 @@ def test_dask_table_equals_in_process(tmp_path):
     assert list(dask["message"]) == list(inline["message"])
 
 
-def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold():
+def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold_and_profiler():
     # Dask's MALLOC_TRIM_THRESHOLD_ switches off glibc's dynamic mmap threshold: every large
     # tensor a batched fit frees is unmapped and the next one page-faulted back (the
     # many_fits_dask row); skyfit's embedded cluster drops it, a plain LocalCluster keeps it
@@ -173,12 +184,17 @@ def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold():
     def trim_threshold():
         return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
+    def profiled(dask_worker):  # Dask's stack sampler, for a dashboard skyfit's cluster lacks
+        return "profile" in dask_worker.periodic_callbacks
+
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}):
         with _local_cluster(1, processes=True) as cluster, Client(cluster) as client:
             assert set(client.run(trim_threshold).values()) == {None}
+            assert set(client.run(profiled).values()) == {False}
         with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as plain, \
                 Client(plain) as client:
             assert set(client.run(trim_threshold).values()) == {"65536"}
+            assert set(client.run(profiled).values()) == {True}
 
 
 def failing_once(factory, data, marker_dir=None, fail_chunk=1, kill=False, **options):
@@ -217,6 +233,35 @@ def test_resume_after_a_failed_run_refits_nothing_twice(tmp_path):
     with pytest.raises(Exception, match="other data"):
         fit_catalogue(villar_posterior, night.data, out, chunk_size=3, client="inline",
                       progress=False)
+
+
+def test_default_chunks_are_few_per_worker_and_a_rerun_keeps_the_runs_chunking(tmp_path):
+    # 2 chunks per worker of >= 1,000 objects, else 1 per worker, else chunks of 1,000 (or one);
+    # more only above 20,000 objects per chunk; shared out evenly
+    assert [default_chunk_size(n, 2) for n in (12, 1_999, 2_000, 3_000, 10_000)] == [
+        12, 1_999, 1_000, 1_500, 2_500]
+    assert default_chunk_size(2_500, 4) == 1_250 and default_chunk_size(10**5, 4) == 12_500
+    assert default_chunk_size(10**6, 8) == 20_000  # 50 chunks, not 16 of 62,500
+    with pytest.raises(ValueError):
+        default_chunk_size(0, 2)
+    night, starts = small_catalogue(6)
+    out, calls = tmp_path / "out", tmp_path / "calls"
+    calls.mkdir()
+    fit_catalogue(villar_posterior, night.data, out, chunk_size=2, starts=starts,
+                  fit=failing_once, client="inline", progress=False, marker_dir=str(calls))
+    (out / "chunk-00001.parquet").unlink()  # as if the run had died before chunk 1 was written
+    # chunk_size=None would be one chunk of 6 for this catalogue: the rerun resumes the run's
+    # chunks of 2 instead, and fits only the missing one
+    table = fit_catalogue(villar_posterior, night.data, out, starts=starts, fit=failing_once,
+                          client="inline", progress=False, marker_dir=str(calls))
+    # chunk 1: its simulated crash and retry in the first run, then once more; 0 and 2 once
+    assert sorted(p.name for p in calls.iterdir()) == ["call-0-0", "call-2-0", "call-2-1",
+                                                        "call-2-2", "call-4-0"]
+    assert list(table.index) == list(range(6))
+    fresh = fit_catalogue(villar_posterior, night.data, tmp_path / "fresh", starts=starts,
+                          client="inline", progress=False)
+    assert json.loads((tmp_path / "fresh" / "manifest.json").read_text())["n_chunks"] == 1
+    np.testing.assert_allclose(fresh["Villar.t0"], table["Villar.t0"], rtol=1e-9)
 
 
 @pytest.mark.slow  # worker processes import torch: 1-2 min on a loaded 2-core machine

@@ -106,7 +106,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
     On the CPU with several torch threads the objects are split into one shard per thread,
     each fitted in a Python thread of its own with one intra-op thread (torch's thread count
     is 1 for the duration, then restored), which uses the cores better than splitting each
-    small tensor operation; every object's result is that of the one-thread fit, bit for bit
+    small tensor operation (a batch too small to split runs on one intra-op thread for the
+    same reason); every object's result is that of the one-thread fit, bit for bit
     (:func:`~skyfit.inference.many_newton.in_threads`).
     L-BFGS: the first pass stops after 200 iterations; the objects not converged after it and
     the polish (usually a few percent) continue in a batch of their own for the rest of

@@ -296,20 +296,23 @@ def in_threads(work, density: BatchedDensity, n_rows: int) -> list:
     synchronisation. Each shard after the first gets its own deep copy of ``density`` (sharing
     its ``data`` tensors), so a density whose ``object_log_prob`` swaps its data into a model
     (:class:`~skyfit.survey.ManyObjects`) is not changed under another thread's evaluation.
-    One shard (``work(density, arange(n_rows))`` in this thread, torch's threads as they are)
-    off the CPU, with one torch thread, below ``MIN_ROWS_PER_THREAD`` rows per thread, or for a
-    density that cannot be deep-copied. Each row's arithmetic does not depend on the shard it
-    is in: the results equal one call over all rows."""
+    One shard (``work(density, arange(n_rows))`` in this thread) off the CPU (torch's threads
+    as they are), and on the CPU with one torch thread, below ``MIN_ROWS_PER_THREAD`` rows per
+    thread, or for a density that cannot be deep-copied: there with one intra-op thread too
+    (restored after), for the reason above, the batch's tensors being no larger (on a busy
+    machine two intra-op threads spent ten times the CPU time of one on a few hundred survey
+    objects: benchmarks/RESULTS.md, many_fits). Each row's arithmetic does not depend on the
+    shard it is in: the results equal one call over all rows."""
     shards = min(torch.get_num_threads(), n_rows // MIN_ROWS_PER_THREAD)
     everything = torch.arange(n_rows, device=density.device)
-    if shards < 2 or density.device.type != "cpu":
+    if density.device.type != "cpu":
         return [work(density, everything)]
+    threads = torch.get_num_threads()
     shared = {id(value): value for value in density.data.values()}
     try:
         copies = [density] + [copy.deepcopy(density, dict(shared)) for _ in range(shards - 1)]
     except (TypeError, copy.Error, RuntimeError):  # e.g. a lock or a generator: not copied
-        return [work(density, everything)]
-    threads = torch.get_num_threads()
+        shards = 1
 
     def one_thread(copy_: BatchedDensity, rows: torch.Tensor):
         torch.set_num_threads(1)  # this thread's OpenMP setting too, not only the global one
@@ -317,6 +320,8 @@ def in_threads(work, density: BatchedDensity, n_rows: int) -> list:
 
     torch.set_num_threads(1)
     try:
+        if shards < 2:
+            return [work(density, everything)]
         with ThreadPoolExecutor(shards) as pool:
             futures = [pool.submit(one_thread, copy_, rows) for copy_, rows in
                        zip(copies, torch.tensor_split(everything, shards))]

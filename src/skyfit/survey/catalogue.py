@@ -22,7 +22,15 @@ from ..errors import DataError
 from ..inference.many import fit_map_many, laplace_many
 from .objects import ManyObjects
 
-__all__ = ["fit_catalogue", "fit_chunk", "CatalogueError"]
+__all__ = ["fit_catalogue", "fit_chunk", "default_chunk_size", "CatalogueError"]
+
+# chunk_size=None (default_chunk_size): up to this many chunks per worker, of at least MIN_CHUNK
+# and at most MAX_CHUNK objects. On the Villar survey night one thread spent 1.5 times the CPU time
+# per object in chunks of 500 as in chunks of 2,000 (1.1 times in chunks of 1,000, no less in one
+# chunk of 4,000): benchmarks/RESULTS.md, many_fits_dask.
+CHUNKS_PER_WORKER = 2
+MIN_CHUNK = 1000
+MAX_CHUNK = 20_000
 
 
 class CatalogueError(RuntimeError):
@@ -38,7 +46,9 @@ def fit_chunk(factory: Callable, data: Mapping[str, np.ndarray], starts=None,
     Arguments:
         starts: None (the template's values), an ``(n, dim)`` array, or a module-level function
             ``starts(data) -> (n, dim)`` computed on the chunk's data.
-        torch_threads: threads for torch in this call (a worker process: 1 per worker).
+        torch_threads: torch's threads from this call on (1 in each of :func:`fit_catalogue`'s
+            own workers; in a worker thread this sets the whole process's count, which
+            ``fit_catalogue`` restores at the end).
     """
     import warnings
 
@@ -80,6 +90,39 @@ def _manifest(output: Path, data, chunk_size: int, n_chunks: int) -> None:
         path.write_text(json.dumps(info))
 
 
+def _previous_chunk_size(output: Path) -> int | None:
+    """The chunk size of the run already in ``output`` (a rerun with ``chunk_size=None`` resumes
+    it whatever the number of workers now), or None."""
+    path = output / "manifest.json"
+    return int(json.loads(path.read_text())["chunk_size"]) if path.exists() else None
+
+
+def default_chunk_size(n_objects: int, n_workers: int) -> int:
+    """Objects per chunk when :func:`fit_catalogue` is given ``chunk_size=None``: the catalogue
+    in ``CHUNKS_PER_WORKER`` (2) chunks per worker where each then has at least ``MIN_CHUNK``
+    (1,000) objects, else in one chunk per worker, else in as many chunks of ``MIN_CHUNK`` as
+    it holds (at least one); more chunks only where one would pass ``MAX_CHUNK`` (20,000); the
+    objects shared out evenly.
+
+    A batched fit runs until its slowest object stops, so each chunk pays the per-call cost of
+    its last, nearly empty iterations, and batches of a few hundred objects cost more per object
+    than batches of thousands: few large chunks. Two per worker rather than one let the worker
+    that finishes first take the last chunk and lose at most half a worker's share to a crash;
+    the upper bound keeps a resume point every minute or so of one core's work.
+
+    Example:
+        >>> [default_chunk_size(n, 2) for n in (1_500, 3_000, 10_000, 10**6)]
+        [1500, 1500, 2500, 20000]
+    """
+    if n_objects < 1 or n_workers < 1:
+        raise ValueError(f"need at least one object and one worker, got {n_objects}, {n_workers}")
+    per_worker = n_objects // (n_workers * MIN_CHUNK)
+    n_chunks = (n_workers * min(CHUNKS_PER_WORKER, per_worker) if per_worker
+                else max(1, n_objects // MIN_CHUNK))
+    n_chunks = max(n_chunks, -(-n_objects // MAX_CHUNK))
+    return -(-n_objects // n_chunks)
+
+
 def _write(table, path: Path) -> None:
     tmp = path.with_suffix(".parquet.tmp")
     table.to_parquet(tmp)
@@ -90,34 +133,45 @@ def _chunk_path(output: Path, i: int) -> Path:
     return output / f"chunk-{i:05d}.parquet"
 
 
-def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output, chunk_size: int = 500,
-                  starts=None, fit: Callable = fit_chunk, client=None, n_workers: int = 2,
-                  processes: bool = True, retries: int = 2, progress: bool = True, **fit_options):
+def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
+                  chunk_size: int | None = None, starts=None, fit: Callable = fit_chunk,
+                  client=None, n_workers: int | None = None, processes: bool = False,
+                  retries: int = 2, progress: bool = True, **fit_options):
     """Fit every object of a catalogue, ``chunk_size`` objects per batched fit, on Dask workers.
 
     Each chunk is one task ``fit(factory, chunk_data, starts=..., first_index=...)`` (default
     :func:`fit_chunk`: MAP + Laplace, one row per object). Finished chunks are written to
-    ``output/chunk-<i>.parquet`` as they arrive; a rerun with the same data and ``chunk_size``
-    fits only the chunks not on disk (a different catalogue in the same folder is refused). A
+    ``output/chunk-<i>.parquet`` as they arrive; a rerun with the same data and chunking fits
+    only the chunks not on disk (a different catalogue in the same folder is refused). A
     worker that dies mid-chunk loses that chunk only: the scheduler runs it again elsewhere; a
     chunk that raises is retried ``retries`` times; chunks that still fail are listed in a
     :class:`CatalogueError` raised after the others are written.
 
-    Chunk size is a trade: a batched fit runs until its slowest object stops and pays a fixed
-    cost per iteration, so one chunk of 2k objects costs less CPU than two of k (see
-    ``many_fits_dask`` in benchmarks/RESULTS.md), and each worker's first chunk pays torch's
-    first calls;
-    smaller chunks lose less to a killed worker and balance better. Aim at several chunks per
-    worker of at least ~500 objects.
+    The embedded cluster (``client=None``) is a ``LocalCluster`` of ``n_workers``
+    single-threaded workers, threads of this process by default: they start in well under a
+    second with skyfit and torch already imported, and torch's batched calls release the
+    interpreter lock, so two worker threads use two cores (as ``fit_map_many`` splits its own
+    objects, :func:`~skyfit.inference.many_newton.in_threads`); torch's thread count in this
+    process is 1 while they run, then restored. Worker processes (``processes=True``) each
+    import torch and pay its first calls (seconds, a large part of the fit of a 10,000-object
+    catalogue on 2 cores: ``many_fits_dask`` in benchmarks/RESULTS.md), but survive one another's
+    crash and do not share the interpreter lock: for many cores, or chunks whose model spends
+    its time in Python.
 
     Arguments:
         factory: module-level ``factory(**arrays_of_one_object) -> Posterior``.
         data: ``{key: array (N, ...)}`` (ragged light curves: :func:`stack_ragged`).
         output: folder of the per-chunk Parquet files.
+        chunk_size: objects per chunk. By default (None) the chunking of the run already in
+            ``output``, else :func:`default_chunk_size` of the catalogue and the workers (2
+            chunks per worker of 1,000 to 20,000 objects, fewer for a small catalogue).
         starts: None, an ``(N, dim)`` array, or a module-level ``starts(chunk_data)`` function.
-        client: a ``dask.distributed.Client``; None starts a ``LocalCluster`` of ``n_workers``
-            single-threaded workers (``processes=False``: threads of this process) and closes
-            it at the end; ``"inline"``: no Dask, chunks fitted here one after the other.
+        client: a ``dask.distributed.Client`` (its workers' threads count as workers for the
+            chunking); None starts the embedded cluster above and closes it at the end;
+            ``"inline"``: no Dask, chunks fitted here one after the other.
+        n_workers: workers of the embedded cluster, by default torch's thread count (the
+            cores).
+        processes: the embedded cluster's workers are processes, not threads.
 
     Returns:
         the whole table (pandas DataFrame, one row per object, index ``object``).
@@ -126,10 +180,14 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output, chu
 
     data = {key: np.asarray(value) for key, value in data.items()}
     n = len(next(iter(data.values())))
+    output = Path(output)
+    n_workers = n_workers or torch.get_num_threads()
+    if chunk_size is None:
+        chunk_size = _previous_chunk_size(output) or default_chunk_size(
+            n, _worker_count(client, n_workers))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
-    output = Path(output)
     _manifest(output, data, chunk_size, len(bounds))
     todo = [i for i in range(len(bounds)) if not _chunk_path(output, i).exists()]
 
@@ -139,11 +197,36 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output, chu
         return (factory, {k: v[a:b] for k, v in data.items()}), dict(
             starts=chunk_starts, first_index=a, **fit_options)
 
-    failed = _run(todo, task_args, fit, output, client, n_workers, processes, retries, progress)
+    threads = torch.get_num_threads()
+    try:  # a chunk fitted in this process (inline, worker threads) may set torch's threads
+        if client == "inline":
+            failed = _run_inline(todo, task_args, fit, output, retries, progress)
+        else:
+            failed = _run_dask(todo, task_args, fit, output, client, n_workers, processes,
+                               retries, progress)
+    finally:
+        torch.set_num_threads(threads)
     if failed:
         raise CatalogueError(f"{len(failed)} of {len(bounds)} chunks failed ({failed[:3]}); the "
                              f"others are in {output}: rerun to fit only the missing ones")
     return pd.concat([pd.read_parquet(_chunk_path(output, i)) for i in range(len(bounds))])
+
+
+def _worker_count(client, n_workers: int) -> int:
+    if client is None:
+        return n_workers
+    if client == "inline":
+        return 1
+    return max(1, sum(client.nthreads().values()))
+
+
+def _warm_up() -> None:
+    """Pay this process's one-off first-call costs: skyfit's survey path, and the import of
+    ``torch._dynamo`` that the first ``torch.func`` gradient makes (seconds)."""
+    import skyfit.survey  # noqa: F401 - the import is the point
+
+    x = torch.zeros(2, 1, dtype=torch.float64)
+    torch.func.vmap(torch.func.grad(lambda v: (v * v).sum()))(x)
 
 
 def _local_cluster(n_workers: int, processes: bool):
@@ -155,57 +238,72 @@ def _local_cluster(n_workers: int, processes: bool):
     page faults, and chunk fits ran over twice as slow as in a plain process (measured in
     the ``many_fits_dask`` row of benchmarks/RESULTS.md). A user's own ``Client`` keeps its
     configuration (drop the variable there with ``distributed.nanny.pre-spawn-environ``).
+    Its workers do not run Dask's statistical profiler either (a stack sample of the working
+    thread every 10 ms, under the interpreter lock, for a dashboard this cluster does not have).
     """
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.worker.profile.enabled": False}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                             dashboard_address=None)
 
 
-def _run(todo, task_args, fit, output, client, n_workers, processes, retries, progress):
+def _run_inline(todo, task_args, fit, output, retries, progress) -> list:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), desc="chunks", unit="chunk", disable=not progress)
     failed = []
-    if client == "inline":
-        for i in todo:
-            args, kwargs = task_args(i)
-            for attempt in range(retries + 1):
-                try:
-                    _write(fit(*args, **kwargs), _chunk_path(output, i))
-                    break
-                except Exception as exc:  # noqa: BLE001 - any failure of one chunk is recorded
-                    if attempt == retries:
-                        failed.append((i, repr(exc)))
-            bar.update()
-        bar.close()
-        return failed
+    for i in tqdm(todo, desc="chunks", unit="chunk", disable=not progress):
+        args, kwargs = task_args(i)
+        for attempt in range(retries + 1):
+            try:
+                _write(fit(*args, **kwargs), _chunk_path(output, i))
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure of one chunk is recorded
+                if attempt == retries:
+                    failed.append((i, repr(exc)))
+    return failed
+
+
+def _run_dask(todo, task_args, fit, output, client, n_workers, processes, retries,
+              progress) -> list:
+    import warnings
+
     from distributed import Client, as_completed
+    from tqdm.auto import tqdm
 
     own = client is None
     if own:
         cluster = _local_cluster(n_workers, processes)
         client = Client(cluster)
-    try:
-        futures = {}
-        for i in todo:
-            args, kwargs = task_args(i)
-            if own and processes:
-                kwargs.setdefault("torch_threads", 1)
-            futures[client.submit(fit, *args, **kwargs, retries=retries, pure=False,
-                                  key=f"skyfit-chunk-{i}-{os.getpid()}")] = i
-        for future in as_completed(futures):
-            i = futures[future]
-            if future.status == "finished":
-                _write(future.result(), _chunk_path(output, i))
-            else:
-                failed.append((i, repr(future.exception())))
-            bar.update()
-    finally:
-        bar.close()
-        if own:
-            client.close()
-            cluster.close()
+        if processes:  # each worker pays its first calls now, not inside its first chunk
+            client.run(_warm_up)
+        else:
+            _warm_up()
+    bar = tqdm(total=len(todo), desc="chunks", unit="chunk", disable=not progress)
+    failed = []
+    # worker threads of this process enter and leave warnings.catch_warnings out of order:
+    # the filters are restored here, after all of them
+    with warnings.catch_warnings():
+        try:
+            futures = {}
+            for i in todo:
+                args, kwargs = task_args(i)
+                if own:
+                    kwargs.setdefault("torch_threads", 1)
+                futures[client.submit(fit, *args, **kwargs, retries=retries, pure=False,
+                                      key=f"skyfit-chunk-{i}-{os.getpid()}")] = i
+            for future in as_completed(futures):
+                i = futures[future]
+                if future.status == "finished":
+                    _write(future.result(), _chunk_path(output, i))
+                else:
+                    failed.append((i, repr(future.exception())))
+                bar.update()
+        finally:
+            bar.close()
+            if own:
+                client.close()
+                cluster.close()
     return failed
