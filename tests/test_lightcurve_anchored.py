@@ -10,7 +10,7 @@ from skyfit.lightcurve_fit import sample_light_curve_nuts
 from skyfit.lightcurves import Villar, default_priors, from_photometry
 
 
-def synthetic_posterior(redshift=None):
+def synthetic_posterior(redshift=None, **options):
     """Two bands, both sampled through the rise, plateau and decline (a well-behaved posterior
     in the model's own parameters); 4% flux errors, Gaussian in flux."""
     truth = Villar(t0=0.0, A=[100.0, 80.0], beta=-0.01, gamma=12.0, tau_rise=3.0,
@@ -25,7 +25,7 @@ def synthetic_posterior(redshift=None):
     observed = flux + err * torch.randn(flux.shape, generator=gen, dtype=torch.float64)
     phot = Photometry(time.numpy() + 56000.0, band, flux=observed.numpy(), flux_err=err.numpy(),
                       redshift=redshift)
-    like = PhotometryLikelihood(from_photometry("villar", phot), phot)
+    like = PhotometryLikelihood(from_photometry("villar", phot, **options), phot)
     return Posterior(like, priors=default_priors(like))
 
 
@@ -74,6 +74,21 @@ def test_gradient_matches_central_differences_with_a_redshift():
         e[i] = h
         numeric = (dens.log_prob(w + e) - dens.log_prob(w - e)) / (2 * h)
         assert grad[i].item() == pytest.approx(numeric.item(), rel=1e-5, abs=1e-5)
+
+
+def test_anchored_coordinates_are_the_model_flux_with_a_blend_width_from_tau_fall():
+    # the blend width 0.2 tau_fall differs per band: each band's coordinate must still be the
+    # log of that band's own light curve at its reference time
+    post = synthetic_posterior(transition_fraction=0.2)
+    dens = VillarAnchoredDensity(post)
+    x = post.initial() * 1.05
+    w = dens.from_original(x)
+    post.set(x)
+    lc = post.likelihood.lightcurve
+    for b, k in enumerate(dens._index["A"]):
+        flux = lc.flux(dens.reference_times[b], band=b)
+        assert w[k].item() == pytest.approx(flux.log().item(), abs=1e-10)
+    assert torch.allclose(dens.to_original(w), x, rtol=1e-10, atol=1e-10)
 
 
 def test_names_say_which_flux_replaces_which_parameter(fitted):

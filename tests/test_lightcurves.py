@@ -137,6 +137,68 @@ def test_villar_flat_plateau_peaks_at_its_end_with_the_rise_value():
     assert abs(t[f.argmax()].item() - p["gamma"]) < 0.05
 
 
+def _relative_to_piecewise(fraction, params, t):
+    model = Villar(**params, transition_fraction=fraction).flux(torch.tensor(t, dtype=f64))
+    return model.numpy() / villar_piecewise(t, *params.values()) - 1
+
+
+def test_villar_with_a_transition_fraction_keeps_its_stated_limits():
+    # flat plateau, slow rise done long before t1: the corner alone; the docstring's bounds
+    flat = dict(t0=0.0, A=4.0, beta=0.0, gamma=60.0, tau_rise=1.0, tau_fall=20.0)
+    t1, t = 60.0, np.linspace(20.0, 140.0, 24_001)
+    for fraction, stated in ((0.2, 0.062), (0.3, 0.099)):
+        deviation = np.abs(np.log1p(_relative_to_piecewise(fraction, flat, t)))
+        assert stated - 0.001 < deviation.max() < stated + 0.001
+        far = np.abs(t - t1) > 10 * fraction * flat["tau_fall"]
+        assert deviation[far].max() < 1e-3
+    # with a sloped plateau and a rise (VILLAR), 10 widths away still within 0.1%
+    width, t1 = 0.2 * VILLAR["tau_fall"], VILLAR["t0"] + VILLAR["gamma"]
+    t = np.concatenate([np.linspace(0.0, t1 - 10 * width, 200), np.linspace(t1 + 10 * width,
+                                                                            150.0, 200)])
+    assert np.abs(_relative_to_piecewise(0.2, VILLAR, t)).max() < 1e-3
+
+
+def test_villar_with_a_transition_fraction_has_a_continuous_derivative_at_the_plateau_end():
+    t1 = VILLAR["t0"] + VILLAR["gamma"]
+    h = 1e-4
+    t = torch.arange(t1 - 5.0, t1 + 5.0, h, dtype=f64).requires_grad_(True)
+    blended, sharp = (Villar(**VILLAR, **kw) for kw in (dict(transition_fraction=0.2),
+                                                          dict(transition_width=1e-6)))
+    slopes = [torch.autograd.grad(lc.flux(t).sum(), t)[0] for lc in (blended, sharp)]
+    # the piecewise model's slope jumps at t1 from beta s to -(A + beta gamma) s / tau_fall
+    s = 1 / (1 + math.exp(-VILLAR["gamma"] / VILLAR["tau_rise"]))
+    kink = s * (VILLAR["beta"] + (VILLAR["A"] + VILLAR["beta"] * VILLAR["gamma"])
+                / VILLAR["tau_fall"])
+    step = int(round(0.01 / h))  # the sharp model's slope 0.01 day either side of t1
+    middle = int(round(5.0 / h))
+    across = (slopes[1][middle + step] - slopes[1][middle - step]).item()
+    assert -across == pytest.approx(kink, rel=1e-3)
+    # the blend's slope turns over about a width: by less than (slope jump) x h / width per
+    # grid step h (0.41 of that here), where the piecewise model's turns all at once
+    assert slopes[0].diff().abs().max().item() < kink * h / (0.2 * VILLAR["tau_fall"])
+    assert slopes[1].diff().abs().max().item() > 0.4 * kink
+
+
+def test_villar_with_a_transition_fraction_is_invariant_under_stretching_time():
+    # every time scale and t times k, beta / k: the same light curve, stretched; a blend
+    # fixed in days is not (its corner keeps its width)
+    k, t = 4.0, torch.linspace(-20.0, 120.0, 701, dtype=f64)
+    stretched = dict(VILLAR, t0=k * VILLAR["t0"], beta=VILLAR["beta"] / k,
+                     gamma=k * VILLAR["gamma"], tau_rise=k * VILLAR["tau_rise"],
+                     tau_fall=k * VILLAR["tau_fall"])
+    base = Villar(**VILLAR, transition_fraction=0.2).flux(t)
+    torch.testing.assert_close(Villar(**stretched, transition_fraction=0.2).flux(k * t), base,
+                               rtol=1e-12, atol=1e-12)
+    fixed = Villar(**stretched).flux(k * t) - Villar(**VILLAR).flux(t)
+    assert fixed.abs().max() > 1e-3 * VILLAR["A"]
+
+
+def test_villar_refuses_a_transition_fraction_outside_zero_to_one():
+    for fraction in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="transition_fraction"):
+            Villar(transition_fraction=fraction)
+
+
 # --------------------------------------------------------------------------- bands, shapes, errors
 
 

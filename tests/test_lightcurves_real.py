@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from skyfit import Bazin, GaussianLightCurve, PhotometryLikelihood, Posterior, Villar, fit_map
+from skyfit import (
+    Bazin,
+    GaussianLightCurve,
+    PhotometryLikelihood,
+    Posterior,
+    Villar,
+    fit_map,
+    laplace,
+)
 from skyfit.data import Photometry
 from skyfit.lightcurves import default_priors, from_photometry, light_curve_scales
 from skyfit.lightcurves.observed import distance_dimming, subset_entries
@@ -202,3 +210,38 @@ def test_the_command_line_fit_starts_nuts_from_the_laplace_approximation(tmp_pat
     assert isinstance(seen["init"], LaplaceResult) and seen["mass"] == "dense"
     # the default sharing of Villar: one t0, rise, plateau length and relative slope
     assert {"Villar.t0", "Villar.tau_rise", "Villar.gamma", "Villar.beta"} <= set(seen["names"])
+
+
+def test_villar_with_a_blend_width_from_tau_fall_recovers_a_sparse_rise_two_band_truth():
+    # g: a faint rise of 3 points, then plateau and decline; r only after the peak; the truth
+    # drawn from the model itself (blend width 0.2 tau_fall), 3% flux errors
+    truth = dict(t0=0.0, A=[100.0, 80.0], beta=-0.01, gamma=15.0, tau_rise=4.0,
+                 tau_fall=[20.0, 35.0])
+    lc = Villar(**truth, bands="gr", relative_slope=True, transition_fraction=0.2,
+                shared=["t0", "tau_rise", "gamma", "beta"])
+    t_g = torch.cat([torch.tensor([-6.0, -2.0, 2.0]), torch.arange(8.0, 100.0, 4.0)])
+    t_r = torch.arange(20.0, 100.0, 4.0) + 1.0
+    time = torch.cat([t_g, t_r]).double()
+    band = torch.tensor([0] * len(t_g) + [1] * len(t_r))
+    flux = lc.flux(time, band=band).detach()
+    err = 0.03 * flux + 0.3
+    gen = torch.Generator().manual_seed(5)
+    observed = flux + err * torch.randn(flux.shape, generator=gen, dtype=torch.float64)
+    phot = Photometry(time.numpy() + 59000.0, ["g" if b == 0 else "r" for b in band.tolist()],
+                      flux=observed.numpy(), flux_err=err.numpy())
+    model = from_photometry("villar", phot, transition_fraction=0.2)
+    assert model.transition_fraction == 0.2
+    like = PhotometryLikelihood(model, phot)
+    post = Posterior(like, priors=default_priors(like))
+    fit = fit_map(post)
+    assert fit.converged
+    lap = laplace(post, fit.x)
+    offset = phot.reference - 59000.0
+    expected = dict(t0=truth["t0"] - offset, beta=-0.01, gamma=15.0, tau_rise=4.0)
+    for name, value in expected.items():
+        i = post.names.index(f"Villar.{name}")
+        assert abs(fit.x[i].item() - value) < 3 * lap.std[i].item(), name
+    for b, value in enumerate(truth["tau_fall"]):
+        i = post.names.index(f"Villar.tau_fall[{b}]")
+        assert abs(fit.x[i].item() - value) < 3 * lap.std[i].item(), b
+

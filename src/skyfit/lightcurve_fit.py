@@ -93,10 +93,12 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     :class:`~skyfit.lightcurve_anchored.VillarAnchoredDensity` (the same posterior; fluxes at
     fixed times instead of ``t0``, ``tau_rise`` and the amplitudes) and the draws are returned
     as the model's parameters. Not the default: on LSQ12dlf it removes the curved ridge of the
-    bulk (2.7x fewer leapfrog steps per draw) but not the divergences of a tail where the
-    plateau end crosses precise points, and on a synthetic two-band light curve with a sparse
-    rise it diverged more than the model's own parameters (benchmarks/RESULTS.md,
-    ``lightcurve_real_slsn_villar``).
+    bulk (2.7x fewer leapfrog steps per draw) but not all divergences, and on a synthetic
+    two-band light curve with a sparse rise it diverged more than the model's own parameters
+    (benchmarks/RESULTS.md, ``lightcurve_real_slsn_villar``). On LSQ12dlf it works best with
+    a plateau-end blend of 0.2 ``tau_fall`` (``from_photometry(..., transition_fraction=0.2)``,
+    see :class:`~skyfit.lightcurves.Villar`) and ``target_accept=0.9``: R-hat 1.006 but still
+    11 divergent transitions in 1,400 draws (2 at 0.95, for 1.6x the gradients).
 
     Arguments:
         post: the light-curve posterior.

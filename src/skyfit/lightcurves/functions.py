@@ -60,7 +60,10 @@ def villar_light_curve(t, t0, A, beta, gamma, tau_rise, tau_fall, transition_wid
     its derivatives are smooth in ``t`` and in every parameter (``gamma`` included), which a
     gradient-based fit needs. At ``t1`` the blend equals the piecewise value exactly; more than a
     few widths away from ``t1`` it equals the piecewise model; as the width tends to 0 it tends to
-    the piecewise model everywhere.
+    the piecewise model everywhere. ``transition_width`` may be a tensor that broadcasts with the
+    parameters (e.g. a fraction of ``tau_fall``, as :class:`~skyfit.lightcurves.Villar` with
+    ``transition_fraction``); it must stay below ``tau_fall`` or the decline piece, which grows
+    as ``exp(+(t1 - t) / tau_fall)`` before ``t1``, outweighs its vanishing blend weight.
 
     Example:
         >>> import torch

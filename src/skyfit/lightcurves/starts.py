@@ -100,7 +100,8 @@ def from_photometry(model: str, phot, shared: Sequence | None = None, baseline: 
             ``gamma`` and ``beta`` for Villar; ``t0`` for the Gaussian).
         baseline: add a per-band baseline ``B`` (Bazin always has one).
         redshift: the source's redshift (default ``phot.redshift``; rest-frame time scales);
-            kept static. options: more keywords for the model (e.g. ``dimming``). A Villar model
+            kept static. options: more keywords for the model (e.g. ``dimming``; for Villar
+            ``transition_fraction``, a plateau-end blend scaled to the decline). A Villar model
             is built with ``relative_slope=True`` unless ``options`` say otherwise, so its
             plateau slope can be shared by bands (:class:`~skyfit.lightcurves.Villar`).
 
