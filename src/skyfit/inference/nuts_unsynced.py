@@ -13,9 +13,11 @@ the chains that are building.
 Warm-up per chain, Stan's schedule on the chain's own iteration count: dual averaging of the
 step size, and at the end of each slow window the inverse mass matrix becomes the window's
 (co)variance, shrunk towards the start metric (``prior``, with weight ``10 * dim`` draws) or,
-without one, Stan's regularised estimate. Dual averaging then restarts from the current step
-size (Stan searches a new one by doubling/halving: here chains reach their window ends at
-different calls, and a search per call would cost about ten calls each).
+without one, Stan's regularised estimate; then, as in Stan and :func:`~skyfit.sample_nuts`, a
+new step size is searched by doubling/halving from the current one under the new metric (a few
+batched calls of only the chains ending a window) and dual averaging restarts from it. A chain
+thus follows exactly :func:`~skyfit.sample_nuts`' warm-up: a run of one chain is that sampler
+draw for draw (a test), and many chains out of step are independent copies of it.
 
 References:
     Radul, Patton, Maclaurin, Hoffman & Saurous (2020), *Automatically batching
@@ -84,9 +86,10 @@ class _ChainAdaptation:
         state = self.welford.update(WelfordState(w.count[idx], w.mean[idx], w.m2[idx]), z)
         w.count[idx], w.mean[idx], w.m2[idx] = state
 
-    def end_window(self, idx, metric: Metric):
+    def end_window(self, idx, metric: Metric, search) -> None:
         """Chains ``idx`` end a slow window: new inverse mass (also in ``metric``, in place),
-        estimates reset, dual averaging restarted from the current step size."""
+        estimates reset, a step size searched by ``search(idx, metric of idx, step sizes)``
+        and dual averaging restarted from it."""
         w = self.window
         window = WelfordState(w.count[idx], w.mean[idx], w.m2[idx])
         prior = None if self.prior is None else self.prior[idx]
@@ -98,6 +101,7 @@ class _ChainAdaptation:
         else:
             metric.inv_sqrt[idx] = new.sqrt()
         w.count[idx], w.mean[idx], w.m2[idx] = 0.0, 0.0, 0.0
+        self.step_size[idx] = search(idx, metric.select(idx), self.step_size[idx])
         self.mu[idx] = torch.log(10 * self.step_size[idx])
         self.counter[idx], self.s_bar[idx], self.x_bar[idx] = 0.0, 0.0, 0.0
 
@@ -163,7 +167,9 @@ def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_d
             kernel._merge(t, complete, new, p, forward, level)
         idx = (t.done & active).nonzero().flatten()
         if len(idx):
-            z_i, logp_i, g_i = _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
+            search = _step_size_search(kernel, generator, t, idx)
+            z_i, logp_i, g_i = _advance(t, idx, iteration, adapt, schedule, out, n_warmup,
+                                        search)
             iteration[idx] += 1
             bar.update(len(idx))
             going_on = iteration[idx] < n_total
@@ -177,7 +183,17 @@ def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_d
     return out
 
 
-def _advance(t, idx, iteration, adapt, schedule, out, n_warmup):
+def _step_size_search(kernel: NUTS, generator, t, idx):
+    """Stan's step-size search for chains that end a window, from their finished transitions'
+    points (``t``'s proposals of chains ``idx``): ``search(chains, metric, step_size)``."""
+    def search(chains, metric, step_size):
+        z, logp, g = _finished(t, chains)[:3]
+        return find_reasonable_step_size(lambda x: kernel.value_and_grad_of(x, chains), metric,
+                                         z, logp, g, step_size, generator)
+    return search
+
+
+def _advance(t, idx, iteration, adapt, schedule, out, n_warmup, search):
     """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded.
     Returns their new points ``(z, log p, grad)``, where their next transitions start."""
     z, logp, g, accept, depth, n_steps, diverging, energy = _finished(t, idx)
@@ -191,7 +207,7 @@ def _advance(t, idx, iteration, adapt, schedule, out, n_warmup):
             adapt.observe(w[in_window], z[warm][in_window])
         ending = schedule.window_end[it_w]
         if bool(ending.any()):
-            adapt.end_window(w[ending], t.metric)
+            adapt.end_window(w[ending], t.metric, search)
         last = it_w == n_warmup - 1
         if bool(last.any()):
             adapt.finish(w[last])
