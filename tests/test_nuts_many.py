@@ -116,6 +116,21 @@ def test_one_object_is_the_single_object_sampler():
     np.testing.assert_allclose(many.draws[0], single.draws, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("mass", ["diag", "dense"])
+def test_one_chain_out_of_step_is_the_single_object_sampler(mass):
+    # out of step, a chain runs sample_nuts' warm-up on its own schedule (dual averaging, the
+    # window estimates, the step-size search at each window end): with one chain it is that
+    # sampler draw for draw, through three slow windows; many chains are independent copies
+    density = normal_gamma(1, seed=3)
+    mean, _ = density.truth()
+    options = dict(n_chains=1, n_warmup=300, n_draws=40, seed=4, mass=mass)
+    many = sample_nuts_many(density, torch.as_tensor(mean), init_scale=0.0, **options)
+    single = sample_nuts(density.object(0), init=torch.as_tensor(mean), progress=False,
+                         **options)
+    np.testing.assert_array_equal(many.draws[0], single.draws)
+    np.testing.assert_array_equal(many.extra["step_size"][0].numpy(), single.info["step_size"])
+
+
 def one_narrow_object(narrow_sd):
     """Six objects ``a ~ N(0, 1)``, ``b ~ Gamma(10, 1)``; object 3's ``a`` is ``narrow_sd``
     wide: its widths differ by ``0.33 / narrow_sd`` (``log b`` has sd ``1/3``)."""

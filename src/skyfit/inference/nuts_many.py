@@ -139,8 +139,9 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     on that object's log-density, every leapfrog step one vmapped call for all of them.
 
     Each chain adapts its own step size (dual averaging) and inverse mass matrix (Stan's
-    windows), so objects of very different posterior widths each get their own; the kernel is
-    :func:`~skyfit.sample_nuts`'s. By default chains run out of step
+    windows), so objects of very different posterior widths each get their own; the kernel and
+    the warm-up are :func:`~skyfit.sample_nuts`'s (a chain out of step is that sampler draw for
+    draw, given the same start and random numbers). By default chains run out of step
     (:mod:`~skyfit.inference.nuts_unsynced`): a chain whose tree is finished starts its next
     transition at once, each on its own warm-up schedule, so the run makes about as many
     batched calls as its busiest chain needs leapfrog steps, instead of ``iterations x`` the
@@ -167,7 +168,8 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
         progress: a progress bar over iterations (transitions of all chains, out of step).
         lockstep: every chain waits for the slowest chain at each iteration, in
             :func:`~skyfit.sample_nuts`'s loop (a batch of one object is then that sampler,
-            draw for draw; warm-up windows end together and search a new step size).
+            draw for draw; warm-up windows end together). The same Markov chains as out of
+            step, at the lock-step cost.
         compile: the chains' value and gradient through ``torch.compile``
             (:mod:`~skyfit.inference.nuts_many_gradient`: two compiled batch sizes, the few
             chains of the run's tail padded to one, many chains in chunks of the other; the

@@ -13,9 +13,11 @@ the chains that are building.
 Warm-up per chain, Stan's schedule on the chain's own iteration count: dual averaging of the
 step size, and at the end of each slow window the inverse mass matrix becomes the window's
 (co)variance, shrunk towards the start metric (``prior``, with weight ``10 * dim`` draws) or,
-without one, Stan's regularised estimate. Dual averaging then restarts from the current step
-size (Stan searches a new one by doubling/halving: here chains reach their window ends at
-different calls, and a search per call would cost about ten calls each).
+without one, Stan's regularised estimate; then, as in Stan and :func:`~skyfit.sample_nuts`, a
+new step size is searched by doubling/halving from the current one under the new metric (a few
+batched calls of only the chains ending a window) and dual averaging restarts from it. A chain
+thus follows exactly :func:`~skyfit.sample_nuts`' warm-up: a run of one chain is that sampler
+draw for draw (a test), and many chains out of step are independent copies of it.
 
 References:
     Radul, Patton, Maclaurin, Hoffman & Saurous (2020), *Automatically batching
@@ -84,20 +86,23 @@ class _ChainAdaptation:
         state = self.welford.update(WelfordState(w.count[idx], w.mean[idx], w.m2[idx]), z)
         w.count[idx], w.mean[idx], w.m2[idx] = state
 
-    def end_window(self, idx, metric: Metric):
-        """Chains ``idx`` end a slow window: new inverse mass (also in ``metric``, in place),
-        estimates reset, dual averaging restarted from the current step size."""
+    def end_window(self, idx, rows, metric: Metric, search) -> None:
+        """Chains ``idx`` (rows ``rows`` of the working set) end a slow window: new inverse
+        mass (also in the working set's ``metric``, in place), estimates reset, a step size
+        searched by ``search(idx, rows, metric of rows, step sizes)`` and dual averaging
+        restarted from it."""
         w = self.window
         window = WelfordState(w.count[idx], w.mean[idx], w.m2[idx])
         prior = None if self.prior is None else self.prior[idx]
         new = self.welford.inverse_mass(window, prior, self.prior_count)
         self.inv_mass[idx] = new
-        metric.inv_mass[idx] = new
+        metric.inv_mass[rows] = new
         if self.welford.dense:
-            metric.chol[idx] = torch.linalg.cholesky(new)
+            metric.chol[rows] = torch.linalg.cholesky(new)
         else:
-            metric.inv_sqrt[idx] = new.sqrt()
+            metric.inv_sqrt[rows] = new.sqrt()
         w.count[idx], w.mean[idx], w.m2[idx] = 0.0, 0.0, 0.0
+        self.step_size[idx] = search(idx, rows, metric.select(rows), self.step_size[idx])
         self.mu[idx] = torch.log(10 * self.step_size[idx])
         self.counter[idx], self.s_bar[idx], self.x_bar[idx] = 0.0, 0.0, 0.0
 
@@ -109,7 +114,7 @@ class _ChainAdaptation:
 
 
 def _restart(kernel: NUTS, t, generator, idx, z, logp, grad, step_size) -> None:
-    """Fresh trees for chains ``idx`` (in the working set ``t``) from the given points."""
+    """Fresh trees for rows ``idx`` of the working set ``t`` from the given points."""
     metric = t.metric.select(idx)
     fresh = kernel._begin(generator, HMCState(z, logp, grad), KernelParams(step_size, metric))
     working, begun = vars(t), vars(fresh)  # SimpleNamespaces with the fields of _WORKING
@@ -119,8 +124,8 @@ def _restart(kernel: NUTS, t, generator, idx, z, logp, grad, step_size) -> None:
 
 
 def _finished(t, idx):
-    """The transition results of chains ``idx``: (z, log p, grad), accept statistic, depth,
-    steps, divergence, energy."""
+    """The transition results of rows ``idx`` of the working set: (z, log p, grad), accept
+    statistic, depth, steps, divergence, energy."""
     D = t.D
     proposal = t.proposal[idx]
     z, p, g, logp = proposal[:, :D], proposal[:, D:2 * D], proposal[:, 2 * D:3 * D], \
@@ -153,6 +158,7 @@ def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_d
     iteration = torch.zeros(C, dtype=torch.long, device=z.device)
     n_total = n_warmup + n_draws
     bar = _progress(progress, C * n_total)
+    n_running = C  # rows of the working set with transitions still to run
     while not bool(t.done.all()):
         active = ~t.done
         new, p, forward, level, bad, div = kernel._leaf(t, generator, active, int(active.sum()))
@@ -161,26 +167,57 @@ def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_d
         t.done = t.done | bad
         if bool(complete.any()):
             kernel._merge(t, complete, new, p, forward, level)
-        idx = (t.done & active).nonzero().flatten()
-        if len(idx):
-            z_i, logp_i, g_i = _advance(t, idx, iteration, adapt, schedule, out, n_warmup)
+        rows = (t.done & active).nonzero().flatten()
+        if len(rows):
+            idx = rows if t.rows is None else t.rows[rows]  # their chains
+            search = _step_size_search(kernel, generator, t)
+            z_i, logp_i, g_i = _advance(t, rows, idx, iteration, adapt, schedule, out,
+                                        n_warmup, search)
             iteration[idx] += 1
             bar.update(len(idx))
             going_on = iteration[idx] < n_total
             if bool(going_on.any()):
-                more = idx[going_on]
-                _restart(kernel, t, generator, more, z_i[going_on], logp_i[going_on],
-                         g_i[going_on], adapt.step_size[more])
+                _restart(kernel, t, generator, rows[going_on], z_i[going_on],
+                         logp_i[going_on], g_i[going_on], adapt.step_size[idx[going_on]])
+            n_running -= len(rows) - int(going_on.sum())
+            if 0 < n_running <= t.n_work // 2 and t.n_work >= 16:
+                _drop_finished(t)
     bar.close()
     out.step_size, out.inv_mass = adapt.step_size, adapt.inv_mass
     out.wall_time = time.perf_counter() - start
     return out
 
 
-def _advance(t, idx, iteration, adapt, schedule, out, n_warmup):
-    """Chains ``idx`` finished a transition: warm-up learns from it, or it is recorded.
-    Returns their new points ``(z, log p, grad)``, where their next transitions start."""
-    z, logp, g, accept, depth, n_steps, diverging, energy = _finished(t, idx)
+def _drop_finished(t) -> None:
+    """Drop the chains that have run all their transitions (the done rows: every other
+    finished tree was restarted) from the working set ``t``: in the run's tail a few chains
+    still build, and the bookkeeping of every leapfrog step is over the working set.
+    ``t.rows`` maps its rows to chains. Each chain's transitions are unchanged; only which of
+    the generator's uniform numbers each chain's leaves receive changes (one per working row
+    and leaf), so the draws are the same in distribution."""
+    keep = (~t.done).nonzero().flatten()
+    for key in _WORKING:
+        setattr(t, key, getattr(t, key).index_select(0, keep))
+    t.metric = t.metric.select(keep)
+    t.rows = keep if t.rows is None else t.rows.index_select(0, keep)
+    t.n_work = len(keep)
+
+
+def _step_size_search(kernel: NUTS, generator, t):
+    """Stan's step-size search for chains that end a window, from their finished transitions'
+    points: ``search(chains, rows, metric, step_size)`` (``rows``: theirs in ``t``)."""
+    def search(chains, rows, metric, step_size):
+        z, logp, g = _finished(t, rows)[:3]
+        return find_reasonable_step_size(lambda x: kernel.value_and_grad_of(x, chains), metric,
+                                         z, logp, g, step_size, generator)
+    return search
+
+
+def _advance(t, rows, idx, iteration, adapt, schedule, out, n_warmup, search):
+    """Chains ``idx`` (rows ``rows`` of ``t``) finished a transition: warm-up learns from it,
+    or it is recorded. Returns their new points ``(z, log p, grad)``, where their next
+    transitions start."""
+    z, logp, g, accept, depth, n_steps, diverging, energy = _finished(t, rows)
     it = iteration[idx]
     warm = it < n_warmup
     if bool(warm.any()):
@@ -191,7 +228,7 @@ def _advance(t, idx, iteration, adapt, schedule, out, n_warmup):
             adapt.observe(w[in_window], z[warm][in_window])
         ending = schedule.window_end[it_w]
         if bool(ending.any()):
-            adapt.end_window(w[ending], t.metric)
+            adapt.end_window(w[ending], rows[warm][ending], t.metric, search)
         last = it_w == n_warmup - 1
         if bool(last.any()):
             adapt.finish(w[last])

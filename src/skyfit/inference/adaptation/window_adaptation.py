@@ -89,6 +89,7 @@ class DualAveraging:
     def __init__(self, target: float = 0.8, gamma: float = 0.05, t0: float = 10.0,
                  kappa: float = 0.75):
         self.target, self.gamma, self.t0, self.kappa = float(target), gamma, t0, kappa
+        self._table = None  # sqrt(k) and k ** -kappa for per-chain counts k (see _powers)
 
     @staticmethod
     def init(step_size: torch.Tensor) -> DualAveragingState:
@@ -103,11 +104,28 @@ class DualAveraging:
         stat = torch.nan_to_num(accept_prob, nan=0.0).clamp(max=1.0)
         eta = 1.0 / (n + self.t0)
         s_bar = (1 - eta) * state.s_bar + eta * (self.target - stat)
-        root_n = n.sqrt() if isinstance(n, torch.Tensor) else math.sqrt(n)
+        root_n, x_eta = self._powers(n)
         x = state.mu - s_bar * root_n / self.gamma
-        x_eta = n ** (-self.kappa)
         x_bar = (1 - x_eta) * state.x_bar + x_eta * x
         return DualAveragingState(torch.exp(x), state.mu, n, s_bar, x_bar)
+
+    def _powers(self, n):
+        """``sqrt(n)`` and ``n ** -kappa`` by Python's ``math`` for an int count or, per chain,
+        for a tensor of counts (looked up): chains out of step then take exactly the steps of
+        :func:`~skyfit.sample_nuts` (a vectorised ``pow`` differs from ``math.pow`` in the
+        last bit, and a trajectory amplifies that)."""
+        if not isinstance(n, torch.Tensor):
+            return math.sqrt(n), n ** (-self.kappa)
+        counts = n.long()
+        need = int(counts.max()) + 1 if counts.numel() else 1
+        if self._table is None or self._table.shape[1] < need \
+                or self._table.device != n.device:
+            size = max(need, 1024)
+            self._table = torch.tensor([[math.sqrt(k) for k in range(size)],
+                                        [k ** (-self.kappa) if k else 0.0 for k in range(size)]],
+                                       dtype=torch.float64, device=n.device)
+        table = self._table.to(n.dtype)
+        return table[0][counts], table[1][counts]
 
     @staticmethod
     def final_step_size(state: DualAveragingState) -> torch.Tensor:
