@@ -7,8 +7,9 @@ loop's ratio is in the details; iminuit too when it is installed), ``many_fits_d
 (``fit_catalogue`` with its defaults, an embedded LocalCluster of 2 worker threads, vs the
 in-process batched call; 2 worker processes in the details) and
 ``many_nuts`` (ESS/s of ``sample_nuts_many`` vs a loop of
-single-object ``sample_nuts``). Full mode: 10,000 objects (``many_nuts``: 1,000); ``--quick``:
-small sizes (``many_nuts`` quick: 4 objects, a few minutes on a loaded 2-core machine).
+single-object ``sample_nuts``). Full mode: 10,000 objects (``many_nuts``: ``MANY_NUTS_SIZES``,
+64 objects of which 2 also in the loop, or ``SKYFIT_MANY_NUTS``); ``--quick``: small sizes
+(``many_nuts`` quick: 4 objects).
 ``dask_row(n, chunk=None)`` and ``nuts_row(n, n_loop, warmup, draws)`` run a row at other sizes.
 
 ``python benchmarks/bench_many.py [--quick] [--rows many_fits ...]`` prints the same lines as
@@ -372,8 +373,8 @@ def nuts_row(n: int, n_loop: int, warmup: int, draws: int,
     MAP, Laplace and warm-up inside the timings (the batched side's compilation too), ESS by
     one estimator (bulk_ess), R-hat and divergences checked on both sides, and on the loop's
     objects side by side (the same posteriors: a hard object is hard for both). The loop's
-    single-object runs are eager: ``sample_nuts``' ``compile=None`` rule predicts each under
-    the time a compilation takes."""
+    single-object runs are eager (``compile=False``: what ``sample_nuts``' ``compile=None``
+    rule chooses for them, each predicted under the time a compilation takes)."""
     options = dict(n_chains=4, n_warmup=warmup, n_draws=draws, mass="dense")
     night = simulate_survey_night(n, seed=2)
     starts = villar_starts(night.data)

@@ -335,3 +335,31 @@ def test_in_threads_shards_rows_in_order_and_falls_back_for_an_uncopyable_densit
     expected = density.log_prob_rows(x, torch.arange(8))
     torch.testing.assert_close(torch.cat([v for _, _, v in split]), expected, rtol=0, atol=0)
     assert len(whole) == 1 and whole[0][0] is density and whole[0][1].tolist() == list(range(8))
+
+
+def test_in_threads_keeps_torchs_threads_for_large_unsplit_batches(monkeypatch):
+    # an unsplit batch runs on one intra-op thread only when its data are small (a few hundred
+    # light curves); large per-object data (images) and an uncopyable density keep torch's
+    # threads; the count is restored after
+    import threading
+
+    from skyfit.inference import many_newton
+
+    density = Banana(torch.linspace(0.5, 3.0, 8, dtype=F64))
+
+    def work(copy_, rows):
+        return torch.get_num_threads()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small = many_newton.in_threads(work, density, 8)  # 8 rows: below the split
+        monkeypatch.setattr(many_newton, "SMALL_BATCH_ELEMENTS", 8)  # "images": 8 elements
+        large = many_newton.in_threads(work, density, 8)
+        monkeypatch.setattr(many_newton, "MIN_ROWS_PER_THREAD", 3)
+        density.lock = threading.Lock()
+        uncopyable = many_newton.in_threads(work, density, 8)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert (small, large, uncopyable, after) == ([1], [2], [2], 2)

@@ -8,6 +8,7 @@ import torch
 
 import skyfit
 from skyfit.inference import fit_map
+from skyfit.inference.approximations import units_of
 from skyfit.inference.ellipticity import e1e2_to_q_phi, ellipse_pairs, q_phi_to_e1e2
 
 
@@ -141,7 +142,6 @@ def test_hessian_matches_finite_differences_of_the_gradient():
     assert torch.equal(H, H.T)
 
 
-
 def test_a_float32_model_gets_e1e2_and_the_fit_keeps_its_units():
     # a phi bound declared in float32 is pi rounded to 3.14159274: its ellipse is still an
     # ellipse; the fit in (e1, e2) reports the density's own names and units
@@ -155,6 +155,10 @@ def test_a_float32_model_gets_e1e2_and_the_fit_keeps_its_units():
     i_q, i_phi = post.names.index("host.q"), post.names.index("host.phi")
     assert abs(float(post.upper[i_phi]) - math.pi) > 1e-12  # the rounded bound
     assert ellipse_pairs(post) == [(i_q, i_phi)]
-    res = fit_map(_sersic_posterior())
-    assert res.names == _sersic_posterior().names and "host.e1" not in res.units
-    assert res.units["host.phi"] and res.units["host.Re"]  # lost in (e1, e2) before
+    start = post.initial().clone()
+    start[i_q], start[i_phi] = 0.9, 1.2
+    res = fit_map(post, start)  # in (e1, e2): the float32 model, evaluated in float64
+    assert res.names == post.names and "host.e1" not in res.units
+    assert res.units["host.phi"] == units_of(post)["host.phi"] != ""  # lost in (e1, e2) before
+    assert res.values["host.q"] == pytest.approx(0.7, abs=1e-4)
+    assert res.values["host.phi"] == pytest.approx(0.5, abs=1e-4)

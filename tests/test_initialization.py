@@ -156,3 +156,15 @@ def test_start_dicts_take_unique_name_ends_and_angles_outside_their_period():
                           "src.gamma_1": 0.2})
     with pytest.raises(ParameterRangeError, match="gamma_1"):
         resolve_point(d, {"phi": 0.1, "shear.gamma_1": 3.0, "src.gamma_1": 0.2})
+
+
+def test_wrapping_an_angle_never_lands_on_the_excluded_upper_bound():
+    from skyfit.inference.circular import wrap_periodic
+
+    lower = torch.zeros(1, dtype=torch.float32)
+    upper = torch.full((1,), math.pi, dtype=torch.float32)
+    periodic = torch.ones(1, dtype=torch.bool)
+    for value in (-1e-9, -1e-30, math.pi, -math.pi, 7.0):
+        wrapped = float(wrap_periodic(torch.tensor([value], dtype=torch.float32), periodic,
+                                      lower, upper))
+        assert 0.0 <= wrapped < float(upper)

@@ -172,6 +172,36 @@ def test_dask_table_equals_in_process(tmp_path):
     assert list(dask["message"]) == list(inline["message"])
 
 
+def test_one_client_serves_two_runs_and_a_finished_run_starts_no_cluster(tmp_path,
+                                                                         monkeypatch):
+    # task keys are unique per call: a second run on the same Client with other chunks gets
+    # its own results, not the first run's chunk i; a rerun of a finished run starts nothing
+    from distributed import Client, LocalCluster
+
+    from skyfit.survey import catalogue
+
+    night, starts = small_catalogue(6)
+    options = dict(starts=starts, progress=False, torch_threads=1)
+    inline = fit_catalogue(villar_posterior, night.data, tmp_path / "inline", chunk_size=6,
+                           client="inline", **options)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        threes = fit_catalogue(villar_posterior, night.data, tmp_path / "a", chunk_size=3,
+                               client=client, **options)
+        twos = fit_catalogue(villar_posterior, night.data, tmp_path / "b", chunk_size=2,
+                             client=client, **options)
+    for table in (threes, twos):
+        assert list(table.index) == list(range(6))
+        np.testing.assert_allclose(table["Villar.t0"], inline["Villar.t0"], rtol=1e-9)
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a finished run started a cluster")
+
+    monkeypatch.setattr(catalogue, "_local_cluster", no_cluster)
+    again = fit_catalogue(villar_posterior, night.data, tmp_path / "a", **options)
+    np.testing.assert_allclose(again["Villar.t0"], threes["Villar.t0"], rtol=0)
+
+
 def test_skyfits_own_worker_processes_run_without_dasks_trim_threshold_and_profiler():
     # Dask's MALLOC_TRIM_THRESHOLD_ switches off glibc's dynamic mmap threshold: every large
     # tensor a batched fit frees is unmapped and the next one page-faulted back (the
@@ -236,11 +266,12 @@ def test_resume_after_a_failed_run_refits_nothing_twice(tmp_path):
 
 
 def test_default_chunks_are_few_per_worker_and_a_rerun_keeps_the_runs_chunking(tmp_path):
-    # 2 chunks per worker of >= 1,000 objects, else 1 per worker, else chunks of 1,000 (or one);
-    # more only above 20,000 objects per chunk; shared out evenly
-    assert [default_chunk_size(n, 2) for n in (12, 1_999, 2_000, 3_000, 10_000)] == [
-        12, 1_999, 1_000, 1_500, 2_500]
-    assert default_chunk_size(2_500, 4) == 1_250 and default_chunk_size(10**5, 4) == 12_500
+    # 2 chunks per worker of >= 1,000 objects, else 1 per worker of >= 256 (no idle worker for
+    # a catalogue of a few thousand); more only above 20,000 objects per chunk; shared evenly
+    assert [default_chunk_size(n, 2) for n in (12, 511, 512, 1_999, 2_000, 3_000, 10_000)] == [
+        12, 511, 256, 1_000, 1_000, 1_500, 2_500]
+    assert default_chunk_size(1_500, 8) == 300  # 5 of the 8 workers, chunks of >= 256
+    assert default_chunk_size(2_500, 4) == 625 and default_chunk_size(10**5, 4) == 12_500
     assert default_chunk_size(10**6, 8) == 20_000  # 50 chunks, not 16 of 62,500
     with pytest.raises(ValueError):
         default_chunk_size(0, 2)

@@ -26,7 +26,10 @@ def wrap_periodic(x: torch.Tensor, periodic: torch.Tensor, lower: torch.Tensor,
     if not bool(periodic.any()):
         return x
     lower, upper = lower.to(x), upper.to(x)
-    return torch.where(periodic, lower + torch.remainder(x - lower, upper - lower), x)
+    wrapped = lower + torch.remainder(x - lower, upper - lower)
+    # rounding can land a value just below lower on upper itself (float32: -1e-9 on [0, pi))
+    wrapped = torch.where(wrapped >= upper, lower, wrapped)
+    return torch.where(periodic, wrapped, x)
 
 
 def circular_mean(x, lower: float, upper: float, axis: int = 0):

@@ -33,6 +33,10 @@ PROBE_POINTS = 512
 # rows per thread below which in_threads does not split: each thread's batched calls carry a
 # fixed cost of their own
 MIN_ROWS_PER_THREAD = 256
+# an unsplit batch whose data hold fewer elements than this runs on one intra-op thread: its
+# tensors are too small for torch's intra-op split to pay its synchronisation (the survey's
+# light curves, benchmarks/RESULTS.md many_fits); a batch of images keeps torch's threads
+SMALL_BATCH_ELEMENTS = 1 << 20
 
 
 def _in_chunks(function, x: torch.Tensor, rows: torch.Tensor, chunk: int):
@@ -297,12 +301,11 @@ def in_threads(work, density: BatchedDensity, n_rows: int) -> list:
     its ``data`` tensors), so a density whose ``object_log_prob`` swaps its data into a model
     (:class:`~skyfit.survey.ManyObjects`) is not changed under another thread's evaluation.
     One shard (``work(density, arange(n_rows))`` in this thread) off the CPU (torch's threads
-    as they are), and on the CPU with one torch thread, below ``MIN_ROWS_PER_THREAD`` rows per
-    thread, or for a density that cannot be deep-copied: there with one intra-op thread too
-    (restored after), for the reason above, the batch's tensors being no larger (on a busy
-    machine two intra-op threads spent ten times the CPU time of one on a few hundred survey
-    objects: benchmarks/RESULTS.md, many_fits). Each row's arithmetic does not depend on the
-    shard it is in: the results equal one call over all rows."""
+    as they are), on the CPU with one torch thread, below ``MIN_ROWS_PER_THREAD`` rows per
+    thread, or for a density that cannot be deep-copied; a batch too small to split whose data
+    hold under ``SMALL_BATCH_ELEMENTS`` elements runs with one intra-op thread (restored after),
+    for the reason above. Each row's arithmetic does not depend on the shard it is in: the
+    results equal one call over all rows."""
     shards = min(torch.get_num_threads(), n_rows // MIN_ROWS_PER_THREAD)
     everything = torch.arange(n_rows, device=density.device)
     if density.device.type != "cpu":
@@ -312,12 +315,15 @@ def in_threads(work, density: BatchedDensity, n_rows: int) -> list:
     try:
         copies = [density] + [copy.deepcopy(density, dict(shared)) for _ in range(shards - 1)]
     except (TypeError, copy.Error, RuntimeError):  # e.g. a lock or a generator: not copied
-        shards = 1
+        return [work(density, everything)]  # on torch's threads, as they are
 
     def one_thread(copy_: BatchedDensity, rows: torch.Tensor):
         torch.set_num_threads(1)  # this thread's OpenMP setting too, not only the global one
         return work(copy_, rows)
 
+    small = sum(value.numel() for value in density.data.values()) < SMALL_BATCH_ELEMENTS
+    if shards < 2 and not small:
+        return [work(density, everything)]
     torch.set_num_threads(1)
     try:
         if shards < 2:

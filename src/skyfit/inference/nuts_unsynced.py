@@ -196,8 +196,9 @@ def _drop_finished(t) -> None:
     the generator's uniform numbers each chain's leaves receive changes (one per working row
     and leaf), so the draws are the same in distribution."""
     keep = (~t.done).nonzero().flatten()
+    working = vars(t)  # a SimpleNamespace with the fields of _WORKING
     for key in _WORKING:
-        setattr(t, key, getattr(t, key).index_select(0, keep))
+        working[key] = working[key].index_select(0, keep)
     t.metric = t.metric.select(keep)
     t.rows = keep if t.rows is None else t.rows.index_select(0, keep)
     t.n_work = len(keep)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -25,11 +26,12 @@ from .objects import ManyObjects
 __all__ = ["fit_catalogue", "fit_chunk", "default_chunk_size", "CatalogueError"]
 
 # chunk_size=None (default_chunk_size): up to this many chunks per worker, of at least MIN_CHUNK
-# and at most MAX_CHUNK objects. On the Villar survey night one thread spent 1.5 times the CPU time
-# per object in chunks of 500 as in chunks of 2,000 (1.1 times in chunks of 1,000, no less in one
-# chunk of 4,000): benchmarks/RESULTS.md, many_fits_dask.
+# and at most MAX_CHUNK objects; a catalogue too small for that is shared out to the workers in
+# chunks of at least SMALL_CHUNK (small chunks cost more CPU per object, benchmarks/RESULTS.md
+# many_fits_dask, but an idle worker costs more wall time)
 CHUNKS_PER_WORKER = 2
 MIN_CHUNK = 1000
+SMALL_CHUNK = 256
 MAX_CHUNK = 20_000
 
 
@@ -100,9 +102,9 @@ def _previous_chunk_size(output: Path) -> int | None:
 def default_chunk_size(n_objects: int, n_workers: int) -> int:
     """Objects per chunk when :func:`fit_catalogue` is given ``chunk_size=None``: the catalogue
     in ``CHUNKS_PER_WORKER`` (2) chunks per worker where each then has at least ``MIN_CHUNK``
-    (1,000) objects, else in one chunk per worker, else in as many chunks of ``MIN_CHUNK`` as
-    it holds (at least one); more chunks only where one would pass ``MAX_CHUNK`` (20,000); the
-    objects shared out evenly.
+    (1,000) objects, else in one chunk per worker of at least ``SMALL_CHUNK`` (256) objects
+    (fewer workers busy for a smaller catalogue, at least one chunk); more chunks only where
+    one would pass ``MAX_CHUNK`` (20,000); the objects shared out evenly.
 
     A batched fit runs until its slowest object stops, so each chunk pays the per-call cost of
     its last, nearly empty iterations, and batches of a few hundred objects cost more per object
@@ -111,14 +113,14 @@ def default_chunk_size(n_objects: int, n_workers: int) -> int:
     the upper bound keeps a resume point every minute or so of one core's work.
 
     Example:
-        >>> [default_chunk_size(n, 2) for n in (1_500, 3_000, 10_000, 10**6)]
-        [1500, 1500, 2500, 20000]
+        >>> [default_chunk_size(n, 2) for n in (300, 1_500, 3_000, 10_000, 10**6)]
+        [300, 750, 1500, 2500, 20000]
     """
     if n_objects < 1 or n_workers < 1:
         raise ValueError(f"need at least one object and one worker, got {n_objects}, {n_workers}")
     per_worker = n_objects // (n_workers * MIN_CHUNK)
     n_chunks = (n_workers * min(CHUNKS_PER_WORKER, per_worker) if per_worker
-                else max(1, n_objects // MIN_CHUNK))
+                else max(1, min(n_workers, n_objects // SMALL_CHUNK)))
     n_chunks = max(n_chunks, -(-n_objects // MAX_CHUNK))
     return -(-n_objects // n_chunks)
 
@@ -164,7 +166,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
         output: folder of the per-chunk Parquet files.
         chunk_size: objects per chunk. By default (None) the chunking of the run already in
             ``output``, else :func:`default_chunk_size` of the catalogue and the workers (2
-            chunks per worker of 1,000 to 20,000 objects, fewer for a small catalogue).
+            chunks per worker of at least 1,000 objects, more where a chunk would pass
+            20,000, fewer and smaller for a small catalogue).
         starts: None, an ``(N, dim)`` array, or a module-level ``starts(chunk_data)`` function.
         client: a ``dask.distributed.Client`` (its workers' threads count as workers for the
             chunking); None starts the embedded cluster above and closes it at the end;
@@ -273,27 +276,30 @@ def _run_dask(todo, task_args, fit, output, client, n_workers, processes, retrie
     from distributed import Client, as_completed
     from tqdm.auto import tqdm
 
+    if not todo:  # every chunk on disk already: no cluster to start
+        return []
     own = client is None
-    if own:
-        cluster = _local_cluster(n_workers, processes)
-        client = Client(cluster)
-        if processes:  # each worker pays its first calls now, not inside its first chunk
-            client.run(_warm_up)
-        else:
-            _warm_up()
+    cluster = _local_cluster(n_workers, processes) if own else None
     bar = tqdm(total=len(todo), desc="chunks", unit="chunk", disable=not progress)
     failed = []
+    run = uuid.uuid4().hex[:12]  # task keys unique per call: a Client may serve several runs
     # worker threads of this process enter and leave warnings.catch_warnings out of order:
     # the filters are restored here, after all of them
     with warnings.catch_warnings():
         try:
+            if own:
+                client = Client(cluster)
+                if processes:  # each worker pays its first calls now, not in its first chunk
+                    client.run(_warm_up)
+                else:
+                    _warm_up()
             futures = {}
             for i in todo:
                 args, kwargs = task_args(i)
                 if own:
                     kwargs.setdefault("torch_threads", 1)
                 futures[client.submit(fit, *args, **kwargs, retries=retries, pure=False,
-                                      key=f"skyfit-chunk-{i}-{os.getpid()}")] = i
+                                      key=f"skyfit-chunk-{i}-{run}")] = i
             for future in as_completed(futures):
                 i = futures[future]
                 if future.status == "finished":
@@ -304,6 +310,7 @@ def _run_dask(todo, task_args, fit, output, client, n_workers, processes, retrie
         finally:
             bar.close()
             if own:
-                client.close()
+                if client is not None:
+                    client.close()
                 cluster.close()
     return failed
