@@ -8,7 +8,7 @@ loop's ratio is in the details; iminuit too when it is installed), ``many_fits_d
 in-process batched call; 2 worker processes in the details) and
 ``many_nuts`` (ESS/s of ``sample_nuts_many`` vs a loop of
 single-object ``sample_nuts``). Full mode: 10,000 objects (``many_nuts``: ``MANY_NUTS_SIZES``,
-64 objects of which 2 also in the loop, or ``SKYFIT_MANY_NUTS``); ``--quick``: small sizes
+256 objects of which 2 also in the loop, or ``SKYFIT_MANY_NUTS``); ``--quick``: small sizes
 (``many_nuts`` quick: 4 objects).
 ``dask_row(n, chunk=None)`` and ``nuts_row(n, n_loop, warmup, draws)`` run a row at other sizes.
 
@@ -352,7 +352,7 @@ def _single_object_nuts(data: dict, start: np.ndarray, **options):
 # the sizes of a full many_nuts run: objects, loop objects, warm-up, draws (the recorded row's);
 # the environment variable SKYFIT_MANY_NUTS="objects,loop_objects,warmup,draws" chooses others,
 # e.g. the "1000,20,500,500"
-MANY_NUTS_SIZES = (64, 2, 300, 300)
+MANY_NUTS_SIZES = (256, 2, 300, 300)
 
 
 def many_nuts(quick: bool) -> tuple[float, dict]:
