@@ -275,6 +275,8 @@ def test_default_chunks_are_few_per_worker_and_a_rerun_keeps_the_runs_chunking(t
     assert default_chunk_size(10**6, 8) == 20_000  # 50 chunks, not 16 of 62,500
     with pytest.raises(ValueError):
         default_chunk_size(0, 2)
+    with pytest.raises(ValueError, match="n_workers must be at least 1"):
+        fit_catalogue(villar_posterior, small_catalogue(2)[0].data, tmp_path / "no", n_workers=0)
     night, starts = small_catalogue(6)
     out, calls = tmp_path / "out", tmp_path / "calls"
     calls.mkdir()

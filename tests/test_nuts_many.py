@@ -380,3 +380,29 @@ def test_welford_with_a_count_per_chain_gives_each_chains_covariance():
             eye = np.eye(3) if dense else np.ones(3)
             np.testing.assert_allclose(shrunk[c], n[c] / (n[c] + 5) * want
                                        + 1e-3 * 5 / (n[c] + 5) * eye, rtol=1e-12)
+
+
+def test_chains_dropped_from_the_working_set_in_the_tail_keep_each_objects_posterior(
+        monkeypatch):
+    # 48 chains: once half of them have run all their transitions the rest continue in a
+    # smaller working set (rows remapped to chains); every chain still runs all its
+    # transitions and each object's draws still follow its exact posterior
+    from skyfit.inference import nuts_unsynced
+
+    drops = []
+    original = nuts_unsynced._drop_finished
+
+    def counted(t):
+        drops.append(t.n_work)
+        original(t)
+
+    monkeypatch.setattr(nuts_unsynced, "_drop_finished", counted)
+    density = normal_gamma(12, seed=5)
+    mean, sd = density.truth()
+    result = sample_nuts_many(density, torch.as_tensor(mean), n_chains=4, n_warmup=200,
+                              n_draws=300, seed=2)
+    assert drops and drops[0] == 48  # the drop ran, from the full working set
+    assert np.isfinite(result.draws).all() and result.draws.shape == (12, 4, 300, 2)
+    z_mean = (result.x.numpy() - mean) / (sd / np.sqrt(result.ess))
+    assert np.abs(z_mean).max() < 4.5, z_mean
+    np.testing.assert_allclose(result.std.numpy(), sd, rtol=0.2)

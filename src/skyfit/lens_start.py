@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .inference.start_strategy import InitStrategy, Start
+from .posterior import Posterior
 from .scenes.lens_start import lens_components, lensed_image_start
 from .scenes.lensed import LensedImage
 
@@ -21,7 +22,7 @@ class _LensedImageStart(InitStrategy):
 
     def __call__(self, u, n, random, space, scale):
         density = u.density
-        if not hasattr(density, "slices"):
+        if not isinstance(density, Posterior):
             raise TypeError("init_to_lensed_image starts a Posterior of the lens image, got a "
                             f"{type(density).__name__}")
         values, sizes = lensed_image_start(self.sim, self.image, self.variance)

@@ -59,7 +59,8 @@ def _ball(u: UnconstrainedDensity, x: torch.Tensor, n: int, random: RandomSource
 
 
 def _name_of(key: str, names: list[str]) -> str | None:
-    """``key`` itself or the one name ending with ``.key`` (the rule priors use), else None."""
+    """``key`` itself or the one name ending with ``.key`` (as priors take the unique end of
+    a parameter's path), else None."""
     if key in names:
         return key
     ends = [n for n in names if n.endswith(f".{key}")]
@@ -68,7 +69,7 @@ def _name_of(key: str, names: list[str]) -> str | None:
 
 def _as_vector(density: LogDensity, values) -> torch.Tensor:
     """A ``(dim,)`` or ``(n, dim)`` tensor from a vector, an array or a ``{name: value}`` dict
-    (a name or its unique end, as for priors: ``"gamma_1"`` for ``"shear.gamma_1"``); periodic
+    (a name or its unique end, like priors: ``"gamma_1"`` for ``"shear.gamma_1"``); periodic
     entries wrapped into their period."""
     if isinstance(values, Mapping):
         names = list(density.names)

@@ -78,8 +78,7 @@ def best_of_fits(fits: list[Callable[[], MAPResult]]) -> MAPResult:
             warnings.simplefilter("always")
             results.append((fit(), caught))
     best, caught = max(results, key=lambda result_caught: result_caught[0].log_density)
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _show(caught)
     best.n_evals = sum(result.n_evals for result, _ in results)
     return best
 
@@ -122,7 +121,12 @@ def fit_with_retries(fit_from: Callable[[torch.Tensor], MAPResult], density: Log
             best, best_warnings = result, caught
         if best.converged:
             break
-    for w in best_warnings:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _show(best_warnings)
     best.n_evals = n_evals
     return best
+
+
+def _show(caught: list) -> None:
+    """Warnings recorded during the kept fit, shown now (those of discarded fits are not)."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -184,6 +184,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
     data = {key: np.asarray(value) for key, value in data.items()}
     n = len(next(iter(data.values())))
     output = Path(output)
+    if n_workers is not None and n_workers < 1:
+        raise ValueError(f"n_workers must be at least 1 (None: one per core), got {n_workers}")
     n_workers = n_workers or torch.get_num_threads()
     if chunk_size is None:
         chunk_size = _previous_chunk_size(output) or default_chunk_size(
