@@ -201,6 +201,12 @@ def test_hessian_refreshed_every_third_iteration_with_bfgs_updates_between():
     assert converged.all(), state.status
     torch.testing.assert_close(state.x, torch.ones_like(state.x), rtol=0, atol=1e-6)
     assert [bool(m.all()) for m in asked[:3]] == [False, False, True]
+    # from iteration 4 of a row on, its Hessian is asked for at every iteration
+    asked.clear()
+    late = minimize_newton(with_mask, x0, refresh=3, refresh_each_after=4)
+    assert [bool(m.all()) for m in asked[:6]] == [False, False, True, False, True, True]
+    assert all(bool(m.all()) for m in asked[4:])
+    torch.testing.assert_close(late.x, torch.ones_like(late.x), rtol=0, atol=1e-6)
     # the BFGS update meets the secant condition B+ s = y and stays symmetric
     B = torch.eye(3, dtype=F64).expand(2, 3, 3) * 2.0
     s = torch.randn(2, 3, generator=gen, dtype=F64)

@@ -25,7 +25,10 @@ class NewtonOptions(NamedTuple):
     ``max_damping``: a row that needs more to decrease f has stalled. ``refresh``: the
     objective's Hessian is asked for every ``refresh``-th iteration of a row (the objective
     then takes a third argument, the mask of rows that need it); in between, the last one is
-    carried on by BFGS updates (Nocedal & Wright 2006, eq. 6.19) from the steps taken."""
+    carried on by BFGS updates (Nocedal & Wright 2006, eq. 6.19) from the steps taken.
+    ``refresh_each_after``: with ``refresh > 1``, a row still running after this many
+    iterations gets its Hessian at every iteration from then on (None: never): the slow rows,
+    where the carried-on model costs more iterations than the Hessians it saves."""
 
     max_iter: int = 200
     decrement: float = 1e-20
@@ -34,6 +37,7 @@ class NewtonOptions(NamedTuple):
     damping: float = 1e-3
     max_damping: float = 1e12
     refresh: int = 1
+    refresh_each_after: int | None = None
 
 
 DEFAULT_OPTIONS = NewtonOptions()
@@ -141,6 +145,8 @@ def _advance(st: NewtonState, objective, options: NewtonOptions) -> NewtonState:
         need = torch.ones_like(solved)
     else:
         need = (st.n_iter % options.refresh) == options.refresh - 1
+        if options.refresh_each_after is not None:
+            need |= st.n_iter >= options.refresh_each_after
         f, g, H = objective(st.x + p, st.rows, need)
         H = torch.where(need[:, None, None], H, _bfgs_update(st.hessian, p, g - st.grad))
     finite = torch.isfinite(f) & torch.isfinite(g).all(-1) & torch.isfinite(H).flatten(1).all(1)
