@@ -37,11 +37,12 @@ def _posterior(name: str, shared: list[str], model: str = "bazin", **options):
 
 def _map_success(post, n_starts: int, seed: int = 0) -> str:
     """MAP fits (:func:`fit_map_continued`, as ``skyfit lightcurve`` runs them) from the
-    data-driven start and from ``n_starts`` draws of the default priors (clamped into the
-    bounds): a fit succeeds if it converged within 1 of the best log-density found.
+    data-driven starts (:func:`~skyfit.lightcurve_fit.data_starts`) and from ``n_starts``
+    draws of the default priors (clamped into the bounds): a fit succeeds if it converged
+    within 1 of the best log-density found.
     Returns ``"default ok|FAIL, k/n random"``."""
     torch.manual_seed(seed)
-    starts = [post.initial()]
+    starts = [None]  # the data's starts (fit_map_continued's default: data_starts)
     for _ in range(n_starts):
         parts = [post.priors[label].sample().reshape(-1) for label in post.slices]
         starts.append(torch.clamp(torch.cat(parts).to(torch.float64), post.lower + 1e-6,

@@ -245,3 +245,19 @@ def test_villar_with_a_blend_width_from_tau_fall_recovers_a_sparse_rise_two_band
         i = post.names.index(f"Villar.tau_fall[{b}]")
         assert abs(fit.x[i].item() - value) < 3 * lap.std[i].item(), b
 
+
+
+def test_the_half_peak_villar_start_passes_through_the_peak_and_half_the_peak():
+    # the second data start of a Villar fit (villar_half_peak_plateau): its light curve goes
+    # through the best band's peak flux at t_peak and half of it at t_half, rest frame z 0.3
+    from skyfit.lightcurves import villar_half_peak_plateau
+
+    z, tau_rise = 0.3, 3.0
+    scales = dict(t_peak=40.0, rise=12.0, t_half=110.0)
+    start = villar_half_peak_plateau(scales, tau_rise, z)
+    lc = Villar(t0=start["t0"], A=200.0 * start["amplitude_factor"], beta=start["beta"],
+                gamma=start["gamma"], tau_rise=tau_rise, tau_fall=500.0, redshift=z,
+                relative_slope=True)
+    flux = lc.flux(torch.tensor([40.0, 110.0], dtype=torch.float64))
+    assert flux.tolist() == pytest.approx([200.0, 100.0], rel=1e-6)
+    assert villar_half_peak_plateau(dict(t_peak=40.0, rise=12.0, t_half=math.nan), 3.0, z) is None

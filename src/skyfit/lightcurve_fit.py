@@ -14,16 +14,56 @@ from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
-from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
+from .lightcurves import Villar
+from .lightcurves.starts import (
+    SHARED_DEFAULT,
+    default_priors,
+    from_photometry,
+    light_curve_scales,
+    villar_half_peak_plateau,
+)
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
 __all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "nuts_start", "sample_light_curve_nuts"]
+           "data_starts", "nuts_start", "sample_light_curve_nuts"]
+
+
+def data_starts(post: Posterior) -> list[torch.Tensor]:
+    """The data-driven starts of a light-curve posterior: ``post.initial()`` (the values of
+    :func:`~skyfit.lightcurves.from_photometry`) and, for a Villar light curve with a relative
+    slope and shared ``t0``, ``tau_rise``, ``gamma`` and ``beta``, the same start with the
+    plateau ending at half the peak (:func:`~skyfit.lightcurves.villar_half_peak_plateau`):
+    the two shapes real transients take (an SLSN's plateau ends near the peak, a TDE's covers
+    its early decline), neither reachable by L-BFGS-B from the other on PS1-10jh."""
+    x0 = post.initial()
+    like = post.likelihood
+    lc, phot = getattr(like, "lightcurve", None), getattr(like, "photometry", None)
+    if not isinstance(lc, Villar) or not lc.relative_slope or phot is None:
+        return [x0]
+    where = {id(p): sl for sl, shape, p in post.slices.values()}
+    index = {name: where.get(id(getattr(lc, name))) for name in ("t0", "tau_rise", "gamma",
+                                                                   "beta", "A")}
+    sizes = {name: None if sl is None else sl.stop - sl.start for name, sl in index.items()}
+    if any(sizes[n] != 1 for n in ("t0", "tau_rise", "gamma", "beta")) or sizes["A"] is None:
+        return [x0]
+    redshift = getattr(lc, "redshift", None)
+    z = 0.0 if redshift is None else float(redshift.value)
+    scales = light_curve_scales(phot)
+    late = villar_half_peak_plateau(scales, float(x0[index["tau_rise"]]), z)
+    if late is None:
+        return [x0]
+    x = x0.clone()
+    for name in ("t0", "gamma", "beta"):
+        x[index[name]] = late[name]
+    peak = torch.as_tensor(scales["peak_flux"], dtype=x.dtype)
+    x[index["A"]] = peak * late["amplitude_factor"]
+    return [x0, torch.clamp(x, post.lower, post.upper)]
 
 
 def fit_map_continued(post: Posterior, x0=None):
-    """``fit_map`` (L-BFGS-B) from ``x0``, continued with ``trust-exact`` where it stalls.
+    """``fit_map`` (L-BFGS-B) from ``x0``, continued with ``trust-exact`` where it stalls;
+    without ``x0``, from each of :func:`data_starts`, keeping the best converged fit.
 
     From starts far from the data (e.g. draws of the default priors, with ``t0`` weeks off),
     a light-curve posterior in magnitudes has curved valleys between ``t0``, the amplitudes and
@@ -34,8 +74,12 @@ def fit_map_continued(post: Posterior, x0=None):
 
     Arguments:
         post: the posterior (or any :class:`~skyfit.inference.LogDensity`).
-        x0: the start, as :func:`~skyfit.inference.fit_map` takes it (None: ``post.initial()``).
+        x0: the start, as :func:`~skyfit.inference.fit_map` takes it (None: each of
+            :func:`data_starts`).
     """
+    if x0 is None:
+        fits = [fit_map_continued(post, x) for x in data_starts(post)]
+        return max(fits, key=lambda f: (f.converged, f.log_density))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = fit_map(post, x0)
@@ -45,15 +89,16 @@ def fit_map_continued(post: Posterior, x0=None):
 
 
 def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
-    """The best converged MAP fit (:func:`fit_map_continued`) from the posterior's start and
-    ``n_starts - 1`` others drawn around it (each entry times ``exp(N(0, 0.5))`` if positive,
-    else plus ``N(0, 0.5 |x|+1)``, clamped into the bounds).
+    """The best converged MAP fit (:func:`fit_map_continued`) from the data's starts
+    (:func:`data_starts`) and others drawn around the first, ``n_starts`` in all (at least the
+    data starts; each entry times ``exp(N(0, 0.5))`` if positive, else plus
+    ``N(0, 0.5 |x|+1)``, clamped into the bounds).
     Returns ``(best result, number of converged fits within 1 of the best log p, all results)``.
     """
     gen = torch.Generator().manual_seed(seed)
-    x0 = post.initial()
-    starts = [x0]
-    for _ in range(n_starts - 1):
+    starts = data_starts(post)
+    x0 = starts[0]
+    for _ in range(n_starts - len(starts)):
         noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         x = torch.where(x0 > 0, x0 * torch.exp(0.5 * noise), x0 + noise * (0.5 * x0.abs() + 1))
         starts.append(torch.clamp(x, post.lower, post.upper))
