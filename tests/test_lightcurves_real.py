@@ -261,3 +261,36 @@ def test_the_half_peak_villar_start_passes_through_the_peak_and_half_the_peak():
     flux = lc.flux(torch.tensor([40.0, 110.0], dtype=torch.float64))
     assert flux.tolist() == pytest.approx([200.0, 100.0], rel=1e-6)
     assert villar_half_peak_plateau(dict(t_peak=40.0, rise=12.0, t_half=math.nan), 3.0, z) is None
+
+
+def test_the_command_line_passes_the_villar_blend_anchored_coordinates_and_target(tmp_path,
+                                                                                monkeypatch):
+    # `skyfit lightcurve --model villar --transition-fraction 0.2 --anchored --target-accept
+    # 0.9`: the settings of the benchmark row lightcurve_real_slsn_villar reach the model and
+    # NUTS
+    import skyfit.lightcurve_fit as lf
+    from skyfit.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_nuts(post, fit, lap, **kwargs):
+        seen.update(kwargs, fraction=post.likelihood.lightcurve.transition_fraction)
+        raise Stop
+
+    monkeypatch.setattr(lf, "sample_light_curve_nuts", fake_nuts)
+    phot = _mock_photometry()
+    lines = ["mjd,band,flux,flux_err"] + [
+        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
+            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(Stop):
+        main(["lightcurve", str(path), "--model", "villar", "--transition-fraction", "0.2",
+              "--anchored", "--target-accept", "0.9", "--quiet", "--out", str(tmp_path / "f")])
+    assert seen["fraction"] == 0.2 and seen["anchored"] and seen["target_accept"] == 0.9
+    with pytest.raises(ValueError, match="villar"):
+        lf.fit_photometry(path, model="bazin", transition_fraction=0.2, out=tmp_path / "g",
+                          progress=False)

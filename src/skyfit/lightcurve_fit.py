@@ -170,11 +170,18 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, transition_fraction: float | None = None,
+                   anchored: bool = False, target_accept: float = 0.8) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
-    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`)."""
+    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`, with
+    ``anchored`` and ``target_accept``). ``transition_fraction``: Villar's plateau-end blend
+    as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days)."""
+    if transition_fraction is not None and model != "villar":
+        raise ValueError(f"transition_fraction is an option of the villar model, not {model!r}")
+    if anchored and model != "villar":
+        raise ValueError(f"anchored coordinates are for the villar model, not {model!r}")
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,7 +189,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     say(phot)
     # an unknown model is refused by from_photometry
     shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
-    lc = from_photometry(model, phot, shared=shared)
+    options = {} if transition_fraction is None else dict(transition_fraction=transition_fraction)
+    lc = from_photometry(model, phot, shared=shared, **options)
     like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
     post = Posterior(like, priors=default_priors(like))
     best, n_ok, fits = multistart_map(post, n_starts)
@@ -201,6 +209,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     result = lap
     if nuts:
         samples = sample_light_curve_nuts(post, best, lap, n_warmup=n_warmup, n_draws=n_draws,
+                                          anchored=anchored, target_accept=target_accept,
                                           progress=progress)
         problems = samples.check(warn=False)
         table = samples.summary(warn=False)
