@@ -181,6 +181,17 @@ def test_villar_from_photometry_shares_a_relative_slope_with_a_prior_in_units_of
     assert not from_photometry("villar", phot, relative_slope=False).relative_slope
 
 
+def _mock_csv(tmp_path):
+    """The mock photometry written as a CSV table, as ``skyfit lightcurve`` reads it."""
+    phot = _mock_photometry()
+    lines = ["mjd,band,flux,flux_err"] + [
+        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
+            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_the_command_line_fit_starts_nuts_from_the_laplace_approximation(tmp_path,
                                                                          monkeypatch):
     # a dense metric from the Laplace covariance (not the MAP point and a unit metric): warm-up
@@ -198,12 +209,7 @@ def test_the_command_line_fit_starts_nuts_from_the_laplace_approximation(tmp_pat
         raise Stop
 
     monkeypatch.setattr(lf, "sample_nuts", fake_sample_nuts)
-    phot = _mock_photometry()
-    lines = ["mjd,band,flux,flux_err"] + [
-        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
-            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
-    path = tmp_path / "sn.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = _mock_csv(tmp_path)
     with pytest.raises(Stop):
         lf.fit_photometry(path, model="villar", n_starts=1, out=tmp_path / "fit",
                           progress=False)
@@ -281,12 +287,7 @@ def test_the_command_line_passes_the_villar_blend_anchored_coordinates_and_targe
         raise Stop
 
     monkeypatch.setattr(lf, "sample_light_curve_nuts", fake_nuts)
-    phot = _mock_photometry()
-    lines = ["mjd,band,flux,flux_err"] + [
-        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
-            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
-    path = tmp_path / "sn.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = _mock_csv(tmp_path)
     with pytest.raises(Stop):
         main(["lightcurve", str(path), "--model", "villar", "--transition-fraction", "0.2",
               "--anchored", "--target-accept", "0.9", "--quiet", "--out", str(tmp_path / "f")])
