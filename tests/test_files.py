@@ -4,6 +4,8 @@ checkpoint written for other data, raises an error naming the file instead of re
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -204,6 +206,49 @@ def test_posterior_fingerprint_covers_data_and_constants_not_fitted_values():
         assert sorted(then) == sorted(now)
         changed = [k for k in then if then[k]["sha256"] != now[k]["sha256"]]
         assert changed and set(changed) <= set(data_keys)
+
+
+def _villar_posterior(**options):
+    from skyfit import PhotometryLikelihood, Posterior
+    from skyfit.lightcurves import Villar
+
+    t = torch.linspace(-5.0, 60.0, 14, dtype=torch.float64)
+    truth = dict(t0=0.0, A=10.0, beta=-0.1, gamma=20.0, tau_rise=2.0, tau_fall=20.0)
+    flux = Villar(**truth).flux(t).detach()  # the same data for every blend
+    lc = Villar(**truth, **options)
+    lc.to_dynamic()
+    return Posterior(PhotometryLikelihood(lc, t, flux, 0.1 * torch.ones(14)))
+
+
+def test_posterior_fingerprint_covers_module_settings_that_change_the_density():
+    # the plateau-end blend of Villar is a setting, not a Param: two posteriors that differ only
+    # in it have different densities and must not share checkpoints
+    x = _villar_posterior().initial()
+    base, frac2, frac3, wide = (_villar_posterior(**o) for o in (
+        {}, {"transition_fraction": 0.2}, {"transition_fraction": 0.3}, {"transition_width": 5.0}))
+    assert len({float(p.log_prob(x)) for p in (base, frac2, frac3, wide)}) == 4
+    prints = [p.fingerprint() for p in (base, frac2, frac3, wide)]
+    for i in range(4):
+        for j in range(i):
+            assert prints[i] != prints[j]
+    # the same model built again: the same fingerprint, and JSON keeps it equal
+    again = _villar_posterior(transition_fraction=0.2).fingerprint()
+    assert again == prints[1]
+    assert json.loads(json.dumps(again)) == prints[1]
+    assert prints[1]["settings"]["PhotometryLikelihood.Villar.transition_fraction"] == 0.2
+
+
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::skyfit.errors.LogDensityWarning")  # a 4-step warm-up
+def test_resuming_with_another_blend_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    post = _villar_posterior(transition_fraction=0.2)
+    sample_nuts(post, init=post.initial(), n_chains=1, n_warmup=4, n_draws=4,
+                checkpoint=path, checkpoint_every=2, progress=False)
+    with pytest.raises(DataMismatchError, match="transition_fraction"):
+        sample_nuts(_villar_posterior(transition_fraction=0.3), init=post.initial(),
+                    n_chains=1, n_warmup=4, n_draws=4, checkpoint=path, resume=True,
+                    progress=False)
 
 
 @pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")

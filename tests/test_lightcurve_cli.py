@@ -1,6 +1,7 @@
 """``skyfit lightcurve FILE``: reads a table, fits it, writes the plot and summary.json."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -54,3 +55,35 @@ def test_a_fit_from_a_far_prior_draw_reaches_the_optimum_of_the_data_start():
     assert reference.converged and fit.converged
     assert fit.log_density == pytest.approx(reference.log_density, abs=1e-6)
     assert torch.allclose(fit.x, reference.x, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::skyfit.errors.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::skyfit.errors.LogDensityWarning")
+@pytest.mark.parametrize("fraction", [None, 0.2])
+def test_villar_map_of_the_tde_from_the_data_starts_is_the_best_optimum(fraction):
+    # PS1-10jh (TDE), joint Villar in magnitudes with the default sharing: from the start whose
+    # plateau ends at the peak, L-BFGS-B stopped in a local optimum with a rising plateau
+    # (log p -145.7, or -115.2 with the blend 0.2 tau_fall) while draws of the default priors
+    # reach a declining plateau that covers the early decline (log p -23.3, -26.1). The data's
+    # starts (the second one's plateau ends at half the peak) must reach the best optimum found
+    # from those draws.
+    from skyfit import PhotometryLikelihood, Posterior, lightcurve_fit
+    from skyfit.data import load_example
+    from skyfit.lightcurve_fit import SHARED_DEFAULT, fit_map_continued
+    from skyfit.lightcurves import default_priors, from_photometry
+
+    phot = load_example("PS1-10jh")
+    lc = from_photometry("villar", phot, shared=SHARED_DEFAULT["villar"],
+                         transition_fraction=fraction)
+    like = PhotometryLikelihood(lc, phot, space="mag")
+    post = Posterior(like, priors=default_priors(like))
+    fit = fit_map_continued(post)
+    torch.manual_seed(0)
+    best = -math.inf
+    for _ in range(4):
+        x = torch.cat([post.priors[label].sample().reshape(-1) for label in post.slices])
+        other = fit_map_continued(post, torch.clamp(x, post.lower + 1e-6, post.upper))
+        best = max(best, other.log_density if other.converged else -math.inf)
+    assert fit.converged and fit.log_density > best - 1.0
+    assert fit.values["Villar.beta"] < 0  # a declining plateau
+    assert len(lightcurve_fit.data_starts(post)) == 2

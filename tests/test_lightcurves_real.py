@@ -181,6 +181,17 @@ def test_villar_from_photometry_shares_a_relative_slope_with_a_prior_in_units_of
     assert not from_photometry("villar", phot, relative_slope=False).relative_slope
 
 
+def _mock_csv(tmp_path):
+    """The mock photometry written as a CSV table, as ``skyfit lightcurve`` reads it."""
+    phot = _mock_photometry()
+    lines = ["mjd,band,flux,flux_err"] + [
+        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
+            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_the_command_line_fit_starts_nuts_from_the_laplace_approximation(tmp_path,
                                                                          monkeypatch):
     # a dense metric from the Laplace covariance (not the MAP point and a unit metric): warm-up
@@ -198,12 +209,7 @@ def test_the_command_line_fit_starts_nuts_from_the_laplace_approximation(tmp_pat
         raise Stop
 
     monkeypatch.setattr(lf, "sample_nuts", fake_sample_nuts)
-    phot = _mock_photometry()
-    lines = ["mjd,band,flux,flux_err"] + [
-        f"{t:.4f},{b},{f:.5f},{e:.5f}" for t, b, f, e in zip(
-            phot.mjd.tolist(), phot.band_names(), phot.flux.tolist(), phot.flux_err.tolist())]
-    path = tmp_path / "sn.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = _mock_csv(tmp_path)
     with pytest.raises(Stop):
         lf.fit_photometry(path, model="villar", n_starts=1, out=tmp_path / "fit",
                           progress=False)
@@ -245,3 +251,47 @@ def test_villar_with_a_blend_width_from_tau_fall_recovers_a_sparse_rise_two_band
         i = post.names.index(f"Villar.tau_fall[{b}]")
         assert abs(fit.x[i].item() - value) < 3 * lap.std[i].item(), b
 
+
+
+def test_the_half_peak_villar_start_passes_through_the_peak_and_half_the_peak():
+    # the second data start of a Villar fit (villar_half_peak_plateau): its light curve goes
+    # through the best band's peak flux at t_peak and half of it at t_half, rest frame z 0.3
+    from skyfit.lightcurves import villar_half_peak_plateau
+
+    z, tau_rise = 0.3, 3.0
+    scales = dict(t_peak=40.0, rise=12.0, t_half=110.0)
+    start = villar_half_peak_plateau(scales, tau_rise, z)
+    lc = Villar(t0=start["t0"], A=200.0 * start["amplitude_factor"], beta=start["beta"],
+                gamma=start["gamma"], tau_rise=tau_rise, tau_fall=500.0, redshift=z,
+                relative_slope=True)
+    flux = lc.flux(torch.tensor([40.0, 110.0], dtype=torch.float64))
+    assert flux.tolist() == pytest.approx([200.0, 100.0], rel=1e-6)
+    assert villar_half_peak_plateau(dict(t_peak=40.0, rise=12.0, t_half=math.nan), 3.0, z) is None
+
+
+def test_the_command_line_passes_the_villar_blend_anchored_coordinates_and_target(tmp_path,
+                                                                                monkeypatch):
+    # `skyfit lightcurve --model villar --transition-fraction 0.2 --anchored --target-accept
+    # 0.9`: the settings of the benchmark row lightcurve_real_slsn_villar reach the model and
+    # NUTS
+    import skyfit.lightcurve_fit as lf
+    from skyfit.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_nuts(post, fit, lap, **kwargs):
+        seen.update(kwargs, fraction=post.likelihood.lightcurve.transition_fraction)
+        raise Stop
+
+    monkeypatch.setattr(lf, "sample_light_curve_nuts", fake_nuts)
+    path = _mock_csv(tmp_path)
+    with pytest.raises(Stop):
+        main(["lightcurve", str(path), "--model", "villar", "--transition-fraction", "0.2",
+              "--anchored", "--target-accept", "0.9", "--quiet", "--out", str(tmp_path / "f")])
+    assert seen["fraction"] == 0.2 and seen["anchored"] and seen["target_accept"] == 0.9
+    with pytest.raises(ValueError, match="villar"):
+        lf.fit_photometry(path, model="bazin", transition_fraction=0.2, out=tmp_path / "g",
+                          progress=False)

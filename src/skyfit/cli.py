@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,
                                  out=args.out, nuts=not args.no_nuts, n_warmup=args.warmup,
                                  n_draws=args.draws, zero_point=args.zero_point,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet,
+                                 transition_fraction=args.transition_fraction,
+                                 anchored=args.anchored, target_accept=args.target_accept)
         return 0 if summary["converged"] else 1
     if args.command == "demo":
         import matplotlib
@@ -61,6 +63,13 @@ def _add_lightcurve_parser(sub) -> None:
     fit.add_argument("--warmup", type=int, default=500, help="NUTS warm-up per chain")
     fit.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
     fit.add_argument("--quiet", action="store_true", help="no progress output")
+    fit.add_argument("--transition-fraction", type=float, default=None,
+                     help="villar: plateau-end blend as this fraction of tau_fall (default: 3 "
+                     "days)")
+    fit.add_argument("--anchored", action="store_true",
+                     help="villar: NUTS in anchored coordinates (fluxes at fixed times)")
+    fit.add_argument("--target-accept", type=float, default=0.8,
+                     help="NUTS step-size target (default 0.8)")
 
 
 if __name__ == "__main__":

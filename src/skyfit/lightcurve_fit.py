@@ -14,16 +14,56 @@ from .data.photometry import Photometry
 from .errors import ConvergenceWarning
 from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
-from .lightcurves.starts import SHARED_DEFAULT, default_priors, from_photometry
+from .lightcurves import Villar
+from .lightcurves.starts import (
+    SHARED_DEFAULT,
+    default_priors,
+    from_photometry,
+    light_curve_scales,
+    villar_half_peak_plateau,
+)
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
 __all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "nuts_start", "sample_light_curve_nuts"]
+           "data_starts", "nuts_start", "sample_light_curve_nuts"]
+
+
+def data_starts(post: Posterior) -> list[torch.Tensor]:
+    """The data-driven starts of a light-curve posterior: ``post.initial()`` (the values of
+    :func:`~skyfit.lightcurves.from_photometry`) and, for a Villar light curve with a relative
+    slope and shared ``t0``, ``tau_rise``, ``gamma`` and ``beta``, the same start with the
+    plateau ending at half the peak (:func:`~skyfit.lightcurves.villar_half_peak_plateau`):
+    the two shapes real transients take (an SLSN's plateau ends near the peak, a TDE's covers
+    its early decline), neither reachable by L-BFGS-B from the other on PS1-10jh."""
+    x0 = post.initial()
+    like = post.likelihood
+    lc, phot = getattr(like, "lightcurve", None), getattr(like, "photometry", None)
+    if not isinstance(lc, Villar) or not lc.relative_slope or phot is None:
+        return [x0]
+    where = {id(p): sl for sl, shape, p in post.slices.values()}
+    index = {name: where.get(id(getattr(lc, name))) for name in ("t0", "tau_rise", "gamma",
+                                                                   "beta", "A")}
+    sizes = {name: None if sl is None else sl.stop - sl.start for name, sl in index.items()}
+    if any(sizes[n] != 1 for n in ("t0", "tau_rise", "gamma", "beta")) or sizes["A"] is None:
+        return [x0]
+    redshift = getattr(lc, "redshift", None)
+    z = 0.0 if redshift is None else float(redshift.value)
+    scales = light_curve_scales(phot)
+    late = villar_half_peak_plateau(scales, float(x0[index["tau_rise"]]), z)
+    if late is None:
+        return [x0]
+    x = x0.clone()
+    for name in ("t0", "gamma", "beta"):
+        x[index[name]] = late[name]
+    peak = torch.as_tensor(scales["peak_flux"], dtype=x.dtype)
+    x[index["A"]] = peak * late["amplitude_factor"]
+    return [x0, torch.clamp(x, post.lower, post.upper)]
 
 
 def fit_map_continued(post: Posterior, x0=None):
-    """``fit_map`` (L-BFGS-B) from ``x0``, continued with ``trust-exact`` where it stalls.
+    """``fit_map`` (L-BFGS-B) from ``x0``, continued with ``trust-exact`` where it stalls;
+    without ``x0``, from each of :func:`data_starts`, keeping the best converged fit.
 
     From starts far from the data (e.g. draws of the default priors, with ``t0`` weeks off),
     a light-curve posterior in magnitudes has curved valleys between ``t0``, the amplitudes and
@@ -34,8 +74,12 @@ def fit_map_continued(post: Posterior, x0=None):
 
     Arguments:
         post: the posterior (or any :class:`~skyfit.inference.LogDensity`).
-        x0: the start, as :func:`~skyfit.inference.fit_map` takes it (None: ``post.initial()``).
+        x0: the start, as :func:`~skyfit.inference.fit_map` takes it (None: each of
+            :func:`data_starts`).
     """
+    if x0 is None:
+        fits = [fit_map_continued(post, x) for x in data_starts(post)]
+        return max(fits, key=lambda f: (f.converged, f.log_density))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = fit_map(post, x0)
@@ -45,15 +89,16 @@ def fit_map_continued(post: Posterior, x0=None):
 
 
 def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
-    """The best converged MAP fit (:func:`fit_map_continued`) from the posterior's start and
-    ``n_starts - 1`` others drawn around it (each entry times ``exp(N(0, 0.5))`` if positive,
-    else plus ``N(0, 0.5 |x|+1)``, clamped into the bounds).
+    """The best converged MAP fit (:func:`fit_map_continued`) from the data's starts
+    (:func:`data_starts`) and others drawn around the first, ``n_starts`` in all (at least the
+    data starts; each entry times ``exp(N(0, 0.5))`` if positive, else plus
+    ``N(0, 0.5 |x|+1)``, clamped into the bounds).
     Returns ``(best result, number of converged fits within 1 of the best log p, all results)``.
     """
     gen = torch.Generator().manual_seed(seed)
-    x0 = post.initial()
-    starts = [x0]
-    for _ in range(n_starts - 1):
+    starts = data_starts(post)
+    x0 = starts[0]
+    for _ in range(n_starts - len(starts)):
         noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         x = torch.where(x0 > 0, x0 * torch.exp(0.5 * noise), x0 + noise * (0.5 * x0.abs() + 1))
         starts.append(torch.clamp(x, post.lower, post.upper))
@@ -98,8 +143,9 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     (benchmarks/RESULTS.md, ``lightcurve_real_slsn_villar``). On LSQ12dlf it works best with
     a plateau-end blend of 0.2 ``tau_fall`` (``from_photometry(..., transition_fraction=0.2)``,
     see :class:`~skyfit.lightcurves.Villar`) and ``target_accept=0.9``: R-hat 1.006 but still
-    11 divergent transitions in 1,400 draws (2 at 0.95, for 1.3x the leapfrog steps per
-    draw).
+    11 divergent transitions in 1,400 draws (2, 5 and 2 at 0.95 with seeds 0, 1, 2, for 1.3x
+    the leapfrog steps per draw). ``skyfit lightcurve --transition-fraction 0.2 --anchored
+    --target-accept 0.9`` runs it so.
 
     Arguments:
         post: the light-curve posterior.
@@ -125,11 +171,18 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, transition_fraction: float | None = None,
+                   anchored: bool = False, target_accept: float = 0.8) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
-    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`)."""
+    from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`, with
+    ``anchored`` and ``target_accept``). ``transition_fraction``: Villar's plateau-end blend
+    as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days)."""
+    if transition_fraction is not None and model != "villar":
+        raise ValueError(f"transition_fraction is an option of the villar model, not {model!r}")
+    if anchored and model != "villar":
+        raise ValueError(f"anchored coordinates are for the villar model, not {model!r}")
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +190,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     say(phot)
     # an unknown model is refused by from_photometry
     shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
-    lc = from_photometry(model, phot, shared=shared)
+    options = {} if transition_fraction is None else dict(transition_fraction=transition_fraction)
+    lc = from_photometry(model, phot, shared=shared, **options)
     like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
     post = Posterior(like, priors=default_priors(like))
     best, n_ok, fits = multistart_map(post, n_starts)
@@ -156,6 +210,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     result = lap
     if nuts:
         samples = sample_light_curve_nuts(post, best, lap, n_warmup=n_warmup, n_draws=n_draws,
+                                          anchored=anchored, target_accept=target_accept,
                                           progress=progress)
         problems = samples.check(warn=False)
         table = samples.summary(warn=False)

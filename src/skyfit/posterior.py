@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from ._display import Table, format_value
 from ._forward import forward
-from ._graph import ModuleList, data_arrays, param_paths, short_names
+from ._graph import ModuleList, data_arrays, node_paths, param_paths, short_names
 from .errors import NoFreeParameterError, ParameterVectorError
 from .inference.checkpoint import data_fingerprint
 from .inference.circular import wrap_periodic
@@ -142,12 +142,16 @@ class Posterior(LogDensity):
     def fingerprint(self) -> dict:
         """Names, bounds and the shape, dtype and SHA-256 of every data array and constant of
         the likelihood graph (module tensors such as ``data``/``variance``, static Params such
-        as observation times), plus the priors' types and parameters: a checkpoint written
-        with it cannot be resumed on other data or another model."""
+        as observation times), every module's settings (public attributes holding plain
+        numbers, strings or collections of them, e.g. a light curve's ``transition_fraction``
+        or a likelihood's ``space``: options that change the density without being Params),
+        plus the priors' types and parameters: a checkpoint written with it cannot be resumed
+        on other data or another model."""
         arrays = {f"prior.{label}.{k}": v for label, dist in self.priors.items()
                   for k, v in vars(dist).items() if isinstance(v, torch.Tensor)}
         fingerprint = data_fingerprint(self.names, lower=self.lower, upper=self.upper,
                                        **data_arrays(self.likelihood), **arrays)
+        fingerprint["settings"] = module_settings(self.likelihood)
         fingerprint["priors"] = {label: type(d).__name__ for label, d in self.priors.items()}
         return fingerprint
 
@@ -261,3 +265,56 @@ class Posterior(LogDensity):
         inside = ((x >= self.lower) & (x <= self.upper)).all(-1)
         total = self.log_likelihood(x) + self.log_prior(x)
         return torch.where(inside, total, torch.full_like(total, -math.inf))
+
+
+# caskade's own bookkeeping on every Module (parameter lists, description, meta, the
+# subgraph options it sets on use), not settings
+_CASKADE_ATTRS = frozenset(vars(ck.Module("settings_probe"))) | {"subgraph_kwargs"}
+
+
+def module_settings(root: ck.Node) -> dict:
+    """JSON-ready settings of every module below ``root``, keyed ``path.attr``: its public
+    attributes whose values are plain (None, bool, int, float, str, or tuples, lists, sets and
+    str-keyed dicts of those; sets sorted), except caskade's own. Tensors and Params are left
+    to :func:`~skyfit._graph.data_arrays`; other objects (child modules, data containers) are
+    not settings.
+
+    Example:
+        >>> from skyfit.lightcurves import Villar
+        >>> module_settings(Villar(transition_fraction=0.2))["Villar.transition_fraction"]
+        0.2
+    """
+    out = {}
+    for node, path in node_paths(root).items():
+        if not isinstance(node, ck.Module):
+            continue
+        for attr, value in vars(node).items():
+            if attr.startswith("_") or attr in _CASKADE_ATTRS:
+                continue
+            plain = _plain(value)
+            if plain is not _NOT_PLAIN:
+                out[".".join(path + (attr,))] = plain
+    return out
+
+
+_NOT_PLAIN = object()
+
+
+def _plain(value):
+    """``value`` as JSON-ready plain data, or ``_NOT_PLAIN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no nan/inf that compare equal after a round trip
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v) for v in value]
+        if any(v is _NOT_PLAIN for v in items):
+            return _NOT_PLAIN
+        return sorted(items, key=repr)
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in value.items()}
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+    return _NOT_PLAIN

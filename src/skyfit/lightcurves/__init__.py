@@ -6,7 +6,12 @@ from .functions import bazin_light_curve, gaussian_light_curve, villar_light_cur
 from .gaussian import GaussianLightCurve
 from .link import link_flux_to_light_curve
 from .population import NonCentredPopulation
-from .starts import default_priors, from_photometry, light_curve_scales
+from .starts import (
+    default_priors,
+    from_photometry,
+    light_curve_scales,
+    villar_half_peak_plateau,
+)
 from .villar import Villar
 
 __all__ = [
@@ -21,5 +26,6 @@ __all__ = [
     "from_photometry",
     "default_priors",
     "light_curve_scales",
+    "villar_half_peak_plateau",
     "NonCentredPopulation",
 ]

@@ -13,7 +13,8 @@ from .bazin import Bazin
 from .gaussian import GaussianLightCurve
 from .villar import Villar
 
-__all__ = ["light_curve_scales", "from_photometry", "default_priors", "SHARED_DEFAULT"]
+__all__ = ["light_curve_scales", "from_photometry", "default_priors", "SHARED_DEFAULT",
+           "villar_half_peak_plateau"]
 
 MODELS = {"gaussian": GaussianLightCurve, "bazin": Bazin, "villar": Villar}
 # parameters shared by all bands unless asked otherwise: what a band seen only after the peak
@@ -31,8 +32,9 @@ def light_curve_scales(phot) -> dict:
     brightest flux (its median flux error where it has no detection), the rise time, a third of
     the time from the first detection to the peak (days, at least 1), the e-folding decline
     time from the points after the peak (median of ``-(t - t_peak) / ln(f / f_peak)``; 30 days
-    without such points), the time span of the data and the median flux error of the
-    detections.
+    without such points), the time span of the data, the median flux error of the
+    detections and ``"t_half"``, the first time after the peak at which the best-sampled band
+    is detected below half its peak flux (NaN if never).
 
     Example:
         >>> import torch
@@ -64,9 +66,11 @@ def light_curve_scales(phot) -> dict:
     t_peak = t_peak_band[best]
     t_peak_band = [t_peak if math.isnan(x) else x for x in t_peak_band]
     first = float(t[det].min())
+    below_half = det & (band == best) & (t > t_peak) & (f < 0.5 * peak_flux[best])
     return dict(t_peak=t_peak, t_peak_band=t_peak_band, peak_flux=peak_flux,
                 rise=max(1.0, (t_peak - first) / 3), fall=float(torch.tensor(falls).median())
-                if falls else 30.0, span=float(t.max() - t.min()), flux_err=median_err)
+                if falls else 30.0, span=float(t.max() - t.min()), flux_err=median_err,
+                t_half=float(t[below_half].min()) if below_half.any() else math.nan)
 
 
 def _starts(kind: str, s: dict, z: float) -> dict:
@@ -86,6 +90,42 @@ def _starts(kind: str, s: dict, z: float) -> dict:
     # (MAP 12-18 days), so the prior pulled against the data
     return dict(t0=s["t_peak"] - 2 * rise * (1 + z), A=peak * 1.02, beta=0.0,
                 gamma=2 * rise, tau_rise=rise / 2, tau_fall=fall)
+
+
+def villar_half_peak_plateau(scales: dict, tau_rise: float, z: float) -> dict | None:
+    """A second start for a Villar light curve with a relative slope (rest-frame ``tau_rise``
+    given): the rise centred at ``t0 = t_peak - rise`` (two thirds of the way from the first
+    detection to the peak), then a sloped plateau through the best-sampled band's peak that
+    ends where the band first falls to half its peak (``t_half``; :func:`light_curve_scales`
+    gives all three). A tidal disruption event looks like this: its early decline is a power
+    law, which a Villar fit takes up with a long declining plateau and a slow exponential tail.
+    The default start (:func:`from_photometry`) ends the plateau at the peak, as for LSQ12dlf;
+    from it L-BFGS-B stops on PS1-10jh in a local optimum with a rising plateau (log p 89 to
+    122 below the best). Returns ``{"t0", "gamma", "beta", "amplitude_factor"}`` (multiply the
+    peak fluxes by the factor; ``beta`` per rest-frame day) or None when the band never falls
+    to half its peak, or the line is not a declining plateau of positive level.
+
+    Example:
+        >>> scales = dict(t_peak=30.0, rise=10.0, t_half=80.0)
+        >>> out = villar_half_peak_plateau(scales, tau_rise=2.0, z=0.0)
+        >>> out["t0"], round(out["gamma"], 1), out["beta"] < 0
+        (20.0, 60.0, True)
+    """
+    t_half = scales.get("t_half", math.nan)
+    if math.isnan(t_half):
+        return None
+    t0 = scales["t_peak"] - scales["rise"]
+    gamma, dt_peak = (t_half - t0) / (1 + z), scales["rise"] / (1 + z)
+    if not 0 < dt_peak < gamma:
+        return None
+    # A (1 + beta dt) s(dt) through (dt_peak, peak) and (gamma, peak / 2): two linear equations
+    at_peak = 1 + math.exp(-dt_peak / tau_rise)  # 1 / s(dt_peak)
+    at_end = 0.5 * (1 + math.exp(-gamma / tau_rise))
+    beta = (at_end - at_peak) / (at_peak * gamma - at_end * dt_peak)
+    factor = at_peak / (1 + beta * dt_peak)
+    if not (beta < 0 and factor > 0 and 1 + beta * gamma > 0):
+        return None
+    return dict(t0=t0, gamma=gamma, beta=beta, amplitude_factor=factor)
 
 
 def from_photometry(model: str, phot, shared: Sequence | None = None, baseline: bool = False,
