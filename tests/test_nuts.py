@@ -19,7 +19,7 @@ from skyfit.inference import (
 )
 from skyfit.inference.adaptation import warmup_windows
 from skyfit.inference.mcmc import NUTS, KernelParams, Metric, ValueAndGrad
-from skyfit.inference.mcmc.termination import checkpoint_tables
+from skyfit.inference.mcmc.termination import checkpoint_tables, subtree_turning
 
 
 def test_checkpoint_tables_span_exactly_the_subtrees_ending_at_each_leaf():
@@ -33,6 +33,53 @@ def test_checkpoint_tables_span_exactly_the_subtrees_ending_at_each_leaf():
         # the subtrees of size 2, 4, ... that end at leaf n start at n + 1 - 2^j
         expected = sorted(n + 1 - 2**j for j in range(1, 7) if (n + 1) % 2**j == 0)
         assert starts == expected, (n, starts, expected)
+
+
+def _u_turns_by_definition(p, v, n):
+    """Stan's checks of every subtree of 2, 4, ... leaves ending at leaf ``n`` of the explicit
+    trajectory ``p``, ``v`` ``(chain, leaf, dim)``: the whole subtree's momentum sum against
+    its end velocities, and the two sums across its halves (left half plus the right half's
+    first leaf, left half's last leaf plus the right half)."""
+    turning = torch.zeros(p.shape[0], dtype=torch.bool)
+    size = 2
+    while (n + 1) % size == 0:
+        a, m = n + 1 - size, n - size // 2
+        for first, last, lo, hi in ((a, n, a, n), (a, m + 1, a, m + 1), (m, n, m, n)):
+            rho = p[:, lo:hi + 1].sum(1)
+            ok = ((v[:, first] * rho).sum(-1) > 0) & ((v[:, last] * rho).sum(-1) > 0)
+            turning |= ~ok
+        size *= 2
+    return turning
+
+
+def test_subtree_checks_are_stans_u_turn_criteria_on_an_explicit_trajectory():
+    # 64 chains' trajectories of 16 leaves (a depth-5 tree's last subtree), momenta drifting by
+    # a chain's own amount so that some subtrees turn and some do not; the checkpointed checks
+    # at each leaf, only the (chain, level) pairs the tables name, against the definition
+    depth, C, D = 5, 64, 3
+    store, check, is_max = checkpoint_tables(depth)
+    g = torch.Generator().manual_seed(4)
+    kw = dict(generator=g, dtype=torch.float64)
+    drift = torch.randn(C, 1, D, **kw) * torch.linspace(0, 3, C, dtype=torch.float64)[:, None,
+                                                                                         None]
+    p = torch.randn(C, store.shape[0], D, **kw) + drift
+    v = p * (0.5 + torch.rand(C, 1, D, **kw))
+    ck = torch.zeros(C, depth - 1, 5 * D, dtype=torch.float64)
+    prev_p, prev_v = torch.zeros(C, D, dtype=torch.float64), torch.zeros(C, D, dtype=torch.float64)
+    outcomes = set()
+    for n in range(store.shape[0]):
+        sub_rho = p[:, :n + 1].sum(1)
+        here = torch.cat([p[:, n], sub_rho, prev_p, v[:, n], prev_v], 1)
+        rows, levels = store[n].expand(C, -1).nonzero(as_tuple=True)
+        ck[rows, levels] = here[rows]
+        rows, levels = check[n].expand(C, -1).nonzero(as_tuple=True)
+        if len(rows):
+            got = subtree_turning(ck, here, sub_rho, v[:, n], rows, levels, is_max[n][levels])
+            expected = _u_turns_by_definition(p, v, n)
+            assert torch.equal(got, expected), n
+            outcomes |= set(got.tolist())
+        prev_p, prev_v = p[:, n], v[:, n]
+    assert outcomes == {True, False}
 
 
 def test_nuts_kernel_leaves_standard_normal_invariant():

@@ -69,7 +69,8 @@ class BatchedDensity(ParameterBounds, abc.ABC):
 
     def rows_data(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The data of objects ``rows (k,)``, stacked ``(k, ...)``."""
-        return {key: value[rows] for key, value in self.data.items()}
+        # index_select: the same rows as value[rows], several times faster on CPU
+        return {key: value.index_select(0, rows) for key, value in self.data.items()}
 
     def as_points(self, x) -> torch.Tensor:
         """``x`` as a tensor of this density's dtype/device, checked for its trailing length."""

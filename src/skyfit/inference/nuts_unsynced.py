@@ -120,20 +120,21 @@ def _restart(kernel: NUTS, t, generator, idx, z, logp, grad, step_size) -> None:
     working, begun = vars(t), vars(fresh)  # SimpleNamespaces with the fields of _WORKING
     for key in _WORKING:
         if key != "ck":
-            working[key][idx] = begun[key]
+            working[key].index_copy_(0, idx, begun[key])
 
 
 def _finished(t, idx):
     """The transition results of rows ``idx`` of the working set: (z, log p, grad), accept
     statistic, depth, steps, divergence, energy."""
     D = t.D
-    proposal = t.proposal[idx]
+    proposal = t.proposal.index_select(0, idx)
     z, p, g, logp = proposal[:, :D], proposal[:, D:2 * D], proposal[:, 2 * D:3 * D], \
         proposal[:, 3 * D]
-    n_steps = t.n_steps[idx]
-    accept = t.sum_metro[idx] / n_steps.clamp(min=1)
+    n_steps = t.n_steps.index_select(0, idx)
+    accept = t.sum_metro.index_select(0, idx) / n_steps.clamp(min=1)
     energy = t.metric.select(idx).kinetic(p) - logp
-    return z, logp, g, accept, t.depth[idx], n_steps, t.diverging[idx], energy
+    return (z, logp, g, accept, t.depth.index_select(0, idx), n_steps,
+            t.diverging.index_select(0, idx), energy)
 
 
 def run_unsynced(kernel: NUTS, z, inv_mass, prior, generator, n_warmup: int, n_draws: int,

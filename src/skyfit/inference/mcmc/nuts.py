@@ -220,14 +220,18 @@ class NUTS:
         t.sub_first = torch.where(s2, p, t.sub_first)
 
         # checkpoints (even leaves) and U-turn checks of the subtrees ending here (odd leaves)
+        # (in place, and only the (chain, level) pairs concerned: a dense update and check
+        # touch every level of every chain, though a leaf ends about 2 subtrees)
         li = t.leaf.clamp(max=t.n_leaves - 1)
-        here = torch.cat([p, t.sub_rho, t.prev_pv[:, :D], vn, t.prev_pv[:, D:]], 1)[:, None]
-        t.ck = torch.where(t.store_k.index_select(0, li)[..., None], here, t.ck)
-        check = t.check_k.index_select(0, li)
+        here = torch.cat([p, t.sub_rho, t.prev_pv[:, :D], vn, t.prev_pv[:, D:]], 1)
+        rows, levels = t.store_k.index_select(0, li).nonzero(as_tuple=True)
+        t.ck.view(-1, t.ck.shape[-1]).index_copy_(0, rows * t.ck.shape[1] + levels,
+                                                  here.index_select(0, rows))
+        rows, levels = (t.check_k.index_select(0, li) & active[:, None]).nonzero(as_tuple=True)
         bad = div
-        if bool((check & active[:, None]).any()):
-            bad = div | subtree_turning(t.ck, here, t.sub_rho, vn, check,
-                                        t.is_max_k.index_select(0, li))
+        if len(rows):
+            bad = div | subtree_turning(t.ck, here, t.sub_rho, vn, rows, levels,
+                                        t.is_max_k[li.index_select(0, rows), levels])
         t.prev_pv = torch.cat([p, vn], 1)
         t.last = new
         t.leaf = t.leaf + active

@@ -48,29 +48,38 @@ def checkpoint_tables(max_tree_depth: int):
 
 
 def subtree_turning(ck: torch.Tensor, here: torch.Tensor, sub_rho: torch.Tensor,
-                    vn: torch.Tensor, check: torch.Tensor, is_max: torch.Tensor) -> torch.Tensor:
+                    vn: torch.Tensor, rows: torch.Tensor, levels: torch.Tensor,
+                    is_max: torch.Tensor) -> torch.Tensor:
     """Whether any subtree ending at the new leaf makes a U-turn, ``(chain,)``.
 
-    ``ck (chain, levels, 5 dim)``: the checkpoints; ``here``: the new leaf's row; ``sub_rho``:
-    the momentum sum of the subtree being built; ``vn``: the new leaf's velocity; ``check`` /
-    ``is_max``: the levels this leaf's checks span and the deepest of them.
+    ``ck (chain, levels, 5 dim)``: the checkpoints; ``here (chain, 5 dim)``: the new leaf's row;
+    ``sub_rho``: the momentum sum of the subtree being built; ``vn``: the new leaf's velocity;
+    ``rows``, ``levels``: the checks to make, one per (chain, checkpoint level) pair (a leaf's
+    checks span the levels of the subtrees that end there); ``is_max``: per pair, whether it
+    is the chain's deepest checked level. Only these pairs are computed: a leaf ends about 2
+    subtrees on average, against the ``levels`` of every chain a dense check would span.
     """
-    n_work, n_levels = ck.shape[0], ck.shape[1]
-    D = vn.shape[-1]
-    # b: the first leaf of the right half of each checked subtree
-    b = torch.where(is_max[..., None], here, ck.roll(-1, 1))
-    r_a, s_a, v_a = ck[..., :D], ck[..., D:2 * D], ck[..., 3 * D:4 * D]
-    r_b, s_b, prev_b = b[..., :D], b[..., D:2 * D], b[..., 2 * D:3 * D]
-    v_b, v_bm1 = b[..., 3 * D:4 * D], b[..., 4 * D:]
+    D, n_levels = vn.shape[-1], ck.shape[1]
+    flat = ck.view(-1, ck.shape[-1])  # (chain x level, 5 dim): one index_select per pick
+    a = flat.index_select(0, rows * n_levels + levels)
+    # b: the first leaf of the right half of each checked subtree (the next level's
+    # checkpoint, or the new leaf for the deepest)
+    b = torch.where(is_max[:, None], here.index_select(0, rows),
+                    flat.index_select(0, rows * n_levels + (levels + 1) % n_levels))
+    r_a, s_a, v_a = a[:, :D], a[:, D:2 * D], a[:, 3 * D:4 * D]
+    r_b, s_b, prev_b = b[:, :D], b[:, D:2 * D], b[:, 2 * D:3 * D]
+    v_b, v_bm1 = b[:, 3 * D:4 * D], b[:, 4 * D:]
+    sub = sub_rho.index_select(0, rows)
     t = r_a - s_a
-    rho_all = t + sub_rho[:, None]  # the whole subtree [a, n]
+    rho_all = t + sub  # the whole subtree [a, n]
     rho_left = t + s_b  # left half plus the first leaf of the right half
-    rho_right = (prev_b + r_b - s_b) + sub_rho[:, None]  # last of left plus right
-    v_n = vn[:, None].expand_as(v_a)
-    vels = torch.cat([v_a, v_n, v_a, v_b, v_bm1, v_n], 1)
-    rhos = torch.cat([rho_all, rho_all, rho_left, rho_left, rho_right, rho_right], 1)
-    persist = ((vels * rhos).sum(-1) > 0).view(n_work, 6, n_levels).all(1)
-    return (check & ~persist).any(-1)
+    rho_right = (prev_b + r_b - s_b) + sub  # last of left plus right
+    v_n = vn.index_select(0, rows)
+    vels = torch.stack([v_a, v_n, v_a, v_b, v_bm1, v_n], 1)
+    rhos = torch.stack([rho_all, rho_all, rho_left, rho_left, rho_right, rho_right], 1)
+    persist = ((vels * rhos).sum(-1) > 0).all(1)
+    turning = torch.zeros(ck.shape[0], dtype=torch.bool, device=ck.device)
+    return turning.index_fill_(0, rows[~persist], True)
 
 
 def merge_persists(velocity, outer, p, inner, sub_first, rho, sub_rho, pick) -> torch.Tensor:
