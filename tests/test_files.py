@@ -245,7 +245,8 @@ def test_resuming_with_another_blend_is_refused(tmp_path):
     post = _villar_posterior(transition_fraction=0.2)
     sample_nuts(post, init=post.initial(), n_chains=1, n_warmup=4, n_draws=4,
                 checkpoint=path, checkpoint_every=2, progress=False)
-    with pytest.raises(DataMismatchError, match="transition_fraction"):
+    changed = r"settings PhotometryLikelihood.Villar.transition_fraction: 0.2 vs now 0.3"
+    with pytest.raises(DataMismatchError, match=changed):
         sample_nuts(_villar_posterior(transition_fraction=0.3), init=post.initial(),
                     n_chains=1, n_warmup=4, n_draws=4, checkpoint=path, resume=True,
                     progress=False)
@@ -270,3 +271,24 @@ def test_resuming_on_changed_data_is_refused_naming_the_file(tmp_path, sampler):
     with pytest.raises(DataMismatchError, match=rf"{path.name}.*other data.*sha256") as error:
         run(_light_curve_posterior(flux_shift=1e-3), resume=True, **kw)
     assert str(path) in str(error.value) and "PhotometryLikelihood" in str(error.value)
+
+
+def test_where_a_model_lives_is_not_one_of_its_settings():
+    # a run on the GPU resumes on the CPU: a grid moved with .to() keeps its settings
+    from skyfit.instruments import PixelGrid
+    from skyfit.posterior import module_settings
+
+    grid = PixelGrid((8, 8), 0.1)
+    before = module_settings(grid)
+    assert before["PixelGrid.pixel_scale"] == 0.1
+    assert module_settings(grid.to("cpu", torch.float32)) == before
+
+
+def test_a_file_without_settings_is_refused_naming_what_it_lacks(tmp_path):
+    from skyfit.inference.checkpoint import check_fingerprint
+
+    now = _villar_posterior(transition_fraction=0.2).fingerprint()
+    older = {key: value for key, value in now.items() if key != "settings"}
+    with pytest.raises(DataMismatchError, match=r"settings missing in the file \(written by an "
+                                                r"older skyfit\)"):
+        check_fingerprint(tmp_path / "run.pt", older, now)

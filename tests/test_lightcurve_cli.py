@@ -32,6 +32,34 @@ def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys
     assert summary["map"]["converged"] and summary["reference_mjd"] == 59990.0
     assert summary["map"]["values"]["Bazin.tau_fall"] == pytest.approx(20.0, rel=0.15)
     assert "Bazin.tau_rise" in capsys.readouterr().out
+    # the run's options are in its summary: it can be reproduced from summary.json
+    assert (summary["transition_fraction"], summary["anchored"], summary["target_accept"]) == (
+        None, False, 0.8)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--model", "bazin", "--anchored"], "anchored coordinates are for the villar model"),
+    (["--model", "villar", "--anchored", "--no-nuts"], "do nothing without NUTS"),
+    (["--target-accept", "1.5"], r"target_accept must lie in \(0, 1\), got 1.5"),
+    (["--model", "gaussian", "--transition-fraction", "0.2"], "option of the villar model"),
+])
+def test_options_the_run_cannot_use_are_usage_errors_before_any_fit(tmp_path, capsys,
+                                                                   monkeypatch, options,
+                                                                   message):
+    import re
+
+    import skyfit.lightcurve_fit as lf
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a fit ran before the options were checked")
+
+    monkeypatch.setattr(lf, "fit_photometry", no_fit)
+    path = tmp_path / "sn.csv"
+    path.write_text("mjd,band,flux,flux_err\n60000,g,1.0,0.1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lightcurve", str(path), "--out", str(tmp_path / "fit"), *options])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_a_fit_from_a_far_prior_draw_reaches_the_optimum_of_the_data_start():

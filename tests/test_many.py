@@ -359,3 +359,16 @@ def test_a_likelihood_that_ignores_the_swapped_data_is_refused():
     flux = torch.stack([torch.ones(11), 5 * torch.ones(11)]).double()
     with pytest.raises(TypeError, match="PaddedPhotometry"):
         ManyObjects(factory, {"time": t, "flux": flux, "flux_err": torch.ones(2, 11)})
+
+
+def test_object_rows_as_lists_negative_indices_or_masks_select_the_same_data():
+    night = simulate_survey_night(5, seed=3)
+    many = ManyObjects(villar_posterior, night.data)
+    expected = many.rows_data(torch.tensor([0, 4]))
+    for rows in ([0, 4], [0, -1], torch.tensor([True, False, False, False, True])):
+        got = many.rows_data(rows)
+        assert all(torch.equal(got[key], expected[key]) for key in expected), rows
+    with pytest.raises(IndexError, match="out of range for 5 objects"):
+        many.rows_data([5])
+    with pytest.raises(TypeError, match="integers or a boolean mask"):
+        many.rows_data([0.0, 1.0])

@@ -25,8 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_lightcurve_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "lightcurve":
-        from .lightcurve_fit import fit_photometry
+        from .lightcurve_fit import check_fit_options, fit_photometry
 
+        try:  # options the model cannot use are usage errors, reported before any fit
+            check_fit_options(args.model, not args.no_nuts, args.transition_fraction,
+                              args.anchored, args.target_accept)
+        except ValueError as error:
+            parser.error(str(error))
         summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,
                                  out=args.out, nuts=not args.no_nuts, n_warmup=args.warmup,
                                  n_draws=args.draws, zero_point=args.zero_point,

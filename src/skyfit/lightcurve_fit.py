@@ -26,7 +26,7 @@ from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
 __all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "data_starts", "nuts_start", "sample_light_curve_nuts"]
+           "data_starts", "nuts_start", "sample_light_curve_nuts", "check_fit_options"]
 
 
 def data_starts(post: Posterior) -> list[torch.Tensor]:
@@ -168,6 +168,19 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     return density.original_samples(samples)
 
 
+def check_fit_options(model: str, nuts: bool, transition_fraction: float | None,
+                      anchored: bool, target_accept: float) -> None:
+    """Refuse, before any fit runs, options that the model or the run cannot use."""
+    if transition_fraction is not None and model != "villar":
+        raise ValueError(f"transition_fraction is an option of the villar model, not {model!r}")
+    if anchored and model != "villar":
+        raise ValueError(f"anchored coordinates are for the villar model, not {model!r}")
+    if anchored and not nuts:
+        raise ValueError("anchored coordinates are NUTS's: they do nothing without NUTS")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
+
+
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
@@ -179,10 +192,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`, with
     ``anchored`` and ``target_accept``). ``transition_fraction``: Villar's plateau-end blend
     as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days)."""
-    if transition_fraction is not None and model != "villar":
-        raise ValueError(f"transition_fraction is an option of the villar model, not {model!r}")
-    if anchored and model != "villar":
-        raise ValueError(f"anchored coordinates are for the villar model, not {model!r}")
+    check_fit_options(model, nuts, transition_fraction, anchored, target_accept)
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +208,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     post.set(best.x)
     dof = max(like.n_detections - post.dim, 1)
     summary = dict(file=str(path), model=model, shared=list(shared), space=like.space,
+                   transition_fraction=transition_fraction, anchored=anchored,
+                   target_accept=target_accept,
                    reference_mjd=phot.reference, n_rows=len(phot), n_limits=like.n_limits,
                    map=dict(converged=best.converged, log_density=best.log_density,
                             starts=len(fits), starts_at_best=n_ok,

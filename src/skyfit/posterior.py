@@ -268,16 +268,18 @@ class Posterior(LogDensity):
 
 
 # caskade's own bookkeeping on every Module (parameter lists, description, meta, the
-# subgraph options it sets on use), not settings
-_CASKADE_ATTRS = frozenset(vars(ck.Module("settings_probe"))) | {"subgraph_kwargs"}
+# subgraph options it sets on use), not settings; nor where a module's tensors live (a run on
+# the GPU resumes on the CPU: the data fingerprint ignores the device too)
+_NOT_SETTINGS = (frozenset(vars(ck.Module("settings_probe")))
+                 | {"subgraph_kwargs", "device", "dtype"})
 
 
 def module_settings(root: ck.Node) -> dict:
     """JSON-ready settings of every module below ``root``, keyed ``path.attr``: its public
     attributes whose values are plain (None, bool, int, float, str, or tuples, lists, sets and
-    str-keyed dicts of those; sets sorted), except caskade's own. Tensors and Params are left
-    to :func:`~skyfit._graph.data_arrays`; other objects (child modules, data containers) are
-    not settings.
+    str-keyed dicts of those; sets sorted), except caskade's own and ``device``/``dtype``.
+    Tensors and Params are left to :func:`~skyfit._graph.data_arrays`; other objects (child
+    modules, data containers) are not settings.
 
     Example:
         >>> from skyfit.lightcurves import Villar
@@ -289,7 +291,7 @@ def module_settings(root: ck.Node) -> dict:
         if not isinstance(node, ck.Module):
             continue
         for attr, value in vars(node).items():
-            if attr.startswith("_") or attr in _CASKADE_ATTRS:
+            if attr.startswith("_") or attr in _NOT_SETTINGS:
                 continue
             plain = _plain(value)
             if plain is not _NOT_PLAIN:

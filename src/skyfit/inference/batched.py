@@ -67,10 +67,30 @@ class BatchedDensity(ParameterBounds, abc.ABC):
             raise IndexError(f"object {index} out of range for {self.n_objects} objects")
         return OneObject(self, int(index) % self.n_objects)
 
-    def rows_data(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The data of objects ``rows (k,)``, stacked ``(k, ...)``."""
-        # index_select: the same rows as value[rows], several times faster on CPU
+    def rows_data(self, rows) -> dict[str, torch.Tensor]:
+        """The data of objects ``rows (k,)``, stacked ``(k, ...)``. ``rows``: an int64 tensor of
+        non-negative indices on the data's device (the samplers' own, taken as they are), or
+        what :func:`torch.as_tensor` makes indices of (a list; negative indices count from the
+        end), or a boolean mask over the objects."""
+        if not (isinstance(rows, torch.Tensor) and rows.dtype == torch.long
+                and rows.device == self.device):
+            rows = self._row_indices(rows)
+        # index_select: the same rows as value[rows], several times faster on CPU; the samplers'
+        # and optimisers' own rows (non-negative int64 on the data's device) take it directly
         return {key: value.index_select(0, rows) for key, value in self.data.items()}
+
+    def _row_indices(self, rows) -> torch.Tensor:
+        """``rows`` as non-negative int64 indices on the data's device."""
+        rows = torch.as_tensor(rows, device=self.device)
+        if rows.dtype == torch.bool:
+            return rows.nonzero().squeeze(-1)
+        if rows.is_floating_point() or rows.is_complex():
+            raise TypeError(f"object rows must be integers or a boolean mask, got {rows.dtype}")
+        rows = rows.long()
+        if bool(((rows < -self.n_objects) | (rows >= self.n_objects)).any()):
+            raise IndexError(f"object rows {rows.tolist()} out of range for {self.n_objects} "
+                             "objects")
+        return rows % self.n_objects
 
     def as_points(self, x) -> torch.Tensor:
         """``x`` as a tensor of this density's dtype/device, checked for its trailing length."""

@@ -164,11 +164,26 @@ def check_fingerprint(path, stored, expected: dict) -> None:
             if then.get(field) != now.get(field):
                 diffs.append(f"array {key!r} {field} {then.get(field)} vs now {now.get(field)}")
     for key in sorted((set(stored) | set(expected)) - {"names", "arrays"}):
-        if stored.get(key) != expected.get(key):
-            diffs.append(f"{key} {stored.get(key)!r} vs now {expected.get(key)!r}")
+        diffs.extend(_entry_differences(key, stored.get(key), expected.get(key)))
     raise DataMismatchError(f"{path} was written for other data or another model: "
                             + "; ".join(diffs or ["fingerprints differ"])
                             + "; resume with the same data, or resume=False to start afresh")
+
+
+def _entry_differences(key: str, then, now) -> list[str]:
+    """What differs in fingerprint entry ``key``: per item for dicts (a model's settings),
+    saying which side lacks it (a file written before the entry existed)."""
+    if then == now:
+        return []
+    if then is None:
+        return [f"{key} missing in the file (written by an older skyfit)"]
+    if now is None:
+        return [f"{key} not given"]
+    if isinstance(then, dict) and isinstance(now, dict):
+        missing = "(missing)"
+        return [f"{key} {item}: {then.get(item, missing)!r} vs now {now.get(item, missing)!r}"
+                for item in sorted(set(then) | set(now)) if then.get(item) != now.get(item)]
+    return [f"{key} {then!r} vs now {now!r}"]
 
 
 def load_checkpoint(path, map_location=None, expect_fingerprint: dict | None = None) -> dict:

@@ -221,7 +221,7 @@ class NUTS:
 
         # checkpoints (even leaves) and U-turn checks of the subtrees ending here (odd leaves)
         # (in place, and only the (chain, level) pairs concerned: a dense update and check
-        # touch every level of every chain, though a leaf ends about 2 subtrees)
+        # touch every level of every chain, though a leaf ends about one subtree on average)
         li = t.leaf.clamp(max=t.n_leaves - 1)
         here = torch.cat([p, t.sub_rho, t.prev_pv[:, :D], vn, t.prev_pv[:, D:]], 1)
         rows, levels = t.store_k.index_select(0, li).nonzero(as_tuple=True)

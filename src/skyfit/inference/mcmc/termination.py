@@ -56,8 +56,9 @@ def subtree_turning(ck: torch.Tensor, here: torch.Tensor, sub_rho: torch.Tensor,
     ``sub_rho``: the momentum sum of the subtree being built; ``vn``: the new leaf's velocity;
     ``rows``, ``levels``: the checks to make, one per (chain, checkpoint level) pair (a leaf's
     checks span the levels of the subtrees that end there); ``is_max``: per pair, whether it
-    is the chain's deepest checked level. Only these pairs are computed: a leaf ends about 2
-    subtrees on average, against the ``levels`` of every chain a dense check would span.
+    is the chain's deepest checked level. Only these pairs are computed: about one check per
+    leaf on average (an odd leaf ends about 2 subtrees, an even leaf none), against the
+    ``levels`` of every chain a dense check would span.
     """
     D, n_levels = vn.shape[-1], ck.shape[1]
     flat = ck.view(-1, ck.shape[-1])  # (chain x level, 5 dim): one index_select per pick
