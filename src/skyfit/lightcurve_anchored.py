@@ -174,23 +174,20 @@ class VillarAnchoredDensity(LogDensity):
     def _solve(self, w, beta, gamma, tau_fall, max_iter: int = 30):
         """``(t0, ln tau_rise)`` for the rise coordinates of ``w`` and ``ln |det J|``, ``J`` the
         Jacobian of the rise coordinates in ``(t0, ln tau_rise)``. Newton's method from the
-        anchor without a graph (forward-difference Jacobians), then one Newton step at the
-        solution with a graph: the step is ~0, its derivatives are the exact first derivatives
-        of the solution (implicit function theorem). Rows that do not converge are NaN."""
+        anchor without a graph (forward-difference Jacobians); rows it leaves unsolved or on
+        the other side of the fold are solved again by continuation from the anchor
+        (:meth:`_continue`). Then one Newton step at the solution with a graph: the step is ~0,
+        its derivatives are the exact first derivatives of the solution (implicit function
+        theorem). Rows with no solution on the anchor's branch are NaN."""
         i = self._index
         target = w[..., [i["t0"], i["tau_rise"]]]
         args = (beta, gamma, tau_fall)
         with torch.no_grad():
-            s = self._start.expand(target.shape).clone()
-            for _ in range(max_iter):
-                jac, res = self._residual_and_difference_jacobian(s, args, target)
-                step = _solve_2x2(jac, res)
-                # a bounded step: a Newton step from far away may leave the model's range
-                step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
-                                    step[..., 1].clamp(-1.0, 1.0)], -1)
-                s = s - step
-                if bool((step.abs() < 1e-10).all()):
-                    break
+            s = self._newton(self._start.expand(target.shape).clone(), target, args, max_iter)
+            failed = ~self._solved(s, target, args)
+            if bool(failed.any()):
+                s = torch.where(failed[..., None], self._continue(target, args, max_iter), s)
+            jac, _ = self._residual_and_difference_jacobian(s, args, target)
         with torch.enable_grad():
             res = self._rise_residual(s, *args) - target
             ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
@@ -204,6 +201,42 @@ class VillarAnchoredDensity(LogDensity):
         # the other side of a fold of the map (see the class docstring): not this branch
         s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
         return s, det.abs().log()
+
+    def _newton(self, s, target, args, max_iter: int):
+        """Newton's method for ``_rise_residual(s) = target`` from ``s`` (no graph), with
+        bounded steps: a full step from far away may leave the model's range."""
+        for _ in range(max_iter):
+            jac, res = self._residual_and_difference_jacobian(s, args, target)
+            step = _solve_2x2(jac, res)
+            step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
+                                step[..., 1].clamp(-1.0, 1.0)], -1)
+            s = s - step
+            if bool((step.abs() < 1e-10).all()):
+                break
+        return s
+
+    def _solved(self, s, target, args):
+        """Rows where ``s`` solves the rise equations on the anchor's side of the fold."""
+        jac, res = self._residual_and_difference_jacobian(s, args, target)
+        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+        return (res.abs() < 1e-9).all(-1) & (det * self._branch > 0)
+
+    def _continue(self, target, args, max_iter: int, n_stages: int = 16):
+        """The solution reached by following it from the anchor, where it is known, along the
+        straight line to ``args`` and ``target`` in ``n_stages`` stages (a few Newton steps
+        each). Plain Newton from the anchor fails where the solution lies far from it (a long
+        plateau moves the solution's ``t0`` by tens of days) or where its steps cross a region
+        where the model's flux is not positive; the continuation stays on the anchor's branch
+        as long as one exists along the path."""
+        anchor_args = self._band_params(self._anchor)
+        anchor_target = self._rise_residual(self._start, *anchor_args)
+        s = self._start.expand(target.shape).clone()
+        for k in range(1, n_stages + 1):
+            f = k / n_stages
+            stage_args = tuple(a0 + f * (a - a0) for a0, a in zip(anchor_args, args))
+            stage_target = anchor_target + f * (target - anchor_target)
+            s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)
+        return s
 
     def _residual_and_difference_jacobian(self, s, args, target):
         """Residual at ``s`` and its Jacobian by forward differences, from one batched
