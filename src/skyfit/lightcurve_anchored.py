@@ -28,9 +28,19 @@ The coordinates (a bijection on the anchor's side of a fold, see
 - ``(t0, tau_rise)`` -> ``(ln f_r(t_1) - ln f_r(T_r), ln f_r(t_2) - ln f_r(T_r))``: the rise
   band ``r``'s light curve at two rise epochs ``t_1 < t_2`` relative to its reference time
   (10% and 80% of the way from its first detection to the peak). Given the others this is a
-  2-D equation in ``(t0, ln tau_rise)``, solved by Newton's method; its first derivatives come
-  from the implicit function theorem (a last Newton step differentiated at the solution) and
-  its log-Jacobian is ``-ln |det d(rise coordinates) / d(t0, ln tau_rise)|``.
+  2-D equation in ``(t0, ln tau_rise)``, solved by Newton's method from the anchor, and where
+  that fails by continuation from the anchor; its first derivatives come from the implicit
+  function theorem (a last Newton step differentiated at the solution) and its log-Jacobian is
+  ``-ln |det d(rise coordinates) / d(t0, ln tau_rise)|``.
+
+The map's image is not all of R^2: for given ``beta``, ``gamma`` and ``tau_fall`` the rise
+coordinates are bounded by the image of the fold, and where the model's flux at a rise epoch or
+reference time is not positive they do not exist. There the log-density is ``-inf``, a wall
+that a NUTS trajectory reports as a divergence: on LSQ12dlf (seed 0, target_accept 0.9) 10 of
+the 11 divergent transitions were trajectories that reached it (RESULTS.md). Coordinates with a
+closed-form inverse onto R^2 (the sigmoid's phase at the first rise epoch and the log of the
+rise times between the two) have no wall but lose the geometry: 2.5x the leapfrog steps per
+draw, R-hat 1.033, 24 divergent.
 
 Only the fluxes of the light curve before redshift dimming enter (a constant factor per band),
 so these are the model's own values, not the data's.
