@@ -120,3 +120,31 @@ def test_anchored_nuts_returns_draws_of_the_model_parameters(fitted):
     assert ((x > post.lower) & (x < post.upper)).all()
     with torch.no_grad():
         assert torch.allclose(torch.as_tensor(s.log_density), post.log_prob(x), rtol=1e-12)
+
+
+def test_points_far_from_the_anchor_are_solved_by_continuation(fitted):
+    # at four times the Laplace width some points of the anchor's branch lie where Newton's
+    # method from the anchor (30 bounded steps, the solve alone) finds no solution: the
+    # density was -inf there, a wall inside the posterior's reach that NUTS reported as
+    # divergences. The continuation from the anchor solves them.
+    post, fit, lap = fitted
+    dens = VillarAnchoredDensity(post, anchor=fit.x)
+    draws = lap.mean + 4.0 * (lap.draw(200, 1) - lap.mean)
+    x = draws[((draws > post.lower) & (draws < post.upper)).all(-1)]
+    x = x[dens.on_anchor_branch(x)]
+    w = dens.from_original(x)
+    x, w = x[torch.isfinite(w).all(-1)], w[torch.isfinite(w).all(-1)]
+    i = dens._index
+    args, target = dens._band_params(w), w[:, [i["t0"], i["tau_rise"]]]
+    with torch.no_grad():
+        newton = dens._newton(dens._start.expand(target.shape).clone(), target, args, 30)
+        newton_failed = ~dens._solved(newton, target, args)
+        back = torch.isclose(dens.to_original(w), x, rtol=1e-10, atol=1e-10).all(-1)
+    assert newton_failed.sum() >= 2
+    assert back[newton_failed].sum() >= 2 and back.double().mean() > 0.98
+    for k in torch.nonzero(newton_failed & back).flatten().tolist():
+        forward = torch.autograd.functional.jacobian(dens.from_original, x[k])
+        log_jac = -torch.linalg.slogdet(forward)[1]
+        assert torch.isfinite(dens.log_prob(w[k]))
+        assert dens.log_prob(w[k]).item() == pytest.approx(
+            (post.log_prob(x[k]) + log_jac).item(), abs=1e-8)

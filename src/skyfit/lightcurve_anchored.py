@@ -28,9 +28,19 @@ The coordinates (a bijection on the anchor's side of a fold, see
 - ``(t0, tau_rise)`` -> ``(ln f_r(t_1) - ln f_r(T_r), ln f_r(t_2) - ln f_r(T_r))``: the rise
   band ``r``'s light curve at two rise epochs ``t_1 < t_2`` relative to its reference time
   (10% and 80% of the way from its first detection to the peak). Given the others this is a
-  2-D equation in ``(t0, ln tau_rise)``, solved by Newton's method; its first derivatives come
-  from the implicit function theorem (a last Newton step differentiated at the solution) and
-  its log-Jacobian is ``-ln |det d(rise coordinates) / d(t0, ln tau_rise)|``.
+  2-D equation in ``(t0, ln tau_rise)``, solved by Newton's method from the anchor, and where
+  that fails by continuation from the anchor; its first derivatives come from the implicit
+  function theorem (a last Newton step differentiated at the solution) and its log-Jacobian is
+  ``-ln |det d(rise coordinates) / d(t0, ln tau_rise)|``.
+
+The map's image is not all of R^2: for given ``beta``, ``gamma`` and ``tau_fall`` the rise
+coordinates are bounded by the image of the fold, and where the model's flux at a rise epoch or
+reference time is not positive they do not exist. There the log-density is ``-inf``, a wall
+that a NUTS trajectory reports as a divergence: on LSQ12dlf (seed 0, target_accept 0.9) 10 of
+the 11 divergent transitions were trajectories that reached it (RESULTS.md). Coordinates with a
+closed-form inverse onto R^2 (the sigmoid's phase at the first rise epoch and the log of the
+rise times between the two) have no wall but lose the geometry: 2.5x the leapfrog steps per
+draw, R-hat 1.033, 24 divergent.
 
 Only the fluxes of the light curve before redshift dimming enter (a constant factor per band),
 so these are the model's own values, not the data's.
@@ -174,23 +184,20 @@ class VillarAnchoredDensity(LogDensity):
     def _solve(self, w, beta, gamma, tau_fall, max_iter: int = 30):
         """``(t0, ln tau_rise)`` for the rise coordinates of ``w`` and ``ln |det J|``, ``J`` the
         Jacobian of the rise coordinates in ``(t0, ln tau_rise)``. Newton's method from the
-        anchor without a graph (forward-difference Jacobians), then one Newton step at the
-        solution with a graph: the step is ~0, its derivatives are the exact first derivatives
-        of the solution (implicit function theorem). Rows that do not converge are NaN."""
+        anchor without a graph (forward-difference Jacobians); rows it leaves unsolved or on
+        the other side of the fold are solved again by continuation from the anchor
+        (:meth:`_continue`). Then one Newton step at the solution with a graph: the step is ~0,
+        its derivatives are the exact first derivatives of the solution (implicit function
+        theorem). Rows with no solution on the anchor's branch are NaN."""
         i = self._index
         target = w[..., [i["t0"], i["tau_rise"]]]
         args = (beta, gamma, tau_fall)
         with torch.no_grad():
-            s = self._start.expand(target.shape).clone()
-            for _ in range(max_iter):
-                jac, res = self._residual_and_difference_jacobian(s, args, target)
-                step = _solve_2x2(jac, res)
-                # a bounded step: a Newton step from far away may leave the model's range
-                step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
-                                    step[..., 1].clamp(-1.0, 1.0)], -1)
-                s = s - step
-                if bool((step.abs() < 1e-10).all()):
-                    break
+            s = self._newton(self._start.expand(target.shape).clone(), target, args, max_iter)
+            failed = ~self._solved(s, target, args)
+            if bool(failed.any()):
+                s = torch.where(failed[..., None], self._continue(target, args, max_iter), s)
+            jac, _ = self._residual_and_difference_jacobian(s, args, target)
         with torch.enable_grad():
             res = self._rise_residual(s, *args) - target
             ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
@@ -204,6 +211,42 @@ class VillarAnchoredDensity(LogDensity):
         # the other side of a fold of the map (see the class docstring): not this branch
         s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
         return s, det.abs().log()
+
+    def _newton(self, s, target, args, max_iter: int):
+        """Newton's method for ``_rise_residual(s) = target`` from ``s`` (no graph), with
+        bounded steps: a full step from far away may leave the model's range."""
+        for _ in range(max_iter):
+            jac, res = self._residual_and_difference_jacobian(s, args, target)
+            step = _solve_2x2(jac, res)
+            step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
+                                step[..., 1].clamp(-1.0, 1.0)], -1)
+            s = s - step
+            if bool((step.abs() < 1e-10).all()):
+                break
+        return s
+
+    def _solved(self, s, target, args):
+        """Rows where ``s`` solves the rise equations on the anchor's side of the fold."""
+        jac, res = self._residual_and_difference_jacobian(s, args, target)
+        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+        return (res.abs() < 1e-9).all(-1) & (det * self._branch > 0)
+
+    def _continue(self, target, args, max_iter: int, n_stages: int = 16):
+        """The solution reached by following it from the anchor, where it is known, along the
+        straight line to ``args`` and ``target`` in ``n_stages`` stages (a few Newton steps
+        each). Plain Newton from the anchor fails where the solution lies far from it (a long
+        plateau moves the solution's ``t0`` by tens of days) or where its steps cross a region
+        where the model's flux is not positive; the continuation stays on the anchor's branch
+        as long as one exists along the path."""
+        anchor_args = self._band_params(self._anchor)
+        anchor_target = self._rise_residual(self._start, *anchor_args)
+        s = self._start.expand(target.shape).clone()
+        for k in range(1, n_stages + 1):
+            f = k / n_stages
+            stage_args = tuple(a0 + f * (a - a0) for a0, a in zip(anchor_args, args))
+            stage_target = anchor_target + f * (target - anchor_target)
+            s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)
+        return s
 
     def _residual_and_difference_jacobian(self, s, args, target):
         """Residual at ``s`` and its Jacobian by forward differences, from one batched
