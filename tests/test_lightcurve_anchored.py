@@ -148,3 +148,19 @@ def test_points_far_from_the_anchor_are_solved_by_continuation(fitted):
         assert torch.isfinite(dens.log_prob(w[k]))
         assert dens.log_prob(w[k]).item() == pytest.approx(
             (post.log_prob(x[k]) + log_jac).item(), abs=1e-8)
+
+
+def test_the_fingerprint_holds_the_posterior_and_the_coordinates():
+    # a checkpoint of an anchored run must not resume on another blend, other data or another
+    # anchor: the base LogDensity fingerprint held only names and bounds
+    def anchored(**options):
+        return VillarAnchoredDensity(synthetic_posterior(**options))
+
+    first = anchored(transition_fraction=0.2).fingerprint()
+    assert first == anchored(transition_fraction=0.2).fingerprint()
+    assert first != anchored(transition_fraction=0.3).fingerprint()
+    assert first != anchored(redshift=0.1, transition_fraction=0.2).fingerprint()
+    post = synthetic_posterior(transition_fraction=0.2)
+    moved = VillarAnchoredDensity(post, anchor=post.initial() * 1.01).fingerprint()
+    assert moved["names"] == first["names"] and moved != first
+    assert first["settings"]["PhotometryLikelihood.Villar.transition_fraction"] == 0.2

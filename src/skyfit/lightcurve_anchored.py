@@ -40,10 +40,8 @@ that a NUTS trajectory reports as a divergence: on LSQ12dlf (seed 0, target_acce
 the 11 divergent transitions were trajectories that reached it (RESULTS.md). Coordinates with a
 closed-form inverse onto R^2 (the sigmoid's phase at the first rise epoch and the log of the
 rise times between the two) have no wall but lose the geometry: 2.5x the leapfrog steps per
-draw, R-hat 1.033, 24 divergent.
-
-Only the fluxes of the light curve before redshift dimming enter (a constant factor per band),
-so these are the model's own values, not the data's.
+draw, R-hat 1.033, 24 divergent. The fluxes are the model's before redshift dimming (a
+constant factor per band), not the data's.
 """
 
 from __future__ import annotations
@@ -51,6 +49,7 @@ from __future__ import annotations
 import torch
 
 from .inference.approximations import GaussianApproximation
+from .inference.checkpoint import data_fingerprint
 from .inference.density import LogDensity
 from .inference.results import Samples
 from .lightcurves.functions import villar_light_curve
@@ -303,6 +302,15 @@ class VillarAnchoredDensity(LogDensity):
             x = torch.where(bad[..., None], self._anchor.to(x), x)
             return torch.where(bad, -torch.inf, self.posterior.log_prob(x) + log_jac)
         return self.posterior.log_prob(x) + log_jac
+
+    def fingerprint(self) -> dict:
+        """The posterior's (data, settings, priors) under these coordinates' names, bounds,
+        anchor and times: a checkpoint resumes only on the same posterior, same coordinates."""
+        inner = self.posterior.fingerprint()
+        own = data_fingerprint(self.names, lower=self.lower, upper=self.upper, anchor=self._anchor,
+                               rise_times=self.rise_times, reference_times=self.reference_times)
+        return {**inner, "names": own["names"], "arrays": {**inner["arrays"], **own["arrays"]},
+                "rise_band": int(self.rise_band)}
 
     def initial(self) -> torch.Tensor:
         return self.from_original(self.posterior.initial())
