@@ -105,7 +105,13 @@ def main(argv=None) -> int:
             parser.error(f"unknown benchmarks {sorted(unknown)}; have {[b.name for b in benches]}")
         benches = [b for b in benches if b.name in args.names]
     rows = []
+    import torch
+
+    threads = torch.get_num_threads()
     for b in benches:
+        # each row starts on the machine's threads: a row that times one core (set_num_threads(1))
+        # must not leave the rows after it on one core
+        torch.set_num_threads(threads)
         try:
             value, details = b.fn(args.quick)
         except Exception as exc:  # a failing benchmark is reported, the others still run
