@@ -145,8 +145,8 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     see :class:`~skyfit.lightcurves.Villar`) and ``target_accept=0.9``: R-hat 1.008 but still
     13, 8 and 0 divergent transitions in 1,400 draws with seeds 0, 1, 2 (2-5 at 0.95, for 1.3x
     the leapfrog steps per draw), most of them trajectories that reach the wall of those
-    coordinates (see :mod:`~skyfit.lightcurve_anchored`). ``skyfit lightcurve --transition-fraction 0.2 --anchored
-    --target-accept 0.9`` runs it so.
+    coordinates (see :mod:`~skyfit.lightcurve_anchored`). ``skyfit lightcurve
+    --transition-fraction 0.2 --anchored --target-accept 0.9`` runs it so.
 
     Arguments:
         post: the light-curve posterior.
