@@ -295,3 +295,39 @@ def test_the_command_line_passes_the_villar_blend_anchored_coordinates_and_targe
     with pytest.raises(ValueError, match="villar"):
         lf.fit_photometry(path, model="bazin", transition_fraction=0.2, out=tmp_path / "g",
                           progress=False)
+
+
+def test_a_second_data_start_the_model_cannot_evaluate_leaves_the_first_fit(monkeypatch):
+    # fit_map_continued without a start fits from each data start; an extra start with a
+    # non-finite log-density is skipped, an unusable first start is still an error
+    import skyfit.lightcurve_fit as lf
+    from skyfit.errors import ParameterVectorError
+
+    phot = _mock_photometry()
+    like = PhotometryLikelihood(from_photometry("bazin", phot), phot)
+    post = Posterior(like, priors=default_priors(like))
+    x0 = post.initial()
+    broken = torch.full_like(x0, math.nan)
+    expected = lf.fit_map_continued(post, x0)
+    monkeypatch.setattr(lf, "data_starts", lambda post: [x0, broken])
+    got = lf.fit_map_continued(post)
+    assert got.converged and torch.equal(got.x, expected.x)
+    monkeypatch.setattr(lf, "data_starts", lambda post: [broken, x0])
+    with pytest.raises(ParameterVectorError, match="NaN or inf entries"):
+        lf.fit_map_continued(post)
+
+
+def test_a_villar_with_one_shared_amplitude_gets_only_the_default_start():
+    # the half-peak start scales one amplitude per band from its peak flux
+    from skyfit.lightcurve_fit import data_starts
+
+    phot = _mock_photometry()
+    model = Villar(t0=0.0, A=200.0, beta=-0.01, gamma=10.0, tau_rise=3.0, tau_fall=25.0,
+                   bands="gr", relative_slope=True,
+                   shared=["t0", "tau_rise", "gamma", "beta", "A"])
+    model.to_dynamic()
+    post = Posterior(PhotometryLikelihood(model, phot))
+    assert post.names.count("Villar.A") == 1
+    assert len(data_starts(post)) == 1
+    villar = from_photometry("villar", phot)
+    assert len(data_starts(Posterior(PhotometryLikelihood(villar, phot)))) in (1, 2)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data.photometry import Photometry
-from .errors import ConvergenceWarning
+from .errors import ConvergenceWarning, LogDensityError, ParameterVectorError
 from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
 from .lightcurves import Villar
@@ -45,7 +45,8 @@ def data_starts(post: Posterior) -> list[torch.Tensor]:
     index = {name: where.get(id(getattr(lc, name))) for name in ("t0", "tau_rise", "gamma",
                                                                    "beta", "A")}
     sizes = {name: None if sl is None else sl.stop - sl.start for name, sl in index.items()}
-    if any(sizes[n] != 1 for n in ("t0", "tau_rise", "gamma", "beta")) or sizes["A"] is None:
+    if (any(sizes[n] != 1 for n in ("t0", "tau_rise", "gamma", "beta"))
+            or sizes["A"] != lc.n_bands):  # one amplitude per band, scaled from its peak flux
         return [x0]
     redshift = getattr(lc, "redshift", None)
     z = 0.0 if redshift is None else float(redshift.value)
@@ -78,7 +79,13 @@ def fit_map_continued(post: Posterior, x0=None):
             :func:`data_starts`).
     """
     if x0 is None:
-        fits = [fit_map_continued(post, x) for x in data_starts(post)]
+        first, *others = data_starts(post)
+        fits = [fit_map_continued(post, first)]
+        for x in others:  # an extra start where the model cannot be evaluated adds nothing
+            try:
+                fits.append(fit_map_continued(post, x))
+            except (LogDensityError, ParameterVectorError):
+                continue
         return max(fits, key=lambda f: (f.converged, f.log_density))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
