@@ -115,3 +115,60 @@ def test_villar_map_of_the_tde_from_the_data_starts_is_the_best_optimum(fraction
     assert fit.converged and fit.log_density > best - 1.0
     assert fit.values["Villar.beta"] < 0  # a declining plateau
     assert len(lightcurve_fit.data_starts(post)) == 2
+
+
+def test_redshift_and_vega_options_give_the_shipped_example_posterior(tmp_path):
+    """``--vega blanton-roweis-2007 --redshift 0.25`` on the shipped LSQ12dlf file builds the
+    posterior of ``load_example("LSQ12dlf")`` (Vega magnitudes, z = 0.25): the MAP the command
+    reports has the same log-density there. Without the options the file reads as AB at z = 0,
+    another posterior, and the same point has another log-density."""
+    pytest.importorskip("matplotlib")
+    from skyfit import PhotometryLikelihood, Posterior
+    from skyfit.data import load_example
+    from skyfit.data.examples import _HERE
+    from skyfit.lightcurves import default_priors, from_photometry
+
+    code = main(["lightcurve", str(_HERE / "LSQ12dlf.csv"), "--model", "bazin", "--no-nuts",
+                 "--quiet", "--vega", "blanton-roweis-2007", "--redshift", "0.25",
+                 "--out", str(tmp_path / "fit")])
+    summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert (summary["redshift"], summary["vega_offsets"]["U"]) == (0.25, 0.79)
+
+    def log_density(phot):
+        lc = from_photometry("bazin", phot, shared=summary["shared"])
+        post = Posterior(like := PhotometryLikelihood(lc, phot), priors=default_priors(like))
+        x = torch.tensor([summary["map"]["values"][name] for name in post.names],
+                         dtype=torch.float64)
+        return float(post.log_prob(x))
+
+    # parameters per band are indexed in the file's band order, which the summary records
+    example = load_example("LSQ12dlf", bands=tuple(summary["bands"]))
+    assert summary["bands"] == ["V", "B", "I", "R", "U"]
+    assert code in (0, 1) and log_density(example) == pytest.approx(
+        summary["map"]["log_density"], rel=1e-9)
+    from skyfit.data import Photometry
+
+    as_ab = Photometry.read(_HERE / "LSQ12dlf.csv", bands=example.bands)
+    assert abs(log_density(as_ab) - summary["map"]["log_density"]) > 1.0
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--vega", "U=x"], r"--vega takes BAND=OFFSET pairs .* got 'U=x'"),
+    (["--vega", "=0.3"], "no band name in '=0.3'"),
+])
+def test_bad_vega_offsets_are_usage_errors(tmp_path, capsys, options, message):
+    import re
+
+    path = tmp_path / "sn.csv"
+    path.write_text("mjd,band,flux,flux_err\n60000,g,1.0,0.1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lightcurve", str(path), "--out", str(tmp_path / "fit"), *options])
+    assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("redshift", [-1.0, -2.0, math.nan, math.inf])
+def test_a_redshift_at_or_below_minus_one_is_refused(redshift):
+    from skyfit.data import Photometry
+
+    with pytest.raises(ValueError, match="redshift must be finite and above -1"):
+        Photometry([0.0, 1.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1], redshift=redshift)

@@ -1,5 +1,6 @@
 """Command line: ``skyfit demo [--out DIR] [--seed N]`` (also ``python -m skyfit demo``) and
-``skyfit lightcurve FILE [--model villar|bazin|gaussian] [--shared t0 ...] [--mag] [--out DIR]``."""
+``skyfit lightcurve FILE [--model villar|bazin|gaussian] [--shared t0 ...] [--mag] [--out DIR]``
+(``--vega``, ``--redshift``, NUTS options: ``skyfit lightcurve -h``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         try:  # options the model cannot use are usage errors, reported before any fit
             check_fit_options(args.model, not args.no_nuts, args.transition_fraction,
                               args.anchored, args.target_accept)
+            vega_offsets = _vega_offsets(args.vega)
         except ValueError as error:
             parser.error(str(error))
         summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                                  n_draws=args.draws, zero_point=args.zero_point,
                                  progress=not args.quiet,
                                  transition_fraction=args.transition_fraction,
-                                 anchored=args.anchored, target_accept=args.target_accept)
+                                 anchored=args.anchored, target_accept=args.target_accept,
+                                 redshift=args.redshift, vega_offsets=vega_offsets)
         return 0 if summary["converged"] else 1
     if args.command == "demo":
         import matplotlib
@@ -75,6 +78,32 @@ def _add_lightcurve_parser(sub) -> None:
                      help="villar: NUTS in anchored coordinates (fluxes at fixed times)")
     fit.add_argument("--target-accept", type=float, default=0.8,
                      help="NUTS step-size target (default 0.8)")
+    fit.add_argument("--redshift", type=float, default=None,
+                     help="the source's redshift: time scales fitted in the rest frame")
+    fit.add_argument("--vega", nargs="+", default=None, metavar="BAND=OFFSET",
+                     help="magnitudes are Vega, with these m_AB - m_Vega per band, or "
+                     "'blanton-roweis-2007' for that paper's Johnson-Cousins/2MASS table")
+
+
+def _vega_offsets(values: list[str] | None) -> dict[str, float] | None:
+    """``--vega``'s ``BAND=OFFSET`` pairs (or the named table) as ``{band: m_AB - m_Vega}``."""
+    if values is None:
+        return None
+    if values == ["blanton-roweis-2007"]:
+        from .data import AB_MINUS_VEGA_BLANTON_ROWEIS_2007
+
+        return dict(AB_MINUS_VEGA_BLANTON_ROWEIS_2007)
+    offsets = {}
+    for value in values:
+        band, _, offset = value.partition("=")
+        try:
+            offsets[band] = float(offset)
+        except ValueError:
+            raise ValueError(f"--vega takes BAND=OFFSET pairs (m_AB - m_Vega in mag) or "
+                             f"'blanton-roweis-2007', got {value!r}") from None
+        if not band:
+            raise ValueError(f"--vega: no band name in {value!r}")
+    return offsets
 
 
 if __name__ == "__main__":

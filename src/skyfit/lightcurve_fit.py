@@ -193,18 +193,23 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
                    progress: bool = True, transition_fraction: float | None = None,
-                   anchored: bool = False, target_accept: float = 0.8) -> dict:
+                   anchored: bool = False, target_accept: float = 0.8,
+                   redshift: float | None = None,
+                   vega_offsets: dict[str, float] | None = None) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
     from the Laplace approximation at the best MAP fit (:func:`sample_light_curve_nuts`, with
     ``anchored`` and ``target_accept``). ``transition_fraction``: Villar's plateau-end blend
-    as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days)."""
+    as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days).
+    ``redshift``: the source's (rest-frame time scales, :func:`from_photometry`; None: none).
+    ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB)."""
     check_fit_options(model, nuts, transition_fraction, anchored, target_accept)
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    phot = Photometry.read(path, zero_point=zero_point)
+    system = dict(system="Vega", vega_offsets=vega_offsets) if vega_offsets else {}
+    phot = Photometry.read(path, zero_point=zero_point, redshift=redshift, **system)
     say(phot)
     # an unknown model is refused by from_photometry
     shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
@@ -217,7 +222,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     dof = max(like.n_detections - post.dim, 1)
     summary = dict(file=str(path), model=model, shared=list(shared), space=like.space,
                    transition_fraction=transition_fraction, anchored=anchored,
-                   target_accept=target_accept,
+                   target_accept=target_accept, redshift=redshift, vega_offsets=vega_offsets,
+                   bands=None if phot.bands is None else list(phot.bands),  # A[i]: bands[i]
                    reference_mjd=phot.reference, n_rows=len(phot), n_limits=like.n_limits,
                    map=dict(converged=best.converged, log_density=best.log_density,
                             starts=len(fits), starts_at_best=n_ok,

@@ -136,6 +136,10 @@ class Photometry:
             raise ValueError(f"system must be 'AB' or 'Vega', got {system!r}")
         if not limit_sigma > 0:
             raise ValueError(f"limit_sigma must be positive, got {limit_sigma}")
+        if redshift is not None and not (math.isfinite(redshift) and redshift > -1.0):
+            # 1 + z scales every time and flux: z <= -1 has no meaning
+            raise ValueError(f"redshift must be finite and above -1, got {redshift}")
+        redshift = None if redshift is None else float(redshift)
         self.zero_point, self.system, self.redshift = float(zero_point), system, redshift
         self._set_bands(band, bands, mjd.size)
         self._set_values(mjd.size, flux, flux_err, mag, mag_err, upper_limit, limit,
