@@ -42,10 +42,6 @@ class _Joint(ck.Module):
             total = total + module.log_prior()
         return total
 
-    @forward
-    def residuals(self):
-        return self.likelihood.whitened_residuals()
-
 
 class Posterior(LogDensity):
     """``log p(x | data) = log L(x) + log prior(x)`` for the flat vector ``x`` of dynamic Params.
@@ -257,22 +253,6 @@ class Posterior(LogDensity):
             return self._joint_of_vector(x)
         flat = x.reshape(-1, self.dim)
         return torch.vmap(self._joint_of_vector)(flat).reshape(x.shape[:-1])
-
-    @property
-    def has_residuals(self) -> bool:
-        """Whether the log-likelihood is ``-|r|^2 / 2 + c``: a likelihood with
-        ``whitened_residuals()`` (a ``@forward`` method) and ``log_normalisation()`` (``c``), and
-        no module prior terms (see :meth:`whitened_residuals`)."""
-        like = self.likelihood
-        return (callable(getattr(like, "whitened_residuals", None))
-                and callable(getattr(like, "log_normalisation", None))
-                and len(self.joint.prior_modules) == 0)
-
-    def whitened_residuals(self, x: torch.Tensor) -> torch.Tensor:
-        """The likelihood's whitened residuals at one point ``x (dim,)``, where
-        :attr:`has_residuals`: ``log_likelihood(x) = -|r|^2 / 2 + likelihood.log_normalisation()``
-        (the least-squares form a Gauss-Newton fit uses)."""
-        return self.joint.residuals(self._param_values(x))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x | data)`` for ``x`` of shape ``(..., dim)``: ``-inf`` outside the bounds,

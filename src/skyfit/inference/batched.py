@@ -55,32 +55,6 @@ class BatchedDensity(ParameterBounds, abc.ABC):
     def object_log_prob(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``log p`` of one object at ``x (dim,)`` given its data (one slice of :attr:`data`)."""
 
-    @property
-    def has_residuals(self) -> bool:
-        """Whether :meth:`object_residuals` and :meth:`object_log_rest` are implemented: each
-        object's ``log p = -|r(x)|^2 / 2 + rest(x)`` with whitened residuals ``r`` (a
-        least-squares density plus priors), which lets ``fit_map_many`` use Gauss-Newton
-        curvature. The base class: False."""
-        return False
-
-    def object_residuals(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]
-                         ) -> torch.Tensor:
-        """One object's whitened residuals ``r (m,)`` at ``x (dim,)`` (0 where unused), written
-        for ``torch.func`` (forward mode included), where :attr:`has_residuals` is True."""
-        raise NotImplementedError(f"{type(self).__name__} has no residual form")
-
-    def object_log_rest(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]
-                        ) -> torch.Tensor:
-        """``log p + |r|^2 / 2`` of one object (its priors and normalisation), where
-        :attr:`has_residuals` is True."""
-        raise NotImplementedError(f"{type(self).__name__} has no residual form")
-
-    def with_dtype(self, dtype: torch.dtype) -> BatchedDensity | None:
-        """The same densities computed in ``dtype`` (data and bounds converted), for the
-        coarse first iterations of ``fit_map_many``; None where the density cannot (the base
-        class)."""
-        return None
-
     def initial(self) -> torch.Tensor:
         """Default starts ``(N, dim)``; the base class has none."""
         raise NotImplementedError(f"{type(self).__name__} has no initial() starts: pass init= "

@@ -211,35 +211,11 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
 def _run_newton(density, transform, z0, max_iter, gradient):
     from .optimizers.newton import NewtonState, minimize_newton
 
-    import os
-    gn = density.has_residuals and gradient is None and os.environ.get("GN", "0") == "1"
-    coarse_iter = int(os.environ.get("COARSE_ITER", "0"))
-
     def fit(copy_: BatchedDensity, rows: torch.Tensor) -> NewtonState:
-        z = z0[rows]
-        coarse = copy_.with_dtype(torch.float32) if coarse_iter and gradient is None else None
-        extra_evals = 0
-        if coarse is not None:
-            coarse_transform = UnconstrainedDensity(ObjectRows(coarse, rows % density.n_objects))
-            st32 = minimize_newton(
-                newton_objective(coarse, coarse_transform, rows % density.n_objects),
-                z.float(), max_iter=coarse_iter, refresh=NEWTON_REFRESH,
-                accept_decrement=float(os.environ.get("COARSE_DEC", "1e-6")))
-            ok = torch.isfinite(st32.f) & torch.isfinite(st32.x).all(-1)
-            z = torch.where(ok[:, None], st32.x.to(z.dtype), z)
-            extra_evals = st32.n_evals
-        if gn:
-            objective = newton_objective(copy_, transform, rows % density.n_objects,
-                                         hessian="gauss_newton")
-            return minimize_newton(objective, z, max_iter=max_iter, approximate=True,
-                                   exact_after=int(os.environ.get("GN_AFTER", "30")),
-                                   exact_below=float(os.environ.get("GN_BELOW", "1e-4")))
         objective = newton_objective(copy_, transform, rows % density.n_objects,
                                      gradient=gradient)
-        sub = coarse_iter if (coarse is not None and os.environ.get("SUB", "0") == "1") else 0
-        st = minimize_newton(objective, z, max_iter=max(1, max_iter - sub), refresh=NEWTON_REFRESH,
-                             refresh_each_after=int(os.environ.get("REA", NEWTON_REFRESH_EACH_AFTER)))
-        return st._replace(n_evals=st.n_evals + extra_evals)
+        return minimize_newton(objective, z0[rows], max_iter=max_iter, refresh=NEWTON_REFRESH,
+                               refresh_each_after=NEWTON_REFRESH_EACH_AFTER)
 
     # a compiled gradient is one graph for all rows: not shared between threads
     shards = in_threads(fit, density, z0.shape[0]) if gradient is None else [

@@ -17,7 +17,7 @@ from .compiled import _guard_options, eager_seconds, missing_compiler, worth_com
 from .transforms import UnconstrainedDensity
 
 __all__ = ["value_and_grad_rows", "value_and_grad_groups", "value_grad_hessian_rows",
-           "newton_objective", "lbfgs_objective", "residual_groups_rows", "CompiledGradient", "gradient_for",
+           "newton_objective", "lbfgs_objective", "CompiledGradient", "gradient_for",
            "in_threads"]
 
 
@@ -109,40 +109,6 @@ def value_grad_hessian_rows(density: BatchedDensity, x: torch.Tensor, rows: torc
     return _in_chunks(chunk, x.detach(), rows, HESSIAN_CHUNK)
 
 
-def _residual_groups(density: BatchedDensity):
-    def one(x, data):
-        # x (dim + 1, dim): the point, then its shifted points
-        def log_prob_and_residuals(x0):
-            r = density.object_residuals(x0, data)
-            return density.object_log_rest(x0, data) - 0.5 * (r * r).sum(), r
-
-        def rest_gradient(x0):
-            g_rest = torch.func.grad(density.object_log_rest)(x0, data)
-            return g_rest, g_rest
-
-        g, (logp, r) = torch.func.grad_and_value(log_prob_and_residuals, has_aux=True)(x[0])
-        shifted = torch.func.vmap(density.object_residuals, in_dims=(0, None))(x[1:], data)
-        H_rest, g_rest = torch.func.jacfwd(rest_gradient, has_aux=True)(x[0])
-        return logp, g, r, shifted, g_rest, 0.5 * (H_rest + H_rest.transpose(-1, -2))
-
-    return torch.func.vmap(one)
-
-
-def residual_groups_rows(density: BatchedDensity, x: torch.Tensor, rows: torch.Tensor):
-    """For a density with :attr:`~BatchedDensity.has_residuals`, objects ``rows`` at the
-    first of ``m`` points each, ``x (k, m, dim)``: ``log p (k,)`` and its exact gradient
-    ``(k, dim)`` there, the whitened residuals ``(k, r)`` there and ``(k, m - 1, r)`` at the
-    other points (forward only: a Jacobian by differences), and the rest's gradient
-    ``(k, dim)`` and exact Hessian ``(k, dim, dim)`` at the first point
-    (``log p = -|r|^2 / 2 + rest``). Non-finite entries are returned, not raised."""
-    evaluate = _residual_groups(density)
-
-    def chunk(x, rows):
-        return tuple(v.detach() for v in evaluate(x, density.rows_data(rows)))
-
-    return _in_chunks(chunk, x.detach(), rows, max(1, GRADIENT_CHUNK // x.shape[1]))
-
-
 def _transform_derivatives(transform: UnconstrainedDensity, z: torch.Tensor):
     """``x(z)``, ``dx/dz`` and ``d2x/dz2`` of the elementwise transform, in closed form (a
     nested ``jvp`` through its ``torch.where`` branches costs more than the model's own
@@ -198,46 +164,8 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
     ``"exact"``: reverse over reverse mode through the chain rule of the elementwise transform
     (``H_z = J H_x J + diag(g_x x''(z))``, ``J = diag(x'(z))``), several times the cost for
     Villar's 8 parameters. ``gradient``: as for :func:`lbfgs_objective` (the differences only)."""
-    if hessian not in ("differences", "exact", "gauss_newton"):
-        raise ValueError(f"hessian must be 'differences', 'exact' or 'gauss_newton', got "
-                         f"{hessian!r}")
-
-    def gauss_newton(z: torch.Tensor, rows: torch.Tensor, need: torch.Tensor | None = None):
-        # need: the rows that get the Hessian by differences of the gradient; the others the
-        # Gauss-Newton curvature of the residuals as functions of z, J_z^T J_z (J_z by forward
-        # differences of the residuals, forward passes only), with the rest's Hessian in z
-        # exact (chain rule of the elementwise transform)
-        if need is not None and need.dtype != torch.bool:
-            f, g, hess = torch.empty_like(z[:, 0]), torch.empty_like(z), z.new_zeros(z.shape + (z.shape[1],))
-            for c in (0, 1, 2):
-                sel = need == c
-                if bool(sel.any()):
-                    if c == 0:
-                        f[sel], g[sel] = lbfgs_objective(density, transform, objects)(z[sel], rows[sel])
-                    elif c == 1:
-                        f[sel], g[sel], hess[sel] = gauss_newton(z[sel], rows[sel])
-                    else:
-                        f[sel], g[sel], hess[sel] = differences(z[sel], rows[sel])
-            return f, g, hess
-        if need is not None and bool(need.any()):
-            f, g, hess = torch.empty_like(z[:, 0]), torch.empty_like(z), z.new_empty(z.shape + (z.shape[1],))
-            f[need], g[need], hess[need] = differences(z[need], rows[need])
-            if not bool(need.all()):
-                f[~need], g[~need], hess[~need] = gauss_newton(z[~need], rows[~need])
-            return f, g, hess
-        which = _object_index(density, rows, objects)
-        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp(min=1.0)
-        points = torch.cat([z[:, None, :], z[:, None, :] + torch.diag_embed(h)], 1)
-        x, dx, d2x = _transform_derivatives(transform, points.detach())
-        logp, g, r, shifted, g_rest, H_rest = residual_groups_rows(density, x, which)
-        dx, d2x = dx[:, 0], d2x[:, 0]
-        J_z = (shifted - r[:, None, :]).transpose(-1, -2) / h[:, None, :]
-        import os
-        term = g if os.environ.get("GN_X", "0") == "1" else g_rest
-        hess = (J_z.transpose(-1, -2) @ J_z - H_rest * dx[:, :, None] * dx[:, None, :]
-                - torch.diag_embed(term * d2x))
-        bad = ~torch.isfinite(logp)
-        return -logp, torch.where(bad[:, None], torch.full_like(g, float("nan")), -g * dx), hess
+    if hessian not in ("differences", "exact"):
+        raise ValueError(f"hessian must be 'differences' or 'exact', got {hessian!r}")
 
     def exact(z: torch.Tensor, rows: torch.Tensor):
         which = _object_index(density, rows, objects)
@@ -281,7 +209,7 @@ def newton_objective(density: BatchedDensity, transform: UnconstrainedDensity,
         bad = ~torch.isfinite(logp)
         return -logp, torch.where(bad[..., None], torch.full_like(g, float("nan")), -g * dx)
 
-    return {"differences": differences, "exact": exact, "gauss_newton": gauss_newton}[hessian]
+    return differences if hessian == "differences" else exact
 
 
 class CompiledGradient:

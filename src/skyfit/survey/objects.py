@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -128,56 +126,21 @@ class ManyObjects(BatchedDensity):
                 "use skyfit.survey.PaddedPhotometry, or a likelihood that computes from the "
                 "swapped attributes at call time")
 
-    def with_dtype(self, dtype: torch.dtype) -> ManyObjects:
-        """A shallow copy (the same template) whose floating data and bounds are ``dtype``:
-        the template computes in the dtype of the data and points it is given."""
-        other = copy.copy(self)
-        other.data = {key: value.to(dtype) if value.is_floating_point() else value
-                      for key, value in self.data.items()}
-        other.lower, other.upper = self.lower.to(dtype), self.upper.to(dtype)
-        return other
-
     def initial(self) -> torch.Tensor:
         """The template's current values, one row per object ``(N, dim)``."""
         return self.template.initial().to(self.device).expand(self.n_objects, self.dim).clone()
 
     def object_log_prob(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        with self._swapped(data):
-            total = self.template.log_likelihood(x) + self.template.log_prior(x)
-        return self._inside(x, total)
-
-    @property
-    def has_residuals(self) -> bool:
-        """True where the template's likelihood has a least-squares form
-        (:attr:`~skyfit.Posterior.has_residuals`, e.g. :class:`PaddedPhotometry`)."""
-        return self.template.has_residuals
-
-    def object_residuals(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]
-                         ) -> torch.Tensor:
-        with self._swapped(data):
-            return self.template.whitened_residuals(x)
-
-    def object_log_rest(self, x: torch.Tensor, data: Mapping[str, torch.Tensor]
-                        ) -> torch.Tensor:
-        with self._swapped(data):
-            total = self.template.likelihood.log_normalisation() + self.template.log_prior(x)
-        return self._inside(x, total)
-
-    def _inside(self, x: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-        inside = ((x >= self.lower) & (x <= self.upper)).all(-1)
-        return torch.where(inside, total, torch.full_like(total, -math.inf))
-
-    @contextlib.contextmanager
-    def _swapped(self, data: Mapping[str, torch.Tensor]):
-        """The template's data attributes are one object's (``data``) inside, restored after."""
         saved = [(owner.__dict__[attr]) for owner, attr, _ in self._targets]
         try:
             for owner, attr, key in self._targets:
                 owner.__dict__[attr] = data[key]
-            yield
+            total = self.template.log_likelihood(x) + self.template.log_prior(x)
         finally:
             for (owner, attr, _), value in zip(self._targets, saved):
                 owner.__dict__[attr] = value
+        inside = ((x >= self.lower) & (x <= self.upper)).all(-1)
+        return torch.where(inside, total, torch.full_like(total, -math.inf))
 
 
 def _as_data(key: str, value, dtype: torch.dtype, device) -> torch.Tensor:

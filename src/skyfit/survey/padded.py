@@ -63,24 +63,12 @@ class PaddedPhotometry(ck.Module):
 
     @forward
     def __call__(self):
-        r = self.whitened_residuals()
-        return -0.5 * (r * r).sum() + self.log_normalisation()
-
-    @forward
-    def whitened_residuals(self):
-        """``(flux - model) / flux_err`` per row ``(L,)``, 0 at the rows not used: the
-        log-likelihood is ``-|r|^2 / 2 + log_normalisation()``."""
         if self.band is None:
             model = self.lightcurve.flux(self.time)
         else:
             model = self.lightcurve.flux(self.time, band=self.band)
-        # a product with the data's reciprocal errors, not a division of the model (whose
-        # derivatives would cost several products more per point)
+        # whitened residuals: a product with the data's reciprocal errors, not a division of
+        # the model (whose derivatives would cost several products more per point)
         r = (self.flux - model) * self.flux_err.reciprocal()
-        return torch.where(self.mask, r, torch.zeros_like(r))
-
-    def log_normalisation(self) -> torch.Tensor:
-        """``-sum log(2 pi flux_err^2) / 2`` over the rows used: the data's part of the
-        log-likelihood, no parameters."""
-        terms = torch.log(2 * math.pi * self.flux_err**2)
+        terms = r * r + torch.log(2 * math.pi * self.flux_err**2)
         return -0.5 * torch.where(self.mask, terms, torch.zeros_like(terms)).sum()

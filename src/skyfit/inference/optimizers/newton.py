@@ -38,9 +38,6 @@ class NewtonOptions(NamedTuple):
     max_damping: float = 1e12
     refresh: int = 1
     refresh_each_after: int | None = None
-    approximate: bool = False
-    exact_after: int | None = None
-    exact_below: float = 0.0
 
 
 DEFAULT_OPTIONS = NewtonOptions()
@@ -143,19 +140,7 @@ def _advance(st: NewtonState, objective, options: NewtonOptions) -> NewtonState:
     p, lam, solved = _damped_step(st.grad, st.hessian, st.damping, options.max_damping)
     predicted = -((st.grad * p).sum(-1) + 0.5 * (p[:, None, :] @ st.hessian @ p[:, :, None])
                   .flatten(1)[:, 0])
-    if options.approximate:
-        need = st.decrement <= options.exact_below * st.f.abs().clamp(min=1.0)
-        if options.exact_after is not None:
-            need |= st.n_iter >= options.exact_after
-        import os
-        need |= st.n_iter < int(os.environ.get("GN_FIRST", "0"))
-        if os.environ.get("GN_REFRESH", "1") == "2":
-            code = torch.where(need, 2, torch.where((st.n_iter % 2) == 1, 1, 0))
-            f, g, H = objective(st.x + p, st.rows, code)
-            H = torch.where((code == 0)[:, None, None], _bfgs_update(st.hessian, p, g - st.grad), H)
-        else:
-            f, g, H = objective(st.x + p, st.rows, need)
-    elif options.refresh == 1:
+    if options.refresh == 1:
         f, g, H = objective(st.x + p, st.rows)
         need = torch.ones_like(solved)
     else:
@@ -199,9 +184,6 @@ def _advance(st: NewtonState, objective, options: NewtonOptions) -> NewtonState:
     at_rounding = (dec <= options.accept_decrement * scale) & (
         (accept & (actual.abs() <= rounding)) | (~accept & (actual.abs() <= 1e3 * rounding)))
     status = torch.where(at_rounding, Status.CONVERGED_FTOL, status)
-    if options.approximate:  # converged only on the exact Hessian: the others run on to it
-        status = torch.where(need | (status != Status.CONVERGED_FTOL) & (
-            status != Status.CONVERGED_GTOL), status, Status.RUNNING)
     return st._replace(x=x, f=new_f, grad=new_g, hessian=new_H, damping=lam, decrement=dec,
                        n_iter=st.n_iter + 1, n_evals=st.n_evals + 1, status=status)
 
