@@ -166,5 +166,25 @@ def test_the_compile_probe_times_the_second_call_on_this_threads_cpu_clock(monke
     monkeypatch.setattr(compiled.time, "perf_counter", lambda: pytest.fail("the wall clock"))
     calls = []
     assert compiled.eager_seconds(lambda: calls.append(1)) == 0.25 and calls == [1, 1]
+    # a CPU device keeps the CPU clock
+    ticks = iter([3.0, 3.5])
+    monkeypatch.setattr(compiled.time, "thread_time", lambda: next(ticks))
+    assert compiled.eager_seconds(lambda: None, torch.device("cpu")) == 0.5
     assert compiled.worth_compiling(compiled.WORTH_COMPILING_S / 10, 11)
     assert not compiled.worth_compiling(compiled.WORTH_COMPILING_S / 10, 9)
+
+
+def test_on_a_cuda_device_the_probe_waits_for_the_kernels_and_reads_the_wall_clock(monkeypatch):
+    # a CUDA call returns once its kernels are queued: the thread's CPU clock would time their
+    # launch only. The probe synchronises before and after the timed (second) call and reads
+    # the wall clock; fakes make the order of events exact without a GPU
+    events = []
+    ticks = iter([5.0, 7.0])
+    monkeypatch.setattr(compiled.torch.cuda, "synchronize",
+                        lambda device=None: events.append(("sync", str(device))))
+    monkeypatch.setattr(compiled.time, "perf_counter",
+                        lambda: events.append("clock") or next(ticks))
+    monkeypatch.setattr(compiled.time, "thread_time", lambda: pytest.fail("the CPU clock"))
+    seconds = compiled.eager_seconds(lambda: events.append("call"), "cuda:0")
+    assert seconds == 2.0
+    assert events == ["call", ("sync", "cuda:0"), "clock", "call", ("sync", "cuda:0"), "clock"]

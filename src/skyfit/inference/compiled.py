@@ -225,7 +225,7 @@ def compile(density: LogDensity, backend: str = "inductor",
     return CompiledDensity(density, backend, mode)
 
 
-def eager_seconds(call: Callable[[], object]) -> float:
+def eager_seconds(call: Callable[[], object], device: torch.device | str | None = None) -> float:
     """This thread's CPU seconds for a second ``call()`` (the first pays one-off costs).
 
     The probe of every ``compile=None`` decision (:func:`compile_if_worth`,
@@ -234,8 +234,18 @@ def eager_seconds(call: Callable[[], object]) -> float:
     the wall time of a probe grew tenfold and turned a 10 s eager fit into a compilation of
     tens of seconds. The calling thread's time only: an operation torch splits across intra-op
     threads counts its share on this thread, so a probe under-predicts such runs rather than
-    compiling for them (the small operations of a fit rarely split)."""
+    compiling for them (the small operations of a fit rarely split).
+
+    On a CUDA ``device`` the call's kernels run after it returns, so this thread's CPU time
+    would measure their launch only: there the probe waits for the device before and after the
+    second call (``torch.cuda.synchronize``) and reads the wall clock."""
     call()
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        call()
+        torch.cuda.synchronize(device)
+        return time.perf_counter() - start
     start = time.thread_time()
     call()
     return time.thread_time() - start
@@ -257,7 +267,7 @@ def compile_if_worth(density: LogDensity, compile_: bool | None, n_iterations: i
     if compile_ is None:
         zeros = torch.zeros(n_chains, density.dim, dtype=density.dtype, device=density.device)
         probe = UnconstrainedDensity(density).to_constrained(zeros)  # inside the bounds
-        seconds = eager_seconds(lambda: density.value_and_grad(probe))
+        seconds = eager_seconds(lambda: density.value_and_grad(probe), density.device)
         if not worth_compiling(seconds, GRADIENTS_PER_ITERATION * n_iterations):
             return density
     return CompiledDensity(density)

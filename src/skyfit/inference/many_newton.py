@@ -284,7 +284,8 @@ def gradient_for(density: BatchedDensity, compile_: bool | None, points: torch.T
     if compile_ is None:
         probe = points[:PROBE_POINTS]
         rows = torch.arange(probe.shape[0], device=points.device) % density.n_objects
-        per_point = eager_seconds(lambda: value_and_grad_rows(density, probe, rows)) \
+        per_point = eager_seconds(lambda: value_and_grad_rows(density, probe, rows),
+                                  points.device) \
             / probe.shape[0]
         compile_ = worth_compiling(per_point * points.shape[0], n_calls)
     return CompiledGradient(density) if compile_ else None  # None: the eager default

@@ -71,7 +71,7 @@ def chains_density(u: UnconstrainedDensity, objects: ObjectRows, compile_: bool 
     :func:`~skyfit.inference.compiled.compile_if_worth`). Returns it and the
     compilation's ``info`` (``compile_s``, ``n_compiles``, ``fallback``; empty when eager)."""
     if compile_ is None:
-        compile_ = worth_compiling(eager_seconds(lambda: u.value_and_grad(z)),
+        compile_ = worth_compiling(eager_seconds(lambda: u.value_and_grad(z), z.device),
                                    GRADIENTS_PER_ITERATION * n_iterations)
     if not compile_:
         return u, {}
