@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             check_fit_options(args.model, not args.no_nuts, args.transition_fraction,
                               args.anchored, args.target_accept)
             vega_offsets = _vega_offsets(args.vega)
+            if args.redshift is not None and not (math.isfinite(args.redshift)
+                                                  and args.redshift > -1.0):
+                raise ValueError(f"--redshift must be finite and above -1, got {args.redshift}")
         except ValueError as error:
             parser.error(str(error))
         summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,
