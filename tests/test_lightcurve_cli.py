@@ -155,9 +155,9 @@ def test_redshift_and_vega_options_give_the_shipped_example_posterior(tmp_path):
 @pytest.mark.parametrize("options, message", [
     (["--vega", "U=x"], r"--vega takes BAND=OFFSET pairs .* got 'U=x'"),
     (["--vega", "=0.3"], "no band name in '=0.3'"),
-    (["--redshift", "-1"], r"--redshift must be finite and above -1, got -1.0"),
-    (["--redshift", "nan"], r"--redshift must be finite and above -1, got nan"),
-    (["--redshift", "inf"], r"--redshift must be finite and above -1, got inf"),
+    (["--redshift", "-1"], r"redshift must be finite and above -1, got -1.0"),
+    (["--redshift", "nan"], r"redshift must be finite and above -1, got nan"),
+    (["--redshift", "inf"], r"redshift must be finite and above -1, got inf"),
 ])
 def test_bad_vega_offsets_and_redshifts_are_usage_errors(tmp_path, capsys, options, message):
     import re

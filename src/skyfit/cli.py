@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 
@@ -27,15 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_lightcurve_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "lightcurve":
+        from .data.photometry import checked_redshift
         from .lightcurve_fit import check_fit_options, fit_photometry
 
         try:  # options the model cannot use are usage errors, reported before any fit
             check_fit_options(args.model, not args.no_nuts, args.transition_fraction,
                               args.anchored, args.target_accept)
             vega_offsets = _vega_offsets(args.vega)
-            if args.redshift is not None and not (math.isfinite(args.redshift)
-                                                  and args.redshift > -1.0):
-                raise ValueError(f"--redshift must be finite and above -1, got {args.redshift}")
+            checked_redshift(args.redshift)
         except ValueError as error:
             parser.error(str(error))
         summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,

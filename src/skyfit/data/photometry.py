@@ -25,6 +25,16 @@ _DEFAULT_COLUMNS = dict(time="mjd", band="band", flux="flux", flux_err="flux_err
 _MAG_PER_LN = 2.5 / math.log(10.0)  # d mag / d ln(flux)
 
 
+def checked_redshift(redshift: float | None) -> float | None:
+    """``redshift`` as a float (None stays None); a ValueError unless finite and above -1,
+    since ``1 + z`` scales every time and flux."""
+    if redshift is None:
+        return None
+    if not (math.isfinite(redshift) and redshift > -1.0):
+        raise ValueError(f"redshift must be finite and above -1, got {redshift}")
+    return float(redshift)
+
+
 def _array(values, name: str, dtype=np.float64) -> np.ndarray:
     """A 1-D numpy array from a list, numpy/astropy column, pandas Series or torch tensor."""
     if values is None:
@@ -136,10 +146,7 @@ class Photometry:
             raise ValueError(f"system must be 'AB' or 'Vega', got {system!r}")
         if not limit_sigma > 0:
             raise ValueError(f"limit_sigma must be positive, got {limit_sigma}")
-        if redshift is not None and not (math.isfinite(redshift) and redshift > -1.0):
-            # 1 + z scales every time and flux: z <= -1 has no meaning
-            raise ValueError(f"redshift must be finite and above -1, got {redshift}")
-        redshift = None if redshift is None else float(redshift)
+        redshift = checked_redshift(redshift)
         self.zero_point, self.system, self.redshift = float(zero_point), system, redshift
         self._set_bands(band, bands, mjd.size)
         self._set_values(mjd.size, flux, flux_err, mag, mag_err, upper_limit, limit,
