@@ -24,6 +24,7 @@ from .laplace import LaplaceResult, laplace, log_density_hessian
 from .many import fit_map_many, laplace_many
 from .many_results import ManyResult
 from .nuts_many import sample_nuts_many
+from .nuts_many_rerun import resample_unconverged
 from .optimize import MAPResult, fit_map
 from .optimizers import BatchedResult, MultistartResult, minimize_batched, multistart
 from .results import Samples
@@ -33,6 +34,7 @@ from .vi import VIResult, fit_vi
 
 __all__ = [
     "BatchedDensity", "ManyResult", "fit_map_many", "laplace_many", "sample_nuts_many",
+    "resample_unconverged",
     "sample_emcee",
     "fit_vi",
     "VIResult",

@@ -10,6 +10,7 @@ cost one vectorised call, on any device.
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -66,6 +67,32 @@ class BatchedDensity(ParameterBounds, abc.ABC):
         if not -self.n_objects <= int(index) < self.n_objects:
             raise IndexError(f"object {index} out of range for {self.n_objects} objects")
         return OneObject(self, int(index) % self.n_objects)
+
+    def subset(self, rows) -> BatchedDensity:
+        """Objects ``rows`` alone, as a density of the same class: a shallow copy whose
+        :attr:`data` are those rows (in that order), the model, names and bounds shared.
+        ``rows``: indices or a boolean mask, as :meth:`rows_data` takes them. A subclass that
+        keeps per-object state outside :attr:`data` overrides this to subset it too.
+
+        Example:
+            >>> import torch
+            >>> class Normals(BatchedDensity):
+            ...     names = ["x"]
+            ...     lower, upper = torch.tensor([-torch.inf]), torch.tensor([torch.inf])
+            ...     def __init__(self, mu):
+            ...         self.data = {"mu": mu}
+            ...     def object_log_prob(self, x, data):
+            ...         return -0.5 * ((x - data["mu"]) ** 2).sum()
+            >>> d = Normals(torch.tensor([[0.0], [1.0], [2.0]]))
+            >>> part = d.subset([2, 0])
+            >>> part.n_objects, part.data["mu"].flatten().tolist(), d.n_objects
+            (2, [2.0, 0.0], 3)
+        """
+        part = copy.copy(self)
+        part.data = self.rows_data(rows)
+        if part.n_objects == 0:
+            raise ValueError("subset: no objects selected")
+        return part
 
     def rows_data(self, rows) -> dict[str, torch.Tensor]:
         """The data of objects ``rows (k,)``, stacked ``(k, ...)``. ``rows``: an int64 tensor of

@@ -63,6 +63,88 @@ class ManyResult:
             return None
         return self.covariance.diagonal(dim1=-2, dim2=-1).clamp(min=0).sqrt()
 
+    def subset(self, rows) -> ManyResult:
+        """Objects ``rows`` (indices or a boolean mask over the objects) as a ManyResult of
+        their own, in that order: every per-object entry indexed, including each extra whose
+        leading axis is the objects; 0-d extras (run totals) and ``wall_time`` kept as they
+        are.
+
+        Example:
+            >>> import torch
+            >>> result = ManyResult(names=["flux"], x=torch.tensor([[1.0], [2.0], [3.0]]),
+            ...                     log_density=torch.zeros(3),
+            ...                     converged=torch.tensor([True, False, True]))
+            >>> result.subset(~result.converged).x.flatten().tolist()
+            [2.0]
+        """
+        index = self.object_indices(rows)
+        n = len(self)
+        pick = index.tolist()
+        return ManyResult(
+            names=list(self.names), x=self.x[index], log_density=self.log_density[index],
+            converged=self.converged[index],
+            covariance=None if self.covariance is None else self.covariance[index],
+            messages=[self.messages[i] for i in pick],
+            warnings=[list(self.warnings[i]) for i in pick],
+            rhat=_take(self.rhat, index), ess=_take(self.ess, index),
+            extra={key: _take(value, index) if _per_object(value, n) else value
+                   for key, value in self.extra.items()},
+            wall_time=self.wall_time, draws=_take(self.draws, index))
+
+    def with_rows(self, rows, other: ManyResult) -> ManyResult:
+        """A copy whose objects ``rows`` are ``other``'s (``len(other) == len(rows)``, in that
+        order), e.g. objects sampled again (:func:`~skyfit.inference.resample_unconverged`).
+        Both must have the same names and the same kinds of entries (covariances, draws of one
+        shape per object, per-object extras); 0-d extras and ``wall_time`` are this result's.
+        """
+        index = self.object_indices(rows)
+        if len(other) != len(index):
+            raise ValueError(f"with_rows: {len(index)} rows but the other result has "
+                             f"{len(other)} objects")
+        if list(other.names) != list(self.names):
+            raise ValueError(f"with_rows: parameter names differ: {self.names} vs {other.names}")
+        merged = self.subset(torch.arange(len(self)))
+        for name in ("x", "log_density", "converged", "covariance", "rhat", "ess", "draws"):
+            mine, theirs = getattr(merged, name), getattr(other, name)
+            if (mine is None) != (theirs is None) or (
+                    mine is not None and tuple(mine.shape[1:]) != tuple(theirs.shape[1:])):
+                raise ValueError(f"with_rows: {name} differs in kind or shape per object: "
+                                 f"{_shape(mine)} vs {_shape(theirs)}")
+            if mine is not None:
+                _put(mine, index, theirs)
+        n = len(self)
+        for key, value in merged.extra.items():
+            if not _per_object(value, n):
+                continue
+            theirs = other.extra.get(key)
+            if theirs is None or tuple(theirs.shape[1:]) != tuple(value.shape[1:]):
+                raise ValueError(f"with_rows: the other result's extra {key!r} is missing or "
+                                 f"has another shape per object: {_shape(theirs)}")
+            _put(value, index, theirs)
+        for i, j in enumerate(index.tolist()):
+            merged.messages[j] = other.messages[i]
+            merged.warnings[j] = list(other.warnings[i])
+        return merged
+
+    def object_indices(self, rows) -> torch.Tensor:
+        """``rows`` (indices, negative ones counting from the end, or a boolean mask over the
+        objects) as non-negative int64 indices on the CPU, checked."""
+        rows = torch.as_tensor(rows).cpu()
+        if rows.numel() == 0 and rows.ndim == 1:  # [] is a float tensor
+            return torch.zeros(0, dtype=torch.long)
+        if rows.dtype == torch.bool:
+            if rows.shape != (len(self),):
+                raise ValueError(f"a boolean mask over the objects must have shape "
+                                 f"({len(self)},), got {tuple(rows.shape)}")
+            return rows.nonzero().flatten()
+        if rows.is_floating_point() or rows.is_complex() or rows.ndim != 1:
+            raise TypeError(f"object rows must be 1-d integers or a boolean mask, got "
+                            f"{rows.dtype} of shape {tuple(rows.shape)}")
+        n = len(self)
+        if bool(((rows < -n) | (rows >= n)).any()):
+            raise IndexError(f"object rows {rows.tolist()} out of range for {n} objects")
+        return rows.long() % n
+
     def columns(self) -> dict[str, np.ndarray]:
         """Column name -> ``(N,)`` numpy array: each parameter, ``<name>_err``, ``<name>_rhat``,
         ``<name>_ess``, ``log_density``, ``converged``, the extras, ``message``, ``warnings``."""
@@ -99,3 +181,29 @@ class ManyResult:
         cols = self.columns()
         return Table([np.asarray(v, dtype=str) if v.dtype == object else v
                       for v in cols.values()], names=list(cols))
+
+
+def _per_object(value, n: int) -> bool:
+    """Whether an extra has a leading object axis (a 0-d total has none)."""
+    return getattr(value, "ndim", 0) >= 1 and value.shape[0] == n
+
+
+def _take(value, index: torch.Tensor):
+    """``value[index]`` for a tensor (on its device) or an array; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value[index.to(value.device)]
+    return np.asarray(value)[index.numpy()]
+
+
+def _put(target, index: torch.Tensor, values) -> None:
+    """``target[index] = values`` in place, ``values`` converted to ``target``'s kind."""
+    if isinstance(target, torch.Tensor):
+        target[index.to(target.device)] = torch.as_tensor(values).to(target)
+    else:
+        target[index.numpy()] = np.asarray(values)
+
+
+def _shape(value) -> str:
+    return "none" if value is None else str(tuple(value.shape))

@@ -134,7 +134,8 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
                      n_draws: int = 500, seed: int = 0, target_accept: float = 0.8,
                      max_tree_depth: int = 10, init_scale: float = 0.1, mass: str = "diag",
                      progress: bool = False, lockstep: bool = False,
-                     compile: bool | None = None) -> ManyResult:  # noqa: A002 (sample_nuts')
+                     compile: bool | None = None,  # noqa: A002 (sample_nuts')
+                     thin: int = 1) -> ManyResult:
     """NUTS on every object at once: ``N x n_chains`` chains in one batch, each object's chains
     on that object's log-density, every leapfrog step one vmapped call for all of them.
 
@@ -162,6 +163,10 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
             whose widths differ by 100x needs trees of ~1000 leapfrog steps until the first
             window ends.
         n_chains, n_warmup, n_draws: per object. seed: of the one ``torch.Generator``.
+        thin: each chain runs ``n_draws * thin`` transitions after warm-up and keeps every
+            ``thin``-th (``n_draws`` kept draws; R-hat, ESS, means and covariances are of the
+            kept draws, divergences are counted over every transition). For slowly mixing
+            objects: more transitions at the memory of ``n_draws`` draws.
         target_accept, max_tree_depth: as :func:`~skyfit.sample_nuts`.
         mass: ``"diag"`` or ``"dense"`` inverse mass matrix per chain (dense: each object's
             whole start covariance is its first metric; worth it for correlated parameters).
@@ -213,6 +218,8 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     covariance = init.covariance if isinstance(init, ManyResult) else None
     x0 = density.as_points(init.x if isinstance(init, ManyResult) else init)
     n, d = density.n_objects, density.dim
+    if int(thin) != thin or thin < 1:
+        raise ValueError(f"thin must be a positive integer, got {thin!r}")
     if x0.shape != (n, d):
         raise ValueError(f"init must have shape ({n}, {d}) (one start per object), got "
                          f"{tuple(x0.shape)}")
@@ -225,12 +232,12 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
                                       u.to_unconstrained(x0[rows]))
     kernel = _ObjectsNUTS(objects, ValueAndGrad(chains), max_tree_depth, n)
     if lockstep:
-        samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws, seed, mass,
-                          False, target_accept, None, 100, False, progress)
+        samples = _sample(kernel, u, start, 0.0, n * n_chains, n_warmup, n_draws * thin, seed,
+                          mass, False, target_accept, None, 100, False, progress)
     else:
-        samples = _sample_unsynced(kernel, u, start, mass, n_warmup, n_draws, seed,
+        samples = _sample_unsynced(kernel, u, start, mass, n_warmup, n_draws * thin, seed,
                                    target_accept, progress)
-    result = _many_result(density, samples, n_chains)
+    result = _many_result(density, samples, n_chains, int(thin))
     result.extra["n_gradient_evals"] = kernel.evals_per_object
     result.extra["n_batched_steps"] = torch.tensor(kernel.value_and_grad.n_calls)
     result.extra["start_metric_replaced"] = replaced.cpu()
@@ -292,10 +299,11 @@ def _chain_starts(u: UnconstrainedDensity, x0: torch.Tensor, covariance, rows: t
     return _PerChainStart(z, cov_z[rows]), replaced
 
 
-def _many_result(density: BatchedDensity, samples, n_chains: int) -> ManyResult:
-    """The per-object table of a run of ``N x n_chains`` chains (object-major)."""
+def _many_result(density: BatchedDensity, samples, n_chains: int, thin: int = 1) -> ManyResult:
+    """The per-object table of a run of ``N x n_chains`` chains (object-major), every
+    ``thin``-th draw kept."""
     n, d = density.n_objects, density.dim
-    draws = np.asarray(samples.draws)
+    draws = np.asarray(samples.draws)[:, thin - 1::thin]
     n_draws = draws.shape[1]
     draws = draws.reshape(n, n_chains, n_draws, d)
     rhat, ess = split_rhat(draws), bulk_ess(draws)
