@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import torch
 
+from ._anchored_rise import det_2x2, log_shape_and_slopes, solve_2x2
 from .inference.approximations import GaussianApproximation
 from .inference.checkpoint import data_fingerprint
 from .inference.density import LogDensity
@@ -127,12 +128,8 @@ class VillarAnchoredDensity(LogDensity):
         i = self._index
         self._anchor = x_anchor
         self._start = torch.stack([x_anchor[i["t0"]], x_anchor[i["tau_rise"]].log()])
-        beta, gamma, tau_fall = self._band_params(x_anchor)
-        with torch.enable_grad():
-            start = self._start.clone().requires_grad_(True)
-            at = self._rise_residual(start, beta, gamma, tau_fall)
-            rows = [torch.autograd.grad(at[k], start, retain_graph=True)[0] for k in range(2)]
-        self._branch = torch.sign(rows[0][0] * rows[1][1] - rows[0][1] * rows[1][0]).item()
+        _, jac = self._rise_and_jacobian(self._start, self._band_params(x_anchor))
+        self._branch = torch.sign(det_2x2(jac)).item()
         self.names = list(posterior.names)
         bands = lc.bands or ("0",)
         r = bands[self.rise_band]
@@ -158,13 +155,17 @@ class VillarAnchoredDensity(LogDensity):
         i = self._index
         return x[..., i["beta"]], x[..., i["gamma"]], x[..., i["tau_fall"]]
 
-    def _rise_residual(self, s, beta, gamma, tau_fall):
-        """The rise coordinates at ``s = (t0, ln tau_rise)``, ``(..., 2)``."""
+    def _rise_and_jacobian(self, s, args):
+        """The rise coordinates at ``s = (t0, ln tau_rise)``, ``(..., 2)``, and their Jacobian
+        in ``s``, ``(..., 2, 2)``, in closed form (:mod:`skyfit._anchored_rise`)."""
         r = self.rise_band
+        beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
         t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
-        ln_g = self._log_shape(t, s[..., :1], beta[..., r:r + 1], gamma[..., r:r + 1],
-                               s[..., 1:].exp(), tau_fall[..., r:r + 1])
-        return ln_g[..., :2] - ln_g[..., 2:]
+        ln_g, d_t0, d_tau = log_shape_and_slopes(
+            t, s[..., :1], beta, gamma, s[..., 1:], tau_fall, self.blend_width(tau_fall),
+            self.redshift)
+        jac = torch.stack([d_t0[..., :2] - d_t0[..., 2:], d_tau[..., :2] - d_tau[..., 2:]], -1)
+        return ln_g[..., :2] - ln_g[..., 2:], jac
 
     def from_original(self, x: torch.Tensor) -> torch.Tensor:
         """The new coordinates of the model's parameter vector(s) ``x`` (``(..., dim)``)."""
@@ -177,46 +178,44 @@ class VillarAnchoredDensity(LogDensity):
                                tau_rise[..., None], tau_fall)
         w = x.clone()
         w[..., i["A"]] = x[..., i["A"]].log() + ln_g
-        w[..., [i["t0"], i["tau_rise"]]] = self._rise_residual(s, beta, gamma, tau_fall)
+        w[..., [i["t0"], i["tau_rise"]]] = self._rise_and_jacobian(s, (beta, gamma, tau_fall))[0]
         return w
 
     def _solve(self, w, beta, gamma, tau_fall, max_iter: int = 30):
         """``(t0, ln tau_rise)`` for the rise coordinates of ``w`` and ``ln |det J|``, ``J`` the
         Jacobian of the rise coordinates in ``(t0, ln tau_rise)``. Newton's method from the
-        anchor without a graph (forward-difference Jacobians); rows it leaves unsolved or on
-        the other side of the fold are solved again by continuation from the anchor
-        (:meth:`_continue`). Then one Newton step at the solution with a graph: the step is ~0,
-        its derivatives are the exact first derivatives of the solution (implicit function
-        theorem). Rows with no solution on the anchor's branch are NaN."""
+        anchor without a graph; rows it leaves unsolved or on the other side of the fold are
+        solved again by continuation from the anchor (:meth:`_continue`). Then one Newton step
+        at the solution with a graph: the step is ~0, its derivatives are the exact first
+        derivatives of the solution (implicit function theorem). Rows with no solution on the
+        anchor's branch are NaN."""
         i = self._index
         target = w[..., [i["t0"], i["tau_rise"]]]
         args = (beta, gamma, tau_fall)
         with torch.no_grad():
             s = self._newton(self._start.expand(target.shape).clone(), target, args, max_iter)
-            failed = ~self._solved(s, target, args)
-            if bool(failed.any()):
+        # the residual with a graph to w (through args and target), s without one
+        res, jac = self._rise_and_jacobian(s, args)
+        res = res - target
+        failed = ~self._solved(res.detach(), jac.detach())
+        if bool(failed.any()):
+            with torch.no_grad():
                 s = torch.where(failed[..., None], self._continue(target, args, max_iter), s)
-            jac, _ = self._residual_and_difference_jacobian(s, args, target)
-        with torch.enable_grad():
-            res = self._rise_residual(s, *args) - target
-            ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
-            s = torch.where(ok, s - _solve_2x2(jac, res), torch.nan)
-            if not s.requires_grad:  # no graph to w (a no_grad caller): J still needs one to s
-                s = s.requires_grad_(True)
-            at_s = self._rise_residual(s, *args)
-            rows = [torch.autograd.grad(at_s[..., k].sum(), s, retain_graph=True,
-                                        create_graph=True)[0] for k in range(2)]
-        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
+            res, jac = self._rise_and_jacobian(s, args)
+            res = res - target
+        ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
+        s = torch.where(ok, s - solve_2x2(jac.detach(), res), torch.nan)
+        det = det_2x2(self._rise_and_jacobian(s, args)[1])
         # the other side of a fold of the map (see the class docstring): not this branch
         s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
         return s, det.abs().log()
 
     def _newton(self, s, target, args, max_iter: int):
-        """Newton's method for ``_rise_residual(s) = target`` from ``s`` (no graph), with
-        bounded steps: a full step from far away may leave the model's range."""
+        """Newton's method for ``_rise_and_jacobian(s)[0] = target`` from ``s`` (no graph),
+        with bounded steps: a full step from far away may leave the model's range."""
         for _ in range(max_iter):
-            jac, res = self._residual_and_difference_jacobian(s, args, target)
-            step = _solve_2x2(jac, res)
+            res, jac = self._rise_and_jacobian(s, args)
+            step = solve_2x2(jac, res - target)
             step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
                                 step[..., 1].clamp(-1.0, 1.0)], -1)
             s = s - step
@@ -224,11 +223,10 @@ class VillarAnchoredDensity(LogDensity):
                 break
         return s
 
-    def _solved(self, s, target, args):
-        """Rows where ``s`` solves the rise equations on the anchor's side of the fold."""
-        jac, res = self._residual_and_difference_jacobian(s, args, target)
-        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
-        return (res.abs() < 1e-9).all(-1) & (det * self._branch > 0)
+    def _solved(self, res, jac):
+        """Rows whose residual ``res`` and Jacobian ``jac`` say a solution on the anchor's side
+        of the fold."""
+        return (res.abs() < 1e-9).all(-1) & (det_2x2(jac) * self._branch > 0)
 
     def _continue(self, target, args, max_iter: int, n_stages: int = 16):
         """The solution reached by following it from the anchor, where it is known, along the
@@ -238,7 +236,7 @@ class VillarAnchoredDensity(LogDensity):
         where the model's flux is not positive; the continuation stays on the anchor's branch
         as long as one exists along the path."""
         anchor_args = self._band_params(self._anchor)
-        anchor_target = self._rise_residual(self._start, *anchor_args)
+        anchor_target = self._rise_and_jacobian(self._start, anchor_args)[0]
         s = self._start.expand(target.shape).clone()
         for k in range(1, n_stages + 1):
             f = k / n_stages
@@ -246,16 +244,6 @@ class VillarAnchoredDensity(LogDensity):
             stage_target = anchor_target + f * (target - anchor_target)
             s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)
         return s
-
-    def _residual_and_difference_jacobian(self, s, args, target):
-        """Residual at ``s`` and its Jacobian by forward differences, from one batched
-        evaluation (good enough for the steps of Newton's method)."""
-        h = 1e-7
-        shifts = torch.tensor([[0.0, 0.0], [h, 0.0], [0.0, h]], dtype=s.dtype, device=s.device)
-        shifted = s + shifts.reshape(3, *(1,) * (s.ndim - 1), 2)
-        res = self._rise_residual(shifted, *args) - target
-        jac = torch.stack([(res[1] - res[0]) / h, (res[2] - res[0]) / h], -1)
-        return jac, res[0]
 
     def _original_and_log_jacobian(self, w):
         i = self._index
@@ -277,15 +265,8 @@ class VillarAnchoredDensity(LogDensity):
         (those this density represents), ``(...,)`` bool."""
         x = self.as_tensor(x)
         i = self._index
-        beta, gamma, tau_fall = self._band_params(x)
-        with torch.enable_grad():
-            s = torch.stack([x[..., i["t0"]], x[..., i["tau_rise"]].log()], -1).detach()
-            s.requires_grad_(True)
-            at = self._rise_residual(s, beta.detach(), gamma.detach(), tau_fall.detach())
-            rows = [torch.autograd.grad(at[..., k].sum(), s, retain_graph=True)[0]
-                    for k in range(2)]
-        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
-        return det * self._branch > 0
+        s = torch.stack([x[..., i["t0"]], x[..., i["tau_rise"]].log()], -1)
+        return det_2x2(self._rise_and_jacobian(s, self._band_params(x))[1]) * self._branch > 0
 
     def to_original(self, w: torch.Tensor) -> torch.Tensor:
         """The model's parameter vector(s) of the new coordinates ``w`` (``(..., dim)``)."""
@@ -335,14 +316,6 @@ class VillarAnchoredDensity(LogDensity):
                        sample_stats=samples.sample_stats,
                        info={**samples.info, "coordinates": list(self.names)},
                        units=self.posterior.units)
-
-
-def _solve_2x2(jac, rhs):
-    """``jac^{-1} rhs`` for batches of 2 x 2 systems."""
-    a, b, c, d = jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1]
-    det = a * d - b * c
-    return torch.stack([(d * rhs[..., 0] - b * rhs[..., 1]) / det,
-                        (a * rhs[..., 1] - c * rhs[..., 0]) / det], -1)
 
 
 def _villar_slices(posterior, lc) -> dict:
