@@ -12,13 +12,22 @@ posterior itself. Here one evaluation gives the value and both derivatives to ro
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .lightcurves.functions import _time_scale
 
+# the elementwise functions of log_shape_and_slopes: torch's, or numpy's for Newton's iterations
+# (no graph; a few rows: numpy's per-operation overhead is a fraction of torch's)
+TORCH_OPS = (torch.exp, torch.log, F.logsigmoid, torch.sigmoid, _time_scale)
+NUMPY_OPS = (np.exp, np.log, lambda v: -np.logaddexp(0.0, -v),
+             lambda v: np.exp(-np.logaddexp(0.0, -v)),
+             lambda tau: np.maximum(tau, np.finfo(np.float64).tiny ** 0.25))
 
-def log_shape_and_slopes(t, t0, beta, gamma, ln_tau_rise, tau_fall, width, redshift: float):
+
+def log_shape_and_slopes(t, t0, beta, gamma, ln_tau_rise, tau_fall, width, redshift: float,
+                         ops=TORCH_OPS, slopes: bool = True):
     """``ln g(t)``, ``d ln g / d t0`` and ``d ln g / d ln tau_rise`` of the Villar shape
     :func:`~skyfit.lightcurves.functions.villar_light_curve` with ``A = 1`` at observed times
     ``t`` (rest-frame time ``(t - t0) / (1 + z)`` after ``t0``); arguments broadcast.
@@ -26,7 +35,8 @@ def log_shape_and_slopes(t, t0, beta, gamma, ln_tau_rise, tau_fall, width, redsh
     With ``x = dt / tau_rise``, the blend weight ``w = sigmoid((dt - gamma) / width)`` and
     ``a = dt - gamma``: ``g = sigmoid(x) H(dt)``, ``H = (1 + beta dt)(1 - w) + (1 + beta gamma)
     w exp(-a / tau_fall)``, so ``d ln g / d ln tau_rise = -x sigmoid(-x)`` and
-    ``d ln g / d dt = sigmoid(-x) / tau_rise + H' / H``.
+    ``d ln g / d dt = sigmoid(-x) / tau_rise + H' / H``. ``ops``: :data:`TORCH_OPS` for
+    tensors, :data:`NUMPY_OPS` for float64 arrays. Without ``slopes``: ``ln g(t)`` only.
 
     Example:
         >>> import torch
@@ -35,32 +45,36 @@ def log_shape_and_slopes(t, t0, beta, gamma, ln_tau_rise, tau_fall, width, redsh
         >>> bool(d_t0[0] < 0 and d_tau[0] < 0)  # on the rise: later or slower means fainter
         True
     """
+    exp, log, log_sigmoid, sigmoid, time_scale = ops
     k = 1.0 / (1.0 + redshift)
     dt = (t - t0) * k
-    rate = _time_scale(ln_tau_rise.exp()).reciprocal()
-    fall_rate = _time_scale(tau_fall).reciprocal()
+    rate = 1.0 / time_scale(exp(ln_tau_rise))
+    fall_rate = 1.0 / time_scale(tau_fall)
     x = dt * rate
     after_end = dt - gamma
-    u = after_end * (1.0 / width)
-    log_w = F.logsigmoid(u)
-    before = torch.exp(log_w - u)  # 1 - w
-    decline = torch.exp(log_w - after_end * fall_rate)  # w exp(-a / tau_fall)
+    inv_width = 1.0 / width
+    u = after_end * inv_width
+    log_w = log_sigmoid(u)
+    before = exp(log_w - u)  # 1 - w
+    decline = exp(log_w - after_end * fall_rate)  # w exp(-a / tau_fall)
     level, end_level = 1.0 + beta * dt, 1.0 + beta * gamma
     h = level * before + end_level * decline
-    w = torch.sigmoid(u)
-    slope = (beta * before - level * before * w * (1.0 / width)
-             + end_level * decline * (before * (1.0 / width) - fall_rate))
-    not_risen = torch.sigmoid(-x)
+    if not slopes:
+        return log_sigmoid(x) + log(h)
+    slope = (beta * before - level * before * sigmoid(u) * inv_width
+             + end_level * decline * (before * inv_width - fall_rate))
+    not_risen = sigmoid(-x)
     d_dt = not_risen * rate + slope / h
-    return F.logsigmoid(x) + h.log(), -k * d_dt, -x * not_risen
+    return log_sigmoid(x) + log(h), -k * d_dt, -x * not_risen
 
 
 def solve_2x2(jac, rhs):
-    """``jac^{-1} rhs`` for batches of 2 x 2 systems (``(..., 2, 2)``, ``(..., 2)``)."""
+    """``jac^{-1} rhs`` for batches of 2 x 2 systems (``(..., 2, 2)``, ``(..., 2)``; tensors
+    or arrays)."""
     a, b, c, d = jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1]
     det = a * d - b * c
-    return torch.stack([(d * rhs[..., 0] - b * rhs[..., 1]) / det,
-                        (a * rhs[..., 1] - c * rhs[..., 0]) / det], -1)
+    parts = [(d * rhs[..., 0] - b * rhs[..., 1]) / det, (a * rhs[..., 1] - c * rhs[..., 0]) / det]
+    return torch.stack(parts, -1) if torch.is_tensor(det) else np.stack(parts, -1)
 
 
 def det_2x2(jac):

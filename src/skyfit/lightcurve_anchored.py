@@ -46,9 +46,10 @@ constant factor per band), not the data's.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ._anchored_rise import det_2x2, log_shape_and_slopes, solve_2x2
+from ._anchored_rise import NUMPY_OPS, TORCH_OPS, det_2x2, log_shape_and_slopes, solve_2x2
 from .inference.approximations import GaussianApproximation
 from .inference.checkpoint import data_fingerprint
 from .inference.density import LogDensity
@@ -124,6 +125,9 @@ class VillarAnchoredDensity(LogDensity):
         if self.reference_times.shape != (n_bands,):
             raise ValueError(f"reference_times must have one time per band ({n_bands}), "
                              f"got shape {tuple(self.reference_times.shape)}")
+        r = self.rise_band  # its two rise epochs and reference time, for the rise equations
+        self._rise_t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
+        self._rise_t_np = _numpy(self._rise_t)
         x_anchor = posterior.initial() if anchor is None else torch.as_tensor(anchor, **kw)
         i = self._index
         self._anchor = x_anchor
@@ -155,17 +159,14 @@ class VillarAnchoredDensity(LogDensity):
         i = self._index
         return x[..., i["beta"]], x[..., i["gamma"]], x[..., i["tau_fall"]]
 
-    def _rise_and_jacobian(self, s, args):
+    def _rise_and_jacobian(self, s, args, slopes: bool = True):
         """The rise coordinates at ``s = (t0, ln tau_rise)``, ``(..., 2)``, and their Jacobian
-        in ``s``, ``(..., 2, 2)``, in closed form (:mod:`skyfit._anchored_rise`)."""
+        in ``s``, ``(..., 2, 2)``, in closed form (:mod:`skyfit._anchored_rise`); without
+        ``slopes`` the rise coordinates only."""
         r = self.rise_band
         beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
-        t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
-        ln_g, d_t0, d_tau = log_shape_and_slopes(
-            t, s[..., :1], beta, gamma, s[..., 1:], tau_fall, self.blend_width(tau_fall),
-            self.redshift)
-        jac = torch.stack([d_t0[..., :2] - d_t0[..., 2:], d_tau[..., :2] - d_tau[..., 2:]], -1)
-        return ln_g[..., :2] - ln_g[..., 2:], jac
+        return _rise_equations(self._rise_t, s, beta, gamma, tau_fall,
+                               self.blend_width(tau_fall), self.redshift, TORCH_OPS, slopes)
 
     def from_original(self, x: torch.Tensor) -> torch.Tensor:
         """The new coordinates of the model's parameter vector(s) ``x`` (``(..., dim)``)."""
@@ -193,18 +194,17 @@ class VillarAnchoredDensity(LogDensity):
         target = w[..., [i["t0"], i["tau_rise"]]]
         args = (beta, gamma, tau_fall)
         with torch.no_grad():
-            s = self._newton(self._start.expand(target.shape).clone(), target, args, max_iter)
-        # the residual with a graph to w (through args and target), s without one
-        res, jac = self._rise_and_jacobian(s, args)
-        res = res - target
-        failed = ~self._solved(res.detach(), jac.detach())
-        if bool(failed.any()):
-            with torch.no_grad():
+            s, res, jac = self._newton(self._start.expand(target.shape).clone(), target, args,
+                                       max_iter)
+            failed = ~self._solved(res, jac)
+            if bool(failed.any()):
                 s = torch.where(failed[..., None], self._continue(target, args, max_iter), s)
-            res, jac = self._rise_and_jacobian(s, args)
-            res = res - target
-        ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
-        s = torch.where(ok, s - solve_2x2(jac.detach(), res), torch.nan)
+                res, jac = self._rise_and_jacobian(s, args)
+                res = res - target
+        ok = (res.abs() < 1e-8).all(-1, keepdim=True)
+        # the residual with a graph to w (through args and target), s and J without one
+        res = self._rise_and_jacobian(s, args, slopes=False) - target
+        s = torch.where(ok, s - solve_2x2(jac, res), torch.nan)
         det = det_2x2(self._rise_and_jacobian(s, args)[1])
         # the other side of a fold of the map (see the class docstring): not this branch
         s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
@@ -212,16 +212,29 @@ class VillarAnchoredDensity(LogDensity):
 
     def _newton(self, s, target, args, max_iter: int):
         """Newton's method for ``_rise_and_jacobian(s)[0] = target`` from ``s`` (no graph),
-        with bounded steps: a full step from far away may leave the model's range."""
-        for _ in range(max_iter):
-            res, jac = self._rise_and_jacobian(s, args)
-            step = solve_2x2(jac, res - target)
-            step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
-                                step[..., 1].clamp(-1.0, 1.0)], -1)
-            s = s - step
-            if bool((step.abs() < 1e-10).all()):
-                break
-        return s
+        with bounded steps: a full step from far away may leave the model's range. Returns
+        the last ``s``, the residual and the Jacobian there. Iterated in float64 numpy
+        (tensors in and out): on a few rows torch's per-operation overhead was most of the
+        solve's cost; the graph's last step (:meth:`_solve`) is torch's."""
+        like, r = s, self.rise_band
+        s, target = _numpy(s), _numpy(target)
+        beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
+        rise = (self._rise_t_np, *(_numpy(a) for a in (beta, gamma, tau_fall)),
+                _numpy(torch.as_tensor(self.blend_width(tau_fall), dtype=torch.float64)))
+        with np.errstate(all="ignore"):  # NaN rows are found unsolved by the caller
+            for k in range(max_iter + 1):
+                res, jac = _rise_equations(rise[0], s, *rise[1:], self.redshift, NUMPY_OPS)
+                res = res - target
+                if k == max_iter:
+                    break
+                step = solve_2x2(jac, res)
+                step[..., 0] = np.clip(step[..., 0], -10.0, 10.0)
+                step[..., 1] = np.clip(step[..., 1], -1.0, 1.0)
+                s = s - step
+                if bool((np.abs(step) < 1e-10).all()):
+                    max_iter = k + 1  # the residual and Jacobian at the last s, then stop
+        return tuple(torch.as_tensor(v, dtype=like.dtype, device=like.device)
+                     for v in (s, res, jac))
 
     def _solved(self, res, jac):
         """Rows whose residual ``res`` and Jacobian ``jac`` say a solution on the anchor's side
@@ -242,7 +255,7 @@ class VillarAnchoredDensity(LogDensity):
             f = k / n_stages
             stage_args = tuple(a0 + f * (a - a0) for a0, a in zip(anchor_args, args))
             stage_target = anchor_target + f * (target - anchor_target)
-            s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)
+            s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)[0]
         return s
 
     def _original_and_log_jacobian(self, w):
@@ -316,6 +329,26 @@ class VillarAnchoredDensity(LogDensity):
                        sample_stats=samples.sample_stats,
                        info={**samples.info, "coordinates": list(self.names)},
                        units=self.posterior.units)
+
+
+def _rise_equations(t, s, beta, gamma, tau_fall, width, redshift: float, ops,
+                    slopes: bool = True):
+    """The rise coordinates (log shape at ``t[:2]`` minus at ``t[2]``) at ``s = (t0, ln
+    tau_rise)`` and their Jacobian in ``s`` (with ``slopes``); tensors, or arrays with
+    ``ops=NUMPY_OPS``."""
+    out = log_shape_and_slopes(t, s[..., :1], beta, gamma, s[..., 1:], tau_fall, width,
+                               redshift, ops, slopes)
+    if not slopes:
+        return out[..., :2] - out[..., 2:]
+    ln_g, d_t0, d_tau = out
+    jac = (d_t0[..., :2] - d_t0[..., 2:], d_tau[..., :2] - d_tau[..., 2:])
+    jac = torch.stack(jac, -1) if ops is TORCH_OPS else np.stack(jac, -1)
+    return ln_g[..., :2] - ln_g[..., 2:], jac
+
+
+def _numpy(v) -> np.ndarray:
+    """A float64 numpy copy of a tensor (no graph)."""
+    return v.detach().to("cpu", torch.float64).numpy()
 
 
 def _villar_slices(posterior, lc) -> dict:
