@@ -1,6 +1,6 @@
 """The rise map of :class:`~skyfit.lightcurve_anchored.VillarAnchoredDensity` in closed form:
 the log of a Villar light curve's shape (``A = 1``, relative slope) and its derivatives in
-``(t0, ln tau_rise)``, and 2 x 2 linear solves.
+``(t0, ln tau_rise)``, the rise equations, 2 x 2 linear solves, and the rise epochs' choice.
 
 Why closed form: the density solves the rise equations by Newton's method at every evaluation
 and needs their Jacobian's log-determinant with a graph. Forward differences cost three
@@ -80,3 +80,37 @@ def solve_2x2(jac, rhs):
 def det_2x2(jac):
     """Determinants of a batch of 2 x 2 matrices ``(..., 2, 2)``."""
     return jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+
+
+def rise_equations(t, s, beta, gamma, tau_fall, width, redshift: float, ops,
+                    slopes: bool = True):
+    """The rise coordinates (log shape at ``t[:2]`` minus at ``t[2]``) at ``s = (t0, ln
+    tau_rise)`` and their Jacobian in ``s`` (with ``slopes``); tensors, or arrays with
+    ``ops=NUMPY_OPS``."""
+    out = log_shape_and_slopes(t, s[..., :1], beta, gamma, s[..., 1:], tau_fall, width,
+                               redshift, ops, slopes)
+    if not slopes:
+        return out[..., :2] - out[..., 2:]
+    ln_g, d_t0, d_tau = out
+    jac = (d_t0[..., :2] - d_t0[..., 2:], d_tau[..., :2] - d_tau[..., 2:])
+    jac = torch.stack(jac, -1) if ops is TORCH_OPS else np.stack(jac, -1)
+    return ln_g[..., :2] - ln_g[..., 2:], jac
+
+
+def numpy_copy(v) -> np.ndarray:
+    """A float64 numpy copy of a tensor (no graph)."""
+    return v.detach().to("cpu", torch.float64).numpy()
+
+
+def rise_anchors(time, band, flux, det, n_bands: int, rise_band):
+    """The band with most detections before the peak of the best-sampled band (unless given)
+    and its two rise epochs: 10% and 80% of the way from its first detection to that peak."""
+    counts = torch.bincount(band[det], minlength=n_bands)
+    best = torch.nonzero(det & (band == int(counts.argmax()))).flatten()
+    t_peak = float(time[best[flux[best].argmax()]])
+    if rise_band is None:
+        before = torch.bincount(band[det & (time < t_peak)], minlength=n_bands)
+        rise_band = int(before.argmax())
+    first = float(time[det & (band == rise_band)].min())
+    span = max(t_peak - first, 1.0)
+    return rise_band, [first + 0.1 * span, first + 0.8 * span]

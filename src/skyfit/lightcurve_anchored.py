@@ -37,7 +37,11 @@ The map's image is not all of R^2: for given ``beta``, ``gamma`` and ``tau_fall`
 coordinates are bounded by the image of the fold, and where the model's flux at a rise epoch or
 reference time is not positive they do not exist. There the log-density is ``-inf``, a wall
 that a NUTS trajectory reports as a divergence: on LSQ12dlf (seed 0, target_accept 0.9) 10 of
-the 11 divergent transitions were trajectories that reached it (RESULTS.md). Coordinates with a
+the 11 divergent transitions were trajectories that reached it (RESULTS.md); at 0.95, 7 of 9.
+Of the 22 points of one run (seed 0, 0.9) where the density was ``-inf``, a grid search over
+``(t0, tau_rise)`` found no solution for 18 (outside the image: a rising plateau, ``beta`` 0.02
+to 0.18 / day, with ``gamma`` under 8 days, or ``gamma`` over 25 days) and a solution on the
+anchor's branch, far from the anchor (``t0`` 27-45 days later), for 4. Coordinates with a
 closed-form inverse onto R^2 (the sigmoid's phase at the first rise epoch and the log of the
 rise times between the two) have no wall but lose the geometry: 2.5x the leapfrog steps per
 draw, R-hat 1.033, 24 divergent. The fluxes are the model's before redshift dimming (a
@@ -49,7 +53,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._anchored_rise import NUMPY_OPS, TORCH_OPS, det_2x2, log_shape_and_slopes, solve_2x2
+from ._anchored_rise import (
+    NUMPY_OPS,
+    TORCH_OPS,
+    det_2x2,
+    numpy_copy,
+    rise_anchors,
+    rise_equations,
+    solve_2x2,
+)
 from .inference.approximations import GaussianApproximation
 from .inference.checkpoint import data_fingerprint
 from .inference.density import LogDensity
@@ -114,7 +126,7 @@ class VillarAnchoredDensity(LogDensity):
         kw = dict(dtype=posterior.dtype, device=posterior.device)
         time, det, n_bands = like.time, like.detected & torch.isfinite(like.flux), lc.n_bands
         band = torch.zeros_like(time, dtype=torch.long) if like.band is None else like.band
-        self.rise_band, times = _rise_anchors(time, band, like.flux, det, n_bands, rise_band)
+        self.rise_band, times = rise_anchors(time, band, like.flux, det, n_bands, rise_band)
         self.rise_times = torch.as_tensor(times if rise_times is None else rise_times, **kw)
         if reference_times is None:
             reference_times = [float(time[det & (band == b)].median()) if bool(
@@ -127,7 +139,7 @@ class VillarAnchoredDensity(LogDensity):
                              f"got shape {tuple(self.reference_times.shape)}")
         r = self.rise_band  # its two rise epochs and reference time, for the rise equations
         self._rise_t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
-        self._rise_t_np = _numpy(self._rise_t)
+        self._rise_t_np = numpy_copy(self._rise_t)
         x_anchor = posterior.initial() if anchor is None else torch.as_tensor(anchor, **kw)
         i = self._index
         self._anchor = x_anchor
@@ -165,7 +177,7 @@ class VillarAnchoredDensity(LogDensity):
         ``slopes`` the rise coordinates only."""
         r = self.rise_band
         beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
-        return _rise_equations(self._rise_t, s, beta, gamma, tau_fall,
+        return rise_equations(self._rise_t, s, beta, gamma, tau_fall,
                                self.blend_width(tau_fall), self.redshift, TORCH_OPS, slopes)
 
     def from_original(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,13 +229,13 @@ class VillarAnchoredDensity(LogDensity):
         (tensors in and out): on a few rows torch's per-operation overhead was most of the
         solve's cost; the graph's last step (:meth:`_solve`) is torch's."""
         like, r = s, self.rise_band
-        s, target = _numpy(s), _numpy(target)
+        s, target = numpy_copy(s), numpy_copy(target)
         beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
-        rise = (self._rise_t_np, *(_numpy(a) for a in (beta, gamma, tau_fall)),
-                _numpy(torch.as_tensor(self.blend_width(tau_fall), dtype=torch.float64)))
+        rise = (self._rise_t_np, *(numpy_copy(a) for a in (beta, gamma, tau_fall)),
+                numpy_copy(torch.as_tensor(self.blend_width(tau_fall), dtype=torch.float64)))
         with np.errstate(all="ignore"):  # NaN rows are found unsolved by the caller
             for k in range(max_iter + 1):
-                res, jac = _rise_equations(rise[0], s, *rise[1:], self.redshift, NUMPY_OPS)
+                res, jac = rise_equations(rise[0], s, *rise[1:], self.redshift, NUMPY_OPS)
                 res = res - target
                 if k == max_iter:
                     break
@@ -331,26 +343,6 @@ class VillarAnchoredDensity(LogDensity):
                        units=self.posterior.units)
 
 
-def _rise_equations(t, s, beta, gamma, tau_fall, width, redshift: float, ops,
-                    slopes: bool = True):
-    """The rise coordinates (log shape at ``t[:2]`` minus at ``t[2]``) at ``s = (t0, ln
-    tau_rise)`` and their Jacobian in ``s`` (with ``slopes``); tensors, or arrays with
-    ``ops=NUMPY_OPS``."""
-    out = log_shape_and_slopes(t, s[..., :1], beta, gamma, s[..., 1:], tau_fall, width,
-                               redshift, ops, slopes)
-    if not slopes:
-        return out[..., :2] - out[..., 2:]
-    ln_g, d_t0, d_tau = out
-    jac = (d_t0[..., :2] - d_t0[..., 2:], d_tau[..., :2] - d_tau[..., 2:])
-    jac = torch.stack(jac, -1) if ops is TORCH_OPS else np.stack(jac, -1)
-    return ln_g[..., :2] - ln_g[..., 2:], jac
-
-
-def _numpy(v) -> np.ndarray:
-    """A float64 numpy copy of a tensor (no graph)."""
-    return v.detach().to("cpu", torch.float64).numpy()
-
-
 def _villar_slices(posterior, lc) -> dict:
     """Positions in the posterior's vector: ``t0``, ``tau_rise`` (ints), ``A``, ``beta``,
     ``gamma``, ``tau_fall`` (one index per band); a clear error for unsupported models."""
@@ -390,17 +382,3 @@ def _static_redshift(lc) -> float:
     if z.dynamic:
         raise ValueError("VillarAnchoredDensity needs a static redshift")
     return float(z.value)
-
-
-def _rise_anchors(time, band, flux, det, n_bands: int, rise_band):
-    """The band with most detections before the peak of the best-sampled band (unless given)
-    and its two rise epochs: 10% and 80% of the way from its first detection to that peak."""
-    counts = torch.bincount(band[det], minlength=n_bands)
-    best = torch.nonzero(det & (band == int(counts.argmax()))).flatten()
-    t_peak = float(time[best[flux[best].argmax()]])
-    if rise_band is None:
-        before = torch.bincount(band[det & (time < t_peak)], minlength=n_bands)
-        rise_band = int(before.argmax())
-    first = float(time[det & (band == rise_band)].min())
-    span = max(t_peak - first, 1.0)
-    return rise_band, [first + 0.1 * span, first + 0.8 * span]
