@@ -40,8 +40,9 @@ def log_shape_and_slopes(t, t0, beta, gamma, ln_tau_rise, tau_fall, width, redsh
 
     Example:
         >>> import torch
-        >>> t = torch.tensor([2.0, 40.0], dtype=torch.float64)
-        >>> ln_g, d_t0, d_tau = log_shape_and_slopes(t, 0.0, -0.01, 20.0, 1.0, 30.0, 6.0, 0.0)
+        >>> t = torch.tensor([2.0, 40.0], dtype=torch.float64)  # days
+        >>> ln_tau = torch.tensor(1.0, dtype=torch.float64)
+        >>> ln_g, d_t0, d_tau = log_shape_and_slopes(t, 0.0, -0.01, 20.0, ln_tau, 30.0, 6.0, 0.0)
         >>> bool(d_t0[0] < 0 and d_tau[0] < 0)  # on the rise: later or slower means fainter
         True
     """
