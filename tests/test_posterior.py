@@ -303,3 +303,28 @@ def test_laplace_warns_for_a_parameter_pinned_at_its_bound():
     with warnings.catch_warnings():
         warnings.simplefilter("error", HessianWarning)  # at the bound, rising inward: quiet
         skyfit.laplace(inward, torch.tensor([0.0, 2.0], dtype=torch.float64))
+
+
+def test_normal_and_lognormal_priors_in_closed_form_equal_the_distributions():
+    # the Posterior sums Normal and LogNormal priors in one vectorised term per family; its
+    # value and gradient must be the distributions' own (others, here HalfNormal, go through
+    # them), and a LogNormal prior below 0 gives -inf (its inner Normal used to raise instead)
+    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=1.0)
+    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
+    flux = lc.flux(t).detach()
+    lc.to_dynamic()
+    like = skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+    priors = {"GaussianLightCurve.t0": torch.distributions.Normal(0.3, 2.0),  # float32 inside
+              "GaussianLightCurve.sigma": torch.distributions.LogNormal(0.5, 0.7),
+              "GaussianLightCurve.peak_flux": torch.distributions.HalfNormal(3.0)}
+    post = skyfit.Posterior(like, priors=priors)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(50, 3, generator=g, dtype=torch.float64) * 4.0).requires_grad_(True)
+    expected = sum(d.log_prob(x[:, k]) for k, d in enumerate(priors.values()))
+    got = post.log_prior(x)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-14)
+    grad_expected, = torch.autograd.grad(expected.sum(), x)
+    grad_got, = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-14, atol=1e-14)
+    below = torch.tensor([[0.0, -1.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    assert (post.log_prior(below) == -math.inf).all()

@@ -37,7 +37,11 @@ The map's image is not all of R^2: for given ``beta``, ``gamma`` and ``tau_fall`
 coordinates are bounded by the image of the fold, and where the model's flux at a rise epoch or
 reference time is not positive they do not exist. There the log-density is ``-inf``, a wall
 that a NUTS trajectory reports as a divergence: on LSQ12dlf (seed 0, target_accept 0.9) 10 of
-the 11 divergent transitions were trajectories that reached it (RESULTS.md). Coordinates with a
+the 11 divergent transitions were trajectories that reached it (RESULTS.md); at 0.95, 7 of 9.
+Of the 22 points of one run (seed 0, 0.9) where the density was ``-inf``, a grid search over
+``(t0, tau_rise)`` found no solution for 18 (outside the image: a rising plateau, ``beta`` 0.02
+to 0.18 / day, with ``gamma`` under 8 days, or ``gamma`` over 25 days) and a solution on the
+anchor's branch, far from the anchor (``t0`` 27-45 days later), for 4. Coordinates with a
 closed-form inverse onto R^2 (the sigmoid's phase at the first rise epoch and the log of the
 rise times between the two) have no wall but lose the geometry: 2.5x the leapfrog steps per
 draw, R-hat 1.033, 24 divergent. The fluxes are the model's before redshift dimming (a
@@ -46,8 +50,18 @@ constant factor per band), not the data's.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from ._anchored_rise import (
+    NUMPY_OPS,
+    TORCH_OPS,
+    det_2x2,
+    numpy_copy,
+    rise_anchors,
+    rise_equations,
+    solve_2x2,
+)
 from .inference.approximations import GaussianApproximation
 from .inference.checkpoint import data_fingerprint
 from .inference.density import LogDensity
@@ -112,7 +126,7 @@ class VillarAnchoredDensity(LogDensity):
         kw = dict(dtype=posterior.dtype, device=posterior.device)
         time, det, n_bands = like.time, like.detected & torch.isfinite(like.flux), lc.n_bands
         band = torch.zeros_like(time, dtype=torch.long) if like.band is None else like.band
-        self.rise_band, times = _rise_anchors(time, band, like.flux, det, n_bands, rise_band)
+        self.rise_band, times = rise_anchors(time, band, like.flux, det, n_bands, rise_band)
         self.rise_times = torch.as_tensor(times if rise_times is None else rise_times, **kw)
         if reference_times is None:
             reference_times = [float(time[det & (band == b)].median()) if bool(
@@ -123,16 +137,15 @@ class VillarAnchoredDensity(LogDensity):
         if self.reference_times.shape != (n_bands,):
             raise ValueError(f"reference_times must have one time per band ({n_bands}), "
                              f"got shape {tuple(self.reference_times.shape)}")
+        r = self.rise_band  # its two rise epochs and reference time, for the rise equations
+        self._rise_t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
+        self._rise_t_np = numpy_copy(self._rise_t)
         x_anchor = posterior.initial() if anchor is None else torch.as_tensor(anchor, **kw)
         i = self._index
         self._anchor = x_anchor
         self._start = torch.stack([x_anchor[i["t0"]], x_anchor[i["tau_rise"]].log()])
-        beta, gamma, tau_fall = self._band_params(x_anchor)
-        with torch.enable_grad():
-            start = self._start.clone().requires_grad_(True)
-            at = self._rise_residual(start, beta, gamma, tau_fall)
-            rows = [torch.autograd.grad(at[k], start, retain_graph=True)[0] for k in range(2)]
-        self._branch = torch.sign(rows[0][0] * rows[1][1] - rows[0][1] * rows[1][0]).item()
+        _, jac = self._rise_and_jacobian(self._start, self._band_params(x_anchor))
+        self._branch = torch.sign(det_2x2(jac)).item()
         self.names = list(posterior.names)
         bands = lc.bands or ("0",)
         r = bands[self.rise_band]
@@ -158,13 +171,14 @@ class VillarAnchoredDensity(LogDensity):
         i = self._index
         return x[..., i["beta"]], x[..., i["gamma"]], x[..., i["tau_fall"]]
 
-    def _rise_residual(self, s, beta, gamma, tau_fall):
-        """The rise coordinates at ``s = (t0, ln tau_rise)``, ``(..., 2)``."""
+    def _rise_and_jacobian(self, s, args, slopes: bool = True):
+        """The rise coordinates at ``s = (t0, ln tau_rise)``, ``(..., 2)``, and their Jacobian
+        in ``s``, ``(..., 2, 2)``, in closed form (:mod:`skyfit._anchored_rise`); without
+        ``slopes`` the rise coordinates only."""
         r = self.rise_band
-        t = torch.cat([self.rise_times, self.reference_times[r:r + 1]])
-        ln_g = self._log_shape(t, s[..., :1], beta[..., r:r + 1], gamma[..., r:r + 1],
-                               s[..., 1:].exp(), tau_fall[..., r:r + 1])
-        return ln_g[..., :2] - ln_g[..., 2:]
+        beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
+        return rise_equations(self._rise_t, s, beta, gamma, tau_fall,
+                               self.blend_width(tau_fall), self.redshift, TORCH_OPS, slopes)
 
     def from_original(self, x: torch.Tensor) -> torch.Tensor:
         """The new coordinates of the model's parameter vector(s) ``x`` (``(..., dim)``)."""
@@ -177,58 +191,67 @@ class VillarAnchoredDensity(LogDensity):
                                tau_rise[..., None], tau_fall)
         w = x.clone()
         w[..., i["A"]] = x[..., i["A"]].log() + ln_g
-        w[..., [i["t0"], i["tau_rise"]]] = self._rise_residual(s, beta, gamma, tau_fall)
+        w[..., [i["t0"], i["tau_rise"]]] = self._rise_and_jacobian(s, (beta, gamma, tau_fall))[0]
         return w
 
     def _solve(self, w, beta, gamma, tau_fall, max_iter: int = 30):
         """``(t0, ln tau_rise)`` for the rise coordinates of ``w`` and ``ln |det J|``, ``J`` the
         Jacobian of the rise coordinates in ``(t0, ln tau_rise)``. Newton's method from the
-        anchor without a graph (forward-difference Jacobians); rows it leaves unsolved or on
-        the other side of the fold are solved again by continuation from the anchor
-        (:meth:`_continue`). Then one Newton step at the solution with a graph: the step is ~0,
-        its derivatives are the exact first derivatives of the solution (implicit function
-        theorem). Rows with no solution on the anchor's branch are NaN."""
+        anchor without a graph; rows it leaves unsolved or on the other side of the fold are
+        solved again by continuation from the anchor (:meth:`_continue`). Then one Newton step
+        at the solution with a graph: the step is ~0, its derivatives are the exact first
+        derivatives of the solution (implicit function theorem). Rows with no solution on the
+        anchor's branch are NaN."""
         i = self._index
         target = w[..., [i["t0"], i["tau_rise"]]]
         args = (beta, gamma, tau_fall)
         with torch.no_grad():
-            s = self._newton(self._start.expand(target.shape).clone(), target, args, max_iter)
-            failed = ~self._solved(s, target, args)
+            s, res, jac = self._newton(self._start.expand(target.shape).clone(), target, args,
+                                       max_iter)
+            failed = ~self._solved(res, jac)
             if bool(failed.any()):
                 s = torch.where(failed[..., None], self._continue(target, args, max_iter), s)
-            jac, _ = self._residual_and_difference_jacobian(s, args, target)
-        with torch.enable_grad():
-            res = self._rise_residual(s, *args) - target
-            ok = (res.detach().abs() < 1e-8).all(-1, keepdim=True)
-            s = torch.where(ok, s - _solve_2x2(jac, res), torch.nan)
-            if not s.requires_grad:  # no graph to w (a no_grad caller): J still needs one to s
-                s = s.requires_grad_(True)
-            at_s = self._rise_residual(s, *args)
-            rows = [torch.autograd.grad(at_s[..., k].sum(), s, retain_graph=True,
-                                        create_graph=True)[0] for k in range(2)]
-        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
+                res, jac = self._rise_and_jacobian(s, args)
+                res = res - target
+        ok = (res.abs() < 1e-8).all(-1, keepdim=True)
+        # the residual with a graph to w (through args and target), s and J without one
+        res = self._rise_and_jacobian(s, args, slopes=False) - target
+        s = torch.where(ok, s - solve_2x2(jac, res), torch.nan)
+        det = det_2x2(self._rise_and_jacobian(s, args)[1])
         # the other side of a fold of the map (see the class docstring): not this branch
         s = torch.where((det * self._branch > 0)[..., None], s, torch.nan)
         return s, det.abs().log()
 
     def _newton(self, s, target, args, max_iter: int):
-        """Newton's method for ``_rise_residual(s) = target`` from ``s`` (no graph), with
-        bounded steps: a full step from far away may leave the model's range."""
-        for _ in range(max_iter):
-            jac, res = self._residual_and_difference_jacobian(s, args, target)
-            step = _solve_2x2(jac, res)
-            step = torch.stack([step[..., 0].clamp(-10.0, 10.0),
-                                step[..., 1].clamp(-1.0, 1.0)], -1)
-            s = s - step
-            if bool((step.abs() < 1e-10).all()):
-                break
-        return s
+        """Newton's method for ``_rise_and_jacobian(s)[0] = target`` from ``s`` (no graph),
+        with bounded steps: a full step from far away may leave the model's range. Returns
+        the last ``s``, the residual and the Jacobian there. Iterated in float64 numpy
+        (tensors in and out): on a few rows torch's per-operation overhead was most of the
+        solve's cost; the graph's last step (:meth:`_solve`) is torch's."""
+        like, r = s, self.rise_band
+        s, target = numpy_copy(s), numpy_copy(target)
+        beta, gamma, tau_fall = (a[..., r:r + 1] for a in args)
+        rise = (self._rise_t_np, *(numpy_copy(a) for a in (beta, gamma, tau_fall)),
+                numpy_copy(torch.as_tensor(self.blend_width(tau_fall), dtype=torch.float64)))
+        with np.errstate(all="ignore"):  # NaN rows are found unsolved by the caller
+            for k in range(max_iter + 1):
+                res, jac = rise_equations(rise[0], s, *rise[1:], self.redshift, NUMPY_OPS)
+                res = res - target
+                if k == max_iter:
+                    break
+                step = solve_2x2(jac, res)
+                step[..., 0] = np.clip(step[..., 0], -10.0, 10.0)
+                step[..., 1] = np.clip(step[..., 1], -1.0, 1.0)
+                s = s - step
+                if bool((np.abs(step) < 1e-10).all()):
+                    max_iter = k + 1  # the residual and Jacobian at the last s, then stop
+        return tuple(torch.as_tensor(v, dtype=like.dtype, device=like.device)
+                     for v in (s, res, jac))
 
-    def _solved(self, s, target, args):
-        """Rows where ``s`` solves the rise equations on the anchor's side of the fold."""
-        jac, res = self._residual_and_difference_jacobian(s, args, target)
-        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
-        return (res.abs() < 1e-9).all(-1) & (det * self._branch > 0)
+    def _solved(self, res, jac):
+        """Rows whose residual ``res`` and Jacobian ``jac`` say a solution on the anchor's side
+        of the fold."""
+        return (res.abs() < 1e-9).all(-1) & (det_2x2(jac) * self._branch > 0)
 
     def _continue(self, target, args, max_iter: int, n_stages: int = 16):
         """The solution reached by following it from the anchor, where it is known, along the
@@ -238,24 +261,14 @@ class VillarAnchoredDensity(LogDensity):
         where the model's flux is not positive; the continuation stays on the anchor's branch
         as long as one exists along the path."""
         anchor_args = self._band_params(self._anchor)
-        anchor_target = self._rise_residual(self._start, *anchor_args)
+        anchor_target = self._rise_and_jacobian(self._start, anchor_args)[0]
         s = self._start.expand(target.shape).clone()
         for k in range(1, n_stages + 1):
             f = k / n_stages
             stage_args = tuple(a0 + f * (a - a0) for a0, a in zip(anchor_args, args))
             stage_target = anchor_target + f * (target - anchor_target)
-            s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)
+            s = self._newton(s, stage_target, stage_args, 8 if k < n_stages else max_iter)[0]
         return s
-
-    def _residual_and_difference_jacobian(self, s, args, target):
-        """Residual at ``s`` and its Jacobian by forward differences, from one batched
-        evaluation (good enough for the steps of Newton's method)."""
-        h = 1e-7
-        shifts = torch.tensor([[0.0, 0.0], [h, 0.0], [0.0, h]], dtype=s.dtype, device=s.device)
-        shifted = s + shifts.reshape(3, *(1,) * (s.ndim - 1), 2)
-        res = self._rise_residual(shifted, *args) - target
-        jac = torch.stack([(res[1] - res[0]) / h, (res[2] - res[0]) / h], -1)
-        return jac, res[0]
 
     def _original_and_log_jacobian(self, w):
         i = self._index
@@ -277,15 +290,8 @@ class VillarAnchoredDensity(LogDensity):
         (those this density represents), ``(...,)`` bool."""
         x = self.as_tensor(x)
         i = self._index
-        beta, gamma, tau_fall = self._band_params(x)
-        with torch.enable_grad():
-            s = torch.stack([x[..., i["t0"]], x[..., i["tau_rise"]].log()], -1).detach()
-            s.requires_grad_(True)
-            at = self._rise_residual(s, beta.detach(), gamma.detach(), tau_fall.detach())
-            rows = [torch.autograd.grad(at[..., k].sum(), s, retain_graph=True)[0]
-                    for k in range(2)]
-        det = rows[0][..., 0] * rows[1][..., 1] - rows[0][..., 1] * rows[1][..., 0]
-        return det * self._branch > 0
+        s = torch.stack([x[..., i["t0"]], x[..., i["tau_rise"]].log()], -1)
+        return det_2x2(self._rise_and_jacobian(s, self._band_params(x))[1]) * self._branch > 0
 
     def to_original(self, w: torch.Tensor) -> torch.Tensor:
         """The model's parameter vector(s) of the new coordinates ``w`` (``(..., dim)``)."""
@@ -337,14 +343,6 @@ class VillarAnchoredDensity(LogDensity):
                        units=self.posterior.units)
 
 
-def _solve_2x2(jac, rhs):
-    """``jac^{-1} rhs`` for batches of 2 x 2 systems."""
-    a, b, c, d = jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1]
-    det = a * d - b * c
-    return torch.stack([(d * rhs[..., 0] - b * rhs[..., 1]) / det,
-                        (a * rhs[..., 1] - c * rhs[..., 0]) / det], -1)
-
-
 def _villar_slices(posterior, lc) -> dict:
     """Positions in the posterior's vector: ``t0``, ``tau_rise`` (ints), ``A``, ``beta``,
     ``gamma``, ``tau_fall`` (one index per band); a clear error for unsupported models."""
@@ -384,17 +382,3 @@ def _static_redshift(lc) -> float:
     if z.dynamic:
         raise ValueError("VillarAnchoredDensity needs a static redshift")
     return float(z.value)
-
-
-def _rise_anchors(time, band, flux, det, n_bands: int, rise_band):
-    """The band with most detections before the peak of the best-sampled band (unless given)
-    and its two rise epochs: 10% and 80% of the way from its first detection to that peak."""
-    counts = torch.bincount(band[det], minlength=n_bands)
-    best = torch.nonzero(det & (band == int(counts.argmax()))).flatten()
-    t_peak = float(time[best[flux[best].argmax()]])
-    if rise_band is None:
-        before = torch.bincount(band[det & (time < t_peak)], minlength=n_bands)
-        rise_band = int(before.argmax())
-    first = float(time[det & (band == rise_band)].min())
-    span = max(t_peak - first, 1.0)
-    return rise_band, [first + 0.1 * span, first + 0.8 * span]

@@ -149,11 +149,11 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
     two-band light curve with a sparse rise it diverged more than the model's own parameters
     (benchmarks/RESULTS.md, ``lightcurve_real_slsn_villar``). On LSQ12dlf it works best with
     a plateau-end blend of 0.2 ``tau_fall`` (``from_photometry(..., transition_fraction=0.2)``,
-    see :class:`~skyfit.lightcurves.Villar`) and ``target_accept=0.9``: R-hat 1.008 but still
-    13, 8 and 0 divergent transitions in 1,400 draws with seeds 0, 1, 2 (2-5 at 0.95, for 1.3x
-    the leapfrog steps per draw), most of them trajectories that reach the wall of those
-    coordinates (see :mod:`~skyfit.lightcurve_anchored`). ``skyfit lightcurve
-    --transition-fraction 0.2 --anchored --target-accept 0.9`` runs it so.
+    see :class:`~skyfit.lightcurves.Villar`) and ``target_accept=0.9``: R-hat 1.007 or less
+    but still 6, 4 and 6 divergent transitions in 1,400 draws with seeds 0, 1, 2 (9, 1 and 0
+    at 0.95, for 1.15-1.3x the leapfrog steps), most of them trajectories that reach the wall
+    of those coordinates (7 of 9 at seed 0; see :mod:`~skyfit.lightcurve_anchored`).
+    ``skyfit lightcurve --transition-fraction 0.2 --anchored --target-accept 0.9`` runs it so.
 
     Arguments:
         post: the light-curve posterior.

@@ -16,7 +16,7 @@ from .errors import NoFreeParameterError, ParameterVectorError
 from .inference.checkpoint import data_fingerprint
 from .inference.circular import wrap_periodic
 from .inference.density import LogDensity
-from .priors import default_prior_log_prob, param_bounds, prior_log_prob
+from .priors import GroupedPriors, default_prior_log_prob, param_bounds
 
 __all__ = ["Posterior"]
 
@@ -229,12 +229,11 @@ class Posterior(LogDensity):
     # -- density --------------------------------------------------------------------------
     def log_prior(self, x: torch.Tensor) -> torch.Tensor:
         """Log prior of Param-level priors (not module terms) for ``x (..., dim)``."""
-        total = torch.full(x.shape[:-1], self._default_log_prior, dtype=x.dtype, device=x.device)
-        for label, dist in self.priors.items():
-            sl, shape, _ = self.slices[label]
-            value = x[..., sl].reshape(x.shape[:-1] + shape)
-            total = total + prior_log_prob(dist, value, len(shape))
-        return total
+        grouped = self.__dict__.get("_grouped_priors")
+        if grouped is None or grouped.key != tuple((k, id(d)) for k, d in self.priors.items()):
+            # built again if the priors were replaced after construction
+            grouped = self._grouped_priors = GroupedPriors(self.priors, self.slices)
+        return grouped(x) + self._default_log_prior
 
     def _param_values(self, x: torch.Tensor) -> list[torch.Tensor]:
         # One value per Param, handed to caskade as a sequence: scalars come from one unbind

@@ -74,8 +74,8 @@ class UnconstrainedDensity(LogDensity):
         bounds, ``exp`` beside one bound, identity without bounds."""
         z = torch.as_tensor(z, dtype=self.dtype, device=self.device)
         both = self._lo + (self._hi - self._lo) * torch.sigmoid(z)
-        low = self._lo + torch.exp(z)
-        high = self._hi - torch.exp(z)
+        exp_z = torch.exp(z)
+        low, high = self._lo + exp_z, self._hi - exp_z
         x = torch.where(self._both, both, torch.where(self._low_only, low,
                         torch.where(self._high_only, high, z)))
         if not self._any_periodic:
@@ -102,9 +102,10 @@ class UnconstrainedDensity(LogDensity):
         both = torch.log(width) - F.softplus(-z) - F.softplus(z)
         one_sided = z
         # periodic: |dx/dz| = 1, and the log-density of the weak Normal on the unwrapped z
-        terms = torch.where(self._periodic, self.line_weight(z), torch.where(
-            self._both, both, torch.where(self._low_only | self._high_only, one_sided,
-                                          torch.zeros_like(z))))
+        terms = torch.where(self._both, both, torch.where(self._low_only | self._high_only,
+                                                          one_sided, torch.zeros_like(z)))
+        if self._any_periodic:  # (a gradient's few operations fewer without angles)
+            terms = torch.where(self._periodic, self.line_weight(z), terms)
         return terms.sum(-1)
 
     def line_weight(self, z: torch.Tensor) -> torch.Tensor:
