@@ -328,3 +328,23 @@ def test_normal_and_lognormal_priors_in_closed_form_equal_the_distributions():
     torch.testing.assert_close(grad_got, grad_expected, rtol=1e-14, atol=1e-14)
     below = torch.tensor([[0.0, -1.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     assert (post.log_prior(below) == -math.inf).all()
+
+
+def test_a_prior_replaced_after_construction_is_the_one_evaluated():
+    # the closed-form constants are cached per Posterior: a replaced prior (same label, a new
+    # distribution, possibly at the freed one's address) must be read again
+    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=1.0)
+    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
+    flux = lc.flux(t).detach()
+    lc.to_dynamic()
+    like = skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+    post = skyfit.Posterior(like, priors={"GaussianLightCurve.t0": torch.distributions.Normal(
+        0.0, 1.0)})
+    x = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    before = post.log_prior(x)
+    for loc in (1.0, 3.0):
+        post.priors["GaussianLightCurve.t0"] = torch.distributions.Normal(loc, 1.0)
+        expected = torch.distributions.Normal(loc, 1.0).log_prob(torch.tensor(1.0)).double()
+        torch.testing.assert_close(post.log_prior(x) - before,
+                                   expected - torch.distributions.Normal(0.0, 1.0).log_prob(
+                                       torch.tensor(1.0)).double())

@@ -230,7 +230,7 @@ class Posterior(LogDensity):
     def log_prior(self, x: torch.Tensor) -> torch.Tensor:
         """Log prior of Param-level priors (not module terms) for ``x (..., dim)``."""
         grouped = self.__dict__.get("_grouped_priors")
-        if grouped is None or grouped.key != tuple((k, id(d)) for k, d in self.priors.items()):
+        if grouped is None or not grouped.built_for(self.priors):
             # built again if the priors were replaced after construction
             grouped = self._grouped_priors = GroupedPriors(self.priors, self.slices)
         return grouped(x) + self._default_log_prior

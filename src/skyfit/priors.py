@@ -100,7 +100,9 @@ class GroupedPriors:
     """
 
     def __init__(self, priors: dict, slices: dict):
-        self.key = tuple((label, id(dist)) for label, dist in priors.items())
+        # the distributions themselves, not their ids: an id is reused once a replaced prior
+        # is freed, and stale constants would be a silent wrong answer
+        self.built_from = tuple(priors.items())
         self.others, families = [], {"normal": [], "lognormal": []}
         for label, dist in priors.items():
             sl, shape, _ = slices[label]
@@ -111,6 +113,13 @@ class GroupedPriors:
                 families[family].append((dist, sl, shape))
         self.groups = [(family == "lognormal", *_group_constants(members))
                        for family, members in families.items() if members]
+
+    def built_for(self, priors: dict) -> bool:
+        """Whether ``priors`` are the very distributions (same labels, same objects) these
+        constants were built from."""
+        return len(priors) == len(self.built_from) and all(
+            label == old_label and dist is old_dist
+            for (label, dist), (old_label, old_dist) in zip(priors.items(), self.built_from))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``sum log p(x)`` over the priors for ``x (..., dim)``; ``(...)``."""
