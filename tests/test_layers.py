@@ -36,6 +36,7 @@ LAYER_OF = {
     "skyfit.posterior": "posterior",
     "skyfit.survey": "posterior",  # many objects of one Posterior; Dask over chunks
     "skyfit.lightcurve_anchored": "posterior",  # a Villar posterior in other coordinates
+    "skyfit._anchored_rise": "posterior",  # lightcurve_anchored's rise equations
     "skyfit.lens_start": "posterior",  # a start strategy for lens-image posteriors
     "skyfit.plots": "plots",
     "skyfit.io": "io",

@@ -104,8 +104,12 @@ class ManyResult:
         if list(other.names) != list(self.names):
             raise ValueError(f"with_rows: parameter names differ: {self.names} vs {other.names}")
         merged = self.subset(torch.arange(len(self)))
-        for name in ("x", "log_density", "converged", "covariance", "rhat", "ess", "draws"):
-            mine, theirs = getattr(merged, name), getattr(other, name)
+        pairs = {"x": (merged.x, other.x), "log_density": (merged.log_density, other.log_density),
+                 "converged": (merged.converged, other.converged),
+                 "covariance": (merged.covariance, other.covariance),
+                 "rhat": (merged.rhat, other.rhat), "ess": (merged.ess, other.ess),
+                 "draws": (merged.draws, other.draws)}
+        for name, (mine, theirs) in pairs.items():
             if (mine is None) != (theirs is None) or (
                     mine is not None and tuple(mine.shape[1:]) != tuple(theirs.shape[1:])):
                 raise ValueError(f"with_rows: {name} differs in kind or shape per object: "
@@ -185,7 +189,8 @@ class ManyResult:
 
 def _per_object(value, n: int) -> bool:
     """Whether an extra has a leading object axis (a 0-d total has none)."""
-    return getattr(value, "ndim", 0) >= 1 and value.shape[0] == n
+    return (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim >= 1
+            and value.shape[0] == n)
 
 
 def _take(value, index: torch.Tensor):
