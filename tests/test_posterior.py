@@ -260,13 +260,18 @@ def test_preconditioned_fit_reaches_the_analytic_optimum_of_a_badly_scaled_probl
     assert skyfit.fit_map(batched, x0).n_evals >= 1 + 3
 
 
-def test_a_prior_outside_its_support_gives_minus_infinity():
-    # with argument validation off, Exponential gives a finite (even positive) log_prob below 0
+def _gaussian_light_curve_likelihood():
+    """A Gaussian light curve's likelihood of its own noiseless curve, every Param dynamic."""
     lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=1.0)
     t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
     flux = lc.flux(t).detach()
     lc.to_dynamic()
-    like = skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+    return skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+
+
+def test_a_prior_outside_its_support_gives_minus_infinity():
+    # with argument validation off, Exponential gives a finite (even positive) log_prob below 0
+    like = _gaussian_light_curve_likelihood()
     x = torch.tensor([-0.5, 2.0, 1.0], dtype=torch.float64)  # t0 = -0.5
     f64 = dict(dtype=torch.float64)
     for prior in (torch.distributions.Exponential(torch.tensor(1.0, **f64)),
@@ -309,11 +314,7 @@ def test_normal_and_lognormal_priors_in_closed_form_equal_the_distributions():
     # the Posterior sums Normal and LogNormal priors in one vectorised term per family; its
     # value and gradient must be the distributions' own (others, here HalfNormal, go through
     # them), and a LogNormal prior below 0 gives -inf (its inner Normal used to raise instead)
-    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=1.0)
-    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
-    flux = lc.flux(t).detach()
-    lc.to_dynamic()
-    like = skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+    like = _gaussian_light_curve_likelihood()
     priors = {"GaussianLightCurve.t0": torch.distributions.Normal(0.3, 2.0),  # float32 inside
               "GaussianLightCurve.sigma": torch.distributions.LogNormal(0.5, 0.7),
               "GaussianLightCurve.peak_flux": torch.distributions.HalfNormal(3.0)}
@@ -333,11 +334,7 @@ def test_normal_and_lognormal_priors_in_closed_form_equal_the_distributions():
 def test_a_prior_replaced_after_construction_is_the_one_evaluated():
     # the closed-form constants are cached per Posterior: a replaced prior (same label, a new
     # distribution, possibly at the freed one's address) must be read again
-    lc = skyfit.GaussianLightCurve(t0=0.5, sigma=2.0, peak_flux=1.0)
-    t = torch.linspace(-6.0, 6.0, 25, dtype=torch.float64)
-    flux = lc.flux(t).detach()
-    lc.to_dynamic()
-    like = skyfit.PhotometryLikelihood(lc, t, flux, 0.05 * torch.ones_like(t))
+    like = _gaussian_light_curve_likelihood()
     post = skyfit.Posterior(like, priors={"GaussianLightCurve.t0": torch.distributions.Normal(
         0.0, 1.0)})
     x = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
