@@ -152,6 +152,15 @@ def _without(result: ManyResult, reference: ManyResult) -> ManyResult:
     return result
 
 
+def test_a_second_call_keeps_the_first_calls_marks(short_run):
+    density, first = short_run
+    once = resample_unconverged(density, first, rows=[0], thin=1, n_warmup=50)
+    twice = resample_unconverged(density, once, rows=[3], thin=1, n_warmup=50)
+    assert twice.extra["sampled_again"].nonzero().flatten().tolist() == [0, 3]
+    assert _same(twice.draws[0], once.draws[0])  # row 0 untouched by the second call
+    assert "sampled_again" not in first.extra  # the input result is not modified
+
+
 def test_resample_unconverged_edge_cases(short_run):
     density, first = short_run
     assert resample_unconverged(density, first, rows=[]) is first

@@ -88,17 +88,18 @@ def resample_unconverged(density: BatchedDensity, result: ManyResult, rows=None,
     again = sample_nuts_many(density.subset(index.to(density.device)), first, n_chains,
                              n_warmup, n_draws, seed, target_accept, max_tree_depth,
                              mass=mass, progress=progress, compile=compile, thin=thin)
-    marked = torch.zeros(len(result), dtype=torch.bool)
+    # marked: sampled again now or by an earlier call (a result can be passed back in)
+    marked = result.extra.get("sampled_again", torch.zeros(len(result), dtype=torch.bool))
+    marked = marked.clone()
     marked[index] = True
-    base = result.subset(torch.arange(len(result)))
-    base.extra["sampled_again"] = marked
     again.extra["sampled_again"] = torch.ones(len(index), dtype=torch.bool)
     if "n_gradient_evals" in again.extra and "n_gradient_evals" in result.extra:
         again.extra["n_gradient_evals"] = (again.extra["n_gradient_evals"]
                                            + result.extra["n_gradient_evals"][index])
     for i, j in enumerate(index.tolist()):
         again.warnings[i].insert(0, _note(result, j, thin))
-    merged = base.with_rows(index, again)
+    merged = result.with_rows(index, again)  # a copy: result itself is left as it was
+    merged.extra["sampled_again"] = marked
     for key in ("n_batched_steps", "compile_s"):
         if key in result.extra and key in again.extra:
             merged.extra[key] = result.extra[key] + again.extra[key]
