@@ -486,8 +486,8 @@ def nuts_row(n: int, n_loop: int, warmup: int, draws: int,
 
 
 # resample_unconverged passes after the first run: (thin, seed) each, on what is still not
-# converged. On a 256-object night (seed 2, 1 thread) they took 152/256 converged to 208, 230
-# and 247 (310, 224 and 387 s): each pass samples fewer, harder objects for longer
+# converged; each pass samples fewer, harder objects for longer, so the last runs longest
+# (what they add: RESULTS.md, many_nuts)
 RERUN_PASSES = ((4, 1), (4, 2), (8, 3))
 
 
