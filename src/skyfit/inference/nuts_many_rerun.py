@@ -37,7 +37,7 @@ def resample_unconverged(density: BatchedDensity, result: ManyResult, rows=None,
 
     Call it again on its own result for what is still not converged (a new ``seed`` each time;
     objects sampled twice keep their ``sampled_again`` mark): each pass samples fewer, harder
-    objects for longer. On a simulated 256-object survey night (``benchmarks/bench_many.py``)
+    objects for longer. On a simulated 256-object survey night (``benchmarks/bench_many_nuts.py``)
     passes with ``thin`` 4, 4 and 8 took the converged objects from 152 to 208, 230 and 247.
 
     Arguments:
