@@ -324,7 +324,9 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     call (or those of the result, where ``fit_map_many`` left them in ``extra["hessian"]``).
     As :func:`~skyfit.laplace`, a ``-H`` that is not positive definite (or has eigenvalues
     below ``tol`` times its largest, after Jacobi scaling) is repaired by ``|eigenvalue|`` with
-    a floor; such objects get ``repaired=True`` and a warning in the table.
+    a floor; such objects get ``repaired=True`` and a warning in the table. An object whose
+    Hessian is not finite (a NaN start its fit never left, a point outside the support) gets a
+    NaN covariance, ``converged=False`` and a warning; the other objects are not affected.
 
     Returns:
         a :class:`~skyfit.inference.ManyResult` (of ``x``'s result, if one is given, with the
@@ -349,9 +351,10 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     rows = torch.arange(x.shape[0], device=x.device)
     # fit_map_many's Newton path leaves the exact Hessian at its modes: not computed twice
     hessian = None if result is None else result.extra.get("hessian")
-    if hessian is None or not bool(torch.isfinite(hessian).all()):
-        hessian = density.hessian_rows(x, rows)
-    precision = -hessian
+    if hessian is None:  # non-finite entries returned, not raised: one bad object is its own
+        hessian = value_grad_hessian_rows(density, x, rows)[2]
+    finite = torch.isfinite(hessian).flatten(1).all(1)  # the others solved around it (identity)
+    precision = torch.where(finite[:, None, None], -hessian, torch.eye(x.shape[-1]).to(hessian))
     d = precision.diagonal(dim1=-2, dim2=-1)
     s = torch.where(d > 0, d.clamp(min=torch.finfo(d.dtype).tiny).rsqrt(), torch.ones_like(d))
     scaled = precision * s[:, :, None] * s[:, None, :]
@@ -364,13 +367,15 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
         s[:, :, None] * s[:, None, :])
     precision = torch.where(repaired[:, None, None], rebuilt, precision)
     covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
-    covariance = 0.5 * (covariance + covariance.transpose(-1, -2))
+    covariance = torch.where(finite[:, None, None],
+                             0.5 * (covariance + covariance.transpose(-1, -2)), torch.nan)
     if result is None:
         result = ManyResult(names=list(density.names), x=x.detach(),
                             log_density=density.log_prob_rows(x, rows).detach(),
                             converged=torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
     result.covariance = covariance
-    result.extra["repaired"] = repaired
+    result.extra["repaired"] = repaired = repaired & finite
+    _warn_not_finite(result, finite)
     bad = repaired.nonzero().flatten().tolist()
     for i in bad:
         result.warnings[i].append("laplace: -Hessian not positive definite, repaired; its "
@@ -381,3 +386,15 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
             f"{bad[:5]}), repaired by |eigenvalue| with a floor; see the 'warnings' column"),
             stacklevel=2)
     return result
+
+
+def _warn_not_finite(result: ManyResult, finite: torch.Tensor) -> None:
+    """Objects whose Hessian is not finite: not converged, a warning each and one in all."""
+    bad = (~finite).nonzero().flatten().tolist()
+    result.converged = result.converged & finite.to(result.converged.device)
+    for i in bad:
+        result.warnings[i].append("laplace: the Hessian is not finite here: covariance NaN")
+    if bad:
+        warnings.warn(HessianWarning(f"laplace_many: the Hessian is not finite for {len(bad)} "
+                                     f"objects (first {bad[:5]}): their covariances are NaN; "
+                                     "see the 'warnings' column"), stacklevel=3)

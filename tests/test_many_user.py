@@ -1,0 +1,87 @@
+"""The survey-scale path on a model skyfit does not ship: a user's own caskade module (an
+exponential decay on a baseline) and masked Gaussian likelihood, with the bad inputs a real
+catalogue has."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import caskade as ck
+import numpy as np
+import pytest
+import torch
+
+from skyfit import Posterior
+from skyfit.errors import HessianWarning
+from skyfit.inference import fit_map_many, laplace_many
+from skyfit.survey import ManyObjects, stack_ragged
+
+
+class Decay(ck.Module):
+    def __init__(self):
+        super().__init__("Decay")
+        self.A = ck.Param("A", 1.0, valid=(0.0, None))
+        self.tau = ck.Param("tau", 3.0, valid=(0.1, 50.0))
+        self.B = ck.Param("B", 0.0)
+
+    @ck.forward
+    def model(self, t, A=None, tau=None, B=None):
+        return A * torch.exp(-t / tau) + B
+
+
+class MaskedGaussian(ck.Module):
+    def __init__(self, decay, t, y, yerr, mask):
+        super().__init__("likelihood")
+        self.decay = decay
+        self.t, self.y, self.yerr = (torch.as_tensor(a, dtype=torch.float64) for a in (t, y, yerr))
+        self.mask = torch.as_tensor(mask, dtype=torch.bool)
+
+    @ck.forward
+    def __call__(self):
+        r = (self.y - self.decay.model(self.t)) / self.yerr
+        terms = r * r + torch.log(2 * math.pi * self.yerr**2)
+        return -0.5 * torch.where(self.mask, terms, torch.zeros_like(terms)).sum()
+
+
+def decay_posterior(t, y, yerr, mask):
+    decay = Decay()
+    decay.to_dynamic()
+    return Posterior(MaskedGaussian(decay, t, y, yerr, mask))
+
+
+def simulate(n, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.stack([rng.uniform(1.0, 3.0, n), rng.uniform(2.0, 6.0, n),
+                      rng.normal(0.0, 0.3, n)], 1)
+    objects = []
+    for a, tau, b in truth:
+        t = np.sort(rng.uniform(0.0, 20.0, rng.integers(15, 40)))
+        yerr = np.full_like(t, 0.1)
+        objects.append({"t": t, "y": a * np.exp(-t / tau) + b + yerr * rng.standard_normal(len(t)),
+                        "yerr": yerr})
+    return stack_ragged(objects), truth
+
+
+def test_one_object_with_a_nan_start_does_not_sink_the_batchs_laplace():
+    # a starts function that gives NaN for one odd object: that object is reported (not
+    # started, no covariance), the others get their Laplace errors as without it
+    data, truth = simulate(6, seed=1)
+    many = ManyObjects(decay_posterior, data)
+    x0 = torch.as_tensor(truth).clone()
+    x0[2, 0] = float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = laplace_many(many, fit_map_many(many, x0))
+    assert any(isinstance(w.message, HessianWarning) and "not finite" in str(w.message)
+               for w in caught)
+    assert not result.converged[2] and torch.isnan(result.covariance[2]).all()
+    assert any("not finite" in w for w in result.warnings[2])
+    good = [0, 1, 3, 4, 5]
+    assert result.converged[good].all()
+    alone = laplace_many(many.subset(good), result.x[good])
+    torch.testing.assert_close(result.std[good], alone.std, rtol=1e-9, atol=0)
+    # laplace_many at points alone (no fit result): the same per-object handling
+    points = laplace_many(many, result.x)
+    assert torch.isnan(points.covariance[2]).all() and not points.converged[2]
+    torch.testing.assert_close(points.std[good], alone.std, rtol=1e-9, atol=0)
