@@ -4,18 +4,20 @@ catalogue has."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
 import caskade as ck
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from skyfit import Posterior
-from skyfit.errors import HessianWarning
+from skyfit.errors import DataError, HessianWarning, ShapeError
 from skyfit.inference import fit_map_many, laplace_many
-from skyfit.survey import ManyObjects, stack_ragged
+from skyfit.survey import ManyObjects, fit_catalogue, stack_ragged
 
 
 class Decay(ck.Module):
@@ -85,3 +87,53 @@ def test_one_object_with_a_nan_start_does_not_sink_the_batchs_laplace():
     points = laplace_many(many, result.x)
     assert torch.isnan(points.covariance[2]).all() and not points.converged[2]
     torch.testing.assert_close(points.std[good], alone.std, rtol=1e-9, atol=0)
+
+
+def test_a_damaged_chunk_file_is_fitted_again_on_resume(tmp_path):
+    # a chunk file damaged after its run (a crash before the file system wrote it out, a
+    # partial copy) was skipped on every rerun and failed the final read (ArrowInvalid)
+    data, truth = simulate(6, seed=2)
+    options = dict(chunk_size=2, starts=truth, client="inline", progress=False)
+    first = fit_catalogue(decay_posterior, data, tmp_path, **options)
+    chunk = tmp_path / "chunk-00001.parquet"
+    for damage in (chunk.read_bytes()[:100], b""):
+        chunk.write_bytes(damage)
+        again = fit_catalogue(decay_posterior, data, tmp_path, **options)
+        np.testing.assert_array_equal(again["Decay.A"], first["Decay.A"])
+    # a readable file of another length is not taken for this chunk either
+    pd.DataFrame({"Decay.A": [0.0, 0.0, 0.0]}).to_parquet(chunk)
+    again = fit_catalogue(decay_posterior, data, tmp_path, **options)
+    np.testing.assert_array_equal(again["Decay.A"], first["Decay.A"])
+
+
+def test_a_damaged_manifest_is_rewritten_if_no_chunk_depends_on_it(tmp_path):
+    data, truth = simulate(4, seed=2)
+    options = dict(chunk_size=2, starts=truth, client="inline", progress=False)
+    (tmp_path / "manifest.json").write_text('{"fingerpr')  # killed while writing it
+    table = fit_catalogue(decay_posterior, data, tmp_path, **options)
+    assert len(table) == 4 and json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text("")
+    with pytest.raises(DataError, match="manifest.json is damaged"):
+        fit_catalogue(decay_posterior, data, tmp_path, **options)
+
+
+@pytest.mark.parametrize("case", ["zero objects", "ragged object axis", "nan", "starts"])
+def test_a_bad_catalogue_is_refused_before_any_chunk_is_fitted(tmp_path, case):
+    # these failed chunk by chunk: the first chunks written under a manifest that the
+    # corrected catalogue no longer matched; zero objects ended in pandas' "No objects to
+    # concatenate"
+    data, truth = simulate(4, seed=2)
+    starts = truth
+    if case == "zero objects":
+        data = {k: v[:0] for k, v in data.items()}
+        starts, error = truth[:0], "no objects"
+    elif case == "ragged object axis":
+        data["y"], error = data["y"][:3], "leading object axis"
+    elif case == "nan":
+        data["y"][3, 0], error = np.nan, "NaN or inf"
+    else:
+        starts, error = truth[:3], "one row per object"
+    with pytest.raises((DataError, ShapeError, ValueError), match=error):
+        fit_catalogue(decay_posterior, data, tmp_path / "out", chunk_size=2, starts=starts,
+                      client="inline", progress=False)
+    assert not (tmp_path / "out").exists()
