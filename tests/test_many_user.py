@@ -137,3 +137,24 @@ def test_a_bad_catalogue_is_refused_before_any_chunk_is_fitted(tmp_path, case):
         fit_catalogue(decay_posterior, data, tmp_path / "out", chunk_size=2, starts=starts,
                       client="inline", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_float32_data_are_batched_as_the_likelihood_holds_them():
+    # dtype=float32 (or float32 arrays): the likelihood casts its copies to float64, the swap
+    # put float32 in, the two differed by rounding and the check refused skyfit's own
+    # PaddedPhotometry as "does not read the swapped data"
+    from skyfit.examples.survey_night import simulate_survey_night, villar_posterior
+
+    night = simulate_survey_night(4, seed=0)
+    x = torch.as_tensor(night.truth)
+    many = ManyObjects(villar_posterior, night.data, dtype=torch.float32)
+    rounded = {k: torch.as_tensor(v).float() if v.dtype.kind == "f" else torch.as_tensor(v)
+               for k, v in night.data.items()}
+    own = [villar_posterior(**{k: v[i] for k, v in rounded.items()}).log_prob(x[i])
+           for i in range(4)]
+    torch.testing.assert_close(many.log_prob(x), torch.stack(own), rtol=1e-12, atol=0)
+    data, truth = simulate(3, seed=4)
+    mine = ManyObjects(decay_posterior, {k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                                         for k, v in data.items()})
+    assert mine.data["y"].dtype == torch.float64
+    assert fit_map_many(mine, torch.as_tensor(truth)).converged.all()

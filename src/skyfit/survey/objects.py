@@ -68,6 +68,9 @@ class ManyObjects(BatchedDensity):
         factory: ``factory(**arrays_of_one_object) -> Posterior``.
         data: ``{key: array (N, ...)}``, one row per object.
         attributes: key -> attribute path in the likelihood, where it differs from the key.
+        dtype: of the floating data given to ``factory``; the batch then holds each array in the
+            dtype of the likelihood's attribute it replaces (PaddedPhotometry: float64).
+        device: of the data and the batched evaluations.
 
     Example:
         >>> import torch
@@ -102,6 +105,11 @@ class ManyObjects(BatchedDensity):
         attributes = dict(attributes or {})
         self._targets = [(*_attribute_owner(self.template.likelihood, attributes.get(key, key)),
                           key) for key in self.data]
+        # each array in the dtype of the attribute it replaces, so that the batch computes what
+        # factory(**data_n) does (float32 data a likelihood keeps in float64, integer band
+        # indices given as floats)
+        for owner, attr, key in self._targets:
+            self.data[key] = self.data[key].to(owner.__dict__[attr].dtype)
         self._check_swap()
 
     def _check_swap(self) -> None:
