@@ -158,3 +158,23 @@ def test_float32_data_are_batched_as_the_likelihood_holds_them():
                                          for k, v in data.items()})
     assert mine.data["y"].dtype == torch.float64
     assert fit_map_many(mine, torch.as_tensor(truth)).converged.all()
+
+
+class TermsNotSummed(MaskedGaussian):
+    @ck.forward
+    def __call__(self):
+        r = (self.y - self.decay.model(self.t)) / self.yerr
+        return -0.5 * torch.where(self.mask, r * r, torch.zeros_like(r))  # .sum() forgotten
+
+
+def terms_posterior(t, y, yerr, mask):
+    decay = Decay()
+    decay.to_dynamic()
+    return Posterior(TermsNotSummed(decay, t, y, yerr, mask))
+
+
+def test_a_likelihood_that_returns_its_terms_unsummed_is_refused_with_its_shape():
+    # was "Boolean value of Tensor with more than one value is ambiguous" from the swap check
+    data, _ = simulate(3, seed=5)
+    with pytest.raises(ShapeError, match=r"log p of shape \(\d+,\).*sum of its terms"):
+        ManyObjects(terms_posterior, data)

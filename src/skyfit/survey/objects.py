@@ -100,6 +100,10 @@ class ManyObjects(BatchedDensity):
         self.template = factory(**{key: value[0] for key, value in self.data.items()})
         if not isinstance(self.template, Posterior):
             raise TypeError(f"factory must return a skyfit.Posterior, got {type(self.template)}")
+        shape = tuple(self.template.log_prob(self.template.initial()).shape)
+        if shape:  # else vmap stacks (N, ...) rows and the fit fails far from the cause
+            raise ShapeError(f"factory's posterior gives log p of shape {shape} at one point, not "
+                             f"a number: its likelihood must return the sum of its terms (0-d)")
         self.names = list(self.template.names)
         self.lower, self.upper = self.template.lower.to(device), self.template.upper.to(device)
         attributes = dict(attributes or {})
