@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from ..errors import ConvergenceWarning, HessianWarning
+from ..errors import HessianWarning
 from .batched import BatchedDensity, ObjectRows
 from .many_newton import (
     gradient_for,
@@ -21,7 +21,7 @@ from .many_newton import (
     newton_objective,
     value_grad_hessian_rows,
 )
-from .many_results import ManyResult
+from .many_results import ManyResult, warn_not_converged, warn_not_finite
 from .optimizers.lbfgs import Status
 from .optimizers.newton import newton_decrement
 from .transforms import UnconstrainedDensity
@@ -204,7 +204,7 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
                         converged=converged, messages=messages,
                         wall_time=time.perf_counter() - t_start)
     result.extra.update(newton_decrement=decrement, n_evals=n_evals, **extra)
-    _warn_not_converged(result, "fit_map_many")
+    warn_not_converged(result, "fit_map_many")
     return result
 
 
@@ -308,16 +308,6 @@ def _newton_polish_many(density: BatchedDensity, x: torch.Tensor,
     return x, logp, decrement
 
 
-def _warn_not_converged(result: ManyResult, who: str) -> None:
-    bad = (~result.converged).nonzero().flatten().tolist()
-    for i in bad:
-        result.warnings[i].append(f"{who}: not converged ({result.messages[i]})")
-    if bad:
-        warnings.warn(ConvergenceWarning(
-            f"{who}: {len(bad)} of {len(result.converged)} objects did not converge (first "
-            f"{bad[:5]}); see the 'warnings' column of the table"), stacklevel=3)
-
-
 def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     """Per-object Laplace approximations at the modes ``x (N, dim)`` (e.g. a
     :func:`fit_map_many` result): ``covariance_n = (-H_n)^-1``, all Hessians in one vmapped
@@ -375,7 +365,7 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
                             converged=torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
     result.covariance = covariance
     result.extra["repaired"] = repaired = repaired & finite
-    _warn_not_finite(result, finite)
+    warn_not_finite(result, finite)
     bad = repaired.nonzero().flatten().tolist()
     for i in bad:
         result.warnings[i].append("laplace: -Hessian not positive definite, repaired; its "
@@ -387,14 +377,3 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
             stacklevel=2)
     return result
 
-
-def _warn_not_finite(result: ManyResult, finite: torch.Tensor) -> None:
-    """Objects whose Hessian is not finite: not converged, a warning each and one in all."""
-    bad = (~finite).nonzero().flatten().tolist()
-    result.converged = result.converged & finite.to(result.converged.device)
-    for i in bad:
-        result.warnings[i].append("laplace: the Hessian is not finite here: covariance NaN")
-    if bad:
-        warnings.warn(HessianWarning(f"laplace_many: the Hessian is not finite for {len(bad)} "
-                                     f"objects (first {bad[:5]}): their covariances are NaN; "
-                                     "see the 'warnings' column"), stacklevel=3)
