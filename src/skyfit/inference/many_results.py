@@ -219,15 +219,16 @@ def _shape(value) -> str:
 
 def warn_not_converged(result: ManyResult, who: str) -> None:
     """Objects not converged: a warning each (their message: why) and one in all. An object
-    whose optimiser stopped content but whose exact Hessian there disagrees (not negative
-    definite: a saddle, a flat direction) has its message say so, not "converged: ..."."""
+    whose optimiser stopped content but whose exact derivatives there disagree (a mode on a
+    bound, a saddle, a flat direction) has its message say so, not "converged: ..."."""
     bad = (~result.converged).nonzero().flatten().tolist()
     decrement = result.extra.get("newton_decrement")
     for i in bad:
         if decrement is not None and result.messages[i].startswith("converged"):
             result.messages[i] = (f"not converged: the optimiser stopped ({result.messages[i]}) "
-                                  f"but the exact Hessian there gives a Newton decrement of "
-                                  f"{float(decrement[i]):.3g} (NaN: -H not positive definite)")
+                                  f"but the exact gradient and Hessian there give a Newton "
+                                  f"decrement of {float(decrement[i]):.3g} (a mode on a bound, "
+                                  f"a saddle, a flat direction?)")
         result.warnings[i].append(f"{who}: not converged ({result.messages[i]})")
     if bad:
         warnings.warn(ConvergenceWarning(
