@@ -195,3 +195,18 @@ def test_an_object_stopped_content_on_a_ridge_says_not_converged_in_its_message(
         result = fit_map_many(many, torch.tensor([[0.0151, 0.1536, -0.2289]] * 2))
     for ok, message in zip(result.converged.tolist(), result.messages):
         assert ok == message.startswith("converged"), (ok, message)
+
+
+def test_starts_clipped_onto_a_bound_are_refused_naming_objects_and_parameters():
+    # np.clip(starts, lower, upper): tau = 50 sits at +37 in the unconstrained space, where no
+    # Newton step moves it; the object ended "not converged: ... a wall, a kink, or a wrong
+    # gradient?" (fit_map from the same start converges)
+    data, truth = simulate(4, seed=6)
+    many = ManyObjects(decay_posterior, data)
+    x0 = torch.as_tensor(truth).clone()
+    x0[1, 1] = 50.0
+    x0[3, 0] = -0.1  # outside: A >= 0
+    with pytest.raises(ValueError, match=r"objects \[1, 3\].*\['Decay.A', 'Decay.tau'\]"):
+        fit_map_many(many, x0)
+    with pytest.raises(ValueError, match=r"objects \[1\]"):
+        fit_map_many(many, torch.stack([torch.as_tensor(truth), x0.clamp(min=0.01)]))

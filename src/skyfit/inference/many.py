@@ -75,6 +75,15 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
     if x0.shape[-2:] != (n, d) or x0.ndim not in (2, 3):
         raise ValueError(f"init must have shape ({n}, {d}) or (starts, {n}, {d}), got "
                          f"{tuple(x0.shape)}")
+    # a start on a finite bound (np.clip to the bounds) is +-inf, or clamped to 1e-16 of it, in
+    # the unconstrained space: no Newton step moves it, and the object ended "not converged: a
+    # wall, a kink ...". Refused here, with the objects and parameters named
+    on = ((x0 <= density.lower) | (x0 >= density.upper)).reshape(-1, n, d).any(0)
+    if bool(on.any()):
+        objects, params = on.any(1).nonzero().flatten(), on.any(0).nonzero().flatten()
+        raise ValueError(f"starts of objects {objects[:10].tolist()} ({len(objects)} in all) are "
+                         f"on or outside the bounds of {[density.names[j] for j in params]}: "
+                         "start inside them (clip to a small fraction of the range inside)")
     return x0 if x0.ndim == 3 else x0[None]
 
 
@@ -129,7 +138,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
             :class:`~skyfit.survey.ManyObjects`.
         init: starts ``(N, dim)``, or ``(S, N, dim)`` for S starts per object (the best
             converged one is kept); None: ``density.initial()``. Inside the support, off its
-            finite bounds.
+            finite bounds (a start on or outside one is refused, naming its objects; a NaN
+            start is that object's "not started").
         gtol, polish: the L-BFGS's gradient tolerance and whether it is polished.
         max_iter: iterations per object, by default 100 for Newton (where the quadratic model
             still fails after 100 it keeps failing) and 1000 for L-BFGS.
