@@ -210,3 +210,10 @@ def test_starts_clipped_onto_a_bound_are_refused_naming_objects_and_parameters()
         fit_map_many(many, x0)
     with pytest.raises(ValueError, match=r"objects \[1\]"):
         fit_map_many(many, torch.stack([torch.as_tensor(truth), x0.clamp(min=0.01)]))
+
+
+def test_zero_objects_are_refused_as_such():
+    # was "data arrays must share a leading object axis: {'t': 0, 'y': 0, ...}" (they do)
+    data, _ = simulate(2, seed=0)
+    with pytest.raises(DataError, match="no objects"):
+        ManyObjects(decay_posterior, {k: v[:0] for k, v in data.items()})

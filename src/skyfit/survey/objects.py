@@ -94,8 +94,10 @@ class ManyObjects(BatchedDensity):
             raise DataError("no data arrays given")
         self.data = {key: _as_data(key, value, dtype, device) for key, value in data.items()}
         counts = {key: value.shape[0] for key, value in self.data.items()}
-        if len(set(counts.values())) != 1 or min(counts.values()) == 0:
+        if len(set(counts.values())) != 1:
             raise ShapeError(f"data arrays must share a leading object axis: {counts}")
+        if min(counts.values()) == 0:
+            raise DataError(f"no objects: the data arrays have no rows {counts}")
         self.factory = factory
         self.template = factory(**{key: value[0] for key, value in self.data.items()})
         if not isinstance(self.template, Posterior):
