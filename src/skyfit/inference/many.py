@@ -65,7 +65,8 @@ NEWTON_MESSAGES = {
                     "{decrement:.3g}): a wall, a kink, the edge of a NaN/-inf region, or a "
                     "wrong gradient?",
     Status.NONFINITE_START: "not started: log p, its gradient or Hessian is NaN or infinite "
-                            "at the start",
+                            "at the start (a NaN start? masked rows with zero errors or NaN "
+                            "data: torch.where passes on their NaN gradients)",
 }
 
 

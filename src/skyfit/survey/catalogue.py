@@ -260,8 +260,8 @@ def _catalogue_size(data: Mapping[str, np.ndarray], starts) -> int:
         raise DataError("the catalogue has no objects")
     bad = [k for k, v in data.items() if v.dtype.kind in "fc" and not np.isfinite(v).all()]
     if bad:
-        raise DataError(f"data {bad} have NaN or inf values: mask them (stack_ragged or a "
-                        "'mask' array) and replace them by finite values")
+        raise DataError(f"data {bad} have NaN or inf values: set the 'mask' False there and "
+                        "replace them by finite values (masked rows are computed too)")
     if starts is not None and not callable(starts) and np.shape(starts)[:1] != (n,):
         raise ValueError(f"starts must have one row per object ({n}), got shape "
                          f"{np.shape(starts)}")

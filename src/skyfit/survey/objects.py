@@ -163,8 +163,9 @@ def _as_data(key: str, value, dtype: torch.dtype, device) -> torch.Tensor:
     if t.is_floating_point():
         t = t.to(dtype)
         if not torch.isfinite(t).all():
-            raise DataError(f"data {key!r} has NaN or inf values: mask them (stack_ragged or a "
-                            f"'mask' array) and replace them by finite values")
+            raise DataError(f"data {key!r} has NaN or inf values: set the 'mask' False there "
+                            "and replace them by finite values (masked rows are computed too, "
+                            "and a NaN in them makes the gradient NaN)")
     return t
 
 
