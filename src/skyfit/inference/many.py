@@ -387,4 +387,3 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
             f"{bad[:5]}), repaired by |eigenvalue| with a floor; see the 'warnings' column"),
             stacklevel=2)
     return result
-

@@ -102,10 +102,6 @@ class ManyObjects(BatchedDensity):
         self.template = factory(**{key: value[0] for key, value in self.data.items()})
         if not isinstance(self.template, Posterior):
             raise TypeError(f"factory must return a skyfit.Posterior, got {type(self.template)}")
-        shape = tuple(self.template.log_prob(self.template.initial()).shape)
-        if shape:  # else vmap stacks (N, ...) rows and the fit fails far from the cause
-            raise ShapeError(f"factory's posterior gives log p of shape {shape} at one point, not "
-                             f"a number: its likelihood must return the sum of its terms (0-d)")
         self.names = list(self.template.names)
         self.lower, self.upper = self.template.lower.to(device), self.template.upper.to(device)
         attributes = dict(attributes or {})
@@ -127,8 +123,12 @@ class ManyObjects(BatchedDensity):
         last = self.n_objects - 1
         own = self.factory(**{key: value[last] for key, value in self.data.items()})
         x = self.template.initial().to(self.device)
-        batched = self.log_prob_rows(x[None], torch.tensor([last], device=self.device))[0]
         expected = own.log_prob(x)
+        if expected.ndim:  # else vmap stacks (N, ...) rows and the fit fails far from the cause
+            raise ShapeError(f"factory's posterior gives log p of shape {tuple(expected.shape)} "
+                             "at one point, not a number: its likelihood must return the sum of "
+                             "its terms (0-d)")
+        batched = self.log_prob_rows(x[None], torch.tensor([last], device=self.device))[0]
         same = torch.isclose(batched, expected, rtol=1e-9, atol=1e-9) or (
             not torch.isfinite(expected) and bool(batched == expected))
         if not same:
