@@ -170,3 +170,28 @@ def test_resample_unconverged_edge_cases(short_run):
     fitted.draws = None
     with pytest.raises(ValueError, match="with draws"):
         resample_unconverged(density, fitted)
+
+
+def test_an_object_whose_draws_overflowed_is_not_sampled_again(short_run):
+    # an improper posterior (an object with every point masked): its chains drift to 1e307,
+    # its mean is inf; as a start it sank the whole pass ("log-density is inf at the start
+    # point of chain k") for every other object. It keeps its row, with a warning
+    density, first = short_run
+    drifted = first.subset(torch.arange(8))
+    drifted.x[5, 0] = float("inf")
+    again = resample_unconverged(density, drifted, rows=[2, 5], thin=1, n_warmup=50)
+    assert again.extra["sampled_again"].tolist() == [i == 2 for i in range(8)]
+    assert torch.isinf(again.x[5, 0]) and "not sampled again" in again.warnings[5][-1]
+    assert not any("not sampled again" in w for w in drifted.warnings[5])  # input untouched
+    only = resample_unconverged(density, drifted, rows=[5])
+    assert "sampled_again" not in only.extra and "not sampled again" in only.warnings[5][-1]
+
+
+def test_an_object_without_a_finite_start_is_named_before_sampling(short_run):
+    # a fit that never started (NaN start) left x NaN: the sampler named "chain 9", which the
+    # user had to divide by n_chains to find the object
+    density, first = short_run
+    x = first.x.clone()
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"objects \[2\] .* NaN or inf start"):
+        sample_nuts_many(density, x, n_chains=4)

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from ..errors import ConvergenceWarning, HessianWarning
+from ..errors import HessianWarning
 from .batched import BatchedDensity, ObjectRows
 from .many_newton import (
     gradient_for,
@@ -21,7 +21,7 @@ from .many_newton import (
     newton_objective,
     value_grad_hessian_rows,
 )
-from .many_results import ManyResult
+from .many_results import ManyResult, warn_not_converged, warn_not_finite
 from .optimizers.lbfgs import Status
 from .optimizers.newton import newton_decrement
 from .transforms import UnconstrainedDensity
@@ -65,7 +65,8 @@ NEWTON_MESSAGES = {
                     "{decrement:.3g}): a wall, a kink, the edge of a NaN/-inf region, or a "
                     "wrong gradient?",
     Status.NONFINITE_START: "not started: log p, its gradient or Hessian is NaN or infinite "
-                            "at the start",
+                            "at the start (a NaN start? masked rows with zero errors or NaN "
+                            "data: torch.where passes on their NaN gradients)",
 }
 
 
@@ -75,6 +76,15 @@ def _starts(density: BatchedDensity, init) -> torch.Tensor:
     if x0.shape[-2:] != (n, d) or x0.ndim not in (2, 3):
         raise ValueError(f"init must have shape ({n}, {d}) or (starts, {n}, {d}), got "
                          f"{tuple(x0.shape)}")
+    # a start on a finite bound (np.clip to the bounds) is +-inf, or clamped to 1e-16 of it, in
+    # the unconstrained space: no Newton step moves it, and the object ended "not converged: a
+    # wall, a kink ...". Refused here, with the objects and parameters named
+    on = ((x0 <= density.lower) | (x0 >= density.upper)).reshape(-1, n, d).any(0)
+    if bool(on.any()):
+        objects, params = on.any(1).nonzero().flatten(), on.any(0).nonzero().flatten()
+        raise ValueError(f"starts of objects {objects[:10].tolist()} ({len(objects)} in all) are "
+                         f"on or outside the bounds of {[density.names[j] for j in params]}: "
+                         "start inside them (clip to a small fraction of the range inside)")
     return x0 if x0.ndim == 3 else x0[None]
 
 
@@ -129,7 +139,8 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
             :class:`~skyfit.survey.ManyObjects`.
         init: starts ``(N, dim)``, or ``(S, N, dim)`` for S starts per object (the best
             converged one is kept); None: ``density.initial()``. Inside the support, off its
-            finite bounds.
+            finite bounds (a start on or outside one is refused, naming its objects; a NaN
+            start is that object's "not started").
         gtol, polish: the L-BFGS's gradient tolerance and whether it is polished.
         max_iter: iterations per object, by default 100 for Newton (where the quadratic model
             still fails after 100 it keeps failing) and 1000 for L-BFGS.
@@ -204,7 +215,7 @@ def fit_map_many(density: BatchedDensity, init=None, gtol: float = 1e-6,
                         converged=converged, messages=messages,
                         wall_time=time.perf_counter() - t_start)
     result.extra.update(newton_decrement=decrement, n_evals=n_evals, **extra)
-    _warn_not_converged(result, "fit_map_many")
+    warn_not_converged(result, "fit_map_many")
     return result
 
 
@@ -308,23 +319,15 @@ def _newton_polish_many(density: BatchedDensity, x: torch.Tensor,
     return x, logp, decrement
 
 
-def _warn_not_converged(result: ManyResult, who: str) -> None:
-    bad = (~result.converged).nonzero().flatten().tolist()
-    for i in bad:
-        result.warnings[i].append(f"{who}: not converged ({result.messages[i]})")
-    if bad:
-        warnings.warn(ConvergenceWarning(
-            f"{who}: {len(bad)} of {len(result.converged)} objects did not converge (first "
-            f"{bad[:5]}); see the 'warnings' column of the table"), stacklevel=3)
-
-
 def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     """Per-object Laplace approximations at the modes ``x (N, dim)`` (e.g. a
     :func:`fit_map_many` result): ``covariance_n = (-H_n)^-1``, all Hessians in one vmapped
     call (or those of the result, where ``fit_map_many`` left them in ``extra["hessian"]``).
     As :func:`~skyfit.laplace`, a ``-H`` that is not positive definite (or has eigenvalues
     below ``tol`` times its largest, after Jacobi scaling) is repaired by ``|eigenvalue|`` with
-    a floor; such objects get ``repaired=True`` and a warning in the table.
+    a floor; such objects get ``repaired=True`` and a warning in the table. An object whose
+    Hessian is not finite (a NaN start its fit never left, a point outside the support) gets a
+    NaN covariance, ``converged=False`` and a warning; the other objects are not affected.
 
     Returns:
         a :class:`~skyfit.inference.ManyResult` (of ``x``'s result, if one is given, with the
@@ -349,9 +352,10 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     rows = torch.arange(x.shape[0], device=x.device)
     # fit_map_many's Newton path leaves the exact Hessian at its modes: not computed twice
     hessian = None if result is None else result.extra.get("hessian")
-    if hessian is None or not bool(torch.isfinite(hessian).all()):
-        hessian = density.hessian_rows(x, rows)
-    precision = -hessian
+    if hessian is None:  # non-finite entries returned, not raised: one bad object is its own
+        hessian = value_grad_hessian_rows(density, x, rows)[2]
+    finite = torch.isfinite(hessian).flatten(1).all(1)  # the others solved around it (identity)
+    precision = torch.where(finite[:, None, None], -hessian, torch.eye(x.shape[-1]).to(hessian))
     d = precision.diagonal(dim1=-2, dim2=-1)
     s = torch.where(d > 0, d.clamp(min=torch.finfo(d.dtype).tiny).rsqrt(), torch.ones_like(d))
     scaled = precision * s[:, :, None] * s[:, None, :]
@@ -364,13 +368,15 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
         s[:, :, None] * s[:, None, :])
     precision = torch.where(repaired[:, None, None], rebuilt, precision)
     covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
-    covariance = 0.5 * (covariance + covariance.transpose(-1, -2))
+    covariance = torch.where(finite[:, None, None],
+                             0.5 * (covariance + covariance.transpose(-1, -2)), torch.nan)
     if result is None:
         result = ManyResult(names=list(density.names), x=x.detach(),
                             log_density=density.log_prob_rows(x, rows).detach(),
                             converged=torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
     result.covariance = covariance
-    result.extra["repaired"] = repaired
+    result.extra["repaired"] = repaired = repaired & finite
+    warn_not_finite(result, finite)
     bad = repaired.nonzero().flatten().tolist()
     for i in bad:
         result.warnings[i].append("laplace: -Hessian not positive definite, repaired; its "

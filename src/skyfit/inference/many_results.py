@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from ..errors import ConvergenceWarning, HessianWarning
 
 __all__ = ["ManyResult"]
 
@@ -212,3 +215,34 @@ def _put(target, index: torch.Tensor, values) -> None:
 
 def _shape(value) -> str:
     return "none" if value is None else str(tuple(value.shape))
+
+
+def warn_not_converged(result: ManyResult, who: str) -> None:
+    """Objects not converged: a warning each (their message: why) and one in all. An object
+    whose optimiser stopped content but whose exact derivatives there disagree (a mode on a
+    bound, a saddle, a flat direction) has its message say so, not "converged: ..."."""
+    bad = (~result.converged).nonzero().flatten().tolist()
+    decrement = result.extra.get("newton_decrement")
+    for i in bad:
+        if decrement is not None and result.messages[i].startswith("converged"):
+            result.messages[i] = (f"not converged: the optimiser stopped ({result.messages[i]}) "
+                                  f"but the exact gradient and Hessian there give a Newton "
+                                  f"decrement of {float(decrement[i]):.3g} (a mode on a bound, "
+                                  f"a saddle, a flat direction?)")
+        result.warnings[i].append(f"{who}: not converged ({result.messages[i]})")
+    if bad:
+        warnings.warn(ConvergenceWarning(
+            f"{who}: {len(bad)} of {len(result.converged)} objects did not converge (first "
+            f"{bad[:5]}); see the 'warnings' column of the table"), stacklevel=3)
+
+
+def warn_not_finite(result: ManyResult, finite: torch.Tensor) -> None:
+    """Objects whose Hessian is not finite: not converged, a warning each and one in all."""
+    bad = (~finite).nonzero().flatten().tolist()
+    result.converged = result.converged & finite.to(result.converged.device)
+    for i in bad:
+        result.warnings[i].append("laplace: the Hessian is not finite here: covariance NaN")
+    if bad:
+        warnings.warn(HessianWarning(f"laplace_many: the Hessian is not finite for {len(bad)} "
+                                     f"objects (first {bad[:5]}): their covariances are NaN; "
+                                     "see the 'warnings' column"), stacklevel=3)

@@ -220,9 +220,7 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
     n, d = density.n_objects, density.dim
     if int(thin) != thin or thin < 1:
         raise ValueError(f"thin must be a positive integer, got {thin!r}")
-    if x0.shape != (n, d):
-        raise ValueError(f"init must have shape ({n}, {d}) (one start per object), got "
-                         f"{tuple(x0.shape)}")
+    _check_object_starts(x0, n, d)
     rows = torch.arange(n, device=density.device).repeat_interleave(n_chains)
     objects = ObjectRows(density, rows)
     u = UnconstrainedDensity(objects)
@@ -247,6 +245,20 @@ def sample_nuts_many(density: BatchedDensity, init, n_chains: int = 4, n_warmup:
                                   "not positive definite or absurdly broad); started from the "
                                   "objects' typical one")
     return result
+
+
+def _check_object_starts(x0: torch.Tensor, n: int, d: int) -> None:
+    """One finite start per object, or the objects that have none named (a chain's own check
+    comes later and names a chain, ``object * n_chains + k``)."""
+    if x0.shape != (n, d):
+        raise ValueError(f"init must have shape ({n}, {d}) (one start per object), got "
+                         f"{tuple(x0.shape)}")
+    bad = (~torch.isfinite(x0).all(1)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"objects {bad[:10]} ({len(bad)} in all) have a NaN or inf start (a fit "
+                         "that never started?): sample the others, e.g. ok = "
+                         "torch.isfinite(result.x).all(1); sample_nuts_many(density.subset(ok), "
+                         "result.subset(ok), ...)")
 
 
 def _sample_unsynced(kernel: _ObjectsNUTS, u: UnconstrainedDensity, start, mass: str,

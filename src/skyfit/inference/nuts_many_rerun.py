@@ -56,8 +56,10 @@ def resample_unconverged(density: BatchedDensity, result: ManyResult, rows=None,
         ``extra["sampled_again"]`` ``(N,)`` marks them, their ``extra["n_gradient_evals"]``
         count both runs' gradients (what the object cost in all), ``extra["n_batched_steps"]``,
         ``extra["compile_s"]`` and ``wall_time`` are both runs' totals. Each object sampled
-        again has a warning saying so, with its first run's R-hat and divergences. With no rows
-        to sample, ``result`` itself.
+        again has a warning saying so, with its first run's R-hat and divergences. Objects
+        whose first run's mean is not finite (draws that overflowed: an improper posterior) are
+        not sampled again (longer chains only drift further) and get a warning saying so. With
+        no rows to sample, ``result`` itself.
 
     Example:
         >>> import torch
@@ -83,8 +85,12 @@ def resample_unconverged(density: BatchedDensity, result: ManyResult, rows=None,
                          f"{density.n_objects}: pass the density that was sampled")
     rows = ~result.converged.cpu().bool() if rows is None else rows
     index = result.object_indices(rows).unique()  # sorted, each object once
+    # draws that overflowed (an improper posterior the chains drift along) give no start and
+    # no metric, and longer chains only drift further: such objects keep their rows
+    drifted = ~torch.isfinite(result.x[index].cpu()).all(1)
+    skipped, index = index[drifted], index[~drifted]
     if len(index) == 0:
-        return result
+        return _with_skipped(result, skipped)
     first = result.subset(index)
     if mass is None:
         inv_mass = result.extra.get("inv_mass")
@@ -109,7 +115,20 @@ def resample_unconverged(density: BatchedDensity, result: ManyResult, rows=None,
         if key in result.extra and key in again.extra:
             merged.extra[key] = result.extra[key] + again.extra[key]
     merged.wall_time = result.wall_time + again.wall_time
-    return merged
+    return _with_skipped(merged, skipped)
+
+
+def _with_skipped(result: ManyResult, skipped: torch.Tensor) -> ManyResult:
+    """``result`` (a copy, if any object is skipped) with a warning on each object not sampled
+    again for its non-finite mean."""
+    if len(skipped) == 0:
+        return result
+    result = result.subset(torch.arange(len(result)))
+    for j in skipped.tolist():
+        result.warnings[j].append("nuts: not sampled again: the first run's draws are not "
+                                  "finite (an improper posterior?); give its parameters a "
+                                  "proper prior or bounds")
+    return result
 
 
 def _note(result: ManyResult, j: int, thin: int) -> str:

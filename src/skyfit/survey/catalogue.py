@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, ShapeError
 from ..inference.many import fit_map_many, laplace_many
 from .objects import ManyObjects
 
@@ -83,20 +83,37 @@ def _manifest(output: Path, data, chunk_size: int, n_chunks: int) -> None:
     path = output / "manifest.json"
     info = {"fingerprint": _fingerprint(data, chunk_size), "chunk_size": chunk_size,
             "n_chunks": n_chunks}
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != info:
-            raise DataError(f"{output} holds a run of other data or chunking ({old}); use a new "
-                            f"output folder or delete it to start again")
-    else:
-        path.write_text(json.dumps(info))
+    old = _read_manifest(output)
+    if old is None:  # written whole or not at all: a run killed here leaves no half manifest
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+    elif old != info:
+        raise DataError(f"{output} holds a run of other data or chunking ({old}); use a new "
+                        f"output folder or delete it to start again")
+
+
+def _read_manifest(output: Path) -> dict | None:
+    """The manifest of the run in ``output``, or None where there is none yet. An unreadable
+    one (a run killed while an older skyfit wrote it) is None if no chunk was written after
+    it, else refused: the chunks on disk cannot be matched to the data."""
+    path = output / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        if any(output.glob("chunk-*.parquet")):
+            raise DataError(f"{path} is damaged and {output} holds chunks of a run it described: "
+                            "use a new output folder or delete this one to start again") from None
+        return None
 
 
 def _previous_chunk_size(output: Path) -> int | None:
     """The chunk size of the run already in ``output`` (a rerun with ``chunk_size=None`` resumes
     it whatever the number of workers now), or None."""
-    path = output / "manifest.json"
-    return int(json.loads(path.read_text())["chunk_size"]) if path.exists() else None
+    info = _read_manifest(output)
+    return None if info is None else int(info["chunk_size"])
 
 
 def default_chunk_size(n_objects: int, n_workers: int) -> int:
@@ -133,6 +150,21 @@ def _write(table, path: Path) -> None:
 
 def _chunk_path(output: Path, i: int) -> Path:
     return output / f"chunk-{i:05d}.parquet"
+
+
+def _chunk_done(output: Path, i: int, n_rows: int) -> bool:
+    """Whether chunk ``i`` is on disk, readable and whole (``n_rows`` rows). A file written and
+    renamed is complete, but one damaged since (a crash before the file system wrote it out, a
+    partial copy) would be skipped on every rerun and fail the final read: it is fitted again."""
+    import pyarrow.parquet as pq
+
+    path = _chunk_path(output, i)
+    if not path.exists():
+        return False
+    try:
+        return pq.read_metadata(path).num_rows == n_rows
+    except Exception:  # noqa: BLE001 - any unreadable file is a chunk to fit again
+        return False
 
 
 def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
@@ -182,7 +214,7 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
     import pandas as pd
 
     data = {key: np.asarray(value) for key, value in data.items()}
-    n = len(next(iter(data.values())))
+    n = _catalogue_size(data, starts)
     output = Path(output)
     if n_workers is not None and n_workers < 1:
         raise ValueError(f"n_workers must be at least 1 (None: one per core), got {n_workers}")
@@ -194,7 +226,7 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
     _manifest(output, data, chunk_size, len(bounds))
-    todo = [i for i in range(len(bounds)) if not _chunk_path(output, i).exists()]
+    todo = [i for i, (a, b) in enumerate(bounds) if not _chunk_done(output, i, b - a)]
 
     def task_args(i):
         a, b = bounds[i]
@@ -215,6 +247,25 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
         raise CatalogueError(f"{len(failed)} of {len(bounds)} chunks failed ({failed[:3]}); the "
                              f"others are in {output}: rerun to fit only the missing ones")
     return pd.concat([pd.read_parquet(_chunk_path(output, i)) for i in range(len(bounds))])
+
+
+def _catalogue_size(data: Mapping[str, np.ndarray], starts) -> int:
+    """The number of objects, after the checks that would otherwise fail chunk by chunk, once
+    the first chunks are written under a manifest that the corrected data no longer match."""
+    counts = {key: value.shape[0] if value.ndim else None for key, value in data.items()}
+    if not counts or len(set(counts.values())) != 1 or None in counts.values():
+        raise ShapeError(f"data arrays must share a leading object axis: {counts}")
+    n = next(iter(counts.values()))
+    if n == 0:
+        raise DataError("the catalogue has no objects")
+    bad = [k for k, v in data.items() if v.dtype.kind in "fc" and not np.isfinite(v).all()]
+    if bad:
+        raise DataError(f"data {bad} have NaN or inf values: set the 'mask' False there and "
+                        "replace them by finite values (masked rows are computed too)")
+    if starts is not None and not callable(starts) and np.shape(starts)[:1] != (n,):
+        raise ValueError(f"starts must have one row per object ({n}), got shape "
+                         f"{np.shape(starts)}")
+    return n
 
 
 def _worker_count(client, n_workers: int) -> int:

@@ -68,6 +68,9 @@ class ManyObjects(BatchedDensity):
         factory: ``factory(**arrays_of_one_object) -> Posterior``.
         data: ``{key: array (N, ...)}``, one row per object.
         attributes: key -> attribute path in the likelihood, where it differs from the key.
+        dtype: of the floating data given to ``factory``; the batch then holds each array in the
+            dtype of the likelihood's attribute it replaces (PaddedPhotometry: float64).
+        device: of the data and the batched evaluations.
 
     Example:
         >>> import torch
@@ -91,8 +94,10 @@ class ManyObjects(BatchedDensity):
             raise DataError("no data arrays given")
         self.data = {key: _as_data(key, value, dtype, device) for key, value in data.items()}
         counts = {key: value.shape[0] for key, value in self.data.items()}
-        if len(set(counts.values())) != 1 or min(counts.values()) == 0:
+        if len(set(counts.values())) != 1:
             raise ShapeError(f"data arrays must share a leading object axis: {counts}")
+        if min(counts.values()) == 0:
+            raise DataError(f"no objects: the data arrays have no rows {counts}")
         self.factory = factory
         self.template = factory(**{key: value[0] for key, value in self.data.items()})
         if not isinstance(self.template, Posterior):
@@ -102,6 +107,11 @@ class ManyObjects(BatchedDensity):
         attributes = dict(attributes or {})
         self._targets = [(*_attribute_owner(self.template.likelihood, attributes.get(key, key)),
                           key) for key in self.data]
+        # each array in the dtype of the attribute it replaces, so that the batch computes what
+        # factory(**data_n) does (float32 data a likelihood keeps in float64, integer band
+        # indices given as floats)
+        for owner, attr, key in self._targets:
+            self.data[key] = self.data[key].to(owner.__dict__[attr].dtype)
         self._check_swap()
 
     def _check_swap(self) -> None:
@@ -113,8 +123,12 @@ class ManyObjects(BatchedDensity):
         last = self.n_objects - 1
         own = self.factory(**{key: value[last] for key, value in self.data.items()})
         x = self.template.initial().to(self.device)
-        batched = self.log_prob_rows(x[None], torch.tensor([last], device=self.device))[0]
         expected = own.log_prob(x)
+        if expected.ndim:  # else vmap stacks (N, ...) rows and the fit fails far from the cause
+            raise ShapeError(f"factory's posterior gives log p of shape {tuple(expected.shape)} "
+                             "at one point, not a number: its likelihood must return the sum of "
+                             "its terms (0-d)")
+        batched = self.log_prob_rows(x[None], torch.tensor([last], device=self.device))[0]
         same = torch.isclose(batched, expected, rtol=1e-9, atol=1e-9) or (
             not torch.isfinite(expected) and bool(batched == expected))
         if not same:
@@ -149,8 +163,9 @@ def _as_data(key: str, value, dtype: torch.dtype, device) -> torch.Tensor:
     if t.is_floating_point():
         t = t.to(dtype)
         if not torch.isfinite(t).all():
-            raise DataError(f"data {key!r} has NaN or inf values: mask them (stack_ragged or a "
-                            f"'mask' array) and replace them by finite values")
+            raise DataError(f"data {key!r} has NaN or inf values: set the 'mask' False there "
+                            "and replace them by finite values (masked rows are computed too, "
+                            "and a NaN in them makes the gradient NaN)")
     return t
 
 
