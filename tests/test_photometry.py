@@ -112,3 +112,40 @@ def test_shipped_examples_are_a_supernova_and_a_tidal_disruption_event():
     # the brightest V point, 18.78 Vega, is 18.80 AB
     v = torch.tensor([b == "V" for b in sn.band_names()])
     assert sn.mag[v].min().item() == pytest.approx(18.78 + 0.02)
+
+
+def test_a_system_column_converts_only_its_vega_rows(tmp_path):
+    # catalogues that mix instruments (Open Astronomy Catalog entries, mosfit's fixtures) give
+    # each row its system: Swift UVOT in Vega next to Pan-STARRS in AB. The column used to be
+    # ignored, every row read as AB (UVOT UVM2 then 1.7 mag too faint)
+    path = tmp_path / "mixed.csv"
+    path.write_text("mjd,band,mag,mag_err,system\n57000.0,g,20.0,0.1,AB\n57000.0,UVM2,20.0,0.1,"
+                    "Vega\n57001.0,UVM2,20.5,0.1,vega\n57001.0,g,20.5,0.1,\n")
+    phot = Photometry.read(path, vega_offsets={"UVM2": 1.69})
+    assert phot.mag.tolist() == pytest.approx([20.0, 21.69, 22.19, 20.5])
+    assert phot.system == "mixed"
+    # empty cells take the system keyword; a Vega band needs an offset, an AB band does not
+    as_vega = Photometry.read(path, system="Vega", vega_offsets={"UVM2": 1.69, "g": -0.1})
+    assert as_vega.mag.tolist() == pytest.approx([20.0, 21.69, 22.19, 20.4])
+    with pytest.raises(ValueError, match=r"no entry for band\(s\) \['UVM2'\]"):
+        Photometry.read(path, vega_offsets={"g": 0.0})
+    ignored = Photometry.read(path, columns={"system": None})  # the role can be switched off
+    assert ignored.mag.tolist() == pytest.approx([20.0, 20.0, 20.5, 20.5])
+    path.write_text("mjd,band,mag,mag_err,system\n57000.0,g,20.0,0.1,ST\n")
+    with pytest.raises(DataError, match=r"'AB' or 'Vega' in every row; got \['st'\]"):
+        Photometry.read(path)
+
+
+def test_a_missing_error_column_is_named_not_reported_as_bad_values():
+    # sncosmo's tables call it fluxerr: every row was reported as a non-positive flux_err
+    rows = {"mjd": [1.0, 2.0], "band": ["g", "g"], "flux": [1.0, 2.0], "fluxerr": [0.1, 0.1]}
+    with pytest.raises(KeyError, match=r"no flux_err column 'flux_err'.*fluxerr"):
+        Photometry.from_table(rows)
+    phot = Photometry.from_table(rows, columns={"flux_err": "fluxerr"})
+    assert phot.flux_err.tolist() == [0.1, 0.1]
+
+
+def test_julian_dates_given_as_mjd_are_flagged():
+    with pytest.warns(UserWarning, match="Julian Dates, not MJDs"):
+        phot = Photometry([2452816.54, 2452820.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1])
+    assert phot.reference == 2452816.0  # kept as given, not guessed

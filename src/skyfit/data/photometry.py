@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +22,9 @@ AB_MINUS_VEGA_BLANTON_ROWEIS_2007 = {"U": 0.79, "B": -0.09, "V": 0.02, "R": 0.21
 """AB minus Vega magnitude per band, mag (Blanton & Roweis 2007, AJ 133, 734, table 1)."""
 
 _DEFAULT_COLUMNS = dict(time="mjd", band="band", flux="flux", flux_err="flux_err", mag="mag",
-                        mag_err="mag_err", upper_limit="upper_limit", limit="limit")
+                        mag_err="mag_err", upper_limit="upper_limit", limit="limit",
+                        system="system")
+_JD_LIKE = 2_400_000.0  # MJD = JD - 2400000.5: an "MJD" above this is a Julian Date
 _MAG_PER_LN = 2.5 / math.log(10.0)  # d mag / d ln(flux)
 
 
@@ -65,10 +68,30 @@ def _array(values, name: str, dtype=np.float64) -> np.ndarray:
     return out
 
 
+_MISSING = ("", "nan", "--", "null", "n/a", "none")  # empty cells as text files write them
+
+
 def _to_float(v) -> float:
-    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "nan", "--", "null")):
+    if v is None or (isinstance(v, str) and v.strip().lower() in _MISSING):
         return math.nan
     return float(v)
+
+
+def _vega_rows(system, n: int) -> np.ndarray:
+    """True for the rows in Vega magnitudes; ``system`` is ``"AB"``, ``"Vega"`` or one per row
+    (either, any case)."""
+    if isinstance(system, str):
+        if system not in ("AB", "Vega"):
+            raise ValueError(f"system must be 'AB' or 'Vega', got {system!r}")
+        return np.full(n, system == "Vega")
+    names = np.asarray([s.strip().lower() for s in _array(system, "system", dtype=None)])
+    if names.shape != (n,):
+        raise ShapeError(f"system has {names.size} rows, time has {n}")
+    bad = ~np.isin(names, ("ab", "vega"))
+    if bad.any():
+        raise DataError(f"system must be 'AB' or 'Vega' in every row; got "
+                        f"{sorted(set(names[bad].tolist()))} in {_bad_rows(bad)}")
+    return names == "vega"
 
 
 def _columns_of(table) -> Mapping:
@@ -115,8 +138,9 @@ class Photometry:
         time: observation times (MJD or days). band: band name per row (strings; None for one
             band). flux, flux_err: fluxes and errors, or mag, mag_err: AB (or Vega) magnitudes.
         upper_limit: True where the row is a non-detection. limit: the non-detection's limit.
-        zero_point: AB magnitude of unit flux. system: ``"AB"`` or ``"Vega"``.
-        vega_offsets: ``{band: m_AB - m_Vega}`` for ``system="Vega"``.
+        zero_point: AB magnitude of unit flux. system: ``"AB"`` or ``"Vega"``, or one of them
+            per row (``self.system`` is then ``"mixed"`` where both occur).
+        vega_offsets: ``{band: m_AB - m_Vega}`` for the bands of the Vega rows.
         bands: the band names allowed, in this order (default: the bands met, in order of
             first appearance); a band outside it is a :class:`~skyfit.errors.DataError`.
         reference: the MJD subtracted from ``time``. redshift: the source's redshift, if known.
@@ -131,7 +155,8 @@ class Photometry:
     """
 
     def __init__(self, time, band=None, flux=None, flux_err=None, mag=None, mag_err=None,
-                 upper_limit=None, limit=None, *, zero_point: float = 25.0, system: str = "AB",
+                 upper_limit=None, limit=None, *, zero_point: float = 25.0,
+                 system: str | Sequence[str] = "AB",
                  vega_offsets: Mapping[str, float] | None = None,
                  bands: Sequence[str] | None = None, reference: float | None = None,
                  limit_sigma: float = 5.0, redshift: float | None = None):
@@ -142,15 +167,20 @@ class Photometry:
             raise DataError(f"time is NaN or inf in {_bad_rows(~np.isfinite(mjd))}")
         if (flux is None) == (mag is None):
             raise ValueError("give either flux (with flux_err) or mag (with mag_err)")
-        if system not in ("AB", "Vega"):
-            raise ValueError(f"system must be 'AB' or 'Vega', got {system!r}")
+        self._vega = _vega_rows(system, mjd.size)
         if not limit_sigma > 0:
             raise ValueError(f"limit_sigma must be positive, got {limit_sigma}")
         redshift = checked_redshift(redshift)
-        self.zero_point, self.system, self.redshift = float(zero_point), system, redshift
+        self.system = system if isinstance(system, str) else (
+            "Vega" if self._vega.all() else "mixed" if self._vega.any() else "AB")
+        self.zero_point, self.redshift = float(zero_point), redshift
         self._set_bands(band, bands, mjd.size)
         self._set_values(mjd.size, flux, flux_err, mag, mag_err, upper_limit, limit,
                          limit_sigma, vega_offsets)
+        if mjd.min() > _JD_LIKE:
+            warnings.warn(f"times start at {mjd.min():.2f}: Julian Dates, not MJDs? (MJD = JD - "
+                          f"2400000.5) They are used as given, so reference and mjd are JDs",
+                          stacklevel=2)
         if reference is None:
             reference = math.floor(mjd.min()) if np.abs(mjd).max() > 1000 else 0.0
         self.reference = float(reference)
@@ -228,26 +258,33 @@ class Photometry:
             raise DataError(f"upper limits without a finite limit in {_bad_rows(bad)}")
 
     def _ab_offsets(self, vega_offsets, n: int) -> np.ndarray:
-        if self.system == "AB":
+        """``m_AB - m_given`` per row: 0 for AB rows, the band's offset for Vega rows."""
+        if not self._vega.any():
             return np.zeros(n)
         if vega_offsets is None:
             raise ValueError("system='Vega' needs vega_offsets={band: m_AB - m_Vega} (e.g. "
                              "skyfit.data.AB_MINUS_VEGA_BLANTON_ROWEIS_2007 for Johnson bands)")
-        names = self.bands or ()
-        missing = [b for b in names if b not in vega_offsets]
-        if missing or self.band is None:
-            raise ValueError(f"vega_offsets has no entry for band(s) {missing or ['(no band)']}")
-        per_band = np.asarray([float(vega_offsets[b]) for b in names])
-        return per_band[self.band.numpy()]
+        if self.band is None:
+            raise ValueError("vega_offsets has no entry for band(s) ['(no band)']")
+        names = self.bands
+        used = sorted(set(self.band[torch.as_tensor(self._vega)].tolist()))  # bands in Vega
+        missing = [names[b] for b in used if names[b] not in vega_offsets]
+        if missing:
+            raise ValueError(f"vega_offsets has no entry for band(s) {missing}")
+        per_band = np.asarray([float(vega_offsets.get(b, 0.0)) for b in names])
+        return np.where(self._vega, per_band[self.band.numpy()], 0.0)
 
     @classmethod
     def from_table(cls, table, columns: Mapping[str, str] | None = None, **kwargs) -> Photometry:
         """From an astropy Table, a pandas DataFrame, a dict of columns or a record array.
 
         ``columns`` maps the roles ``time, band, flux, flux_err, mag, mag_err, upper_limit,
-        limit`` to column names (defaults: ``mjd, band, flux, flux_err, mag, mag_err,
-        upper_limit, limit``); a role whose column is absent is not used. Fluxes are read when
-        the flux column exists, else magnitudes. Other keywords go to :class:`Photometry`.
+        limit, system`` to column names (defaults: ``mjd, band, flux, flux_err, mag, mag_err,
+        upper_limit, limit, system``); a role whose column is absent (or mapped to None) is not
+        used. Fluxes are read when the flux column exists, else magnitudes; the error column of
+        the one read must exist. A ``system`` column gives each row's magnitude system (``AB``
+        or ``Vega``, as catalogues that mix instruments list them); its empty cells take the
+        ``system`` keyword (default ``"AB"``). Other keywords go to :class:`Photometry`.
         """
         names = dict(_DEFAULT_COLUMNS, **(columns or {}))
         unknown_roles = set(columns or {}) - set(_DEFAULT_COLUMNS)
@@ -262,9 +299,16 @@ class Photometry:
         if not use_flux and names["mag"] not in cols:
             raise KeyError(f"neither a flux column {names['flux']!r} nor a magnitude column "
                            f"{names['mag']!r} in the table; columns are {list(cols)}")
-        roles = ("band", "flux", "flux_err", "upper_limit", "limit") if use_flux else (
-            "band", "mag", "mag_err", "upper_limit", "limit")
+        error = "flux_err" if use_flux else "mag_err"
+        if names[error] not in cols:
+            raise KeyError(f"no {error} column {names[error]!r} in the table; columns are "
+                           f"{list(cols)} (pass columns={{'{error}': ...}})")
+        roles = ("band", "flux" if use_flux else "mag", error, "upper_limit", "limit", "system")
         found = {role: cols[names[role]] for role in roles if names[role] in cols}
+        if "system" in found:  # per-row systems; empty cells take the system keyword
+            default = kwargs.pop("system", "AB")
+            kwargs["system"] = [default if s.strip().lower() in _MISSING else s
+                                for s in _array(found.pop("system"), "system", dtype=None)]
         return cls(cols[names["time"]], **found, **kwargs)
 
     @classmethod
