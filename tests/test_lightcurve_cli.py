@@ -175,3 +175,58 @@ def test_a_redshift_at_or_below_minus_one_is_refused(redshift):
 
     with pytest.raises(ValueError, match="redshift must be finite and above -1"):
         Photometry([0.0, 1.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1], redshift=redshift)
+
+
+@pytest.mark.parametrize("header, rows, options, message", [
+    # a user's own column names: the hint used to be Python's columns={...}, which the
+    # command did not take
+    ("MJD,filter,flux,flux_err", ["60000,g,1.0,0.1"], [],
+     r"no time column 'mjd'.*\['MJD', 'filter', 'flux', 'flux_err'\]"),
+    ("mjd,band,flux,fluxerr", ["60000,g,1.0,0.1"], [], "no flux_err column 'flux_err'"),
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.0"], [], "flux_err must be positive"),
+    ("mjd,band,mag,mag_err", ["60000,u,20.0,0.1"], ["--vega", "B=-0.09"],
+     r"no entry for band\(s\) \['u'\]"),
+    # forced photometry in magnitudes: the advice was the Python API's (space=, mask=)
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1", "60001,g,-0.5,0.1"], ["--mag"],
+     r"1 detections have zero or negative flux \(rows \[1\]\).*without --mag"),
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1"], ["--columns", "time"],
+     "--columns takes ROLE=COLUMN pairs, got 'time'"),
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1"], ["--columns", "date=mjd"],
+     r"unknown column roles \['date'\]"),
+])
+def test_a_table_that_cannot_be_read_as_asked_is_a_usage_error_not_a_traceback(
+        tmp_path, capsys, monkeypatch, header, rows, options, message):
+    import re
+
+    import skyfit.lightcurve_fit as lf
+
+    monkeypatch.setattr(lf, "fit_photometry", lambda *a, **k: pytest.fail("a fit ran"))
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lightcurve", str(path), "--out", str(tmp_path / "fit"), *options])
+    assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
+    with pytest.raises(SystemExit):  # a file that is not there: the same
+        main(["lightcurve", str(tmp_path / "missing.csv")])
+    assert "missing.csv" in capsys.readouterr().err
+
+
+def test_columns_option_reads_a_table_with_its_own_names_and_the_table_names_the_bands(
+        tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    truth = Bazin(t0=5.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=20.0, B=0.0, bands="gr")
+    t = torch.linspace(-10.0, 70.0, 24, dtype=torch.float64)
+    band = torch.arange(24) % 2
+    flux = truth.flux(t, band=band).detach()
+    lines = ["MJD,filter,fluxcal,fluxcalerr"] + [
+        f"{60000 + ti:.4f},{'gr'[b]},{f:.5f},3.0" for ti, b, f in
+        zip(t.tolist(), band.tolist(), flux.tolist())]
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join(lines) + "\n")
+    code = main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit"),
+                 "--columns", "time=MJD", "band=filter", "flux=fluxcal", "flux_err=fluxcalerr"])
+    summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert code == 0 and summary["columns"]["band"] == "filter"
+    out = capsys.readouterr().out
+    # A[0] is g, A[1] is r: said in the table, not only in summary.json's band list
+    assert "Bazin.A[0] (g)" in out and "Bazin.tau_fall[1] (r)" in out

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data.photometry import Photometry
-from .errors import ConvergenceWarning, LogDensityError, ParameterVectorError
+from .errors import ConvergenceWarning, DataError, LogDensityError, ParameterVectorError
 from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
 from .lightcurves import Villar
@@ -25,8 +25,9 @@ from .lightcurves.starts import (
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
-__all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "data_starts", "nuts_start", "sample_light_curve_nuts", "check_fit_options"]
+__all__ = ["fit_photometry", "read_photometry", "fit_map_continued", "multistart_map",
+           "SHARED_DEFAULT", "data_starts", "nuts_start", "sample_light_curve_nuts",
+           "check_fit_options"]
 
 
 def data_starts(post: Posterior) -> list[torch.Tensor]:
@@ -189,13 +190,32 @@ def check_fit_options(model: str, nuts: bool, transition_fraction: float | None,
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
 
 
+def read_photometry(path, mag: bool = False, zero_point: float = 25.0,
+                    redshift: float | None = None,
+                    vega_offsets: dict[str, float] | None = None,
+                    columns: dict[str, str] | None = None) -> Photometry:
+    """The table ``fit_photometry`` fits (:meth:`Photometry.read` with Vega magnitudes where
+    ``vega_offsets`` are given), refused up front when a fit in magnitudes (``mag``) would
+    meet detections of zero or negative flux (forced photometry: fit those in flux)."""
+    system = dict(system="Vega", vega_offsets=vega_offsets) if vega_offsets else {}
+    phot = Photometry.read(path, columns=columns, zero_point=zero_point, redshift=redshift,
+                           **system)
+    bad = phot.detected & ~(phot.flux > 0)
+    if mag and bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise DataError(f"{int(bad.sum())} detections have zero or negative flux (rows {rows}), "
+                        f"which have no magnitude: fit in flux (without --mag), or drop them")
+    return phot
+
+
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    out="skyfit-lightcurve", n_starts: int = 8, n_warmup: int = 500,
                    n_draws: int = 500, nuts: bool = True, zero_point: float = 25.0,
                    progress: bool = True, transition_fraction: float | None = None,
                    anchored: bool = False, target_accept: float = 0.8,
                    redshift: float | None = None,
-                   vega_offsets: dict[str, float] | None = None) -> dict:
+                   vega_offsets: dict[str, float] | None = None,
+                   columns: dict[str, str] | None = None) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
@@ -203,13 +223,13 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     ``anchored`` and ``target_accept``). ``transition_fraction``: Villar's plateau-end blend
     as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days).
     ``redshift``: the source's (rest-frame time scales, :func:`from_photometry`; None: none).
-    ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB)."""
+    ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB).
+    ``columns``: the table's column of each role (:meth:`Photometry.from_table`)."""
     check_fit_options(model, nuts, transition_fraction, anchored, target_accept)
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    system = dict(system="Vega", vega_offsets=vega_offsets) if vega_offsets else {}
-    phot = Photometry.read(path, zero_point=zero_point, redshift=redshift, **system)
+    phot = read_photometry(path, mag, zero_point, redshift, vega_offsets, columns)
     say(phot)
     # an unknown model is refused by from_photometry
     shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
@@ -223,6 +243,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     summary = dict(file=str(path), model=model, shared=list(shared), space=like.space,
                    transition_fraction=transition_fraction, anchored=anchored,
                    target_accept=target_accept, redshift=redshift, vega_offsets=vega_offsets,
+                   columns=columns,
                    bands=None if phot.bands is None else list(phot.bands),  # A[i]: bands[i]
                    reference_mjd=phot.reference, n_rows=len(phot), n_limits=like.n_limits,
                    map=dict(converged=best.converged, log_density=best.log_density,
@@ -246,10 +267,11 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                                wall_time=samples.info.get("wall_time"),
                                table=json.loads(table.to_json(orient="index")))
         result = samples
-        _print_table(say, post.names, samples.mean(), samples.std(), samples.rhat(),
-                     samples.ess(), problems)
+        _print_table(say, _labels(post.names, phot.bands), samples.mean(), samples.std(),
+                     samples.rhat(), samples.ess(), problems)
     else:
-        _print_table(say, post.names, best.x.numpy(), lap.std.numpy(), None, None, [])
+        _print_table(say, _labels(post.names, phot.bands), best.x.numpy(), lap.std.numpy(),
+                     None, None, [])
     _write_plot(phot, result, post, mag, out / "lightcurve.png")
     summary["converged"] = best.converged and summary.get("nuts", {}).get("converged", True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
@@ -257,11 +279,26 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     return summary
 
 
+def _labels(names, bands) -> list[str]:
+    """``"Bazin.A[0] (g)"``: the band of each per-band entry (every parameter the command does
+    not share has one entry per band, in the order of ``bands``)."""
+    if not bands:
+        return list(names)
+    out = []
+    for name in names:
+        head, _, index = name.rpartition("[")
+        k = index[:-1] if head and index.endswith("]") else ""
+        out.append(f"{name} ({bands[int(k)]})" if k.isdigit() and int(k) < len(bands)
+                   else name)
+    return out
+
+
 def _print_table(say, names, mean, std, rhat, ess, problems) -> None:
-    say(f"{'parameter':<24}{'value':>12}{'sd':>11}" + ("   R-hat   ESS" if rhat is not None
-                                                        else ""))
+    width = max(24, max(len(n) for n in names) + 2)  # long names must not run into the values
+    say(f"{'parameter':<{width}}{'value':>12}{'sd':>11}" + ("   R-hat   ESS" if rhat is not None
+                                                            else ""))
     for i, name in enumerate(names):
-        row = f"{name:<24}{mean[i]:>12.4g}{std[i]:>11.3g}"
+        row = f"{name:<{width}}{mean[i]:>12.4g}{std[i]:>11.3g}"
         if rhat is not None:
             verdict = "ok" if rhat[i] < 1.01 and ess[i] > 400 else "NOT CONVERGED"
             row += f"  {rhat[i]:6.3f} {ess[i]:5.0f}  {verdict}"
