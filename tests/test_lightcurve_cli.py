@@ -42,6 +42,9 @@ def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys
     (["--model", "villar", "--anchored", "--no-nuts"], "do nothing without NUTS"),
     (["--target-accept", "1.5"], r"target_accept must lie in \(0, 1\), got 1.5"),
     (["--model", "gaussian", "--transition-fraction", "0.2"], "option of the villar model"),
+    # was a traceback from inside the fit
+    (["--model", "bazin", "--shared", "t0", "gamma"], r"shared names \['gamma'\] are not "
+     r"parameters of Bazin"),
 ])
 def test_options_the_run_cannot_use_are_usage_errors_before_any_fit(tmp_path, capsys,
                                                                    monkeypatch, options,

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:  # options the model cannot use are usage errors, reported before any fit
             check_fit_options(args.model, not args.no_nuts, args.transition_fraction,
-                              args.anchored, args.target_accept)
+                              args.anchored, args.target_accept, args.shared)
             vega_offsets = _vega_offsets(args.vega)
             columns = _pairs(args.columns, "--columns", "ROLE=COLUMN")
             checked_redshift(args.redshift)

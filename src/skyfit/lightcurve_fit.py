@@ -16,6 +16,7 @@ from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
 from .lightcurves import Villar
 from .lightcurves.starts import (
+    MODELS,
     SHARED_DEFAULT,
     default_priors,
     from_photometry,
@@ -178,8 +179,9 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
 
 
 def check_fit_options(model: str, nuts: bool, transition_fraction: float | None,
-                      anchored: bool, target_accept: float) -> None:
-    """Refuse, before any fit runs, options that the model or the run cannot use."""
+                      anchored: bool, target_accept: float, shared=None) -> None:
+    """Refuse, before any fit runs, options that the model or the run cannot use (``shared``:
+    names that are not the model's parameters)."""
     if transition_fraction is not None and model != "villar":
         raise ValueError(f"transition_fraction is an option of the villar model, not {model!r}")
     if anchored and model != "villar":
@@ -188,6 +190,8 @@ def check_fit_options(model: str, nuts: bool, transition_fraction: float | None,
         raise ValueError("anchored coordinates are NUTS's: they do nothing without NUTS")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
+    if shared and model in MODELS:  # a two-band model refuses names it does not have
+        MODELS[model](bands=("a", "b"), shared=list(shared))
 
 
 def read_photometry(path, mag: bool = False, zero_point: float = 25.0,
@@ -225,7 +229,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     ``redshift``: the source's (rest-frame time scales, :func:`from_photometry`; None: none).
     ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB).
     ``columns``: the table's column of each role (:meth:`Photometry.from_table`)."""
-    check_fit_options(model, nuts, transition_fraction, anchored, target_accept)
+    check_fit_options(model, nuts, transition_fraction, anchored, target_accept, shared)
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
