@@ -149,3 +149,22 @@ def test_julian_dates_given_as_mjd_are_flagged():
     with pytest.warns(UserWarning, match="Julian Dates, not MJDs"):
         phot = Photometry([2452816.54, 2452820.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1])
     assert phot.reference == 2452816.0  # kept as given, not guessed
+
+
+def test_a_zp_column_rescales_each_rows_fluxes_to_the_zero_point(tmp_path):
+    # sncosmo's flux tables (time, band, flux, fluxerr, zp, zpsys): SNLS 03D4ag's g fluxes
+    # are counts of zero point 27.04, its i fluxes of 26.32. The zp column was ignored, the
+    # counts read as fluxes of zero point 25 (g 2 mag too bright, i 1.3 mag)
+    path = tmp_path / "sncosmo.csv"
+    path.write_text("time,band,flux,fluxerr,zp,zpsys\n52816.54,g,213.41892,1.4266,27.036167,ab\n"
+                    "52824.55,i,97.506371,1.1592,26.321667,ab\n")
+    phot = Photometry.read(path, columns={"time": "time", "flux_err": "fluxerr",
+                                          "system": "zpsys"})
+    expected = [27.036167 - 2.5 * math.log10(213.41892), 26.321667 - 2.5 * math.log10(97.506371)]
+    assert phot.mag.tolist() == pytest.approx(expected, abs=1e-9)
+    assert phot.flux_err[0].item() == pytest.approx(1.4266 * 10 ** (-0.4 * 2.036167))
+    same = Photometry.read(path, columns={"time": "time", "flux_err": "fluxerr",
+                                          "system": "zpsys"}, zero_point=27.5)
+    assert same.mag.tolist() == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="magnitudes need none"):
+        Photometry([0.0], mag=[20.0], mag_err=[0.1], zp=[25.0])

@@ -90,7 +90,7 @@ def _add_lightcurve_parser(sub) -> None:
     fit.add_argument("--columns", nargs="+", default=None, metavar="ROLE=COLUMN",
                      help="the table's column names, e.g. time=MJD band=filter "
                      "flux_err=fluxerr (roles: time band flux flux_err mag mag_err "
-                     "upper_limit limit system)")
+                     "upper_limit limit system zp)")
     fit.add_argument("--vega", nargs="+", default=None, metavar="BAND=OFFSET",
                      help="magnitudes are Vega, with these m_AB - m_Vega per band, or "
                      "'blanton-roweis-2007' for that paper's Johnson-Cousins/2MASS table")

@@ -23,7 +23,7 @@ AB_MINUS_VEGA_BLANTON_ROWEIS_2007 = {"U": 0.79, "B": -0.09, "V": 0.02, "R": 0.21
 
 _DEFAULT_COLUMNS = dict(time="mjd", band="band", flux="flux", flux_err="flux_err", mag="mag",
                         mag_err="mag_err", upper_limit="upper_limit", limit="limit",
-                        system="system")
+                        system="system", zp="zp")
 _JD_LIKE = 2_400_000.0  # MJD = JD - 2400000.5: an "MJD" above this is a Julian Date
 _MAG_PER_LN = 2.5 / math.log(10.0)  # d mag / d ln(flux)
 
@@ -138,6 +138,9 @@ class Photometry:
         time: observation times (MJD or days). band: band name per row (strings; None for one
             band). flux, flux_err: fluxes and errors, or mag, mag_err: AB (or Vega) magnitudes.
         upper_limit: True where the row is a non-detection. limit: the non-detection's limit.
+        zp: the AB (or Vega) zero point of each row's flux, error and limit, when they differ
+            (e.g. fluxes in counts of each image); rescaled to ``zero_point`` (default: all
+            ``zero_point``).
         zero_point: AB magnitude of unit flux. system: ``"AB"`` or ``"Vega"``, or one of them
             per row (``self.system`` is then ``"mixed"`` where both occur).
         vega_offsets: ``{band: m_AB - m_Vega}`` for the bands of the Vega rows.
@@ -155,7 +158,7 @@ class Photometry:
     """
 
     def __init__(self, time, band=None, flux=None, flux_err=None, mag=None, mag_err=None,
-                 upper_limit=None, limit=None, *, zero_point: float = 25.0,
+                 upper_limit=None, limit=None, zp=None, *, zero_point: float = 25.0,
                  system: str | Sequence[str] = "AB",
                  vega_offsets: Mapping[str, float] | None = None,
                  bands: Sequence[str] | None = None, reference: float | None = None,
@@ -175,8 +178,10 @@ class Photometry:
             "Vega" if self._vega.all() else "mixed" if self._vega.any() else "AB")
         self.zero_point, self.redshift = float(zero_point), redshift
         self._set_bands(band, bands, mjd.size)
+        if zp is not None and mag is not None:
+            raise ValueError("zp is the zero point of given fluxes; magnitudes need none")
         self._set_values(mjd.size, flux, flux_err, mag, mag_err, upper_limit, limit,
-                         limit_sigma, vega_offsets)
+                         limit_sigma, vega_offsets, zp)
         if mjd.min() > _JD_LIKE:
             warnings.warn(f"times start at {mjd.min():.2f}: Julian Dates, not MJDs? (MJD = JD - "
                           f"2400000.5) They are used as given, so reference and mjd are JDs",
@@ -207,7 +212,7 @@ class Photometry:
         self.band = torch.as_tensor([lookup[b] for b in names.tolist()], dtype=torch.long)
 
     def _set_values(self, n, flux, flux_err, mag, mag_err, upper_limit, limit, limit_sigma,
-                    vega_offsets) -> None:
+                    vega_offsets, zp) -> None:
         value = _array(flux if mag is None else mag, "flux" if mag is None else "mag")
         error = _array(flux_err if mag is None else mag_err,
                        "flux_err" if mag is None else "mag_err")
@@ -216,8 +221,9 @@ class Photometry:
         upper = _array(upper_limit, "upper_limit", bool)
         upper = np.zeros(n, bool) if upper is None else upper
         lim = _array(limit, "limit")
+        zp = np.full(n, self.zero_point) if zp is None else _array(zp, "zp")
         for label, arr in (("value", value), ("error", error), ("upper_limit", upper),
-                           ("limit", lim)):
+                           ("limit", lim), ("zp", zp)):
             if arr is not None and arr.shape != (n,):
                 raise ShapeError(f"{label} column has {arr.size} rows, time has {n}")
         if lim is None:
@@ -232,8 +238,10 @@ class Photometry:
             flux_v = 10.0 ** (-0.4 * (value + offset - self.zero_point))
             err_v = flux_v * error / _MAG_PER_LN
             lim = 10.0 ** (-0.4 * (lim + offset - self.zero_point))
-        else:
-            scale = 10.0 ** (-0.4 * offset)
+        else:  # fluxes of each row's zero point -> fluxes of self.zero_point
+            if not np.isfinite(zp).all():
+                raise DataError(f"zp is NaN or inf in {_bad_rows(~np.isfinite(zp))}")
+            scale = 10.0 ** (-0.4 * (offset + zp - self.zero_point))
             flux_v, err_v, lim = value * scale, error * scale, lim * scale
         noise_of_limit = np.where(np.isfinite(err_v) & (err_v > 0), err_v, lim / limit_sigma)
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
@@ -279,12 +287,14 @@ class Photometry:
         """From an astropy Table, a pandas DataFrame, a dict of columns or a record array.
 
         ``columns`` maps the roles ``time, band, flux, flux_err, mag, mag_err, upper_limit,
-        limit, system`` to column names (defaults: ``mjd, band, flux, flux_err, mag, mag_err,
-        upper_limit, limit, system``); a role whose column is absent (or mapped to None) is not
-        used. Fluxes are read when the flux column exists, else magnitudes; the error column of
-        the one read must exist. A ``system`` column gives each row's magnitude system (``AB``
-        or ``Vega``, as catalogues that mix instruments list them); its empty cells take the
-        ``system`` keyword (default ``"AB"``). Other keywords go to :class:`Photometry`.
+        limit, system, zp`` to column names (defaults: the role names, ``mjd`` for time); a
+        role whose column is absent (or mapped to None) is not used. Fluxes are read when the
+        flux column exists, else magnitudes; the error column of the one read must exist. A
+        ``zp`` column (as sncosmo's tables have) gives the zero point of each row's flux,
+        error and limit; they are rescaled to ``zero_point``. A ``system`` column gives each
+        row's magnitude system (``AB`` or ``Vega``, as catalogues that mix instruments list
+        them); its empty cells take the ``system`` keyword (default ``"AB"``). Other keywords
+        go to :class:`Photometry`.
         """
         names = dict(_DEFAULT_COLUMNS, **(columns or {}))
         unknown_roles = set(columns or {}) - set(_DEFAULT_COLUMNS)
@@ -303,7 +313,8 @@ class Photometry:
         if names[error] not in cols:
             raise KeyError(f"no {error} column {names[error]!r} in the table; columns are "
                            f"{list(cols)} (pass columns={{'{error}': ...}})")
-        roles = ("band", "flux" if use_flux else "mag", error, "upper_limit", "limit", "system")
+        roles = ("band", "flux" if use_flux else "mag", error, "upper_limit", "limit", "system",
+                 *(("zp",) if use_flux else ()))
         found = {role: cols[names[role]] for role in roles if names[role] in cols}
         if "system" in found:  # per-row systems; empty cells take the system keyword
             default = kwargs.pop("system", "AB")
