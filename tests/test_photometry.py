@@ -168,3 +168,19 @@ def test_a_zp_column_rescales_each_rows_fluxes_to_the_zero_point(tmp_path):
     assert same.mag.tolist() == pytest.approx(expected, abs=1e-9)
     with pytest.raises(ValueError, match="magnitudes need none"):
         Photometry([0.0], mag=[20.0], mag_err=[0.1], zp=[25.0])
+
+
+def test_rows_listed_twice_are_flagged():
+    # merged catalogues repeat a measurement; each copy was fitted as a new one, silently
+    rows = dict(ROWS, mjd=ROWS["mjd"] + ROWS["mjd"][:2], band=ROWS["band"] + ROWS["band"][:2],
+                flux=ROWS["flux"] + ROWS["flux"][:2], flux_err=ROWS["flux_err"] +
+                ROWS["flux_err"][:2], upper_limit=ROWS["upper_limit"] + [False, False],
+                limit=ROWS["limit"] + [math.nan, math.nan])
+    with pytest.warns(UserWarning, match="2 rows repeat another row"):
+        Photometry.from_table(rows)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Photometry.from_table(ROWS)  # same time in two bands, or two limits: no warning
+        Photometry([1.0, 1.0], ["g", "r"], flux=[1.0, 1.0], flux_err=[0.1, 0.1])
