@@ -184,3 +184,11 @@ def test_rows_listed_twice_are_flagged():
         warnings.simplefilter("error")
         Photometry.from_table(ROWS)  # same time in two bands, or two limits: no warning
         Photometry([1.0, 1.0], ["g", "r"], flux=[1.0, 1.0], flux_err=[0.1, 0.1])
+
+
+def test_vega_offsets_without_vega_rows_warn_that_they_are_not_used():
+    # the offsets were dropped silently: the magnitudes stayed Vega, read as AB
+    with pytest.warns(UserWarning, match="no row is in Vega magnitudes"):
+        phot = Photometry([0.0], ["B"], mag=[20.0], mag_err=[0.1],
+                          vega_offsets=AB_MINUS_VEGA_BLANTON_ROWEIS_2007)
+    assert phot.mag.tolist() == [20.0]

@@ -207,6 +207,10 @@ class Photometry:
     def _ab_offsets(self, vega_offsets, n: int) -> np.ndarray:
         """``m_AB - m_given`` per row: 0 for AB rows, the band's offset for Vega rows."""
         if not self._vega.any():
+            if vega_offsets:  # offsets alone do not make the magnitudes Vega
+                warnings.warn("vega_offsets are given but no row is in Vega magnitudes "
+                              "(system='AB'), so they are not used: pass system='Vega' (or a "
+                              "system column) if the magnitudes are Vega", stacklevel=4)
             return np.zeros(n)
         if vega_offsets is None:
             raise ValueError("system='Vega' needs vega_offsets={band: m_AB - m_Vega} (e.g. "
