@@ -233,3 +233,32 @@ def test_columns_option_reads_a_table_with_its_own_names_and_the_table_names_the
     out = capsys.readouterr().out
     # A[0] is g, A[1] is r: said in the table, not only in summary.json's band list
     assert "Bazin.A[0] (g)" in out and "Bazin.tau_fall[1] (r)" in out
+
+
+def test_multistart_shows_the_warnings_of_the_kept_fit_only(monkeypatch):
+    # random starts that wandered to the bounds printed three LogDensityWarnings per run of
+    # skyfit lightcurve (--quiet too) about fits that were thrown away
+    import warnings
+    from types import SimpleNamespace
+
+    import skyfit.lightcurve_fit as lf
+    from skyfit.errors import LogDensityWarning
+
+    post = SimpleNamespace(lower=torch.full((1,), -10.0, dtype=torch.float64),
+                           upper=torch.full((1,), 10.0, dtype=torch.float64))
+    monkeypatch.setattr(lf, "data_starts", lambda p: [torch.zeros(1, dtype=torch.float64)])
+
+    def fit(p, x):
+        log_density = -float(x.abs().sum())  # the data start (x = 0) is the best
+        if log_density < 0:
+            warnings.warn("a discarded start's trouble", LogDensityWarning, stacklevel=2)
+        else:
+            warnings.warn("the kept fit's trouble", LogDensityWarning, stacklevel=2)
+        return SimpleNamespace(converged=True, log_density=log_density, x=x)
+
+    monkeypatch.setattr(lf, "fit_map_continued", fit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best, _, fits = lf.multistart_map(post, n_starts=4)
+    assert len(fits) == 4 and best.log_density == 0.0
+    assert [str(w.message) for w in caught] == ["the kept fit's trouble"]

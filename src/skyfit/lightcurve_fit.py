@@ -101,7 +101,7 @@ def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
     """The best converged MAP fit (:func:`fit_map_continued`) from the data's starts
     (:func:`data_starts`) and others drawn around the first, ``n_starts`` in all (at least the
     data starts; each entry times ``exp(N(0, 0.5))`` if positive, else plus
-    ``N(0, 0.5 |x|+1)``, clamped into the bounds).
+    ``N(0, 0.5 |x|+1)``, clamped into the bounds). Only the kept fit's warnings are shown.
     Returns ``(best result, number of converged fits within 1 of the best log p, all results)``.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -111,18 +111,25 @@ def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
         noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         x = torch.where(x0 > 0, x0 * torch.exp(0.5 * noise), x0 + noise * (0.5 * x0.abs() + 1))
         starts.append(torch.clamp(x, post.lower, post.upper))
-    fits = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for x in starts:
+    fits, said = [], []
+    for x in starts:
+        # each start's warnings are kept for its fit: a random start that wanders to the
+        # bounds (A = 0, tau_fall = 0) warned of non-finite points on every run, though its
+        # fit was not the one kept
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("ignore", ConvergenceWarning)
             try:
                 fits.append(fit_map_continued(post, x))
             except (ValueError, RuntimeError):  # a start where the model cannot be evaluated
                 continue
+        said.append(caught)
     if not fits:
         raise RuntimeError("no MAP fit could start: check the data and the model")
     converged = [f for f in fits if f.converged]
     best = max(converged or fits, key=lambda f: f.log_density)
+    for w in said[next(i for i, f in enumerate(fits) if f is best)]:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     at_best = sum(f.log_density > best.log_density - 1.0 for f in converged)
     return best, at_best, fits
 
