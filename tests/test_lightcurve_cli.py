@@ -31,6 +31,11 @@ def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys
     assert (tmp_path / "fit" / "lightcurve.png").stat().st_size > 10_000
     assert summary["map"]["converged"] and summary["reference_mjd"] == 59990.0
     assert summary["map"]["values"]["Bazin.tau_fall"] == pytest.approx(20.0, rel=0.15)
+    # the peak, which Bazin's t0 is not: at t0 + tau_rise ln(tau_fall / tau_rise - 1), day
+    # 10.2 (MJD 60010.2), r at 25 - 2.5 log10(flux there) = 19.71
+    r_peak = summary["map"]["peaks"]["r"]
+    assert r_peak["inside"] and r_peak["mjd"] == pytest.approx(60010.2, abs=0.5)
+    assert r_peak["mag"] == pytest.approx(19.71, abs=0.05)
     assert "Bazin.tau_rise" in capsys.readouterr().out
     # the run's options are in its summary: it can be reproduced from summary.json
     assert (summary["transition_fraction"], summary["anchored"], summary["target_accept"]) == (

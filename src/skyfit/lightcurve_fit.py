@@ -26,9 +26,9 @@ from .lightcurves.starts import (
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
-__all__ = ["fit_photometry", "read_photometry", "fit_map_continued", "multistart_map",
-           "SHARED_DEFAULT", "data_starts", "nuts_start", "sample_light_curve_nuts",
-           "check_fit_options"]
+__all__ = ["fit_photometry", "read_photometry", "light_curve_peaks", "fit_map_continued",
+           "multistart_map", "SHARED_DEFAULT", "data_starts", "nuts_start",
+           "sample_light_curve_nuts", "check_fit_options"]
 
 
 def data_starts(post: Posterior) -> list[torch.Tensor]:
@@ -263,6 +263,10 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                             values=best.values))
     say(f"MAP: {n_ok}/{len(fits)} starts at the best optimum (converged, within 1 in log p); "
         f"best log p {best.log_density:.2f}, chi2/dof {summary['map']['chi2_per_dof']:.2f}")
+    summary["map"]["peaks"] = light_curve_peaks(lc, phot)
+    say("MAP peak per band (MJD, AB mag): " + ", ".join(
+        f"{b} {p['mjd']:.2f} {p['mag']:.2f}" + ("" if p["inside"] else " (at the data's edge)")
+        for b, p in summary["map"]["peaks"].items()))
     lap = laplace(post, best.x)
     summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
     result = lap
@@ -288,6 +292,33 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     say(f"wrote {out / 'summary.json'} and {out / 'lightcurve.png'}")
     return summary
+
+
+def light_curve_peaks(lc, phot: Photometry, step: float = 0.01) -> dict[str, dict]:
+    """Each band's peak of ``lc`` at its current values, on a ``step``-day grid over the time
+    span of ``phot``: ``{band: {"mjd", "mag" (AB, NaN if the flux is not positive), "flux",
+    "inside"}}``, ``inside`` False where the maximum is at an end of the span (the light curve
+    peaks outside the data). Bazin's ``t0`` and Villar's are not the peak time; this is.
+
+    Example:
+        >>> from skyfit import GaussianLightCurve
+        >>> phot = Photometry([59000.0, 59010.0, 59020.0], flux=[1.0, 3.0, 1.0],
+        ...                   flux_err=[0.1, 0.1, 0.1])
+        >>> light_curve_peaks(GaussianLightCurve(t0=12.5, sigma=4.0, peak_flux=100.0), phot)
+        {'': {'mjd': 59012.5, 'mag': 20.0, 'flux': 100.0, 'inside': True}}
+    """
+    t = torch.arange(float(phot.time.min()), float(phot.time.max()) + step / 2, step,
+                     dtype=torch.float64)
+    out = {}
+    for name in phot.bands or ("",):
+        with torch.no_grad():
+            flux = lc.flux(t, band=name) if phot.bands else lc.flux(t)
+        i = int(flux.argmax())
+        f = float(flux[i])
+        mag = phot.zero_point - 2.5 * math.log10(f) if f > 0 else math.nan
+        out[name] = dict(mjd=round(float(t[i]) + phot.reference, 6), mag=round(mag, 6),
+                         flux=f, inside=0 < i < len(t) - 1)
+    return out
 
 
 def _labels(names, bands) -> list[str]:
