@@ -36,7 +36,8 @@ def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys
     r_peak = summary["map"]["peaks"]["r"]
     assert r_peak["inside"] and r_peak["mjd"] == pytest.approx(60010.2, abs=0.5)
     assert r_peak["mag"] == pytest.approx(19.71, abs=0.05)
-    assert "Bazin.tau_rise" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Bazin.tau_rise" in out and "too small" not in out  # errors that fit: no warning
     # the run's options are in its summary: it can be reproduced from summary.json
     assert (summary["transition_fraction"], summary["anchored"], summary["target_accept"]) == (
         None, False, 0.8)
@@ -267,3 +268,35 @@ def test_multistart_shows_the_warnings_of_the_kept_fit_only(monkeypatch):
         best, _, fits = lf.multistart_map(post, n_starts=4)
     assert len(fits) == 4 and best.log_density == 0.0
     assert [str(w.message) for w in caught] == ["the kept fit's trouble"]
+
+
+def test_errors_too_small_for_the_model_are_said_and_jitter_takes_them_up(tmp_path, capsys):
+    # catalogue errors of SNLS 03D4ag are ~1% of the flux, a Bazin fit's chi2/dof 21: the
+    # Laplace and NUTS uncertainties were printed 4-5x too small with no word of it, and the
+    # command had no way to fit the extra scatter
+    pytest.importorskip("matplotlib")
+    truth = Bazin(t0=5.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=20.0, B=0.0, bands="gr")
+    t = torch.linspace(-10.0, 70.0, 30, dtype=torch.float64)
+    band = torch.arange(30) % 2
+    flux = truth.flux(t, band=band).detach()
+    noisy = flux + 5.0 * torch.randn(30, generator=torch.Generator().manual_seed(2),
+                                     dtype=torch.float64)  # errors quoted 5x too small
+    path = tmp_path / "sn.csv"
+    path.write_text("mjd,band,flux,flux_err\n" + "".join(
+        f"{60000 + ti:.4f},{'gr'[b]},{f:.5f},1.0\n"
+        for ti, b, f in zip(t.tolist(), band.tolist(), noisy.tolist())))
+    main(["lightcurve", str(path), "--no-nuts", "--quiet", "--out", str(tmp_path / "a")])
+    main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "b")])
+    assert "the uncertainties below are too small; --jitter" in capsys.readouterr().out
+    main(["lightcurve", str(path), "--no-nuts", "--jitter", "--out", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert "too small" not in out and "PhotometryLikelihood.jitter[1] (r)" in out
+    plain, jittered = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ac")
+    assert plain["map"]["chi2_p_value"] < 1e-3 and jittered["jitter"]
+    # the scatter added, sqrt(5^2 - 1) = 4.9 per band; a HalfNormal prior of the errors' scale
+    # held it at 2.7 to 3.4, a HalfCauchy lets the data set it
+    for k in (0, 1):
+        assert jittered["map"]["values"][f"PhotometryLikelihood.jitter[{k}]"] == pytest.approx(
+            4.9, rel=0.4)
+    # the scatter is in the uncertainties: t0's Laplace sd grows by about the factor
+    assert jittered["laplace_std"]["Bazin.t0"] > 2.5 * plain["laplace_std"]["Bazin.t0"]

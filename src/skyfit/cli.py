@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                                  transition_fraction=args.transition_fraction,
                                  anchored=args.anchored, target_accept=args.target_accept,
                                  redshift=args.redshift, vega_offsets=vega_offsets,
-                                 columns=columns)
+                                 columns=columns, jitter=args.jitter)
         return 0 if summary["converged"] else 1
     if args.command == "demo":
         import matplotlib
@@ -71,6 +71,9 @@ def _add_lightcurve_parser(sub) -> None:
                      help="parameters shared by all bands (default: t0 and tau_rise for bazin; "
                      "t0, tau_rise, gamma and beta for villar; t0 for gaussian)")
     fit.add_argument("--mag", action="store_true", help="fit in magnitudes (default: flux)")
+    fit.add_argument("--jitter", action="store_true",
+                     help="fit an extra scatter per band, added to the errors in quadrature "
+                     "(when chi2/dof says the errors are too small for the model)")
     fit.add_argument("--zero-point", type=float, default=25.0,
                      help="AB magnitude of unit flux (default 25)")
     fit.add_argument("--out", default="skyfit-lightcurve", help="output folder")

@@ -226,7 +226,7 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    anchored: bool = False, target_accept: float = 0.8,
                    redshift: float | None = None,
                    vega_offsets: dict[str, float] | None = None,
-                   columns: dict[str, str] | None = None) -> dict:
+                   columns: dict[str, str] | None = None, jitter: bool = False) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
@@ -235,7 +235,9 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days).
     ``redshift``: the source's (rest-frame time scales, :func:`from_photometry`; None: none).
     ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB).
-    ``columns``: the table's column of each role (:meth:`Photometry.from_table`)."""
+    ``columns``: the table's column of each role (:meth:`Photometry.from_table`).
+    ``jitter``: fit an extra scatter per band (:class:`PhotometryLikelihood`); without it, a
+    fit whose chi2 is improbable (p < 0.001) is said to have too small uncertainties."""
     check_fit_options(model, nuts, transition_fraction, anchored, target_accept, shared)
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
@@ -246,27 +248,17 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
     options = {} if transition_fraction is None else dict(transition_fraction=transition_fraction)
     lc = from_photometry(model, phot, shared=shared, **options)
-    like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
+    like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux", jitter=jitter)
     post = Posterior(like, priors=default_priors(like))
     best, n_ok, fits = multistart_map(post, n_starts)
     post.set(best.x)
-    dof = max(like.n_detections - post.dim, 1)
     summary = dict(file=str(path), model=model, shared=list(shared), space=like.space,
                    transition_fraction=transition_fraction, anchored=anchored,
                    target_accept=target_accept, redshift=redshift, vega_offsets=vega_offsets,
-                   columns=columns,
+                   columns=columns, jitter=jitter,
                    bands=None if phot.bands is None else list(phot.bands),  # A[i]: bands[i]
                    reference_mjd=phot.reference, n_rows=len(phot), n_limits=like.n_limits,
-                   map=dict(converged=best.converged, log_density=best.log_density,
-                            starts=len(fits), starts_at_best=n_ok,
-                            chi2_per_dof=float(like.chi2()) / dof,
-                            values=best.values))
-    say(f"MAP: {n_ok}/{len(fits)} starts at the best optimum (converged, within 1 in log p); "
-        f"best log p {best.log_density:.2f}, chi2/dof {summary['map']['chi2_per_dof']:.2f}")
-    summary["map"]["peaks"] = light_curve_peaks(lc, phot)
-    say("MAP peak per band (MJD, AB mag): " + ", ".join(
-        f"{b} {p['mjd']:.2f} {p['mag']:.2f}" + ("" if p["inside"] else " (at the data's edge)")
-        for b, p in summary["map"]["peaks"].items()))
+                   map=_map_summary(post, best, n_ok, fits, say))
     lap = laplace(post, best.x)
     summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
     result = lap
@@ -292,6 +284,31 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     say(f"wrote {out / 'summary.json'} and {out / 'lightcurve.png'}")
     return summary
+
+
+def _map_summary(post: Posterior, best, n_ok: int, fits: list, say) -> dict:
+    """The MAP part of ``summary.json`` (at ``best``, set in ``post``), said as it is made."""
+    like = post.likelihood
+    dof = max(like.n_detections - post.dim, 1)
+    chi2 = float(like.chi2())
+    from scipy.stats import chi2 as chi2_distribution
+
+    p_value = float(chi2_distribution.sf(chi2, dof))
+    out = dict(converged=best.converged, log_density=best.log_density, starts=len(fits),
+               starts_at_best=n_ok, chi2_per_dof=chi2 / dof, chi2_p_value=p_value,
+               values=best.values, peaks=light_curve_peaks(like.lightcurve, like.photometry))
+    say(f"MAP: {n_ok}/{len(fits)} starts at the best optimum (converged, within 1 in log p); "
+        f"best log p {best.log_density:.2f}, chi2/dof {chi2 / dof:.2f}")
+    if p_value < 1e-3 and not like.has_jitter:
+        # errors too small for the model (or the model too simple for the data): every
+        # uncertainty below is then too small, by about sqrt(chi2/dof)
+        say(f"warning: chi2/dof {chi2 / dof:.2f} over {dof} degrees of freedom (p = "
+            f"{p_value:.1g}): the model does not fit within the errors, so the uncertainties "
+            f"below are too small; --jitter fits an extra scatter per band")
+    say("MAP peak per band (MJD, AB mag): " + ", ".join(
+        f"{b} {p['mjd']:.2f} {p['mag']:.2f}" + ("" if p["inside"] else " (at the data's edge)")
+        for b, p in out["peaks"].items()))
+    return out
 
 
 def light_curve_peaks(lc, phot: Photometry, step: float = 0.01) -> dict[str, dict]:
