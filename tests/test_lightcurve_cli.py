@@ -198,6 +198,9 @@ def test_a_redshift_at_or_below_minus_one_is_refused(redshift):
     # forced photometry in magnitudes: the advice was the Python API's (space=, mask=)
     ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1", "60001,g,-0.5,0.1"], ["--mag"],
      r"1 detections have zero or negative flux \(rows \[1\]\).*without --mag"),
+    # only non-detections: was torch's "min(): Expected reduction dim to be specified"
+    ("mjd,band,mag,mag_err,upper_limit", ["60000,g,21.0,,True", "60001,r,21.5,,True"], [],
+     "no detections: all 2 rows are upper limits"),
     ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1"], ["--columns", "time"],
      "--columns takes ROLE=COLUMN pairs, got 'time'"),
     ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1"], ["--columns", "date=mjd"],
@@ -300,3 +303,11 @@ def test_errors_too_small_for_the_model_are_said_and_jitter_takes_them_up(tmp_pa
             4.9, rel=0.4)
     # the scatter is in the uncertainties: t0's Laplace sd grows by about the factor
     assert jittered["laplace_std"]["Bazin.t0"] > 2.5 * plain["laplace_std"]["Bazin.t0"]
+
+
+def test_fewer_detections_than_parameters_are_said(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "sn.csv"
+    path.write_text("mjd,band,flux,flux_err\n60000,g,10,1\n60005,g,20,1\n")
+    main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit")])
+    assert "2 detections for 4 parameters: the priors" in capsys.readouterr().out

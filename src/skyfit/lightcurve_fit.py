@@ -211,6 +211,7 @@ def read_photometry(path, mag: bool = False, zero_point: float = 25.0,
     system = dict(system="Vega", vega_offsets=vega_offsets) if vega_offsets else {}
     phot = Photometry.read(path, columns=columns, zero_point=zero_point, redshift=redshift,
                            **system)
+    light_curve_scales(phot)  # refuses a table without detections
     bad = phot.detected & ~(phot.flux > 0)
     if mag and bool(bad.any()):
         rows = torch.nonzero(bad).flatten()[:5].tolist()
@@ -299,7 +300,10 @@ def _map_summary(post: Posterior, best, n_ok: int, fits: list, say) -> dict:
                values=best.values, peaks=light_curve_peaks(like.lightcurve, like.photometry))
     say(f"MAP: {n_ok}/{len(fits)} starts at the best optimum (converged, within 1 in log p); "
         f"best log p {best.log_density:.2f}, chi2/dof {chi2 / dof:.2f}")
-    if p_value < 1e-3 and not like.has_jitter:
+    if like.n_detections <= post.dim:
+        say(f"warning: {like.n_detections} detections for {post.dim} parameters: the priors, "
+            f"not the data, set some of them")
+    elif p_value < 1e-3 and not like.has_jitter:
         # errors too small for the model (or the model too simple for the data): every
         # uncertainty below is then too small, by about sqrt(chi2/dof)
         say(f"warning: chi2/dof {chi2 / dof:.2f} over {dof} degrees of freedom (p = "

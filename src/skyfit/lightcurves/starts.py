@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import HalfCauchy, LogNormal, Normal
 
+from ..errors import DataError
 from .bazin import Bazin
 from .gaussian import GaussianLightCurve
 from .villar import Villar
@@ -46,6 +47,9 @@ def light_curve_scales(phot) -> dict:
         (12.0, 36.0, 4.0)
     """
     det = phot.detected & torch.isfinite(phot.flux)
+    if not det.any():
+        raise DataError(f"no detections: all {len(phot)} rows are upper limits, from which no "
+                        f"light curve can be started or fitted")
     band = phot.band if phot.band is not None else torch.zeros(len(phot), dtype=torch.long)
     t, f = phot.time, phot.flux
     median_err = float(phot.flux_err[det].median())
