@@ -149,6 +149,7 @@ def test_julian_dates_given_as_mjd_are_flagged():
     with pytest.warns(UserWarning, match="Julian Dates, not MJDs"):
         phot = Photometry([2452816.54, 2452820.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1])
     assert phot.reference == 2452816.0  # kept as given, not guessed
+    assert "since MJD 2452816," in repr(phot)  # was "MJD 2.45282e+06": 6 digits
 
 
 def test_a_zp_column_rescales_each_rows_fluxes_to_the_zero_point(tmp_path):

@@ -337,4 +337,4 @@ class Photometry:
         n_up = int(self.upper_limit.sum())
         bands = "one band" if self.bands is None else f"bands {','.join(self.bands)}"
         return (f"Photometry({len(self)} rows in {bands}, {n_up} upper limits, times in days "
-                f"since MJD {self.reference:g}, zero point {self.zero_point:g} AB)")
+                f"since MJD {self.reference:.12g}, zero point {self.zero_point:g} AB)")

@@ -182,4 +182,4 @@ def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool) ->
     if residuals:
         axes[-1].axhline(0.0, color="0.5", lw=0.8)
         axes[-1].set_ylabel("resid. / sigma")
-    axes[-1].set_xlabel(f"days since MJD {phot.reference:g}")
+    axes[-1].set_xlabel(f"days since MJD {phot.reference:.12g}")
