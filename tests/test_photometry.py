@@ -193,3 +193,16 @@ def test_vega_offsets_without_vega_rows_warn_that_they_are_not_used():
         phot = Photometry([0.0], ["B"], mag=[20.0], mag_err=[0.1],
                           vega_offsets=AB_MINUS_VEGA_BLANTON_ROWEIS_2007)
     assert phot.mag.tolist() == [20.0]
+
+
+def test_text_flags_and_numbers_in_a_fits_table_are_read_like_csv_ones(tmp_path):
+    # a CSV with upper_limit True/False read by astropy and written to FITS keeps the flags as
+    # bytes: b"True" was read as not True, so every limit was a detection without an error
+    table = pytest.importorskip("astropy.table")
+    rows = table.Table(dict(mjd=[57000.0, 57001.0, 57002.0], band=["g", "g", "g"],
+                            mag=["20.0", "21.5", "20.5"], mag_err=["0.1", "", "0.1"],
+                            upper_limit=["False", "True", "False"]))
+    rows.write(tmp_path / "lc.fits")
+    phot = Photometry.read(tmp_path / "lc.fits")
+    assert phot.upper_limit.tolist() == [False, True, False]
+    assert phot.limit_mag[1].item() == pytest.approx(21.5)

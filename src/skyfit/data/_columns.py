@@ -24,13 +24,12 @@ def _array(values, name: str, dtype=np.float64) -> np.ndarray:
         fill = False if dtype is bool else (None if dtype is None else np.nan)
         values = values.filled(fill) if fill is not None else values.filled()
     if dtype is None:  # band names: strings, bytes decoded
-        out = np.asarray([v.decode() if isinstance(v, bytes) else str(v)
-                          for v in np.asarray(values, dtype=object).reshape(-1).tolist()])
+        out = np.asarray([_text(v) for v in np.asarray(values, dtype=object).reshape(-1).tolist()])
         arr = np.asarray(values, dtype=object)
     elif dtype is bool:
         arr = np.asarray(values)
-        if arr.dtype.kind in "OUS":  # "True"/"false"/"1" from text files
-            arr = np.asarray([str(v).strip().lower() in ("true", "1", "yes", "t", "y")
+        if arr.dtype.kind in "OUS":  # "True"/"false"/"1" from text files, bytes from FITS
+            arr = np.asarray([_text(v).strip().lower() in ("true", "1", "yes", "t", "y")
                               for v in arr.reshape(-1)]).reshape(arr.shape)
         out = arr.astype(bool)
     else:
@@ -45,7 +44,14 @@ def _array(values, name: str, dtype=np.float64) -> np.ndarray:
 _MISSING = ("", "nan", "--", "null", "n/a", "none")  # empty cells as text files write them
 
 
+def _text(v) -> str:
+    """A cell as text: bytes (FITS string columns) decoded."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def _to_float(v) -> float:
+    if isinstance(v, bytes):
+        v = v.decode()
     if v is None or (isinstance(v, str) and v.strip().lower() in _MISSING):
         return math.nan
     return float(v)
