@@ -311,3 +311,11 @@ def test_fewer_detections_than_parameters_are_said(tmp_path, capsys):
     path.write_text("mjd,band,flux,flux_err\n60000,g,10,1\n60005,g,20,1\n")
     main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit")])
     assert "2 detections for 4 parameters: the priors" in capsys.readouterr().out
+    # one band well sampled, another with one point: that band's own amplitude and decline
+    # were printed with prior-sized errors and no word
+    lines = ["mjd,band,flux,flux_err"] + [f"{60000 + 3 * i},g,{f},1" for i, f in
+                                          enumerate([2, 10, 30, 25, 18, 12, 8, 5, 3])]
+    path.write_text("\n".join(lines + ["60010,u,9,1"]) + "\n")
+    main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit")])
+    out = capsys.readouterr().out
+    assert "band u: 1 detection(s) for its own A, tau_fall" in out and "band g:" not in out

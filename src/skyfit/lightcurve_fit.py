@@ -300,6 +300,11 @@ def _map_summary(post: Posterior, best, n_ok: int, fits: list, say) -> dict:
                values=best.values, peaks=light_curve_peaks(like.lightcurve, like.photometry))
     say(f"MAP: {n_ok}/{len(fits)} starts at the best optimum (converged, within 1 in log p); "
         f"best log p {best.log_density:.2f}, chi2/dof {chi2 / dof:.2f}")
+    for band, (n_det, own) in _per_band_counts(post).items():
+        if n_det <= len(own):  # upper limits bound them from one side only
+            say(f"warning: band {band}: {n_det} detection(s) for its own {', '.join(own)}: "
+                f"the priors set them (within its upper limits); share them (--shared) or "
+                f"leave the band out")
     if like.n_detections <= post.dim:
         say(f"warning: {like.n_detections} detections for {post.dim} parameters: the priors, "
             f"not the data, set some of them")
@@ -339,6 +344,21 @@ def light_curve_peaks(lc, phot: Photometry, step: float = 0.01) -> dict[str, dic
         mag = phot.zero_point - 2.5 * math.log10(f) if f > 0 else math.nan
         out[name] = dict(mjd=round(float(t[i]) + phot.reference, 6), mag=round(mag, 6),
                          flux=f, inside=0 < i < len(t) - 1)
+    return out
+
+
+def _per_band_counts(post: Posterior) -> dict[str, tuple[int, list[str]]]:
+    """``{band: (detections, [its own parameters])}``: the entries ``name[k]`` of band ``k``
+    (every parameter the command does not share has one per band)."""
+    like = post.likelihood
+    bands = like.photometry.bands
+    if not bands:
+        return {}
+    out = {}
+    for k, band in enumerate(bands):
+        own = [name.rpartition(".")[2].partition("[")[0] for name in post.names
+               if name.endswith(f"[{k}]")]
+        out[band] = (int((like.detected & (like.band == k)).sum()), own)
     return out
 
 
