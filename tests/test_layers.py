@@ -44,6 +44,7 @@ LAYER_OF = {
     "skyfit.examples": "examples",
     "skyfit.cli": "app",
     "skyfit.lightcurve_fit": "app",
+    "skyfit.lightcurve_report": "app",
     "skyfit.__main__": "app",
     "skyfit": "namespace",  # the package's __init__: the public names, re-exported
 }

@@ -31,7 +31,13 @@ def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys
     assert (tmp_path / "fit" / "lightcurve.png").stat().st_size > 10_000
     assert summary["map"]["converged"] and summary["reference_mjd"] == 59990.0
     assert summary["map"]["values"]["Bazin.tau_fall"] == pytest.approx(20.0, rel=0.15)
-    assert "Bazin.tau_rise" in capsys.readouterr().out
+    # the peak, which Bazin's t0 is not: at t0 + tau_rise ln(tau_fall / tau_rise - 1), day
+    # 10.2 (MJD 60010.2), r at 25 - 2.5 log10(flux there) = 19.71
+    r_peak = summary["map"]["peaks"]["r"]
+    assert r_peak["inside"] and r_peak["mjd"] == pytest.approx(60010.2, abs=0.5)
+    assert r_peak["mag"] == pytest.approx(19.71, abs=0.05)
+    out = capsys.readouterr().out
+    assert "Bazin.tau_rise" in out and "too small" not in out  # errors that fit: no warning
     # the run's options are in its summary: it can be reproduced from summary.json
     assert (summary["transition_fraction"], summary["anchored"], summary["target_accept"]) == (
         None, False, 0.8)
@@ -42,6 +48,9 @@ def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys
     (["--model", "villar", "--anchored", "--no-nuts"], "do nothing without NUTS"),
     (["--target-accept", "1.5"], r"target_accept must lie in \(0, 1\), got 1.5"),
     (["--model", "gaussian", "--transition-fraction", "0.2"], "option of the villar model"),
+    # was a traceback from inside the fit
+    (["--model", "bazin", "--shared", "t0", "gamma"], r"shared names \['gamma'\] are not "
+     r"parameters of Bazin"),
 ])
 def test_options_the_run_cannot_use_are_usage_errors_before_any_fit(tmp_path, capsys,
                                                                    monkeypatch, options,
@@ -175,3 +184,138 @@ def test_a_redshift_at_or_below_minus_one_is_refused(redshift):
 
     with pytest.raises(ValueError, match="redshift must be finite and above -1"):
         Photometry([0.0, 1.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1], redshift=redshift)
+
+
+@pytest.mark.parametrize("header, rows, options, message", [
+    # a user's own column names: the hint used to be Python's columns={...}, which the
+    # command did not take
+    ("MJD,filter,flux,flux_err", ["60000,g,1.0,0.1"], [],
+     r"no time column 'mjd'.*\['MJD', 'filter', 'flux', 'flux_err'\]"),
+    ("mjd,band,flux,fluxerr", ["60000,g,1.0,0.1"], [], "no flux_err column 'flux_err'"),
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.0"], [], "flux_err must be positive"),
+    ("mjd,band,mag,mag_err", ["60000,u,20.0,0.1"], ["--vega", "B=-0.09"],
+     r"no entry for band\(s\) \['u'\]"),
+    # forced photometry in magnitudes: the advice was the Python API's (space=, mask=)
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1", "60001,g,-0.5,0.1"], ["--mag"],
+     r"1 detections have zero or negative flux \(rows \[1\]\).*without --mag"),
+    # only non-detections: was torch's "min(): Expected reduction dim to be specified"
+    ("mjd,band,mag,mag_err,upper_limit", ["60000,g,21.0,,True", "60001,r,21.5,,True"], [],
+     "no detections: all 2 rows are upper limits"),
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1"], ["--columns", "time"],
+     "--columns takes ROLE=COLUMN pairs, got 'time'"),
+    ("mjd,band,flux,flux_err", ["60000,g,1.0,0.1"], ["--columns", "date=mjd"],
+     r"unknown column roles \['date'\]"),
+])
+def test_a_table_that_cannot_be_read_as_asked_is_a_usage_error_not_a_traceback(
+        tmp_path, capsys, monkeypatch, header, rows, options, message):
+    import re
+
+    import skyfit.lightcurve_fit as lf
+
+    monkeypatch.setattr(lf, "fit_photometry", lambda *a, **k: pytest.fail("a fit ran"))
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lightcurve", str(path), "--out", str(tmp_path / "fit"), *options])
+    assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
+    with pytest.raises(SystemExit):  # a file that is not there: the same
+        main(["lightcurve", str(tmp_path / "missing.csv")])
+    assert "missing.csv" in capsys.readouterr().err
+
+
+def test_columns_option_reads_a_table_with_its_own_names_and_the_table_names_the_bands(
+        tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    truth = Bazin(t0=5.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=20.0, B=0.0, bands="gr")
+    t = torch.linspace(-10.0, 70.0, 24, dtype=torch.float64)
+    band = torch.arange(24) % 2
+    flux = truth.flux(t, band=band).detach()
+    lines = ["MJD,filter,fluxcal,fluxcalerr"] + [
+        f"{60000 + ti:.4f},{'gr'[b]},{f:.5f},3.0" for ti, b, f in
+        zip(t.tolist(), band.tolist(), flux.tolist())]
+    path = tmp_path / "sn.csv"
+    path.write_text("\n".join(lines) + "\n")
+    code = main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit"),
+                 "--columns", "time=MJD", "band=filter", "flux=fluxcal", "flux_err=fluxcalerr"])
+    summary = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert code == 0 and summary["columns"]["band"] == "filter"
+    out = capsys.readouterr().out
+    # A[0] is g, A[1] is r: said in the table, not only in summary.json's band list
+    assert "Bazin.A[0] (g)" in out and "Bazin.tau_fall[1] (r)" in out
+
+
+def test_multistart_shows_the_warnings_of_the_kept_fit_only(monkeypatch):
+    # random starts that wandered to the bounds printed three LogDensityWarnings per run of
+    # skyfit lightcurve (--quiet too) about fits that were thrown away
+    import warnings
+    from types import SimpleNamespace
+
+    import skyfit.lightcurve_fit as lf
+    from skyfit.errors import LogDensityWarning
+
+    post = SimpleNamespace(lower=torch.full((1,), -10.0, dtype=torch.float64),
+                           upper=torch.full((1,), 10.0, dtype=torch.float64))
+    monkeypatch.setattr(lf, "data_starts", lambda p: [torch.zeros(1, dtype=torch.float64)])
+
+    def fit(p, x):
+        log_density = -float(x.abs().sum())  # the data start (x = 0) is the best
+        if log_density < 0:
+            warnings.warn("a discarded start's trouble", LogDensityWarning, stacklevel=2)
+        else:
+            warnings.warn("the kept fit's trouble", LogDensityWarning, stacklevel=2)
+        return SimpleNamespace(converged=True, log_density=log_density, x=x)
+
+    monkeypatch.setattr(lf, "fit_map_continued", fit)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best, _, fits = lf.multistart_map(post, n_starts=4)
+    assert len(fits) == 4 and best.log_density == 0.0
+    assert [str(w.message) for w in caught] == ["the kept fit's trouble"]
+
+
+def test_errors_too_small_for_the_model_are_said_and_jitter_takes_them_up(tmp_path, capsys):
+    # catalogue errors of SNLS 03D4ag are ~1% of the flux, a Bazin fit's chi2/dof 21: the
+    # Laplace and NUTS uncertainties were printed 4-5x too small with no word of it, and the
+    # command had no way to fit the extra scatter
+    pytest.importorskip("matplotlib")
+    truth = Bazin(t0=5.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=20.0, B=0.0, bands="gr")
+    t = torch.linspace(-10.0, 70.0, 30, dtype=torch.float64)
+    band = torch.arange(30) % 2
+    flux = truth.flux(t, band=band).detach()
+    noisy = flux + 5.0 * torch.randn(30, generator=torch.Generator().manual_seed(2),
+                                     dtype=torch.float64)  # errors quoted 5x too small
+    path = tmp_path / "sn.csv"
+    path.write_text("mjd,band,flux,flux_err\n" + "".join(
+        f"{60000 + ti:.4f},{'gr'[b]},{f:.5f},1.0\n"
+        for ti, b, f in zip(t.tolist(), band.tolist(), noisy.tolist())))
+    main(["lightcurve", str(path), "--no-nuts", "--quiet", "--out", str(tmp_path / "a")])
+    main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "b")])
+    assert "the uncertainties below are too small; --jitter" in capsys.readouterr().out
+    main(["lightcurve", str(path), "--no-nuts", "--jitter", "--out", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert "too small" not in out and "PhotometryLikelihood.jitter[1] (r)" in out
+    plain, jittered = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ac")
+    assert plain["map"]["chi2_p_value"] < 1e-3 and jittered["jitter"]
+    # the scatter added, sqrt(5^2 - 1) = 4.9 per band; a HalfNormal prior of the errors' scale
+    # held it at 2.7 to 3.4, a HalfCauchy lets the data set it
+    for k in (0, 1):
+        assert jittered["map"]["values"][f"PhotometryLikelihood.jitter[{k}]"] == pytest.approx(
+            4.9, rel=0.4)
+    # the scatter is in the uncertainties: t0's Laplace sd grows by about the factor
+    assert jittered["laplace_std"]["Bazin.t0"] > 2.5 * plain["laplace_std"]["Bazin.t0"]
+
+
+def test_fewer_detections_than_parameters_are_said(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "sn.csv"
+    path.write_text("mjd,band,flux,flux_err\n60000,g,10,1\n60005,g,20,1\n")
+    main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit")])
+    assert "2 detections for 4 parameters: the priors" in capsys.readouterr().out
+    # one band well sampled, another with one point: that band's own amplitude and decline
+    # were printed with prior-sized errors and no word
+    lines = ["mjd,band,flux,flux_err"] + [f"{60000 + 3 * i},g,{f},1" for i, f in
+                                          enumerate([2, 10, 30, 25, 18, 12, 8, 5, 3])]
+    path.write_text("\n".join(lines + ["60010,u,9,1"]) + "\n")
+    main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit")])
+    out = capsys.readouterr().out
+    assert "band u: 1 detection(s) for its own A, tau_fall" in out and "band g:" not in out

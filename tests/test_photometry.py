@@ -112,3 +112,97 @@ def test_shipped_examples_are_a_supernova_and_a_tidal_disruption_event():
     # the brightest V point, 18.78 Vega, is 18.80 AB
     v = torch.tensor([b == "V" for b in sn.band_names()])
     assert sn.mag[v].min().item() == pytest.approx(18.78 + 0.02)
+
+
+def test_a_system_column_converts_only_its_vega_rows(tmp_path):
+    # catalogues that mix instruments (Open Astronomy Catalog entries, mosfit's fixtures) give
+    # each row its system: Swift UVOT in Vega next to Pan-STARRS in AB. The column used to be
+    # ignored, every row read as AB (UVOT UVM2 then 1.7 mag too faint)
+    path = tmp_path / "mixed.csv"
+    path.write_text("mjd,band,mag,mag_err,system\n57000.0,g,20.0,0.1,AB\n57000.0,UVM2,20.0,0.1,"
+                    "Vega\n57001.0,UVM2,20.5,0.1,vega\n57001.0,g,20.5,0.1,\n")
+    phot = Photometry.read(path, vega_offsets={"UVM2": 1.69})
+    assert phot.mag.tolist() == pytest.approx([20.0, 21.69, 22.19, 20.5])
+    assert phot.system == "mixed"
+    # empty cells take the system keyword; a Vega band needs an offset, an AB band does not
+    as_vega = Photometry.read(path, system="Vega", vega_offsets={"UVM2": 1.69, "g": -0.1})
+    assert as_vega.mag.tolist() == pytest.approx([20.0, 21.69, 22.19, 20.4])
+    with pytest.raises(ValueError, match=r"no entry for band\(s\) \['UVM2'\]"):
+        Photometry.read(path, vega_offsets={"g": 0.0})
+    ignored = Photometry.read(path, columns={"system": None})  # the role can be switched off
+    assert ignored.mag.tolist() == pytest.approx([20.0, 20.0, 20.5, 20.5])
+    path.write_text("mjd,band,mag,mag_err,system\n57000.0,g,20.0,0.1,ST\n")
+    with pytest.raises(DataError, match=r"'AB' or 'Vega' in every row; got \['st'\]"):
+        Photometry.read(path)
+
+
+def test_a_missing_error_column_is_named_not_reported_as_bad_values():
+    # sncosmo's tables call it fluxerr: every row was reported as a non-positive flux_err
+    rows = {"mjd": [1.0, 2.0], "band": ["g", "g"], "flux": [1.0, 2.0], "fluxerr": [0.1, 0.1]}
+    with pytest.raises(KeyError, match=r"no flux_err column 'flux_err'.*fluxerr"):
+        Photometry.from_table(rows)
+    phot = Photometry.from_table(rows, columns={"flux_err": "fluxerr"})
+    assert phot.flux_err.tolist() == [0.1, 0.1]
+
+
+def test_julian_dates_given_as_mjd_are_flagged():
+    with pytest.warns(UserWarning, match="Julian Dates, not MJDs"):
+        phot = Photometry([2452816.54, 2452820.0], flux=[1.0, 2.0], flux_err=[0.1, 0.1])
+    assert phot.reference == 2452816.0  # kept as given, not guessed
+    assert "since MJD 2452816," in repr(phot)  # was "MJD 2.45282e+06": 6 digits
+
+
+def test_a_zp_column_rescales_each_rows_fluxes_to_the_zero_point(tmp_path):
+    # sncosmo's flux tables (time, band, flux, fluxerr, zp, zpsys): SNLS 03D4ag's g fluxes
+    # are counts of zero point 27.04, its i fluxes of 26.32. The zp column was ignored, the
+    # counts read as fluxes of zero point 25 (g 2 mag too bright, i 1.3 mag)
+    path = tmp_path / "sncosmo.csv"
+    path.write_text("time,band,flux,fluxerr,zp,zpsys\n52816.54,g,213.41892,1.4266,27.036167,ab\n"
+                    "52824.55,i,97.506371,1.1592,26.321667,ab\n")
+    phot = Photometry.read(path, columns={"time": "time", "flux_err": "fluxerr",
+                                          "system": "zpsys"})
+    expected = [27.036167 - 2.5 * math.log10(213.41892), 26.321667 - 2.5 * math.log10(97.506371)]
+    assert phot.mag.tolist() == pytest.approx(expected, abs=1e-9)
+    assert phot.flux_err[0].item() == pytest.approx(1.4266 * 10 ** (-0.4 * 2.036167))
+    same = Photometry.read(path, columns={"time": "time", "flux_err": "fluxerr",
+                                          "system": "zpsys"}, zero_point=27.5)
+    assert same.mag.tolist() == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="magnitudes need none"):
+        Photometry([0.0], mag=[20.0], mag_err=[0.1], zp=[25.0])
+
+
+def test_rows_listed_twice_are_flagged():
+    # merged catalogues repeat a measurement; each copy was fitted as a new one, silently
+    rows = dict(ROWS, mjd=ROWS["mjd"] + ROWS["mjd"][:2], band=ROWS["band"] + ROWS["band"][:2],
+                flux=ROWS["flux"] + ROWS["flux"][:2], flux_err=ROWS["flux_err"] +
+                ROWS["flux_err"][:2], upper_limit=ROWS["upper_limit"] + [False, False],
+                limit=ROWS["limit"] + [math.nan, math.nan])
+    with pytest.warns(UserWarning, match="2 rows repeat another row"):
+        Photometry.from_table(rows)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Photometry.from_table(ROWS)  # same time in two bands, or two limits: no warning
+        Photometry([1.0, 1.0], ["g", "r"], flux=[1.0, 1.0], flux_err=[0.1, 0.1])
+
+
+def test_vega_offsets_without_vega_rows_warn_that_they_are_not_used():
+    # the offsets were dropped silently: the magnitudes stayed Vega, read as AB
+    with pytest.warns(UserWarning, match="no row is in Vega magnitudes"):
+        phot = Photometry([0.0], ["B"], mag=[20.0], mag_err=[0.1],
+                          vega_offsets=AB_MINUS_VEGA_BLANTON_ROWEIS_2007)
+    assert phot.mag.tolist() == [20.0]
+
+
+def test_text_flags_and_numbers_in_a_fits_table_are_read_like_csv_ones(tmp_path):
+    # a CSV with upper_limit True/False read by astropy and written to FITS keeps the flags as
+    # bytes: b"True" was read as not True, so every limit was a detection without an error
+    table = pytest.importorskip("astropy.table")
+    rows = table.Table(dict(mjd=[57000.0, 57001.0, 57002.0], band=["g", "g", "g"],
+                            mag=["20.0", "21.5", "20.5"], mag_err=["0.1", "", "0.1"],
+                            upper_limit=["False", "True", "False"]))
+    rows.write(tmp_path / "lc.fits")
+    phot = Photometry.read(tmp_path / "lc.fits")
+    assert phot.upper_limit.tolist() == [False, True, False]
+    assert phot.limit_mag[1].item() == pytest.approx(21.5)

@@ -27,22 +27,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "lightcurve":
         from .data.photometry import checked_redshift
-        from .lightcurve_fit import check_fit_options, fit_photometry
+        from .lightcurve_fit import check_fit_options, fit_photometry, read_photometry
 
         try:  # options the model cannot use are usage errors, reported before any fit
             check_fit_options(args.model, not args.no_nuts, args.transition_fraction,
-                              args.anchored, args.target_accept)
+                              args.anchored, args.target_accept, args.shared)
             vega_offsets = _vega_offsets(args.vega)
+            columns = _pairs(args.columns, "--columns", "ROLE=COLUMN")
             checked_redshift(args.redshift)
-        except ValueError as error:
-            parser.error(str(error))
+            # so is a table that cannot be read as asked: a message, not a traceback
+            read_photometry(args.file, args.mag, args.zero_point, args.redshift, vega_offsets,
+                            columns)
+        except (ValueError, KeyError, OSError) as error:
+            parser.error(error.args[0] if isinstance(error, KeyError) else str(error))
         summary = fit_photometry(args.file, model=args.model, shared=args.shared, mag=args.mag,
                                  out=args.out, nuts=not args.no_nuts, n_warmup=args.warmup,
                                  n_draws=args.draws, zero_point=args.zero_point,
                                  progress=not args.quiet,
                                  transition_fraction=args.transition_fraction,
                                  anchored=args.anchored, target_accept=args.target_accept,
-                                 redshift=args.redshift, vega_offsets=vega_offsets)
+                                 redshift=args.redshift, vega_offsets=vega_offsets,
+                                 columns=columns, jitter=args.jitter)
         return 0 if summary["converged"] else 1
     if args.command == "demo":
         import matplotlib
@@ -66,6 +71,9 @@ def _add_lightcurve_parser(sub) -> None:
                      help="parameters shared by all bands (default: t0 and tau_rise for bazin; "
                      "t0, tau_rise, gamma and beta for villar; t0 for gaussian)")
     fit.add_argument("--mag", action="store_true", help="fit in magnitudes (default: flux)")
+    fit.add_argument("--jitter", action="store_true",
+                     help="fit an extra scatter per band, added to the errors in quadrature "
+                     "(when chi2/dof says the errors are too small for the model)")
     fit.add_argument("--zero-point", type=float, default=25.0,
                      help="AB magnitude of unit flux (default 25)")
     fit.add_argument("--out", default="skyfit-lightcurve", help="output folder")
@@ -82,6 +90,10 @@ def _add_lightcurve_parser(sub) -> None:
                      help="NUTS step-size target (default 0.8)")
     fit.add_argument("--redshift", type=float, default=None,
                      help="the source's redshift: time scales fitted in the rest frame")
+    fit.add_argument("--columns", nargs="+", default=None, metavar="ROLE=COLUMN",
+                     help="the table's column names, e.g. time=MJD band=filter "
+                     "flux_err=fluxerr (roles: time band flux flux_err mag mag_err "
+                     "upper_limit limit system zp)")
     fit.add_argument("--vega", nargs="+", default=None, metavar="BAND=OFFSET",
                      help="magnitudes are Vega, with these m_AB - m_Vega per band, or "
                      "'blanton-roweis-2007' for that paper's Johnson-Cousins/2MASS table")
@@ -106,6 +118,19 @@ def _vega_offsets(values: list[str] | None) -> dict[str, float] | None:
         if not band:
             raise ValueError(f"--vega: no band name in {value!r}")
     return offsets
+
+
+def _pairs(values: list[str] | None, option: str, form: str) -> dict[str, str] | None:
+    """``KEY=VALUE`` arguments of ``option`` as a dict (None stays None)."""
+    if values is None:
+        return None
+    pairs = {}
+    for value in values:
+        key, equals, item = value.partition("=")
+        if not key or not equals:
+            raise ValueError(f"{option} takes {form} pairs, got {value!r}")
+        pairs[key] = item
+    return pairs
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -11,11 +10,20 @@ import numpy as np
 import torch
 
 from .data.photometry import Photometry
-from .errors import ConvergenceWarning, LogDensityError, ParameterVectorError
+from .errors import ConvergenceWarning, DataError, LogDensityError, ParameterVectorError
 from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
+from .lightcurve_report import (
+    _json_default,
+    _labels,
+    _map_summary,
+    _print_table,
+    _write_plot,
+    light_curve_peaks,
+)
 from .lightcurves import Villar
 from .lightcurves.starts import (
+    MODELS,
     SHARED_DEFAULT,
     default_priors,
     from_photometry,
@@ -25,8 +33,9 @@ from .lightcurves.starts import (
 from .likelihoods_photometry import PhotometryLikelihood
 from .posterior import Posterior
 
-__all__ = ["fit_photometry", "fit_map_continued", "multistart_map", "SHARED_DEFAULT",
-           "data_starts", "nuts_start", "sample_light_curve_nuts", "check_fit_options"]
+__all__ = ["fit_photometry", "read_photometry", "light_curve_peaks", "fit_map_continued",
+           "multistart_map", "SHARED_DEFAULT", "data_starts", "nuts_start",
+           "sample_light_curve_nuts", "check_fit_options"]
 
 
 def data_starts(post: Posterior) -> list[torch.Tensor]:
@@ -99,7 +108,7 @@ def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
     """The best converged MAP fit (:func:`fit_map_continued`) from the data's starts
     (:func:`data_starts`) and others drawn around the first, ``n_starts`` in all (at least the
     data starts; each entry times ``exp(N(0, 0.5))`` if positive, else plus
-    ``N(0, 0.5 |x|+1)``, clamped into the bounds).
+    ``N(0, 0.5 |x|+1)``, clamped into the bounds). Only the kept fit's warnings are shown.
     Returns ``(best result, number of converged fits within 1 of the best log p, all results)``.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -109,18 +118,25 @@ def multistart_map(post: Posterior, n_starts: int = 8, seed: int = 0):
         noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         x = torch.where(x0 > 0, x0 * torch.exp(0.5 * noise), x0 + noise * (0.5 * x0.abs() + 1))
         starts.append(torch.clamp(x, post.lower, post.upper))
-    fits = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for x in starts:
+    fits, said = [], []
+    for x in starts:
+        # each start's warnings are kept for its fit: a random start that wanders to the
+        # bounds (A = 0, tau_fall = 0) warned of non-finite points on every run, though its
+        # fit was not the one kept
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("ignore", ConvergenceWarning)
             try:
                 fits.append(fit_map_continued(post, x))
             except (ValueError, RuntimeError):  # a start where the model cannot be evaluated
                 continue
+        said.append(caught)
     if not fits:
         raise RuntimeError("no MAP fit could start: check the data and the model")
     converged = [f for f in fits if f.converged]
     best = max(converged or fits, key=lambda f: f.log_density)
+    for w in said[next(i for i, f in enumerate(fits) if f is best)]:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     at_best = sum(f.log_density > best.log_density - 1.0 for f in converged)
     return best, at_best, fits
 
@@ -177,8 +193,9 @@ def sample_light_curve_nuts(post: Posterior, fit, lap, anchored: bool = False,
 
 
 def check_fit_options(model: str, nuts: bool, transition_fraction: float | None,
-                      anchored: bool, target_accept: float) -> None:
-    """Refuse, before any fit runs, options that the model or the run cannot use."""
+                      anchored: bool, target_accept: float, shared=None) -> None:
+    """Refuse, before any fit runs, options that the model or the run cannot use (``shared``:
+    names that are not the model's parameters)."""
     if transition_fraction is not None and model != "villar":
         raise ValueError(f"transition_fraction is an option of the villar model, not {model!r}")
     if anchored and model != "villar":
@@ -187,6 +204,27 @@ def check_fit_options(model: str, nuts: bool, transition_fraction: float | None,
         raise ValueError("anchored coordinates are NUTS's: they do nothing without NUTS")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept}")
+    if shared and model in MODELS:  # a two-band model refuses names it does not have
+        MODELS[model](bands=("a", "b"), shared=list(shared))
+
+
+def read_photometry(path, mag: bool = False, zero_point: float = 25.0,
+                    redshift: float | None = None,
+                    vega_offsets: dict[str, float] | None = None,
+                    columns: dict[str, str] | None = None) -> Photometry:
+    """The table ``fit_photometry`` fits (:meth:`Photometry.read` with Vega magnitudes where
+    ``vega_offsets`` are given), refused up front when a fit in magnitudes (``mag``) would
+    meet detections of zero or negative flux (forced photometry: fit those in flux)."""
+    system = dict(system="Vega", vega_offsets=vega_offsets) if vega_offsets else {}
+    phot = Photometry.read(path, columns=columns, zero_point=zero_point, redshift=redshift,
+                           **system)
+    light_curve_scales(phot)  # refuses a table without detections
+    bad = phot.detected & ~(phot.flux > 0)
+    if mag and bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise DataError(f"{int(bad.sum())} detections have zero or negative flux (rows {rows}), "
+                        f"which have no magnitude: fit in flux (without --mag), or drop them")
+    return phot
 
 
 def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
@@ -195,7 +233,8 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                    progress: bool = True, transition_fraction: float | None = None,
                    anchored: bool = False, target_accept: float = 0.8,
                    redshift: float | None = None,
-                   vega_offsets: dict[str, float] | None = None) -> dict:
+                   vega_offsets: dict[str, float] | None = None,
+                   columns: dict[str, str] | None = None, jitter: bool = False) -> dict:
     """Read ``path`` (CSV, ECSV, FITS table; :meth:`Photometry.read` columns), fit ``model``,
     write ``summary.json`` and ``lightcurve.png`` under ``out`` and return the summary.
     ``shared=None``: :data:`SHARED_DEFAULT` of the model. NUTS (4 chains, dense metric) starts
@@ -203,34 +242,31 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
     ``anchored`` and ``target_accept``). ``transition_fraction``: Villar's plateau-end blend
     as a fraction of ``tau_fall`` (:class:`~skyfit.lightcurves.Villar`; None: 3 days).
     ``redshift``: the source's (rest-frame time scales, :func:`from_photometry`; None: none).
-    ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB)."""
-    check_fit_options(model, nuts, transition_fraction, anchored, target_accept)
+    ``vega_offsets``: ``{band: m_AB - m_Vega}`` when the magnitudes are Vega (None: AB).
+    ``columns``: the table's column of each role (:meth:`Photometry.from_table`).
+    ``jitter``: fit an extra scatter per band (:class:`PhotometryLikelihood`); without it, a
+    fit whose chi2 is improbable (p < 0.001) is said to have too small uncertainties."""
+    check_fit_options(model, nuts, transition_fraction, anchored, target_accept, shared)
     say = print if progress else (lambda *a, **k: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    system = dict(system="Vega", vega_offsets=vega_offsets) if vega_offsets else {}
-    phot = Photometry.read(path, zero_point=zero_point, redshift=redshift, **system)
+    phot = read_photometry(path, mag, zero_point, redshift, vega_offsets, columns)
     say(phot)
     # an unknown model is refused by from_photometry
     shared = list(SHARED_DEFAULT.get(model, ()) if shared is None else shared)
     options = {} if transition_fraction is None else dict(transition_fraction=transition_fraction)
     lc = from_photometry(model, phot, shared=shared, **options)
-    like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux")
+    like = PhotometryLikelihood(lc, phot, space="mag" if mag else "flux", jitter=jitter)
     post = Posterior(like, priors=default_priors(like))
     best, n_ok, fits = multistart_map(post, n_starts)
     post.set(best.x)
-    dof = max(like.n_detections - post.dim, 1)
     summary = dict(file=str(path), model=model, shared=list(shared), space=like.space,
                    transition_fraction=transition_fraction, anchored=anchored,
                    target_accept=target_accept, redshift=redshift, vega_offsets=vega_offsets,
+                   columns=columns, jitter=jitter,
                    bands=None if phot.bands is None else list(phot.bands),  # A[i]: bands[i]
                    reference_mjd=phot.reference, n_rows=len(phot), n_limits=like.n_limits,
-                   map=dict(converged=best.converged, log_density=best.log_density,
-                            starts=len(fits), starts_at_best=n_ok,
-                            chi2_per_dof=float(like.chi2()) / dof,
-                            values=best.values))
-    say(f"MAP: {n_ok}/{len(fits)} starts at the best optimum (converged, within 1 in log p); "
-        f"best log p {best.log_density:.2f}, chi2/dof {summary['map']['chi2_per_dof']:.2f}")
+                   map=_map_summary(post, best, n_ok, fits, say))
     lap = laplace(post, best.x)
     summary["laplace_std"] = dict(zip(post.names, lap.std.tolist()))
     result = lap
@@ -246,46 +282,13 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                                wall_time=samples.info.get("wall_time"),
                                table=json.loads(table.to_json(orient="index")))
         result = samples
-        _print_table(say, post.names, samples.mean(), samples.std(), samples.rhat(),
-                     samples.ess(), problems)
+        _print_table(say, _labels(post.names, phot.bands), samples.mean(), samples.std(),
+                     samples.rhat(), samples.ess(), problems)
     else:
-        _print_table(say, post.names, best.x.numpy(), lap.std.numpy(), None, None, [])
+        _print_table(say, _labels(post.names, phot.bands), best.x.numpy(), lap.std.numpy(),
+                     None, None, [])
     _write_plot(phot, result, post, mag, out / "lightcurve.png")
     summary["converged"] = best.converged and summary.get("nuts", {}).get("converged", True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     say(f"wrote {out / 'summary.json'} and {out / 'lightcurve.png'}")
     return summary
-
-
-def _print_table(say, names, mean, std, rhat, ess, problems) -> None:
-    say(f"{'parameter':<24}{'value':>12}{'sd':>11}" + ("   R-hat   ESS" if rhat is not None
-                                                        else ""))
-    for i, name in enumerate(names):
-        row = f"{name:<24}{mean[i]:>12.4g}{std[i]:>11.3g}"
-        if rhat is not None:
-            verdict = "ok" if rhat[i] < 1.01 and ess[i] > 400 else "NOT CONVERGED"
-            row += f"  {rhat[i]:6.3f} {ess[i]:5.0f}  {verdict}"
-        say(row)
-    for p in problems:
-        say(f"warning: {p}")
-
-
-def _write_plot(phot, result, post, mag: bool, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import plot_photometry
-
-    fig = plot_photometry(phot, result, post, mag=mag)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

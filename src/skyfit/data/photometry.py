@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ShapeError
+from ._columns import _MISSING, _array, _bad_rows, _columns_of, _vega_rows
 
 __all__ = ["Photometry", "AB_MINUS_VEGA_BLANTON_ROWEIS_2007"]
 
@@ -21,7 +23,9 @@ AB_MINUS_VEGA_BLANTON_ROWEIS_2007 = {"U": 0.79, "B": -0.09, "V": 0.02, "R": 0.21
 """AB minus Vega magnitude per band, mag (Blanton & Roweis 2007, AJ 133, 734, table 1)."""
 
 _DEFAULT_COLUMNS = dict(time="mjd", band="band", flux="flux", flux_err="flux_err", mag="mag",
-                        mag_err="mag_err", upper_limit="upper_limit", limit="limit")
+                        mag_err="mag_err", upper_limit="upper_limit", limit="limit",
+                        system="system", zp="zp")
+_JD_LIKE = 2_400_000.0  # MJD = JD - 2400000.5: an "MJD" above this is a Julian Date
 _MAG_PER_LN = 2.5 / math.log(10.0)  # d mag / d ln(flux)
 
 
@@ -33,61 +37,6 @@ def checked_redshift(redshift: float | None) -> float | None:
     if not (math.isfinite(redshift) and redshift > -1.0):
         raise ValueError(f"redshift must be finite and above -1, got {redshift}")
     return float(redshift)
-
-
-def _array(values, name: str, dtype=np.float64) -> np.ndarray:
-    """A 1-D numpy array from a list, numpy/astropy column, pandas Series or torch tensor."""
-    if values is None:
-        return None
-    if torch.is_tensor(values):
-        values = values.detach().cpu().numpy()
-    if hasattr(values, "to_numpy"):  # pandas: positions, not the (possibly filtered) index
-        values = values.to_numpy()
-    if isinstance(values, np.ma.MaskedArray):  # astropy MaskedColumn: masked entries are missing
-        fill = False if dtype is bool else (None if dtype is None else np.nan)
-        values = values.filled(fill) if fill is not None else values.filled()
-    if dtype is None:  # band names: strings, bytes decoded
-        out = np.asarray([v.decode() if isinstance(v, bytes) else str(v)
-                          for v in np.asarray(values, dtype=object).reshape(-1).tolist()])
-        arr = np.asarray(values, dtype=object)
-    elif dtype is bool:
-        arr = np.asarray(values)
-        if arr.dtype.kind in "OUS":  # "True"/"false"/"1" from text files
-            arr = np.asarray([str(v).strip().lower() in ("true", "1", "yes", "t", "y")
-                              for v in arr.reshape(-1)]).reshape(arr.shape)
-        out = arr.astype(bool)
-    else:
-        arr = np.asarray(values, dtype=object if np.asarray(values).dtype.kind in "OUS" else None)
-        out = np.asarray([_to_float(v) for v in arr.reshape(-1)] if arr.dtype == object
-                         else arr, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ShapeError(f"column {name!r} must be one-dimensional, got shape {arr.shape}")
-    return out
-
-
-def _to_float(v) -> float:
-    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "nan", "--", "null")):
-        return math.nan
-    return float(v)
-
-
-def _columns_of(table) -> Mapping:
-    """``{column name: values}`` of an astropy Table, pandas DataFrame, mapping or record array."""
-    if hasattr(table, "colnames"):  # astropy Table
-        return {n: table[n] for n in table.colnames}
-    if hasattr(table, "columns") and hasattr(table, "to_numpy"):  # pandas DataFrame
-        return {str(c): table[c] for c in table.columns}
-    if isinstance(table, np.ndarray) and table.dtype.names:
-        return {n: table[n] for n in table.dtype.names}
-    if isinstance(table, Mapping):
-        return table
-    raise TypeError(f"cannot read a photometry table from {type(table).__name__}: give an astropy "
-                    f"Table, a pandas DataFrame, a dict of columns or a file path")
-
-
-def _bad_rows(mask: np.ndarray) -> str:
-    rows = np.flatnonzero(mask)
-    return f"{rows.size} rows (first: {rows[:5].tolist()})"
 
 
 class Photometry:
@@ -115,8 +64,12 @@ class Photometry:
         time: observation times (MJD or days). band: band name per row (strings; None for one
             band). flux, flux_err: fluxes and errors, or mag, mag_err: AB (or Vega) magnitudes.
         upper_limit: True where the row is a non-detection. limit: the non-detection's limit.
-        zero_point: AB magnitude of unit flux. system: ``"AB"`` or ``"Vega"``.
-        vega_offsets: ``{band: m_AB - m_Vega}`` for ``system="Vega"``.
+        zp: the AB (or Vega) zero point of each row's flux, error and limit, when they differ
+            (e.g. fluxes in counts of each image); rescaled to ``zero_point`` (default: all
+            ``zero_point``).
+        zero_point: AB magnitude of unit flux. system: ``"AB"`` or ``"Vega"``, or one of them
+            per row (``self.system`` is then ``"mixed"`` where both occur).
+        vega_offsets: ``{band: m_AB - m_Vega}`` for the bands of the Vega rows.
         bands: the band names allowed, in this order (default: the bands met, in order of
             first appearance); a band outside it is a :class:`~skyfit.errors.DataError`.
         reference: the MJD subtracted from ``time``. redshift: the source's redshift, if known.
@@ -131,7 +84,8 @@ class Photometry:
     """
 
     def __init__(self, time, band=None, flux=None, flux_err=None, mag=None, mag_err=None,
-                 upper_limit=None, limit=None, *, zero_point: float = 25.0, system: str = "AB",
+                 upper_limit=None, limit=None, zp=None, *, zero_point: float = 25.0,
+                 system: str | Sequence[str] = "AB",
                  vega_offsets: Mapping[str, float] | None = None,
                  bands: Sequence[str] | None = None, reference: float | None = None,
                  limit_sigma: float = 5.0, redshift: float | None = None):
@@ -142,15 +96,23 @@ class Photometry:
             raise DataError(f"time is NaN or inf in {_bad_rows(~np.isfinite(mjd))}")
         if (flux is None) == (mag is None):
             raise ValueError("give either flux (with flux_err) or mag (with mag_err)")
-        if system not in ("AB", "Vega"):
-            raise ValueError(f"system must be 'AB' or 'Vega', got {system!r}")
+        self._vega = _vega_rows(system, mjd.size)
         if not limit_sigma > 0:
             raise ValueError(f"limit_sigma must be positive, got {limit_sigma}")
         redshift = checked_redshift(redshift)
-        self.zero_point, self.system, self.redshift = float(zero_point), system, redshift
+        self.system = system if isinstance(system, str) else (
+            "Vega" if self._vega.all() else "mixed" if self._vega.any() else "AB")
+        self.zero_point, self.redshift = float(zero_point), redshift
         self._set_bands(band, bands, mjd.size)
+        if zp is not None and mag is not None:
+            raise ValueError("zp is the zero point of given fluxes; magnitudes need none")
         self._set_values(mjd.size, flux, flux_err, mag, mag_err, upper_limit, limit,
-                         limit_sigma, vega_offsets)
+                         limit_sigma, vega_offsets, zp)
+        self._warn_duplicates(mjd)
+        if mjd.min() > _JD_LIKE:
+            warnings.warn(f"times start at {mjd.min():.2f}: Julian Dates, not MJDs? (MJD = JD - "
+                          f"2400000.5) They are used as given, so reference and mjd are JDs",
+                          stacklevel=2)
         if reference is None:
             reference = math.floor(mjd.min()) if np.abs(mjd).max() > 1000 else 0.0
         self.reference = float(reference)
@@ -177,7 +139,7 @@ class Photometry:
         self.band = torch.as_tensor([lookup[b] for b in names.tolist()], dtype=torch.long)
 
     def _set_values(self, n, flux, flux_err, mag, mag_err, upper_limit, limit, limit_sigma,
-                    vega_offsets) -> None:
+                    vega_offsets, zp) -> None:
         value = _array(flux if mag is None else mag, "flux" if mag is None else "mag")
         error = _array(flux_err if mag is None else mag_err,
                        "flux_err" if mag is None else "mag_err")
@@ -186,8 +148,9 @@ class Photometry:
         upper = _array(upper_limit, "upper_limit", bool)
         upper = np.zeros(n, bool) if upper is None else upper
         lim = _array(limit, "limit")
+        zp = np.full(n, self.zero_point) if zp is None else _array(zp, "zp")
         for label, arr in (("value", value), ("error", error), ("upper_limit", upper),
-                           ("limit", lim)):
+                           ("limit", lim), ("zp", zp)):
             if arr is not None and arr.shape != (n,):
                 raise ShapeError(f"{label} column has {arr.size} rows, time has {n}")
         if lim is None:
@@ -202,8 +165,10 @@ class Photometry:
             flux_v = 10.0 ** (-0.4 * (value + offset - self.zero_point))
             err_v = flux_v * error / _MAG_PER_LN
             lim = 10.0 ** (-0.4 * (lim + offset - self.zero_point))
-        else:
-            scale = 10.0 ** (-0.4 * offset)
+        else:  # fluxes of each row's zero point -> fluxes of self.zero_point
+            if not np.isfinite(zp).all():
+                raise DataError(f"zp is NaN or inf in {_bad_rows(~np.isfinite(zp))}")
+            scale = 10.0 ** (-0.4 * (offset + zp - self.zero_point))
             flux_v, err_v, lim = value * scale, error * scale, lim * scale
         noise_of_limit = np.where(np.isfinite(err_v) & (err_v > 0), err_v, lim / limit_sigma)
         as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
@@ -212,6 +177,18 @@ class Photometry:
         self.flux_err = as_t(np.where(det, err_v, noise_of_limit))
         self.limit = as_t(np.where(det, np.nan, lim))
         self._given_mag = (as_t(value + offset), as_t(error)) if mag is not None else None
+
+    def _warn_duplicates(self, mjd: np.ndarray) -> None:
+        """Warn of rows that repeat another (time, band, value, error): merged catalogues list
+        one measurement twice, and a fit would count it twice."""
+        band = np.zeros(mjd.size) if self.band is None else self.band.numpy()
+        value = torch.where(self.upper_limit, self.limit, self.flux).numpy()
+        key = np.column_stack([mjd, band, value, self.flux_err.numpy()])
+        repeats = mjd.size - np.unique(key, axis=0).shape[0]
+        if repeats:
+            warnings.warn(f"{repeats} rows repeat another row (same time, band, value and "
+                          f"error): each is fitted as a separate measurement; drop the copies "
+                          f"if they are one measurement listed twice", stacklevel=3)
 
     @staticmethod
     def _validate(value, error, lim, det, kind: str) -> None:
@@ -228,26 +205,39 @@ class Photometry:
             raise DataError(f"upper limits without a finite limit in {_bad_rows(bad)}")
 
     def _ab_offsets(self, vega_offsets, n: int) -> np.ndarray:
-        if self.system == "AB":
+        """``m_AB - m_given`` per row: 0 for AB rows, the band's offset for Vega rows."""
+        if not self._vega.any():
+            if vega_offsets:  # offsets alone do not make the magnitudes Vega
+                warnings.warn("vega_offsets are given but no row is in Vega magnitudes "
+                              "(system='AB'), so they are not used: pass system='Vega' (or a "
+                              "system column) if the magnitudes are Vega", stacklevel=4)
             return np.zeros(n)
         if vega_offsets is None:
             raise ValueError("system='Vega' needs vega_offsets={band: m_AB - m_Vega} (e.g. "
                              "skyfit.data.AB_MINUS_VEGA_BLANTON_ROWEIS_2007 for Johnson bands)")
-        names = self.bands or ()
-        missing = [b for b in names if b not in vega_offsets]
-        if missing or self.band is None:
-            raise ValueError(f"vega_offsets has no entry for band(s) {missing or ['(no band)']}")
-        per_band = np.asarray([float(vega_offsets[b]) for b in names])
-        return per_band[self.band.numpy()]
+        if self.band is None:
+            raise ValueError("vega_offsets has no entry for band(s) ['(no band)']")
+        names = self.bands
+        used = sorted(set(self.band[torch.as_tensor(self._vega)].tolist()))  # bands in Vega
+        missing = [names[b] for b in used if names[b] not in vega_offsets]
+        if missing:
+            raise ValueError(f"vega_offsets has no entry for band(s) {missing}")
+        per_band = np.asarray([float(vega_offsets.get(b, 0.0)) for b in names])
+        return np.where(self._vega, per_band[self.band.numpy()], 0.0)
 
     @classmethod
     def from_table(cls, table, columns: Mapping[str, str] | None = None, **kwargs) -> Photometry:
         """From an astropy Table, a pandas DataFrame, a dict of columns or a record array.
 
         ``columns`` maps the roles ``time, band, flux, flux_err, mag, mag_err, upper_limit,
-        limit`` to column names (defaults: ``mjd, band, flux, flux_err, mag, mag_err,
-        upper_limit, limit``); a role whose column is absent is not used. Fluxes are read when
-        the flux column exists, else magnitudes. Other keywords go to :class:`Photometry`.
+        limit, system, zp`` to column names (defaults: the role names, ``mjd`` for time); a
+        role whose column is absent (or mapped to None) is not used. Fluxes are read when the
+        flux column exists, else magnitudes; the error column of the one read must exist. A
+        ``zp`` column (as sncosmo's tables have) gives the zero point of each row's flux,
+        error and limit; they are rescaled to ``zero_point``. A ``system`` column gives each
+        row's magnitude system (``AB`` or ``Vega``, as catalogues that mix instruments list
+        them); its empty cells take the ``system`` keyword (default ``"AB"``). Other keywords
+        go to :class:`Photometry`.
         """
         names = dict(_DEFAULT_COLUMNS, **(columns or {}))
         unknown_roles = set(columns or {}) - set(_DEFAULT_COLUMNS)
@@ -262,9 +252,17 @@ class Photometry:
         if not use_flux and names["mag"] not in cols:
             raise KeyError(f"neither a flux column {names['flux']!r} nor a magnitude column "
                            f"{names['mag']!r} in the table; columns are {list(cols)}")
-        roles = ("band", "flux", "flux_err", "upper_limit", "limit") if use_flux else (
-            "band", "mag", "mag_err", "upper_limit", "limit")
+        error = "flux_err" if use_flux else "mag_err"
+        if names[error] not in cols:
+            raise KeyError(f"no {error} column {names[error]!r} in the table; columns are "
+                           f"{list(cols)} (pass columns={{'{error}': ...}})")
+        roles = ("band", "flux" if use_flux else "mag", error, "upper_limit", "limit", "system",
+                 *(("zp",) if use_flux else ()))
         found = {role: cols[names[role]] for role in roles if names[role] in cols}
+        if "system" in found:  # per-row systems; empty cells take the system keyword
+            default = kwargs.pop("system", "AB")
+            kwargs["system"] = [default if s.strip().lower() in _MISSING else s
+                                for s in _array(found.pop("system"), "system", dtype=None)]
         return cls(cols[names["time"]], **found, **kwargs)
 
     @classmethod
@@ -339,4 +337,4 @@ class Photometry:
         n_up = int(self.upper_limit.sum())
         bands = "one band" if self.bands is None else f"bands {','.join(self.bands)}"
         return (f"Photometry({len(self)} rows in {bands}, {n_up} upper limits, times in days "
-                f"since MJD {self.reference:g}, zero point {self.zero_point:g} AB)")
+                f"since MJD {self.reference:.12g}, zero point {self.zero_point:g} AB)")

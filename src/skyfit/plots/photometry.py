@@ -27,11 +27,16 @@ def _draws_of(result, posterior, n_draws: int, seed: int) -> torch.Tensor:
         flat = flat.reshape(-1, flat.shape[-1])
         pick = torch.randperm(flat.shape[0], generator=gen)[:n_draws]
         return flat[pick]
-    if hasattr(result, "covariance"):  # Laplace: draws kept inside the bounds
+    if hasattr(result, "covariance"):  # Laplace: draws inside the bounds
         mean, cov = result.mean.to(torch.float64), result.covariance.to(torch.float64)
-        z = torch.randn(n_draws, mean.shape[0], generator=gen, dtype=torch.float64)
+        z = torch.randn(8 * n_draws, mean.shape[0], generator=gen, dtype=torch.float64)
         x = mean + z @ torch.linalg.cholesky(cov).T
-        return torch.clamp(x, posterior.lower, posterior.upper)
+        # draws outside are left out (a truncated Gaussian): clamped onto a bound such as
+        # tau_fall = 0 they drew step-shaped curves, infinite before t0, into the band;
+        # clamped only when too few fall inside
+        inside = ((x > posterior.lower) & (x < posterior.upper)).all(-1)
+        x = torch.cat([x[inside], torch.clamp(x[~inside], posterior.lower, posterior.upper)])
+        return x[:n_draws]
     return torch.as_tensor(result.x, dtype=torch.float64)[None]  # MAP
 
 
@@ -54,6 +59,14 @@ def _to_space(flux, zero_point: float, mag: bool):
         return np.where(flux > 0, zero_point - _MAG_PER_LN * np.log(flux), np.nan)
 
 
+def _arrow(y_detected: np.ndarray, mag: bool) -> float:
+    """Length of an upper limit's arrow: 0.3 mag, or 8% of the largest |flux| detected."""
+    if mag:
+        return 0.3
+    y = np.abs(y_detected[np.isfinite(y_detected)])
+    return 0.08 * y.max() if y.size else 1.0
+
+
 def _plot_band(ax, phot, b: int, colour, mag: bool, label: str):
     rows = (phot.band == b) if phot.band is not None else torch.ones(len(phot), dtype=torch.bool)
     det, lim = rows & phot.detected, rows & phot.upper_limit
@@ -67,7 +80,7 @@ def _plot_band(ax, phot, b: int, colour, mag: bool, label: str):
     if lim.any():
         l_ = lim.numpy()
         y_lim = phot.limit_mag.numpy()[l_] if mag else phot.limit.numpy()[l_]
-        arrow = 0.3 if mag else 0.08 * np.nanmax(np.abs(y[d])) if d.any() else 1.0
+        arrow = _arrow(y[d], mag)
         # an upper limit on flux points to fainter values: larger magnitudes, smaller fluxes
         ax.errorbar(t[l_], y_lim, yerr=arrow, lolims=mag, uplims=not mag, fmt="v", ms=4,
                     color=colour, alpha=0.6, zorder=2, mfc="none")
@@ -81,14 +94,15 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
 
     Detections are points with error bars, upper limits open triangles with arrows towards
     fainter values. With a fit, each band gets its model: the median over the draws and the
-    central ``band_interval`` credible band (from NUTS samples, Laplace draws kept inside the
+    central ``band_interval`` credible band (from NUTS samples, Laplace draws inside the
     bounds, or one MAP curve). The axes are scaled to the data, never to the band, so a
     parameter the data do not constrain cannot flatten the plot. A residual panel shows
     ``(data - model) / error`` of the median model.
 
     Arguments:
-        photometry: the data. result: a MAP result, NUTS ``Samples``, a Laplace result, or
-            parameter vectors ``(n, dim)``; None for the data alone.
+        photometry: the data. result: a MAP result, NUTS ``Samples``, a Laplace result (its
+            draws outside the bounds left out), or parameter vectors ``(n, dim)``; None for
+            the data alone.
         posterior: the :class:`~skyfit.Posterior` of a :class:`~skyfit.PhotometryLikelihood`
             (default ``result.density``). mag: magnitudes (inverted axis) or fluxes.
         panels: one panel per band instead of one colour per band on one panel.
@@ -113,6 +127,9 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
                              layout="constrained",
                              figsize=figsize or (7, 0.75 * sum(heights) + 1.0))
     axes = axes[:, 0]
+    if mag:  # inverted before errorbar, which points the limits' arrowheads by the axis then
+        for ax in axes[:n_rows]:
+            ax.invert_yaxis()
     draws = _draws_of(result, posterior, n_draws, seed) if posterior is not None else None
     t = photometry.time
     grid = torch.linspace(float(t.min()) - 5, float(t.max()) + 5, 300, dtype=torch.float64)
@@ -146,9 +163,12 @@ def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool) ->
     err = (phot.mag_err if mag else phot.flux_err).numpy()
     lim = (phot.limit_mag if mag else phot.limit).numpy()
     band = phot.band.numpy() if phot.band is not None else np.zeros(len(phot), int)
+    det = phot.detected.numpy()
     for i, ax in enumerate(axes[: len(axes) - residuals]):
         rows = band == i if panels else np.ones(len(phot), bool)
-        values = np.concatenate([(y - err)[rows], (y + err)[rows], lim[rows]])
+        # the limits' arrows inside the axes too: cut off, a limit looks like a detection
+        arrow_end = lim + _arrow(y[rows & det], mag) * (1 if mag else -1)
+        values = np.concatenate([(y - err)[rows], (y + err)[rows], lim[rows], arrow_end[rows]])
         values = values[np.isfinite(values)]
         if values.size:  # the data set the limits: an unconstrained model band cannot
             lo, hi = values.min(), values.max()
@@ -157,9 +177,9 @@ def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool) ->
         ax.set_ylabel(f"AB mag (zp {phot.zero_point:g})" if mag else "flux")
         if panels:
             ax.text(0.98, 0.9, names[i], transform=ax.transAxes, ha="right", va="top")
-        else:
+        elif any(names):  # one unnamed band: no legend to show
             ax.legend(fontsize="small", ncol=min(len(names), 6))
     if residuals:
         axes[-1].axhline(0.0, color="0.5", lw=0.8)
         axes[-1].set_ylabel("resid. / sigma")
-    axes[-1].set_xlabel(f"days since MJD {phot.reference:g}")
+    axes[-1].set_xlabel(f"days since MJD {phot.reference:.12g}")
