@@ -70,7 +70,9 @@ def _vega_rows(system, n: int) -> np.ndarray:
     bad = ~np.isin(names, ("ab", "vega"))
     if bad.any():
         raise DataError(f"system must be 'AB' or 'Vega' in every row; got "
-                        f"{sorted(set(names[bad].tolist()))} in {_bad_rows(bad)}")
+                        f"{sorted(set(names[bad].tolist()))} in {_bad_rows(bad)} (a table's "
+                        f"system column is read as each row's magnitude system: "
+                        f"columns={{'system': None}} or --columns system= leaves it out)")
     return names == "vega"
 
 
