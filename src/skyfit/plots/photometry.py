@@ -51,6 +51,18 @@ def model_flux_draws(posterior, x: torch.Tensor, t: torch.Tensor, band) -> torch
         return lc.flux(t, band=band, params=params) if params else lc.flux(t, band=band)[None]
 
 
+def _jitter(posterior, draws: torch.Tensor, b: int, mag: bool) -> float:
+    """Band ``b``'s median fitted jitter where the likelihood fits one in the plotted space
+    (magnitudes or fluxes), else 0: the residuals are then in the units the fit judged them."""
+    like = posterior.likelihood
+    jitter = getattr(like, "jitter", None) if getattr(like, "has_jitter", False) else None
+    if jitter is None or not jitter.dynamic or like.space != ("mag" if mag else "flux"):
+        return 0.0
+    label = next(k for k, (_, _, p) in posterior.slices.items() if p is jitter)
+    j = posterior.unpack(draws)[label].median(0).values
+    return float(j[b]) if j.ndim else float(j)
+
+
 def _to_space(flux, zero_point: float, mag: bool):
     if not mag:
         return flux
@@ -98,7 +110,8 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
     bounds, or one MAP curve). The axes are scaled to the data and to the median model between
     each band's first and last detections (at most the data's range beyond the data),
     never to the band, so a parameter the data do not constrain cannot flatten the plot. A
-    residual panel shows ``(data - model) / error`` of the median model.
+    residual panel shows ``(data - model) / error`` of the median model (the error with the
+    fitted ``jitter`` of a likelihood in the plotted space added in quadrature).
 
     Arguments:
         photometry: the data. result: a MAP result, NUTS ``Samples``, a Laplace result (its
@@ -158,7 +171,8 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
                                 photometry.zero_point, mag)
             y, err = ((photometry.mag, photometry.mag_err) if mag else
                       (photometry.flux, photometry.flux_err))
-            res = (y.numpy() - np.nanmedian(at_data, axis=0)) / err.numpy()
+            scale = np.hypot(err.numpy(), _jitter(posterior, draws, b, mag))
+            res = (y.numpy() - np.nanmedian(at_data, axis=0)) / scale
             axes[-1].plot(t.numpy()[d], res[d], "o", ms=3, color=colour)
     _finish_axes(axes, photometry, mag, panels, names, residuals and draws is not None,
                  interpolated)
