@@ -65,3 +65,48 @@ def test_laplace_draws_outside_the_bounds_are_left_out_not_clamped_onto_them():
                            upper=torch.tensor([math.inf, math.inf], dtype=torch.float64), dim=2)
     x = _draws_of(lap, post, n_draws=40, seed=0)
     assert x.shape == (40, 2) and bool((x[:, 1] > 0).all())
+
+
+@pytest.mark.parametrize("mag", [True, False])
+def test_a_model_peak_between_two_points_is_inside_the_axes(mag):
+    # SNLS 03D4ag: no r point near the peak, and the axes, set by the data alone, cut the top
+    # of every curve off; a peak between a band's detections is the data's, not extrapolated
+    pytest.importorskip("matplotlib")
+    import torch
+
+    from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+    from skyfit.plots import plot_photometry
+
+    lc = GaussianLightCurve(t0=10.0, sigma=4.0, peak_flux=100.0)
+    t = torch.tensor([2.0, 6.0, 14.0, 18.0], dtype=torch.float64)  # 61% of the peak at most
+    phot = Photometry(t, flux=lc.flux(t).detach(), flux_err=torch.ones(4))
+    lc.to_dynamic()
+    post = Posterior(PhotometryLikelihood(lc, phot))
+    ax = plot_photometry(phot, post.initial(), post, mag=mag).axes[0]
+    low, high = sorted(ax.get_ylim())
+    peak = 20.0 if mag else 100.0  # 25 - 2.5 log10(100)
+    assert low < peak < high
+    # an extrapolation is not followed: the model before the first point leaves the frame
+    assert (low > -10.0) if not mag else (high < 35.0)
+
+
+def test_residuals_include_the_fitted_jitter():
+    # with jitter=True the residual panel divided by the quoted errors alone: SNLS 03D4ag's
+    # r band showed -20 sigma where the fit, with its 0.9 jitter, saw about -2
+    pytest.importorskip("matplotlib")
+    import torch
+
+    from skyfit import GaussianLightCurve, PhotometryLikelihood, Posterior
+    from skyfit.plots import plot_photometry
+
+    lc = GaussianLightCurve(t0=10.0, sigma=4.0, peak_flux=100.0)
+    t = torch.linspace(0.0, 20.0, 11, dtype=torch.float64)
+    flux = lc.flux(t).detach() + 10.0 * (-1.0) ** torch.arange(11)  # scatter 10, errors 1
+    phot = Photometry(t, flux=flux, flux_err=torch.ones(11))
+    lc.to_dynamic()
+    post = Posterior(PhotometryLikelihood(lc, phot, jitter=True))
+    x = post.initial().clone()
+    x[-1] = 10.0  # the jitter
+    ax = plot_photometry(phot, x[None], post, mag=False).axes[-1]
+    residuals = ax.lines[0].get_ydata()
+    assert abs(residuals).max() == pytest.approx(10.0 / math.hypot(1.0, 10.0), rel=1e-6)

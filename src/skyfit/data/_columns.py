@@ -34,8 +34,8 @@ def _array(values, name: str, dtype=np.float64) -> np.ndarray:
         out = arr.astype(bool)
     else:
         arr = np.asarray(values, dtype=object if np.asarray(values).dtype.kind in "OUS" else None)
-        out = np.asarray([_to_float(v) for v in arr.reshape(-1)] if arr.dtype == object
-                         else arr, dtype=np.float64)
+        out = np.asarray(_floats(arr.reshape(-1), name) if arr.dtype == object else arr,
+                         dtype=np.float64)
     if arr.ndim != 1:
         raise ShapeError(f"column {name!r} must be one-dimensional, got shape {arr.shape}")
     return out
@@ -47,6 +47,21 @@ _MISSING = ("", "nan", "--", "null", "n/a", "none")  # empty cells as text files
 def _text(v) -> str:
     """A cell as text: bytes (FITS string columns) decoded."""
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _floats(cells, name: str) -> list[float]:
+    """Text cells as floats; a cell that is not a number is a DataError naming the column and
+    the row (it was Python's bare "could not convert string to float")."""
+    out = []
+    for row, v in enumerate(cells):
+        try:
+            out.append(_to_float(v))
+        except ValueError:
+            hint = (" (an upper limit? flag the row in an upper_limit column, with the number)"
+                    if _text(v).lstrip().startswith(("<", ">")) else "")
+            raise DataError(f"the {name} column holds {_text(v)!r} in row {row}, which is not a "
+                            f"number{hint}") from None
+    return out
 
 
 def _to_float(v) -> float:
@@ -70,7 +85,9 @@ def _vega_rows(system, n: int) -> np.ndarray:
     bad = ~np.isin(names, ("ab", "vega"))
     if bad.any():
         raise DataError(f"system must be 'AB' or 'Vega' in every row; got "
-                        f"{sorted(set(names[bad].tolist()))} in {_bad_rows(bad)}")
+                        f"{sorted(set(names[bad].tolist()))} in {_bad_rows(bad)} (a table's "
+                        f"system column is read as each row's magnitude system: "
+                        f"columns={{'system': None}} or --columns system= leaves it out)")
     return names == "vega"
 
 

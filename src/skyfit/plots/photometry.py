@@ -51,6 +51,18 @@ def model_flux_draws(posterior, x: torch.Tensor, t: torch.Tensor, band) -> torch
         return lc.flux(t, band=band, params=params) if params else lc.flux(t, band=band)[None]
 
 
+def _jitter(posterior, draws: torch.Tensor, b: int, mag: bool) -> float:
+    """Band ``b``'s median fitted jitter where the likelihood fits one in the plotted space
+    (magnitudes or fluxes), else 0: the residuals are then in the units the fit judged them."""
+    like = posterior.likelihood
+    jitter = getattr(like, "jitter", None) if getattr(like, "has_jitter", False) else None
+    if jitter is None or not jitter.dynamic or like.space != ("mag" if mag else "flux"):
+        return 0.0
+    label = next(k for k, (_, _, p) in posterior.slices.items() if p is jitter)
+    j = posterior.unpack(draws)[label].median(0).values
+    return float(j[b]) if j.ndim else float(j)
+
+
 def _to_space(flux, zero_point: float, mag: bool):
     if not mag:
         return flux
@@ -95,9 +107,11 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
     Detections are points with error bars, upper limits open triangles with arrows towards
     fainter values. With a fit, each band gets its model: the median over the draws and the
     central ``band_interval`` credible band (from NUTS samples, Laplace draws inside the
-    bounds, or one MAP curve). The axes are scaled to the data, never to the band, so a
-    parameter the data do not constrain cannot flatten the plot. A residual panel shows
-    ``(data - model) / error`` of the median model.
+    bounds, or one MAP curve). The axes are scaled to the data and to the median model between
+    each band's first and last detections (at most the data's range beyond the data),
+    never to the band, so a parameter the data do not constrain cannot flatten the plot. A
+    residual panel shows ``(data - model) / error`` of the median model (the error with the
+    fitted ``jitter`` of a likelihood in the plotted space added in quadrature).
 
     Arguments:
         photometry: the data. result: a MAP result, NUTS ``Samples``, a Laplace result (its
@@ -133,6 +147,7 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
     draws = _draws_of(result, posterior, n_draws, seed) if posterior is not None else None
     t = photometry.time
     grid = torch.linspace(float(t.min()) - 5, float(t.max()) + 5, 300, dtype=torch.float64)
+    interpolated = [[] for _ in axes]  # each axis's model between its bands' detections
     for b, name in enumerate(names):
         ax = axes[b if panels else 0]
         colour = _BAND_COLOURS.get(name, f"C{b % 10}")
@@ -145,6 +160,10 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
         lo, mid, hi = np.nanquantile(curves, [(1 - band_interval) / 2, 0.5,
                                               (1 + band_interval) / 2], axis=0)
         ax.plot(grid, mid, color=colour, lw=1.3)
+        if d.any():  # a peak between two points is the data's, not an extrapolation
+            t_d = t.numpy()[d]
+            interpolated[b if panels else 0].append(
+                mid[(grid.numpy() >= t_d.min()) & (grid.numpy() <= t_d.max())])
         if draws.shape[0] > 1:
             ax.fill_between(grid.numpy(), lo, hi, color=colour, alpha=0.25, lw=0)
         if residuals:
@@ -152,13 +171,16 @@ def plot_photometry(photometry, result=None, posterior=None, *, mag: bool = True
                                 photometry.zero_point, mag)
             y, err = ((photometry.mag, photometry.mag_err) if mag else
                       (photometry.flux, photometry.flux_err))
-            res = (y.numpy() - np.nanmedian(at_data, axis=0)) / err.numpy()
+            scale = np.hypot(err.numpy(), _jitter(posterior, draws, b, mag))
+            res = (y.numpy() - np.nanmedian(at_data, axis=0)) / scale
             axes[-1].plot(t.numpy()[d], res[d], "o", ms=3, color=colour)
-    _finish_axes(axes, photometry, mag, panels, names, residuals and draws is not None)
+    _finish_axes(axes, photometry, mag, panels, names, residuals and draws is not None,
+                 interpolated)
     return fig
 
 
-def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool) -> None:
+def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool,
+                 interpolated) -> None:
     y = (phot.mag if mag else phot.flux).numpy()
     err = (phot.mag_err if mag else phot.flux_err).numpy()
     lim = (phot.limit_mag if mag else phot.limit).numpy()
@@ -172,6 +194,11 @@ def _finish_axes(axes, phot, mag: bool, panels: bool, names, residuals: bool) ->
         values = values[np.isfinite(values)]
         if values.size:  # the data set the limits: an unconstrained model band cannot
             lo, hi = values.min(), values.max()
+            # the model between a band's detections too (a peak between two points was cut
+            # off), at most the data's range beyond them
+            model = np.concatenate([np.ravel(m) for m in interpolated[i]] or [np.empty(0)])
+            model = np.clip(model[np.isfinite(model)], 2 * lo - hi, 2 * hi - lo)
+            lo, hi = min(lo, model.min(initial=lo)), max(hi, model.max(initial=hi))
             pad = 0.08 * (hi - lo) + (0.05 if mag else 1e-9)
             ax.set_ylim((hi + pad, lo - pad) if mag else (lo - pad, hi + pad))
         ax.set_ylabel(f"AB mag (zp {phot.zero_point:g})" if mag else "flux")
