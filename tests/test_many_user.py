@@ -217,3 +217,15 @@ def test_zero_objects_are_refused_as_such():
     data, _ = simulate(2, seed=0)
     with pytest.raises(DataError, match="no objects"):
         ManyObjects(decay_posterior, {k: v[:0] for k, v in data.items()})
+
+
+def test_laplace_at_points_alone_does_not_call_a_point_outside_the_support_converged():
+    # laplace_many(density, x) marked every object converged, one with log p = -inf (tau = 100
+    # outside its (0.1, 50) range) included: std inf, converged True
+    data, truth = simulate(3, seed=1)
+    x = torch.as_tensor(truth).clone()
+    x[1, 1] = 100.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = laplace_many(ManyObjects(decay_posterior, data), x)
+    assert result.converged.tolist() == [True, False, True]
