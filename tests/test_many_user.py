@@ -106,14 +106,18 @@ def test_a_damaged_chunk_file_is_fitted_again_on_resume(tmp_path):
     np.testing.assert_array_equal(again["Decay.A"], first["Decay.A"])
 
 
-def test_a_damaged_manifest_is_rewritten_if_no_chunk_depends_on_it(tmp_path):
+def test_a_damaged_or_missing_manifest_is_rewritten_only_if_no_chunk_is_on_disk(tmp_path):
     data, truth = simulate(4, seed=2)
     options = dict(chunk_size=2, starts=truth, client="inline", progress=False)
     (tmp_path / "manifest.json").write_text('{"fingerpr')  # killed while writing it
     table = fit_catalogue(decay_posterior, data, tmp_path, **options)
     assert len(table) == 4 and json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text("")
-    with pytest.raises(DataError, match="manifest.json is damaged"):
+    with pytest.raises(DataError, match="manifest.json is missing or damaged"):
+        fit_catalogue(decay_posterior, data, tmp_path, **options)
+    # chunks without a manifest (deleted "to start again"): not taken for this run's
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(DataError, match="manifest.json is missing or damaged"):
         fit_catalogue(decay_posterior, data, tmp_path, **options)
 
 
