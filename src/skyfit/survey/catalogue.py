@@ -206,7 +206,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
             chunking); None starts the embedded cluster above and closes it at the end;
             ``"inline"``: no Dask, chunks fitted here one after the other.
         n_workers: workers of the embedded cluster, by default torch's thread count (the
-            cores).
+            cores, unless ``torch.set_num_threads`` or ``OMP_NUM_THREADS`` lowered it: after
+            ``torch.set_num_threads(1)`` the default is one worker).
         processes: the embedded cluster's workers are processes, not threads.
 
     Returns:
