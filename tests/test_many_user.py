@@ -106,14 +106,18 @@ def test_a_damaged_chunk_file_is_fitted_again_on_resume(tmp_path):
     np.testing.assert_array_equal(again["Decay.A"], first["Decay.A"])
 
 
-def test_a_damaged_manifest_is_rewritten_if_no_chunk_depends_on_it(tmp_path):
+def test_a_damaged_or_missing_manifest_is_rewritten_only_if_no_chunk_is_on_disk(tmp_path):
     data, truth = simulate(4, seed=2)
     options = dict(chunk_size=2, starts=truth, client="inline", progress=False)
     (tmp_path / "manifest.json").write_text('{"fingerpr')  # killed while writing it
     table = fit_catalogue(decay_posterior, data, tmp_path, **options)
     assert len(table) == 4 and json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text("")
-    with pytest.raises(DataError, match="manifest.json is damaged"):
+    with pytest.raises(DataError, match="manifest.json is missing or damaged"):
+        fit_catalogue(decay_posterior, data, tmp_path, **options)
+    # chunks without a manifest (deleted "to start again"): not taken for this run's
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(DataError, match="manifest.json is missing or damaged"):
         fit_catalogue(decay_posterior, data, tmp_path, **options)
 
 
@@ -217,3 +221,15 @@ def test_zero_objects_are_refused_as_such():
     data, _ = simulate(2, seed=0)
     with pytest.raises(DataError, match="no objects"):
         ManyObjects(decay_posterior, {k: v[:0] for k, v in data.items()})
+
+
+def test_laplace_at_points_alone_does_not_call_a_point_outside_the_support_converged():
+    # laplace_many(density, x) marked every object converged, one with log p = -inf (tau = 100
+    # outside its (0.1, 50) range) included: std inf, converged True
+    data, truth = simulate(3, seed=1)
+    x = torch.as_tensor(truth).clone()
+    x[1, 1] = 100.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = laplace_many(ManyObjects(decay_posterior, data), x)
+    assert result.converged.tolist() == [True, False, True]

@@ -326,8 +326,9 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     As :func:`~skyfit.laplace`, a ``-H`` that is not positive definite (or has eigenvalues
     below ``tol`` times its largest, after Jacobi scaling) is repaired by ``|eigenvalue|`` with
     a floor; such objects get ``repaired=True`` and a warning in the table. An object whose
-    Hessian is not finite (a NaN start its fit never left, a point outside the support) gets a
-    NaN covariance, ``converged=False`` and a warning; the other objects are not affected.
+    Hessian is not finite (a NaN start its fit never left) gets a NaN covariance,
+    ``converged=False`` and a warning; the other objects are not affected. Given points alone,
+    ``converged`` is whether ``log p`` is finite there (not outside the support).
 
     Returns:
         a :class:`~skyfit.inference.ManyResult` (of ``x``'s result, if one is given, with the
@@ -371,9 +372,9 @@ def laplace_many(density: BatchedDensity, x, tol: float = 1e-12) -> ManyResult:
     covariance = torch.where(finite[:, None, None],
                              0.5 * (covariance + covariance.transpose(-1, -2)), torch.nan)
     if result is None:
-        result = ManyResult(names=list(density.names), x=x.detach(),
-                            log_density=density.log_prob_rows(x, rows).detach(),
-                            converged=torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
+        logp = density.log_prob_rows(x, rows).detach()
+        result = ManyResult(names=list(density.names), x=x.detach(), log_density=logp,
+                            converged=torch.isfinite(logp))
     result.covariance = covariance
     result.extra["repaired"] = repaired = repaired & finite
     warn_not_finite(result, finite)

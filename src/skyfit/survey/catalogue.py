@@ -94,19 +94,20 @@ def _manifest(output: Path, data, chunk_size: int, n_chunks: int) -> None:
 
 
 def _read_manifest(output: Path) -> dict | None:
-    """The manifest of the run in ``output``, or None where there is none yet. An unreadable
-    one (a run killed while an older skyfit wrote it) is None if no chunk was written after
-    it, else refused: the chunks on disk cannot be matched to the data."""
+    """The manifest of the run in ``output``, or None where there is none yet. A missing or
+    unreadable one (a run killed while an older skyfit wrote it) is None if no chunk is on
+    disk, else refused: those chunks cannot be matched to the data (a rerun would take them
+    for its own)."""
     path = output / "manifest.json"
-    if not path.exists():
-        return None
     try:
-        return json.loads(path.read_text())
+        if path.exists():
+            return json.loads(path.read_text())
     except ValueError:
-        if any(output.glob("chunk-*.parquet")):
-            raise DataError(f"{path} is damaged and {output} holds chunks of a run it described: "
-                            "use a new output folder or delete this one to start again") from None
-        return None
+        pass
+    if any(output.glob("chunk-*.parquet")):
+        raise DataError(f"{path} is missing or damaged but {output} holds chunks of a run: use "
+                        "a new output folder or delete this one to start again")
+    return None
 
 
 def _previous_chunk_size(output: Path) -> int | None:
@@ -205,7 +206,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
             chunking); None starts the embedded cluster above and closes it at the end;
             ``"inline"``: no Dask, chunks fitted here one after the other.
         n_workers: workers of the embedded cluster, by default torch's thread count (the
-            cores).
+            cores, unless ``torch.set_num_threads`` or ``OMP_NUM_THREADS`` lowered it: after
+            ``torch.set_num_threads(1)`` the default is one worker).
         processes: the embedded cluster's workers are processes, not threads.
 
     Returns:
