@@ -233,3 +233,32 @@ def test_laplace_at_points_alone_does_not_call_a_point_outside_the_support_conve
         warnings.simplefilter("ignore")
         result = laplace_many(ManyObjects(decay_posterior, data), x)
     assert result.converged.tolist() == [True, False, True]
+
+
+def decay_posterior_wide_prior(t, y, yerr, mask):
+    """``decay_posterior`` with a prior on ``tau``: another model over the same data."""
+    from torch.distributions import LogNormal
+
+    post = decay_posterior(t, y, yerr, mask)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    return Posterior(post.likelihood, priors={post.likelihood.decay.tau: LogNormal(one, one)})
+
+
+def test_a_rerun_with_another_model_or_starts_is_refused_and_the_same_one_resumes(tmp_path):
+    # the manifest held the data and chunking only: an edited model rerun in the same folder
+    # kept the old model's chunks beside the new one's, one table of two models
+    data, _ = simulate(8, seed=3)
+    out = tmp_path / "run"
+    options = dict(chunk_size=4, client="inline", progress=False)
+    first = fit_catalogue(decay_posterior, data, out, **options)
+    (out / "chunk-00001.parquet").unlink()  # a run that died before its last chunk
+    with pytest.raises(DataError, match="other model"):
+        fit_catalogue(decay_posterior_wide_prior, data, out, **options)
+    with pytest.raises(DataError, match="other starts"):
+        fit_catalogue(decay_posterior, data, out, starts=np.tile([2.0, 4.0, 0.0], (8, 1)),
+                      **options)
+    with pytest.raises(DataError, match="other fit"):
+        fit_catalogue(decay_posterior, data, out, laplace=False, **options)
+    # the same run resumes (torch's thread count changes no result and is not compared)
+    again = fit_catalogue(decay_posterior, data, out, torch_threads=1, **options)
+    pd.testing.assert_frame_equal(again, first)

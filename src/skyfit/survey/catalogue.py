@@ -78,18 +78,46 @@ def _fingerprint(data: Mapping[str, np.ndarray], chunk_size: int) -> str:
     return digest.hexdigest()
 
 
-def _manifest(output: Path, data, chunk_size: int, n_chunks: int) -> None:
+def _run_fingerprint(factory: Callable, data: Mapping[str, np.ndarray], starts, fit: Callable,
+                     fit_options: dict) -> dict:
+    """What else a chunk's rows depend on: the model (the fingerprint of the factory's posterior
+    of the first object: names, bounds, settings, priors, static Params), the starts and the
+    fit. A rerun in the same folder with an edited model would otherwise keep the old model's
+    chunks beside the new one's. Edits inside a forward's code are not seen (only its output
+    would show them). ``torch_threads`` changes no result and is left out."""
+    def digest(value) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+    def name(function) -> str:
+        return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', '?')}"
+
+    posterior = factory(**{key: value[0] for key, value in data.items()})
+    model = posterior.fingerprint() if hasattr(posterior, "fingerprint") else type(posterior)
+    if starts is None or callable(starts):
+        start = "template" if starts is None else name(starts)
+    else:
+        start = hashlib.sha256(np.ascontiguousarray(starts, dtype=np.float64)).hexdigest()
+    options = {k: v for k, v in fit_options.items() if k != "torch_threads"}
+    return {"model": digest(model), "starts": start, "fit": f"{name(fit)} {digest(options)}"}
+
+
+def _manifest(output: Path, data, chunk_size: int, n_chunks: int, run: dict) -> None:
     output.mkdir(parents=True, exist_ok=True)
     path = output / "manifest.json"
     info = {"fingerprint": _fingerprint(data, chunk_size), "chunk_size": chunk_size,
-            "n_chunks": n_chunks}
+            "n_chunks": n_chunks, **run}
     old = _read_manifest(output)
     if old is None:  # written whole or not at all: a run killed here leaves no half manifest
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
-    elif old != info:
-        raise DataError(f"{output} holds a run of other data or chunking ({old}); use a new "
+        return
+    # a manifest of an older skyfit has no model, starts or fit entries: not compared
+    differ = [key for key in info if key in old and old[key] != info[key]]
+    if differ:
+        what = {"fingerprint": "data", "chunk_size": "chunking", "n_chunks": "chunking"}
+        named = dict.fromkeys(what.get(key, key) for key in differ)  # data first, no repeats
+        raise DataError(f"{output} holds a run of other {', '.join(named)} ({old}); use a new "
                         f"output folder or delete it to start again")
 
 
@@ -176,8 +204,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
 
     Each chunk is one task ``fit(factory, chunk_data, starts=..., first_index=...)`` (default
     :func:`fit_chunk`: MAP + Laplace, one row per object). Finished chunks are written to
-    ``output/chunk-<i>.parquet`` as they arrive; a rerun with the same data and chunking fits
-    only the chunks not on disk (a different catalogue in the same folder is refused). A
+    ``output/chunk-<i>.parquet`` as they arrive; a rerun of the same run fits
+    only the chunks not on disk (other data, model, starts or fit options are refused). A
     worker that dies mid-chunk loses that chunk only: the scheduler runs it again elsewhere; a
     chunk that raises is retried ``retries`` times; chunks that still fail are listed in a
     :class:`CatalogueError` raised after the others are written.
@@ -227,7 +255,8 @@ def fit_catalogue(factory: Callable, data: Mapping[str, np.ndarray], output,
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     bounds = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
-    _manifest(output, data, chunk_size, len(bounds))
+    _manifest(output, data, chunk_size, len(bounds),
+              _run_fingerprint(factory, data, starts, fit, fit_options))
     todo = [i for i, (a, b) in enumerate(bounds) if not _chunk_done(output, i, b - a)]
 
     def task_args(i):
