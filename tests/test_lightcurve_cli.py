@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -319,3 +320,14 @@ def test_fewer_detections_than_parameters_are_said(tmp_path, capsys):
     main(["lightcurve", str(path), "--no-nuts", "--out", str(tmp_path / "fit")])
     out = capsys.readouterr().out
     assert "band u: 1 detection(s) for its own A, tau_fall" in out and "band g:" not in out
+
+
+def test_summary_values_that_are_not_finite_are_written_as_json_null():
+    # json writes a NaN float as a bare NaN, which strict JSON readers refuse (the whole file)
+    from skyfit.lightcurve_report import _json_ready
+
+    summary = {"map": {"sd": [1.5, float("nan"), np.float64("inf")], "chi2": np.float32(2.0),
+                       "converged": np.bool_(True), "n": np.int64(3)}}
+    text = json.dumps(_json_ready(summary), allow_nan=False)
+    assert json.loads(text) == {"map": {"sd": [1.5, None, None], "chi2": 2.0,
+                                        "converged": True, "n": 3}}

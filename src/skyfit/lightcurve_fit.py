@@ -14,7 +14,7 @@ from .errors import ConvergenceWarning, DataError, LogDensityError, ParameterVec
 from .inference import fit_map, laplace, sample_nuts
 from .lightcurve_anchored import VillarAnchoredDensity
 from .lightcurve_report import (
-    _json_default,
+    _json_ready,
     _labels,
     _map_summary,
     _print_table,
@@ -289,6 +289,6 @@ def fit_photometry(path, model: str = "bazin", shared=None, mag: bool = False,
                      None, None, [])
     _write_plot(phot, result, post, mag, out / "lightcurve.png")
     summary["converged"] = best.converged and summary.get("nuts", {}).get("converged", True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "summary.json").write_text(json.dumps(_json_ready(summary), indent=2, allow_nan=False))
     say(f"wrote {out / 'summary.json'} and {out / 'lightcurve.png'}")
     return summary

@@ -131,9 +131,16 @@ def _write_plot(phot, result, post, mag: bool, path: Path) -> None:
     plt.close(fig)
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+def _json_ready(value):
+    """``value`` with numpy scalars as Python numbers and every non-finite float as None
+    (``null``): ``json`` writes a NaN float as a bare ``NaN``, which is not JSON (strict
+    readers, e.g. JavaScript's and jq, refuse the whole file)."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        return None
+    return value
