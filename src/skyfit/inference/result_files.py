@@ -11,7 +11,6 @@ torch module ``q`` are not data: they are left out and passed to ``load`` when n
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -19,26 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CorruptFileError, DataMismatchError, ModelFileError
+from .._checksum import CHECKSUM_KEY, safetensors_digest, verify_digest
+from ..errors import DataMismatchError, ModelFileError
 
 __all__ = ["save_result", "load_result"]
 
 FORMAT = "skyfit-result"
 NOT_DATA = ("density", "q")
-CHECKSUM_KEY = "sha256"
-
-
-def _digest(spec_json: str, tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the JSON spec and every tensor (name, dtype, shape, bytes), in name order:
-    safetensors itself checks only the header, so a flipped byte in a tensor would otherwise
-    load as a wrong number."""
-    digest = hashlib.sha256(spec_json.encode())
-    for key in sorted(tensors):
-        t = tensors[key].contiguous()
-        digest.update(b"\0tensor\0" + key.encode() + str(t.dtype).encode()
-                      + repr(tuple(t.shape)).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def _encode(value, tensors: dict, where: str):
@@ -85,7 +71,7 @@ def save_result(result, path: str | Path) -> None:
               for f in dataclasses.fields(result) if f.name not in NOT_DATA}
     text = json.dumps({"format": FORMAT, "type": type(result).__name__, "fields": fields})
     save_file(tensors, str(path),
-              metadata={"skyfit": text, CHECKSUM_KEY: _digest(text, tensors)})
+              metadata={"skyfit": text, CHECKSUM_KEY: safetensors_digest(text, tensors)})
 
 
 def load_result(cls: type, path: str | Path, **extra):
@@ -104,7 +90,8 @@ def load_result(cls: type, path: str | Path, **extra):
         raise ModelFileError(f"{path}: not a readable result file ({error})") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a skyfit result file")
-    _verify(path, metadata.get(CHECKSUM_KEY), _digest(text, tensors))
+    verify_digest(path, metadata.get(CHECKSUM_KEY), safetensors_digest(text, tensors),
+                  "a skyfit result file")
     if spec["type"] != cls.__name__:
         raise ModelFileError(f"{path} holds a {spec['type']}, not a {cls.__name__}")
     fields = {k: _decode(v, tensors) for k, v in spec["fields"].items()}
@@ -115,12 +102,3 @@ def load_result(cls: type, path: str | Path, **extra):
                                 f"but the density given has {list(density.names)}")
     return cls(**fields, **extra)
 
-
-def _verify(path, stored: str | None, actual: str) -> None:
-    if stored is None:
-        raise CorruptFileError(f"{path} has no checksum, so it cannot be trusted as a skyfit "
-                               f"result file (written by another program, or an older skyfit)")
-    if stored != actual:
-        raise CorruptFileError(f"{path}: checksum mismatch (content sha256 {actual[:16]}..., "
-                               f"stored {stored[:16]}...): the file was changed or damaged "
-                               f"after it was written")
