@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from targets import assert_recovers, correlated_gaussian
 
-from skyfit.errors import LogDensityError, ParameterRangeError
+from skyfit.errors import ConvergenceWarning, LogDensityError, ParameterRangeError
 from skyfit.inference import (
     FunctionDensity,
     GaussianApproximation,
@@ -279,3 +279,19 @@ def test_nan_region_is_rejected_and_counted():
                     progress=False)
     assert (s.draws[..., 0] < 1.5).all()
     assert s.info["n_nonfinite"] > 0 and s.info["n_divergent"] + s.info["n_divergent_warmup"] > 0
+
+
+def test_divergent_draws_are_said_when_sampling_ends():
+    # a wall at 0.5 that the step size cannot follow: 72 of 100 draws diverged and sample_nuts
+    # returned without a word (only summary() or check() said it)
+    wall = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1)
+                           - 1e8 * torch.relu(x - 0.5).pow(3).sum(-1), ["a", "b"])
+    with pytest.warns(ConvergenceWarning, match=r"of 100 draws .* divergent transition"):
+        s = sample_nuts(wall, init=torch.zeros(2, dtype=torch.float64), n_chains=2,
+                        n_warmup=50, n_draws=50, seed=0, progress=False)
+    assert s.n_divergent > 0
+    smooth = FunctionDensity(lambda x: -0.5 * (x**2).sum(-1), ["a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert sample_nuts(smooth, init=torch.zeros(2, dtype=torch.float64), n_chains=2,
+                           n_warmup=50, n_draws=50, seed=0, progress=False).n_divergent == 0

@@ -182,3 +182,19 @@ def test_an_underflowed_model_is_not_reported_converged():
     assert not res.converged
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert any("underflow" in m and "Bazin.tau_rise" in m for m in messages)
+
+
+def test_module_without_flux_is_refused_at_construction():
+    # a Module whose __call__ returns the model (an RV curve): the AttributeError came at the
+    # first evaluation, deep inside fit_map
+    class Line(ck.Module):
+        def __init__(self):
+            super().__init__("line")
+            self.slope = ck.Param("slope", 1.0)
+
+        @ck.forward
+        def __call__(self, slope=None):
+            return slope * torch.arange(3.0)
+
+    with pytest.raises(TypeError, match="Line has no flux.*GaussianLikelihood"):
+        PhotometryLikelihood(Line(), torch.arange(3.0), torch.ones(3), torch.ones(3))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import skyfit
-from skyfit.errors import ModelFileError
+from skyfit.errors import CorruptFileError, DataMismatchError, ModelFileError
 from skyfit.inference import MAPResult
 from skyfit.inference.laplace import LaplaceResult
 from skyfit.inference.vi import VIResult
@@ -56,3 +56,38 @@ def test_vi_round_trip(posterior, family, tmp_path):
     assert again.family == family and np.array_equal(again.elbo_history, vi.elbo_history)
     assert again.info == vi.info
     assert np.array_equal(again.sample(20, seed=1).draws, vi.sample(20, seed=1).draws)
+
+
+def test_damaged_result_file_is_refused(posterior, tmp_path):
+    # a flipped byte in a tensor loaded silently as a wrong optimum (safetensors checks only
+    # its header)
+    fit = skyfit.fit_map(posterior)
+    path = tmp_path / "map.safetensors"
+    fit.save(path)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10  # inside the last tensor's bytes
+    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match="bad.safetensors: checksum mismatch"):
+        MAPResult.load(tmp_path / "bad.safetensors")
+    from safetensors import safe_open
+    from safetensors.torch import save_file  # a file without the checksum (older skyfit)
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = {"skyfit": handle.metadata()["skyfit"]}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=metadata)
+    with pytest.raises(CorruptFileError, match="no checksum"):
+        MAPResult.load(tmp_path / "old.safetensors")
+
+
+def test_result_loaded_with_another_density_is_refused(posterior, tmp_path):
+    fit = skyfit.fit_map(posterior)
+    fit.save(tmp_path / "map.safetensors")
+    lc = skyfit.GaussianLightCurve("other", t0=0.0, sigma=5.0, peak_flux=1.0)
+    lc.to_dynamic()
+    t = torch.linspace(-5, 5, 6, **f64)
+    other = skyfit.Posterior(skyfit.PhotometryLikelihood(lc, t, torch.ones(6, **f64),
+                                                         torch.ones(6, **f64)))
+    # same dimension, other parameters: apply() wrote the numbers into the wrong Params
+    with pytest.raises(DataMismatchError, match="other.t0"):
+        MAPResult.load(tmp_path / "map.safetensors", density=other)

@@ -12,7 +12,7 @@ import torch
 
 import skyfit
 from skyfit._graph import node_paths, param_paths, short_names
-from skyfit.errors import ModelFileError
+from skyfit.errors import CorruptFileError, ModelFileError
 
 f64 = dict(dtype=torch.float64)
 
@@ -210,3 +210,16 @@ def test_bad_files_raise_model_file_errors(tmp_path):
     save_file({"a": torch.zeros(2)}, str(plain))
     with pytest.raises(ModelFileError, match="without a skyfit model spec"):
         skyfit.load_model(plain)
+
+
+def test_damaged_model_file_is_refused(tmp_path):
+    # a flipped byte in a tensor loaded as a wrong value (peak_flux 3 -> 3.0078): safetensors
+    # checks only its header
+    path = tmp_path / "lc.safetensors"
+    skyfit.save_model(skyfit.GaussianLightCurve("sn", t0=1.0, sigma=2.0, peak_flux=3.0), path)
+    assert skyfit.load_model(path).peak_flux.value.item() == 3.0
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10
+    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match="bad.safetensors: checksum mismatch"):
+        skyfit.load_model(tmp_path / "bad.safetensors")

@@ -114,6 +114,11 @@ class PhotometryLikelihood(ModuleDisplay, ck.Module):
             raise ValueError(f"noise must be 'gaussian' or 'student_t', got {noise!r}")
         if not dof > 0:
             raise ValueError(f"dof must be positive, got {dof}")
+        if not callable(getattr(lightcurve, "flux", None)):
+            # found only at the first evaluation otherwise, as an AttributeError deep in a fit
+            raise TypeError(f"{type(lightcurve).__name__} has no flux(time) method: "
+                            f"PhotometryLikelihood needs a light curve; for a Module whose "
+                            f"__call__() returns the model values use GaussianLikelihood")
         self.lightcurve, self.space, self.noise, self.dof = lightcurve, space, noise, float(dof)
         if isinstance(time, Photometry):
             if flux is not None or flux_err is not None or band is not None:

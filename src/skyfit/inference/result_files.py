@@ -1,6 +1,8 @@
 """Results as files: one safetensors file, fields as JSON metadata plus tensors, no pickle.
 
-Used by ``save``/``load`` of :class:`MAPResult`, :class:`GaussianApproximation`,
+Every file carries a SHA-256 of its content (a damaged file is a CorruptFileError); a
+result loaded with a density of other parameter names is a DataMismatchError. Used by
+``save``/``load`` of :class:`MAPResult`, :class:`GaussianApproximation`,
 :class:`LaplaceResult` and :class:`VIResult`. Tensors and arrays are stored as tensors (arrays
 come back as arrays); numbers, strings, lists and dicts as JSON. The fitted density and (VI) the
 torch module ``q`` are not data: they are left out and passed to ``load`` when needed.
@@ -16,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelFileError
+from .._checksum import CHECKSUM_KEY, safetensors_digest, verify_digest
+from ..errors import DataMismatchError, ModelFileError
 
 __all__ = ["save_result", "load_result"]
 
@@ -66,8 +69,9 @@ def save_result(result, path: str | Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     fields = {f.name: _encode(getattr(result, f.name), tensors, f.name)
               for f in dataclasses.fields(result) if f.name not in NOT_DATA}
-    spec = {"format": FORMAT, "type": type(result).__name__, "fields": fields}
-    save_file(tensors, str(path), metadata={"skyfit": json.dumps(spec)})
+    text = json.dumps({"format": FORMAT, "type": type(result).__name__, "fields": fields})
+    save_file(tensors, str(path),
+              metadata={"skyfit": text, CHECKSUM_KEY: safetensors_digest(text, tensors)})
 
 
 def load_result(cls: type, path: str | Path, **extra):
@@ -79,12 +83,22 @@ def load_result(cls: type, path: str | Path, **extra):
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
-            spec = json.loads((handle.metadata() or {}).get("skyfit", "null"))
+            metadata = handle.metadata() or {}
+        text = metadata.get("skyfit", "null")
+        spec = json.loads(text)
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFileError(f"{path}: not a readable result file ({error})") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a skyfit result file")
+    verify_digest(path, metadata.get(CHECKSUM_KEY), safetensors_digest(text, tensors),
+                  "a skyfit result file")
     if spec["type"] != cls.__name__:
         raise ModelFileError(f"{path} holds a {spec['type']}, not a {cls.__name__}")
     fields = {k: _decode(v, tensors) for k, v in spec["fields"].items()}
+    density = extra.get("density")
+    if density is not None and list(density.names) != list(fields.get("names", [])):
+        # a result applied to another model would write its numbers into the wrong Params
+        raise DataMismatchError(f"{path} was fitted with parameters {fields.get('names')}, "
+                                f"but the density given has {list(density.names)}")
     return cls(**fields, **extra)
+

@@ -263,7 +263,22 @@ def _sample(kernel, u, init, init_scale, n_chains, n_warmup, n_draws, seed, mass
             f"{kernel.name.upper()} stopped at iteration {state.iteration} of {n_total} by "
             f"{type(error).__name__}: {error}; returning the {n_done} finished draws per "
             f"chain{where}", ConvergenceWarning, stacklevel=3)
-    return _samples(run_, u, state, trace, clock(), error, resumed_from)
+    samples = _samples(run_, u, state, trace, clock(), error, resumed_from)
+    _warn_divergent(kernel.name.upper(), samples)
+    return samples
+
+
+def _warn_divergent(sampler: str, samples: Samples) -> None:
+    # said when sampling ends, as Stan and PyMC do: a run whose draws are half divergent was
+    # otherwise returned in silence unless the caller asked for summary() or check()
+    n = samples.n_divergent
+    if n:
+        total = samples.n_chains * samples.n_draws
+        warnings.warn(f"{sampler}: {n} of {total} draws ({100 * n / total:.1f}%) ended in a "
+                      f"divergent transition: the posterior has a geometry the step size cannot "
+                      f"follow there, and the draws may be biased; raise target_accept or "
+                      f"reparametrise (samples.sample_stats['diverging'] says which draws)",
+                      ConvergenceWarning, stacklevel=4)
 
 
 def _start(run_, adaptation, u, init, init_scale, generator) -> LoopState:

@@ -22,6 +22,7 @@ from pathlib import Path
 import caskade as ck
 import torch
 
+from .._checksum import CHECKSUM_KEY, safetensors_digest, verify_digest
 from .._graph import node_paths
 from ..errors import ModelFileError
 from ..params import Param
@@ -124,7 +125,9 @@ def save_model(model: ck.Module, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     spec, tensors = dump_model(model)
-    save_file(tensors, str(path), metadata={"skyfit": json.dumps(spec)})
+    text = json.dumps(spec)
+    save_file(tensors, str(path),
+              metadata={"skyfit": text, CHECKSUM_KEY: safetensors_digest(text, tensors)})
 
 
 class _Builder:
@@ -275,6 +278,8 @@ def load_model(path: str | Path, allow=()) -> ck.Module:
         raise ModelFileError(f"{path}: not a readable safetensors file ({error})") from None
     if "skyfit" not in metadata:
         raise ModelFileError(f"{path}: a safetensors file without a skyfit model spec")
+    verify_digest(path, metadata.get(CHECKSUM_KEY),
+                  safetensors_digest(metadata["skyfit"], tensors), "a skyfit model file")
     try:
         spec = json.loads(metadata["skyfit"])
     except json.JSONDecodeError as error:
