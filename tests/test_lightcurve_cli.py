@@ -11,12 +11,17 @@ from skyfit import Bazin
 from skyfit.cli import main
 
 
-def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+def two_band_bazin():
+    """Times (days), band indices and fluxes of a g r Bazin light curve at 30 epochs."""
     truth = Bazin(t0=5.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=20.0, B=0.0, bands="gr")
     t = torch.linspace(-10.0, 70.0, 30, dtype=torch.float64)
     band = torch.arange(30) % 2
-    flux = truth.flux(t, band=band).detach()
+    return t, band, truth.flux(t, band=band).detach()
+
+
+def test_lightcurve_command_fits_a_table_and_writes_its_outputs(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    t, band, flux = two_band_bazin()
     err = 2.0 + 0.02 * flux
     noisy = flux + err * torch.randn(30, generator=torch.Generator().manual_seed(1),
                                      dtype=torch.float64)
@@ -279,10 +284,7 @@ def test_errors_too_small_for_the_model_are_said_and_jitter_takes_them_up(tmp_pa
     # Laplace and NUTS uncertainties were printed 4-5x too small with no word of it, and the
     # command had no way to fit the extra scatter
     pytest.importorskip("matplotlib")
-    truth = Bazin(t0=5.0, A=[300.0, 200.0], tau_rise=3.0, tau_fall=20.0, B=0.0, bands="gr")
-    t = torch.linspace(-10.0, 70.0, 30, dtype=torch.float64)
-    band = torch.arange(30) % 2
-    flux = truth.flux(t, band=band).detach()
+    t, band, flux = two_band_bazin()
     noisy = flux + 5.0 * torch.randn(30, generator=torch.Generator().manual_seed(2),
                                      dtype=torch.float64)  # errors quoted 5x too small
     path = tmp_path / "sn.csv"
