@@ -261,7 +261,8 @@ def _sample(kernel, u, init, init_scale, n_chains, n_warmup, n_draws, seed, mass
         where = f" (checkpoint: {run_.checkpoint})" if run_.checkpoint is not None else ""
         warnings.warn(
             f"{kernel.name.upper()} stopped at iteration {state.iteration} of {n_total} by "
-            f"{type(error).__name__}: {error}; returning the {n_done} finished draws per "
+            f"{type(error).__name__}{f': {error}' if str(error) else ''}; returning the "
+            f"{n_done} finished draws per "
             f"chain{where}", ConvergenceWarning, stacklevel=3)
     samples = _samples(run_, u, state, trace, clock(), error, resumed_from)
     _warn_divergent(kernel.name.upper(), samples)
