@@ -262,3 +262,18 @@ def test_a_rerun_with_another_model_or_starts_is_refused_and_the_same_one_resume
     # the same run resumes (torch's thread count changes no result and is not compared)
     again = fit_catalogue(decay_posterior, data, out, torch_threads=1, **options)
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_band_indices_given_as_floats_must_be_whole_numbers():
+    # the batch casts each array to its attribute's dtype: 0.7 as a band index became band 0
+    from skyfit.examples.survey_night import simulate_survey_night, villar_posterior
+
+    data = dict(simulate_survey_night(3, seed=0).data)
+    whole = {**data, "band": data["band"].astype(float)}
+    many = ManyObjects(villar_posterior, whole)
+    assert many.data["band"].dtype == torch.long
+    torch.testing.assert_close(many.data["band"], torch.as_tensor(data["band"]).long())
+    broken = whole["band"].copy()
+    broken[1, 0] = 0.7
+    with pytest.raises(DataError, match="'band'.*not whole numbers"):
+        ManyObjects(villar_posterior, {**data, "band": broken})

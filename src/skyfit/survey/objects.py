@@ -111,7 +111,7 @@ class ManyObjects(BatchedDensity):
         # factory(**data_n) does (float32 data a likelihood keeps in float64, integer band
         # indices given as floats)
         for owner, attr, key in self._targets:
-            self.data[key] = self.data[key].to(owner.__dict__[attr].dtype)
+            self.data[key] = _in_dtype(key, self.data[key], owner.__dict__[attr].dtype)
         self._check_swap()
 
     def _check_swap(self) -> None:
@@ -167,6 +167,17 @@ def _as_data(key: str, value, dtype: torch.dtype, device) -> torch.Tensor:
                             "and replace them by finite values (masked rows are computed too, "
                             "and a NaN in them makes the gradient NaN)")
     return t
+
+
+def _in_dtype(key: str, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` in ``dtype``; floats into an integer or bool attribute (band indices, a mask)
+    only where they are whole numbers (0 or 1 for bool): a cast would truncate 0.7 to 0."""
+    if value.is_floating_point() and not dtype.is_floating_point:
+        allowed = (value == 0) | (value == 1) if dtype == torch.bool else value == value.round()
+        if not bool(allowed.all()):
+            raise DataError(f"data {key!r} replaces a {dtype} attribute but has values that are "
+                            f"not {'0 or 1' if dtype == torch.bool else 'whole numbers'}")
+    return value.to(dtype)
 
 
 def _attribute_owner(root, path: str):
