@@ -277,3 +277,21 @@ def test_band_indices_given_as_floats_must_be_whole_numbers():
     broken[1, 0] = 0.7
     with pytest.raises(DataError, match="'band'.*not whole numbers"):
         ManyObjects(villar_posterior, {**data, "band": broken})
+
+
+def test_a_users_model_recovers_its_truth_within_the_laplace_errors():
+    # the survey path on a model skyfit does not ship: 60 ragged objects with masked points;
+    # pulls (fit - truth) / sd of the converged ones are standard normal if the fits and the
+    # batched Hessians are right (a factor-2 error in the sd fails the width checks)
+    data, truth = simulate(60, seed=7)
+    many = ManyObjects(decay_posterior, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = laplace_many(many, fit_map_many(many, torch.as_tensor(truth) * 1.2 + 0.05))
+    ok = result.converged.numpy()
+    assert ok.mean() > 0.9
+    pulls = ((result.x.numpy() - truth) / result.std.numpy())[ok]
+    assert np.abs(pulls).max() < 5
+    inside = (np.abs(pulls) < 1).mean()
+    assert 0.55 < inside < 0.8, inside  # 0.683 for a Gaussian; 3 x ~55 pulls
+    assert 0.7 < pulls.std() < 1.35
