@@ -7,6 +7,7 @@ safetensors files (fit results, models) store this digest in their metadata unde
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 
@@ -35,12 +36,15 @@ def safetensors_digest(spec_json: str, tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def verify_digest(path, stored: str | None, actual: str, what: str) -> None:
+def verify_digest(path, stored: str | None, actual: str | Callable[[], str], what: str) -> None:
     """Raise a :class:`~skyfit.errors.CorruptFileError` naming ``path`` unless ``stored`` (the
-    digest read from the file, None if absent) equals ``actual``."""
+    digest read from the file, None if absent) equals ``actual`` (or what ``actual()``
+    computes, called only when a digest is stored). Every skyfit file with a checksum (results,
+    models, chains, checkpoints) is checked here, so all say the same."""
     if stored is None:
         raise CorruptFileError(f"{path} has no checksum, so it cannot be trusted as {what} "
                                f"(written by another program, or an older skyfit)")
+    actual = actual() if callable(actual) else actual
     if stored != actual:
         raise CorruptFileError(f"{path}: checksum mismatch (content sha256 {actual[:16]}..., "
                                f"stored {stored[:16]}...): the file was changed or damaged "

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checksum import verify_digest
 from ..errors import CorruptFileError, DataMismatchError
 from .files import describe_start, read_head
 
@@ -133,11 +134,8 @@ def _read_verified(path: Path) -> tuple[dict, bytes]:
     if len(payload) > expected:
         raise CorruptFileError(f"{path} has {len(payload) - expected} bytes more than its "
                                f"header says ({expected}): the file was changed")
-    actual = _digest(header.get("fingerprint"), payload)
-    if actual != stored:
-        raise CorruptFileError(f"{path}: checksum mismatch (content sha256 {actual[:16]}..., "
-                               f"stored {stored[:16]}...): the file was changed or damaged "
-                               "after it was written")
+    verify_digest(path, stored, _digest(header.get("fingerprint"), payload),
+                  "a skyfit checkpoint")
     return header, payload
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checksum import verify_digest
 from ..errors import CorruptFileError, SkyfitError
 
 __all__: list[str] = []
@@ -117,18 +118,14 @@ def seal_hdf5(f) -> None:
 
 def verify_hdf5(f, path, what: str) -> None:
     """Compare the content of an open HDF5 file with the checksum stored by :func:`seal_hdf5`."""
+    def content_digest() -> str:
+        try:
+            return hdf5_digest(f)
+        except SkyfitError:
+            raise
+        except Exception as error:  # h5py: OSError, KeyError, RuntimeError on damaged blocks
+            raise CorruptFileError(f"{path}: its content cannot be read back ({error}); "
+                                   "the file is damaged") from error
+
     stored = f.attrs.get(CHECKSUM_ATTR)
-    if stored is None:
-        raise CorruptFileError(f"{path} has no checksum attribute, so it cannot be trusted as "
-                               f"{what} (written by another program, or an older skyfit)")
-    try:
-        actual = hdf5_digest(f)
-    except SkyfitError:
-        raise
-    except Exception as error:  # h5py raises OSError, KeyError, RuntimeError on damaged blocks
-        raise CorruptFileError(f"{path}: its content cannot be read back ({error}); "
-                               "the file is damaged") from error
-    if actual != str(stored):
-        raise CorruptFileError(f"{path}: checksum mismatch (content sha256 {actual[:16]}..., "
-                               f"stored {str(stored)[:16]}...): the file was changed or damaged "
-                               "after it was written")
+    verify_digest(path, None if stored is None else str(stored), content_digest, what)

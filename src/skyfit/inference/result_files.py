@@ -101,4 +101,3 @@ def load_result(cls: type, path: str | Path, **extra):
         raise DataMismatchError(f"{path} was fitted with parameters {fields.get('names')}, "
                                 f"but the density given has {list(density.names)}")
     return cls(**fields, **extra)
-
